@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test test-fast bench clean-venv
+
+venv: $(STAMP)
+
+# The venv is rebuilt when requirements.txt changes. The .pth file puts the repo root on
+# sys.path, so `common` imports from anywhere (repo root, a dataset folder, a notebook).
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'dir_repo_root.pth').write_text('$(CURDIR)\n')"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+# Skips the slow end-to-end tests (they still run in `make test`).
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/losses.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,91 @@
+"""Input checks shared by the losses: one clear ``ValueError`` naming the argument, never an index error.
+
+Each check costs one reduction at most; finiteness checks synchronise with the GPU, which is the price of
+failing with a readable message instead of a NaN several steps later.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _describe(name: str, tensor: torch.Tensor) -> str:
+    return f"`{name}` (shape {tuple(tensor.shape)}, dtype {tensor.dtype})"
+
+
+def as_tensor(where: str, name: str, value) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{where}: `{name}` must be a torch.Tensor, got {type(value).__name__}.")
+    return value
+
+
+def check_floating(where: str, name: str, tensor: torch.Tensor) -> None:
+    if not tensor.is_floating_point():
+        raise ValueError(f"{where}: {_describe(name, tensor)} must be a floating-point tensor.")
+
+
+def check_finite(where: str, name: str, tensor: torch.Tensor) -> None:
+    if tensor.numel() and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{where}: {_describe(name, tensor)} contains NaN or infinite values.")
+
+
+def check_ndim(where: str, name: str, tensor: torch.Tensor, ndims: tuple[int, ...]) -> None:
+    if tensor.dim() not in ndims:
+        wanted = " or ".join(f"{d}-D" for d in ndims)
+        raise ValueError(f"{where}: {_describe(name, tensor)} must be {wanted}.")
+
+
+def check_nonempty(where: str, name: str, tensor: torch.Tensor) -> None:
+    if tensor.dim() == 0 or tensor.shape[0] == 0:
+        raise ValueError(f"{where}: {_describe(name, tensor)} is an empty batch; pass at least one sample.")
+
+
+def check_rows(where: str, name: str, tensor: torch.Tensor, ref_name: str, n: int) -> None:
+    if tensor.dim() == 0 or tensor.shape[0] != n:
+        raise ValueError(f"{where}: {_describe(name, tensor)} must have {n} rows, like `{ref_name}`.")
+
+
+def check_same_shape(where: str, name: str, tensor: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    if tensor.shape != ref.shape:
+        raise ValueError(
+            f"{where}: {_describe(name, tensor)} must have the shape of `{ref_name}` {tuple(ref.shape)}.")
+
+
+def check_positive(where: str, name: str, value: float, *, allow_zero: bool = False) -> None:
+    bad = value < 0 if allow_zero else value <= 0
+    if bad or value != value:
+        bound = "≥ 0" if allow_zero else "> 0"
+        raise ValueError(f"{where}: `{name}` must be {bound}, got {value}.")
+
+
+def check_choice(where: str, name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{where}: `{name}` must be one of {', '.join(map(repr, choices))}, got {value!r}.")
+
+
+def labels_2d(where: str, name: str, labels: torch.Tensor, n: int, ref_name: str) -> torch.Tensor:
+    """Labels of shape (N,), (N,1) or (N,K) as an (N,K) tensor."""
+    check_ndim(where, name, labels, (1, 2))
+    check_rows(where, name, labels, ref_name, n)
+    return labels.reshape(n, -1)
+
+
+def sample_weights(where: str, weights, n: int, like: torch.Tensor, ref_name: str) -> torch.Tensor:
+    """Per-sample weights as an (N,) tensor on ``like``'s device and dtype.
+
+    Accepts ``None`` (all ones), a Python/0-d scalar, or a tensor of shape (N,) or (N,1).
+    Weights must be finite and non-negative.
+    """
+    if weights is None:
+        return torch.ones(n, device=like.device, dtype=like.dtype)
+    if not isinstance(weights, torch.Tensor):
+        weights = torch.tensor(float(weights))
+    if weights.dim() == 0:
+        weights = weights.expand(n)
+    elif weights.dim() > 2 or weights.shape[0] != n or weights.numel() != n:
+        raise ValueError(f"{where}: {_describe('weights', weights)} must be a scalar, ({n},) or ({n}, 1), "
+                         f"one weight per row of `{ref_name}`.")
+    weights = weights.reshape(n).to(device=like.device, dtype=like.dtype)
+    check_finite(where, "weights", weights)
+    if n and bool((weights < 0).any()):
+        raise ValueError(f"{where}: `weights` must be non-negative.")
+    return weights

@@ -1,0 +1,196 @@
+"""Feature distribution smoothing (FDS; Yang et al., ICML 2021).
+
+FDS keeps per-bucket running statistics (mean, variance) of the features, smooths them across neighbouring
+buckets with a kernel after every epoch, and during training re-calibrates each feature from its bucket's
+statistics to the smoothed ones:
+
+    x ← (x − μ_b) · sqrt(clamp(σ̃²_b / σ²_b, c_min, c_max)) + μ̃_b.
+
+Everything is vectorised: labels are bucketised once per call and the statistics are gathered/scattered with
+``index_add_``/``index_select``; there is no Python loop over buckets or samples.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common import checks
+from common.lds import kernel_window
+
+
+class FDS(nn.Module):
+    """FDS over integer-valued 1-D labels (the age rule of methods.md §3.2).
+
+    Args:
+        feature_dim: D, the feature size (age ResNet-50: 2048).
+        bucket_num, bucket_start: buckets ``bucket_start … bucket_num − 1`` (K = bucket_num − bucket_start rows).
+        start_update: first epoch whose statistics are collected (its update replaces, not averages).
+        start_smooth: first epoch at which :meth:`smooth` calibrates.
+        kernel, ks, sigma: the smoothing window across buckets (sum-normalised).
+        momentum: EMA factor of the running statistics; None for a cumulative average.
+        clip_min, clip_max: bounds of the variance ratio (age: 0.1, 10).
+
+    Bucket rule (as the reference): label ``y`` goes to row ``int(y − bucket_start)``; labels below
+    ``bucket_start`` join row 0 only when a label exactly equal to ``bucket_start`` is in the same call, and labels
+    at or above ``bucket_num − 1`` join row K−1 only when that exact label is present; otherwise they are skipped
+    (not counted, not calibrated).
+    """
+
+    def __init__(self, feature_dim, bucket_num=100, bucket_start=3, start_update=0, start_smooth=1,
+                 kernel="gaussian", ks=5, sigma=2, momentum=0.9, clip_min=0.1, clip_max=10.0):
+        super().__init__()
+        if bucket_num - bucket_start < 2:
+            raise ValueError(f"FDS: need at least two buckets, got bucket_num={bucket_num}, "
+                             f"bucket_start={bucket_start}.")
+        if (ks - 1) // 2 >= bucket_num - bucket_start:
+            raise ValueError(f"FDS: kernel size ks={ks} is too large for {bucket_num - bucket_start} buckets "
+                             "(reflect padding needs K > (ks − 1) / 2).")
+        self.feature_dim = feature_dim
+        self.bucket_num, self.bucket_start = bucket_num, bucket_start
+        self.start_update, self.start_smooth = start_update, start_smooth
+        self.momentum = momentum
+        self.clip_min, self.clip_max = clip_min, clip_max
+        self.kernel_name, self.ks, self.sigma = kernel, ks, sigma
+        k = bucket_num - bucket_start
+        window = torch.as_tensor(kernel_window(kernel, ks, sigma, normalise="sum", dtype="float32"))
+        self.register_buffer("kernel_window", window)
+        self.register_buffer("running_mean", torch.zeros(k, feature_dim))
+        self.register_buffer("running_var", torch.ones(k, feature_dim))
+        self.register_buffer("running_mean_last_epoch", torch.zeros(k, feature_dim))
+        self.register_buffer("running_var_last_epoch", torch.ones(k, feature_dim))
+        self.register_buffer("smoothed_mean_last_epoch", torch.zeros(k, feature_dim))
+        self.register_buffer("smoothed_var_last_epoch", torch.ones(k, feature_dim))
+        self.register_buffer("num_samples_tracked", torch.zeros(k))
+        self.register_buffer("epoch", torch.tensor([start_update], dtype=torch.long))
+        # Calibration tables, derived from the last-epoch buffers; row K is the identity for skipped labels.
+        self.register_buffer("_shift_from", torch.zeros(k + 1, feature_dim), persistent=False)
+        self.register_buffer("_scale", torch.ones(k + 1, feature_dim), persistent=False)
+        self.register_buffer("_shift_to", torch.zeros(k + 1, feature_dim), persistent=False)
+        self.register_load_state_dict_post_hook(lambda module, _: module._refresh_calibration())
+
+    @property
+    def num_buckets(self) -> int:
+        return self.bucket_num - self.bucket_start
+
+    def extra_repr(self):
+        return (f"feature_dim={self.feature_dim}, buckets={self.bucket_start}..{self.bucket_num - 1}, "
+                f"kernel={self.kernel_name}(ks={self.ks}, sigma={self.sigma}), momentum={self.momentum}, "
+                f"start_update={self.start_update}, start_smooth={self.start_smooth}")
+
+    # -- inputs ---------------------------------------------------------------------------------------------
+    def _check(self, where, features, labels):
+        features = checks.as_tensor(where, "features", features)
+        checks.check_ndim(where, "features", features, (2,))
+        checks.check_floating(where, "features", features)
+        if features.shape[1] != self.feature_dim:
+            raise ValueError(f"FDS.{where}: `features` has {features.shape[1]} columns; this FDS was built for "
+                             f"feature_dim={self.feature_dim}.")
+        labels = checks.as_tensor(where, "labels", labels)
+        if labels.dim() == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        checks.check_ndim(where, "labels", labels, (1,))
+        checks.check_rows(where, "labels", labels, "features", features.shape[0])
+        checks.check_finite(f"FDS.{where}", "features", features)
+        checks.check_finite(f"FDS.{where}", "labels", labels)
+        if labels.numel() and bool((labels < 0).any()):
+            raise ValueError(f"FDS.{where}: `labels` must be non-negative, got minimum {labels.min().item()}.")
+        return features, labels
+
+    def bucketize(self, labels: torch.Tensor) -> torch.Tensor:
+        """(N,) labels → (N,) long rows in [0, K]; row K means "skipped" (outside the buckets)."""
+        k = self.num_buckets
+        low, high = self.bucket_start, self.bucket_num - 1
+        rows = (labels - low).clamp(0, k - 1).to(torch.long)   # truncation, like int(y − start) for y > start
+        below, above = labels <= low, labels >= high
+        rows = torch.where(below & ~(labels == low).any(), torch.full_like(rows, k), rows)
+        rows = torch.where(above & ~(labels == high).any(), torch.full_like(rows, k), rows)
+        return rows
+
+    # -- statistics ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def update_last_epoch_stats(self, epoch: int) -> None:
+        """Called after epoch ``epoch``'s statistics pass, before :meth:`update_running_stats`.
+
+        Copies the running statistics to the last-epoch buffers (the reference aliases them) and smooths
+        them across buckets with the kernel (reflect padding).
+        """
+        if epoch != int(self.epoch) + 1:
+            return
+        self.epoch += 1
+        self.running_mean_last_epoch.copy_(self.running_mean)
+        self.running_var_last_epoch.copy_(self.running_var)
+        self.smoothed_mean_last_epoch.copy_(self._smooth_across_buckets(self.running_mean_last_epoch))
+        self.smoothed_var_last_epoch.copy_(self._smooth_across_buckets(self.running_var_last_epoch))
+        self._refresh_calibration()
+
+    def _smooth_across_buckets(self, stats: torch.Tensor) -> torch.Tensor:
+        half = (self.ks - 1) // 2
+        per_dim = stats.T.unsqueeze(1)                                   # (D, 1, K)
+        padded = F.pad(per_dim, (half, half), mode="reflect")
+        window = self.kernel_window.to(stats.dtype).view(1, 1, -1)
+        return F.conv1d(padded, window).squeeze(1).T
+
+    @torch.no_grad()
+    def update_running_stats(self, features, labels, epoch: int) -> None:
+        """Fold the per-bucket mean/variance of one epoch's features into the running statistics.
+
+        features: (N, D) (moved to the buffers' device); labels: (N,) or (N, 1). A bucket with n samples gets
+        the unbiased variance (0 when n = 1); the EMA factor is ``momentum`` (0 at ``start_update``).
+        """
+        if epoch < int(self.epoch):
+            return
+        features, labels = self._check("update_running_stats", features, labels)
+        features = features.detach().to(self.running_mean)
+        rows = self.bucketize(labels.to(features.device))
+        k = self.num_buckets
+        counts = torch.bincount(rows, minlength=k + 1)[:k].to(features.dtype)
+        sums = torch.zeros(k + 1, self.feature_dim, dtype=features.dtype, device=features.device)
+        sums.index_add_(0, rows, features)
+        mean = sums[:k] / counts.clamp(min=1)[:, None]
+        centred = features - torch.cat([mean, mean.new_zeros(1, self.feature_dim)]).index_select(0, rows)
+        squares = torch.zeros_like(sums).index_add_(0, rows, centred * centred)[:k]
+        var = squares / (counts - 1).clamp(min=1)[:, None]
+
+        present = counts > 0
+        self.num_samples_tracked += counts
+        if epoch == self.start_update:
+            factor = torch.zeros_like(counts)
+        elif self.momentum is None:
+            factor = 1 - counts / self.num_samples_tracked.clamp(min=1)
+        else:
+            factor = torch.full_like(counts, self.momentum)
+        factor = factor[:, None]
+        new_mean = (1 - factor) * mean + factor * self.running_mean
+        new_var = (1 - factor) * var + factor * self.running_var
+        self.running_mean.copy_(torch.where(present[:, None], new_mean, self.running_mean))
+        self.running_var.copy_(torch.where(present[:, None], new_var, self.running_var))
+
+    @torch.no_grad()
+    def _refresh_calibration(self) -> None:
+        """Rebuild the (K+1, D) calibration tables from the last-epoch buffers."""
+        m1, v1 = self.running_mean_last_epoch, self.running_var_last_epoch
+        m2, v2 = self.smoothed_mean_last_epoch, self.smoothed_var_last_epoch
+        # Age variant: a bucket whose variances sum to < 1e-10 is left alone; otherwise every dimension with
+        # v1 ≠ 0 is calibrated.
+        calibrate = (v1.sum(1, keepdim=True) >= 1e-10) & (v1 != 0)
+        ratio = (v2 / torch.where(calibrate, v1, torch.ones_like(v1))).clamp(self.clip_min, self.clip_max)
+        scale = torch.where(calibrate, ratio.sqrt(), torch.ones_like(v1))
+        identity = torch.zeros(1, self.feature_dim, dtype=m1.dtype, device=m1.device)
+        self._shift_from.copy_(torch.cat([torch.where(calibrate, m1, torch.zeros_like(m1)), identity]))
+        self._scale.copy_(torch.cat([scale, identity + 1]))
+        self._shift_to.copy_(torch.cat([torch.where(calibrate, m2, torch.zeros_like(m2)), identity]))
+
+    def smooth(self, features, labels, epoch: int) -> torch.Tensor:
+        """Calibrate features (N, D) to the smoothed statistics of their buckets; a new tensor.
+
+        Identity (the input itself is returned) before ``start_smooth``. Differentiable in ``features``:
+        the gradient is the per-dimension scale.
+        """
+        if epoch < self.start_smooth:
+            return features
+        features, labels = self._check("smooth", features, labels)
+        rows = self.bucketize(labels.to(features.device))
+        tables = [t.to(features.dtype).index_select(0, rows)
+                  for t in (self._shift_from, self._scale, self._shift_to)]
+        return (features - tables[0]) * tables[1] + tables[2]

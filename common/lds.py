@@ -1,0 +1,113 @@
+"""Label distribution smoothing (LDS) and inverse-frequency re-weighting (Yang et al., ICML 2021).
+
+Weights are computed once from the training label histogram: counts per bin are transformed (``sqrt_inv``:
+square root; ``inverse``: clipped to [5, 1000]), optionally convolved with a symmetric kernel (LDS), inverted,
+and rescaled so that the mean weight over the training samples is 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import convolve1d, gaussian_filter1d
+from scipy.signal.windows import triang
+
+KERNELS = ("gaussian", "triang", "laplace")
+REWEIGHTS = ("none", "inverse", "sqrt_inv")
+
+
+def kernel_window(kernel: str, ks: int, sigma: float, normalise: str = "max", dtype=np.float64) -> np.ndarray:
+    """A symmetric smoothing window of odd length ``ks``.
+
+    gaussian: ``scipy.ndimage.gaussian_filter1d`` of a centred delta (reflect mode, truncate 4), which folds
+    mass back in at the ends when ``4σ > (ks − 1)/2``, exactly as the reference; triang:
+    ``scipy.signal.windows.triang(ks)``; laplace: ``exp(−|x|/σ)/(2σ)`` at ``x = −h…h``.
+    ``normalise='max'`` (LDS) scales the peak to 1, ``'sum'`` (FDS) the total to 1.
+    ``dtype``: the delta's dtype (the reference's LDS uses float64, its FDS float32).
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel_window: `kernel` must be one of {', '.join(KERNELS)}, got {kernel!r}.")
+    if int(ks) != ks or ks < 1 or ks % 2 == 0:
+        raise ValueError(f"kernel_window: `ks` (kernel size) must be a positive odd integer, got {ks}.")
+    if normalise not in ("max", "sum"):
+        raise ValueError(f"kernel_window: `normalise` must be 'max' or 'sum', got {normalise!r}.")
+    ks = int(ks)
+    half = (ks - 1) // 2
+    if kernel == "gaussian":
+        if not sigma > 0:
+            raise ValueError(f"kernel_window: `sigma` must be > 0 for the gaussian kernel, got {sigma}.")
+        delta = np.zeros(ks, dtype=dtype)
+        delta[half] = 1.0
+        window = gaussian_filter1d(delta, sigma=sigma)
+    elif kernel == "triang":
+        window = triang(ks).astype(dtype)
+    else:
+        if not sigma > 0:
+            raise ValueError(f"kernel_window: `sigma` must be > 0 for the laplace kernel, got {sigma}.")
+        x = np.arange(-half, half + 1, dtype=dtype)
+        window = np.exp(-np.abs(x) / sigma) / (2.0 * sigma)
+    return window / (window.max() if normalise == "max" else window.sum())
+
+
+def get_lds_kernel_window(kernel: str, ks: int, sigma: float) -> np.ndarray:
+    """The LDS window (ks,), float64, peak 1 (methods.md §2.4)."""
+    return kernel_window(kernel, ks, sigma, normalise="max", dtype=np.float64)
+
+
+def smoothed_bin_counts(counts, reweight: str, lds: bool = False, lds_kernel: str = "gaussian", lds_ks: int = 5,
+                        lds_sigma: float = 2, *, clip=(5, 1000), mode: str = "constant",
+                        truncate_smoothed_counts: bool = False) -> np.ndarray:
+    """Effective per-bin counts whose inverse is the bin weight.
+
+    counts: (B,) training samples per bin. ``sqrt_inv`` takes square roots; ``inverse`` clips to ``clip``
+    (None: no clipping, as STS-B and NYUD2). LDS convolves with the max-normalised window (``mode``: scipy
+    boundary mode; ``constant`` pads with zeros). The reference convolves the integer counts of ``inverse``
+    in integer arithmetic, truncating the result; ``truncate_smoothed_counts=True`` reproduces that.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if reweight == "sqrt_inv":
+        counts = np.sqrt(counts)
+    elif reweight == "inverse" and clip is not None:
+        counts = np.clip(counts, *clip)
+    if lds:
+        window = get_lds_kernel_window(lds_kernel, lds_ks, lds_sigma)
+        if reweight == "inverse" and truncate_smoothed_counts:
+            counts = convolve1d(counts.astype(np.int64), window, mode=mode).astype(np.float64)
+        else:
+            counts = convolve1d(counts, window, mode=mode)
+    return counts
+
+
+def prepare_weights(labels, reweight: str = "none", lds: bool = False, lds_kernel: str = "gaussian",
+                    lds_ks: int = 5, lds_sigma: float = 2, max_target: int = 121, *,
+                    truncate_smoothed_counts: bool = False):
+    """Per-sample training weights for the age datasets (methods.md §2.1).
+
+    Args:
+        labels: (N,) training labels (ages, years); bin ``min(max_target − 1, int(y))``.
+        reweight: ``'none'`` (returns None), ``'inverse'`` or ``'sqrt_inv'``.
+        lds, lds_kernel, lds_ks, lds_sigma: label distribution smoothing of the bin counts.
+        max_target: number of bins.
+        truncate_smoothed_counts: reproduce the reference's integer truncation of ``inverse`` + LDS
+            (off by default: a bug fix, see docs/reference-differences.md).
+
+    Returns:
+        (N,) float32 weights with mean 1, or None when ``reweight='none'``.
+    """
+    if reweight not in REWEIGHTS:
+        raise ValueError(f"prepare_weights: `reweight` must be one of {', '.join(REWEIGHTS)}, got {reweight!r}.")
+    if lds and reweight == "none":
+        raise ValueError("prepare_weights: `lds` smooths the re-weighting histogram; set `reweight` to "
+                         "'inverse' or 'sqrt_inv' (it is 'none').")
+    labels = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if labels.size == 0:
+        raise ValueError("prepare_weights: `labels` is empty; pass the training labels.")
+    if not np.isfinite(labels).all() or (labels < 0).any():
+        raise ValueError("prepare_weights: `labels` must be finite and non-negative "
+                         f"(got min {labels.min()}, max {labels.max()}).")
+    if reweight == "none":
+        return None
+    bins = np.minimum(max_target - 1, labels.astype(np.int64))
+    counts = np.bincount(bins, minlength=max_target)
+    effective = smoothed_bin_counts(counts, reweight, lds, lds_kernel, lds_ks, lds_sigma,
+                                    truncate_smoothed_counts=truncate_smoothed_counts)
+    weights = (1.0 / effective[bins]).astype(np.float32)
+    return (weights * (len(weights) / weights.sum())).astype(np.float32)

@@ -1,0 +1,173 @@
+"""Balanced MSE (Ren et al., CVPR 2022): GAI, BMC and BNI.
+
+Each variant is ``(2σ²)_sg · mean_i ℓ_i`` with the per-sample negative log-likelihood of the balanced
+likelihood
+
+    ℓ_i = −log N(y_i; ŷ_i, σ²) + log ∫ N(ŷ_i; y', σ²) p_train(y') dy'      (constants cancelled)
+
+where ``p_train`` is a Gaussian mixture (GAI), a bucket histogram (BNI) or the batch targets (BMC).
+The ``2σ²`` factor is detached: the value is in MSE units while σ still learns from the NLL.
+``σ²`` is the ``noise_var`` argument; the modules hold ``noise_sigma`` as a learnable parameter.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common import checks
+
+
+def _prepare(where, pred, target, noise_var):
+    pred = checks.as_tensor(where, "pred", pred)
+    target = checks.as_tensor(where, "target", target)
+    checks.check_floating(where, "pred", pred)
+    checks.check_nonempty(where, "pred", pred)
+    checks.check_same_shape(where, "target", target, "pred", pred)
+    checks.check_ndim(where, "pred", pred, (1, 2))
+    checks.check_finite(where, "pred", pred)
+    checks.check_finite(where, "target", target)
+    if not isinstance(noise_var, torch.Tensor):
+        noise_var = torch.tensor(float(noise_var), dtype=pred.dtype, device=pred.device)
+    if noise_var.numel() != 1:
+        raise ValueError(f"{where}: `noise_var` must be a scalar (σ²), got shape {tuple(noise_var.shape)}.")
+    noise_var = noise_var.reshape(())
+    if not bool(noise_var > 0) or not bool(torch.isfinite(noise_var)):
+        raise ValueError(f"{where}: `noise_var` (σ²) must be a finite positive number, got {noise_var.item()}.")
+    return pred.reshape(pred.shape[0], -1), target.reshape(pred.shape[0], -1), noise_var
+
+
+def _one_dimensional(where, pred):
+    if pred.shape[1] != 1:
+        raise ValueError(f"{where}: `pred` must hold one value per sample ((N,) or (N, 1)), "
+                         f"got {pred.shape[1]} per sample.")
+
+
+def bmc_loss(pred, target, noise_var) -> torch.Tensor:
+    """Batch-based Monte-Carlo: ``2σ²_sg · CE(−‖ŷ_i − y_j‖² / 2σ², i)`` over the batch.
+
+    pred, target: (N,) or (N, d) (d > 1: isotropic multivariate version); noise_var: σ², scalar.
+    """
+    pred, target, noise_var = _prepare("bmc_loss", pred, target, noise_var)
+    logits = -torch.cdist(pred, target).pow(2) if pred.shape[1] > 1 else -(pred - target.T).pow(2)
+    logits = logits / (2 * noise_var)
+    labels = torch.arange(pred.shape[0], device=pred.device)
+    return F.cross_entropy(logits, labels) * (2 * noise_var).detach()
+
+
+def _prior_tensor(values, like: torch.Tensor) -> torch.Tensor:
+    """A prior array (list, numpy or tensor) as a flat tensor in ``like``'s dtype and device.
+
+    Lists and arrays go through float64 first: ``torch.as_tensor([0.4, ...])`` would round them to float32.
+    """
+    if not isinstance(values, torch.Tensor):
+        values = torch.as_tensor(np.asarray(values, dtype=np.float64))
+    return values.to(device=like.device, dtype=like.dtype).reshape(-1)
+
+
+def _gmm_tensors(where, gmm, like):
+    if not isinstance(gmm, dict) or any(k not in gmm for k in ("means", "weights", "variances")):
+        raise ValueError(f"{where}: `gmm` must be a dict with keys 'means' (K,1), 'weights' (K,) and "
+                         "'variances' (K,1,1).")
+    parts = [_prior_tensor(gmm[k], like) for k in ("means", "weights", "variances")]
+    if len({p.numel() for p in parts}) != 1:
+        raise ValueError(f"{where}: `gmm` means, weights and variances must have the same number of components, "
+                         f"got {[p.numel() for p in parts]}.")
+    means, weights, variances = parts
+    if bool((weights < 0).any()) or bool((variances < 0).any()) or not bool(weights.sum() > 0):
+        raise ValueError(f"{where}: `gmm` weights must be non-negative with a positive sum and its "
+                         "variances non-negative.")
+    return means, weights, variances
+
+
+def gai_loss(pred, target, gmm, noise_var) -> torch.Tensor:
+    """GMM-based analytic integration (1-D labels).
+
+    ``ℓ_i = (ŷ_i − y_i)²/2σ² + ½ log σ² + log Σ_k π_k N(ŷ_i; μ_k, v_k + σ²)·√(2π)``.
+
+    gmm: ``{'means': (K,1), 'weights': (K,), 'variances': (K,1,1)}`` (numpy or torch); cast to pred's dtype.
+    """
+    where = "gai_loss"
+    pred, target, noise_var = _prepare(where, pred, target, noise_var)
+    _one_dimensional(where, pred)
+    means, weights, variances = _gmm_tensors(where, gmm, pred)
+    mse_term = (pred - target).pow(2) / (2 * noise_var) + 0.5 * torch.log(noise_var)   # (N, 1)
+    total_var = variances + noise_var                                                   # (K,)
+    log_terms = torch.log(weights) - 0.5 * torch.log(total_var) - (pred - means).pow(2) / (2 * total_var)
+    loss = (mse_term.squeeze(1) + torch.logsumexp(log_terms, dim=1)).mean()
+    return loss * (2 * noise_var).detach()
+
+
+def bni_loss(pred, target, noise_var, bucket_centers, bucket_weights) -> torch.Tensor:
+    """Bin-based numerical integration (1-D labels).
+
+    ``ℓ_i = (ŷ_i − y_i)²/2σ² + log Σ_b p_b exp(−(ŷ_i − c_b)²/2σ²)``.
+
+    bucket_centers, bucket_weights: (B,) bucket centres (label units) and probabilities (normalised here);
+    cast to pred's dtype and device.
+    """
+    where = "bni_loss"
+    pred, target, noise_var = _prepare(where, pred, target, noise_var)
+    _one_dimensional(where, pred)
+    centers = _prior_tensor(bucket_centers, pred)
+    probs = _prior_tensor(bucket_weights, pred)
+    if centers.shape != probs.shape:
+        raise ValueError(f"{where}: `bucket_centers` {tuple(centers.shape)} and `bucket_weights` "
+                         f"{tuple(probs.shape)} must have the same length.")
+    if bool((probs < 0).any()) or not bool(probs.sum() > 0) or not bool(torch.isfinite(probs).all()):
+        raise ValueError(f"{where}: `bucket_weights` must be finite, non-negative and sum to more than 0.")
+    probs = probs / probs.sum()
+    mse_term = (pred - target).pow(2).squeeze(1) / (2 * noise_var)
+    log_terms = torch.log(probs) - (pred - centers).pow(2) / (2 * noise_var)
+    loss = (mse_term + torch.logsumexp(log_terms, dim=1)).mean()
+    return loss * (2 * noise_var).detach()
+
+
+class _BalancedMSE(nn.Module):
+    def __init__(self, init_noise_sigma: float):
+        super().__init__()
+        checks.check_positive(type(self).__name__, "init_noise_sigma", init_noise_sigma)
+        self.noise_sigma = nn.Parameter(torch.tensor(float(init_noise_sigma)))
+
+    def noise_var(self, like: torch.Tensor) -> torch.Tensor:
+        """σ² in ``like``'s dtype (squared after the cast, so float64 predictions get a float64 σ²)."""
+        return self.noise_sigma.to(like.dtype) ** 2
+
+    def extra_repr(self):
+        return f"noise_sigma={self.noise_sigma.item():.4g}"
+
+
+class BMCLoss(_BalancedMSE):
+    """:func:`bmc_loss` with a learnable ``noise_sigma`` (CLI ``--init_noise_sigma``, ``--sigma_lr``)."""
+
+    def forward(self, pred, target):
+        return bmc_loss(pred, target, self.noise_var(pred))
+
+
+class GAILoss(_BalancedMSE):
+    """:func:`gai_loss` with a learnable ``noise_sigma`` and the training-label GMM as buffers."""
+
+    def __init__(self, init_noise_sigma: float, gmm: dict):
+        super().__init__(init_noise_sigma)
+        means, weights, variances = _gmm_tensors("GAILoss", gmm, torch.empty(0, dtype=torch.float64))
+        self.register_buffer("gmm_means", means)
+        self.register_buffer("gmm_weights", weights)
+        self.register_buffer("gmm_variances", variances)
+
+    def forward(self, pred, target):
+        gmm = {"means": self.gmm_means, "weights": self.gmm_weights, "variances": self.gmm_variances}
+        return gai_loss(pred, target, gmm, self.noise_var(pred))
+
+
+class BNILoss(_BalancedMSE):
+    """:func:`bni_loss` with a learnable ``noise_sigma`` and the bucket prior as buffers."""
+
+    def __init__(self, init_noise_sigma: float, bucket_centers, bucket_weights):
+        super().__init__(init_noise_sigma)
+        float64 = torch.empty(0, dtype=torch.float64)
+        self.register_buffer("bucket_centers", _prior_tensor(bucket_centers, float64))
+        self.register_buffer("bucket_weights", _prior_tensor(bucket_weights, float64))
+
+    def forward(self, pred, target):
+        return bni_loss(pred, target, self.noise_var(pred), self.bucket_centers, self.bucket_weights)

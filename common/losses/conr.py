@@ -1,0 +1,210 @@
+"""ConR: contrastive regularizer for deep imbalanced regression (Keramati et al., ICLR 2024).
+
+Two variants, kept as the reference code computes them:
+
+* :func:`conr_loss`, the age variant (AgeDB-DIR, IMDB-WIKI-DIR): features of the two augmented views
+  ``(2B, D)``, exponential pushing weight ``ω_i·exp(η·Δ_ij)``, anchor-weighted mean.
+* :func:`conr_dense_loss`, the depth variant (NYUD2-DIR): one vector per image (the whole feature map),
+  linear pushing weight ``η·Δ_ij·ω̄_i``, ``|P_i| + 1`` normaliser, unweighted mean.
+
+For anchor ``i`` with cosine logits ``s_ij = z_i·z_j/τ``, positives ``P_i = {j ≠ i : Δ_ij ≤ w}`` and negatives
+``N_i = {j : Δ_ij > w, δ_ij ≤ w}`` (label-far but prediction-close, "confusions"), the denominator is
+
+    D_i = Σ_{j∈P_i} exp(s_ij) + (M − |P_i|) + Σ_{j∈N_i} π_ij exp(s_ij)
+
+where the middle constant is an artefact of the reference code (every masked-out entry, the diagonal
+included, adds exp(0) = 1); ``denominator='paper'`` drops it. ``ℓ_i = mean_{j∈P_i} (log D_i − s_ij)``.
+Anchors without a negative contribute 0; anchors without a positive are skipped too (the reference returns
+NaN for the whole batch, ``docs/reference-differences.md``); both still count in the ``1/M`` mean.
+The denominator is evaluated as a log-sum-exp, so small temperatures do not overflow.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common import checks
+
+DENOMINATORS = ("reference", "paper")
+
+
+def _pairwise_distance(values: torch.Tensor) -> torch.Tensor:
+    """(M, K) → (M, M) Euclidean distances; exactly ``|v_i − v_j|`` for K = 1 (threshold tests rely on it)."""
+    if values.shape[1] == 1:
+        return (values - values.T).abs()
+    return (values[:, None, :] - values[None, :, :]).norm(dim=-1)
+
+
+def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    # Half-precision inputs (autocast) are computed in float32: logits up to 1/τ need the mantissa.
+    return torch.float32 if tensor.dtype in (torch.float16, torch.bfloat16) else tensor.dtype
+
+
+def _conr_from_similarity(similarity, label_distance, pred_distance, anchor_weights, *, window, eta,
+                          linear_pushing, plus_one_normaliser, anchor_weighted, denominator):
+    """The ConR loss from a (M, M) logit matrix ``s = z zᵀ / τ`` and (M, M) label/prediction distances."""
+    m = similarity.shape[0]
+    with torch.no_grad():
+        close = label_distance <= window
+        positives = close & ~torch.eye(m, dtype=torch.bool, device=similarity.device)
+        negatives = ~close & (pred_distance <= window)
+        num_positives = positives.sum(1)
+        if linear_pushing:
+            log_push = torch.log(eta * label_distance * anchor_weights[:, None])
+        else:
+            log_push = torch.log(anchor_weights)[:, None] + eta * label_distance
+        # log of the factor each entry of the row enters the denominator with (−inf: left out).
+        log_factor = torch.where(positives, torch.zeros_like(log_push),
+                                 torch.where(negatives, log_push, torch.full_like(log_push, -torch.inf)))
+        active = (num_positives > 0) & negatives.any(1)
+    logits = similarity + log_factor
+    if denominator == "reference":
+        log_constant = torch.log((m - num_positives).to(similarity.dtype))  # ≥ log 1: the diagonal
+        row_max = torch.maximum(logits.detach().amax(1), log_constant)
+    else:
+        row_max = logits.detach().amax(1)
+        row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    total = torch.exp(logits - row_max[:, None]).sum(1)
+    if denominator == "reference":
+        total = total + torch.exp(log_constant - row_max)
+    # Inactive rows may have an empty sum; keep their log finite so no NaN reaches the gradient.
+    total = torch.where(active, total, torch.ones_like(total))
+    log_denominator = row_max + torch.log(total)
+    positive_similarity = (similarity * positives).sum(1)
+    normaliser = num_positives + 1 if plus_one_normaliser else num_positives.clamp(min=1)
+    per_anchor = (num_positives * log_denominator - positive_similarity) / normaliser
+    if anchor_weighted:
+        per_anchor = anchor_weights * per_anchor
+    return torch.where(active, per_anchor, torch.zeros_like(per_anchor)).sum() / m
+
+
+def _check_hyper(where, window, temperature, eta, denominator):
+    checks.check_positive(where, "temperature", temperature)
+    checks.check_positive(where, "window", window, allow_zero=True)
+    checks.check_positive(where, "eta", eta, allow_zero=True)
+    checks.check_choice(where, "denominator", denominator, DENOMINATORS)
+
+
+def conr_loss(features, targets, preds, weights=None, *, window=1.0, temperature=0.07, eta=0.01,
+              denominator="reference") -> torch.Tensor:
+    """ConR, age variant (methods.md §4.1).
+
+    Args:
+        features: (M, D) encodings of the contrastive views (M = 2B in the age loop), un-normalised.
+        targets: (M,), (M, 1) or (M, K) labels; distances are Euclidean over K (``|·|`` for K = 1).
+        preds: predictions of the same views, shape of ``targets``; only compared, never differentiated.
+        weights: per-anchor sample weights ω: None (ones), a scalar, (M,) or (M, 1).
+        window: ``w``, the label/prediction closeness threshold (years).
+        temperature: ``τ`` of the cosine logits, honoured as passed (the age CLI default is 0.07).
+        eta: ``η`` of the pushing weight ``ω_i·exp(η Δ_ij)``.
+        denominator: ``'reference'`` (with the ``M − |P_i|`` constant) or ``'paper'``.
+
+    Returns:
+        0-d loss; float64 for float64 features, float32 otherwise.
+    """
+    where = "conr_loss"
+    _check_hyper(where, window, temperature, eta, denominator)
+    features = checks.as_tensor(where, "features", features)
+    checks.check_ndim(where, "features", features, (2,))
+    checks.check_floating(where, "features", features)
+    checks.check_nonempty(where, "features", features)
+    m = features.shape[0]
+    targets = checks.labels_2d(where, "targets", checks.as_tensor(where, "targets", targets), m, "features")
+    preds = checks.as_tensor(where, "preds", preds)
+    checks.check_ndim(where, "preds", preds, (1, 2))
+    checks.check_rows(where, "preds", preds, "features", m)
+    preds = preds.reshape(m, -1)
+    if preds.shape != targets.shape:
+        raise ValueError(f"{where}: `preds` {tuple(preds.shape)} and `targets` {tuple(targets.shape)} must "
+                         "have the same label dimension.")
+    checks.check_finite(where, "features", features)
+    checks.check_finite(where, "targets", targets)
+    checks.check_finite(where, "preds", preds)
+    dtype = _compute_dtype(features)
+    with torch.autocast(features.device.type, enabled=False):
+        features = features.to(dtype)
+        anchor_weights = checks.sample_weights(where, weights, m, features, "features")
+        z = F.normalize(features, dim=1)
+        similarity = z @ z.T / temperature
+        with torch.no_grad():
+            label_distance = _pairwise_distance(targets.detach().to(dtype))
+            pred_distance = _pairwise_distance(preds.detach().to(dtype))
+        return _conr_from_similarity(similarity, label_distance, pred_distance, anchor_weights,
+                                     window=window, eta=eta, linear_pushing=False, plus_one_normaliser=False,
+                                     anchor_weighted=True, denominator=denominator)
+
+
+def conr_dense_loss(features, depth, output, weights=None, *, window=0.2, temperature=0.2, eta=0.2,
+                    denominator="reference") -> torch.Tensor:
+    """ConR, depth variant (methods.md §4.2): one contrastive sample per image.
+
+    Args:
+        features: (B, C, H, W) feature map (NYUD2: the 128-channel map before the last conv); each image's
+            whole map is flattened and L2-normalised as one vector.
+        depth: (B, 1, H, W) ground-truth depth (metres); pooled to the image mean.
+        output: (B, 1, H, W) predicted depth; pooled to the image mean, compared only.
+        weights: None or (B, 1, H, W) pixel weights (LDS map); pooled to the image mean.
+        window, temperature, eta, denominator: as :func:`conr_loss`; the pushing weight is linear,
+            ``π_ij = η·Δ_ij·ω̄_i``, the normaliser ``|P_i| + 1``, and the mean is not anchor-weighted.
+    """
+    where = "conr_dense_loss"
+    _check_hyper(where, window, temperature, eta, denominator)
+    features = checks.as_tensor(where, "features", features)
+    checks.check_ndim(where, "features", features, (4,))
+    checks.check_floating(where, "features", features)
+    checks.check_nonempty(where, "features", features)
+    b, _, h, w = features.shape
+    depth = checks.as_tensor(where, "depth", depth)
+    if depth.shape != (b, 1, h, w):
+        raise ValueError(f"{where}: `depth` has shape {tuple(depth.shape)}; expected {(b, 1, h, w)} to match "
+                         f"`features` {tuple(features.shape)}.")
+    checks.check_same_shape(where, "output", checks.as_tensor(where, "output", output), "depth", depth)
+    if weights is not None:
+        checks.check_same_shape(where, "weights", checks.as_tensor(where, "weights", weights), "depth", depth)
+        checks.check_finite(where, "weights", weights)
+        if bool((weights < 0).any()):
+            raise ValueError(f"{where}: `weights` must be non-negative.")
+    checks.check_finite(where, "features", features)
+    checks.check_finite(where, "depth", depth)
+    checks.check_finite(where, "output", output)
+    dtype = _compute_dtype(features)
+    with torch.autocast(features.device.type, enabled=False):
+        z = F.normalize(features.to(dtype).reshape(b, -1), dim=1)
+        similarity = z @ z.T / temperature
+        with torch.no_grad():
+            label_distance = _pairwise_distance(depth.detach().to(dtype).mean(dim=(1, 2, 3))[:, None])
+            pred_distance = _pairwise_distance(output.detach().to(dtype).mean(dim=(1, 2, 3))[:, None])
+            image_weights = (torch.ones(b, dtype=dtype, device=z.device) if weights is None
+                             else weights.detach().to(dtype).mean(dim=(1, 2, 3)))
+        return _conr_from_similarity(similarity, label_distance, pred_distance, image_weights,
+                                     window=window, eta=eta, linear_pushing=True, plus_one_normaliser=True,
+                                     anchor_weighted=False, denominator=denominator)
+
+
+class ConR(nn.Module):
+    """:func:`conr_loss` with its hyper-parameters (CLI ``-w``, ``-t``, ``-e``)."""
+
+    def __init__(self, window=1.0, temperature=0.07, eta=0.01, denominator="reference"):
+        super().__init__()
+        _check_hyper("ConR", window, temperature, eta, denominator)
+        self.window, self.temperature, self.eta, self.denominator = window, temperature, eta, denominator
+
+    def forward(self, features, targets, preds, weights=None):
+        return conr_loss(features, targets, preds, weights, window=self.window, temperature=self.temperature,
+                         eta=self.eta, denominator=self.denominator)
+
+    def extra_repr(self):
+        return (f"window={self.window}, temperature={self.temperature}, eta={self.eta}, "
+                f"denominator={self.denominator!r}")
+
+
+class ConRDense(ConR):
+    """:func:`conr_dense_loss` with its hyper-parameters (NYUD2 defaults)."""
+
+    def __init__(self, window=0.2, temperature=0.2, eta=0.2, denominator="reference"):
+        super().__init__(window, temperature, eta, denominator)
+
+    def forward(self, features, depth, output, weights=None):
+        return conr_dense_loss(features, depth, output, weights, window=self.window,
+                               temperature=self.temperature, eta=self.eta, denominator=self.denominator)

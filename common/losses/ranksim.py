@@ -1,0 +1,116 @@
+"""RankSim: ranking similarity regularizer (Gong et al., ICML 2022).
+
+For each anchor row of the batch's cosine-similarity matrix, the ranks of the feature similarities are pulled
+towards the ranks of the label similarities ``−|y_i − y_j|``. Ranks are made differentiable with blackbox
+differentiation (Vlastelica et al., ICLR 2020): the backward pass ranks a perturbed input ``s + λ·g``.
+The per-row mean squared rank differences are **summed** over rows, as the reference does.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common import checks
+
+
+def rank_normalised(scores: torch.Tensor) -> torch.Tensor:
+    """Row-wise descending ranks, ``(rank + 1) / n`` in float32 (largest value → 1/n).
+
+    scores: (..., n). Ties: the higher index gets the smaller rank (the reference's stable ascending sort,
+    flipped), so ``[0.3, 0.9, −0.1, 0.9, 0.5]`` ranks ``[3, 1, 4, 0, 2]`` (0-based).
+    """
+    n = scores.shape[-1]
+    order = torch.argsort(scores, dim=-1, stable=True).flip(-1)
+    positions = torch.arange(1, n + 1, device=scores.device, dtype=torch.float32).expand(order.shape)
+    return torch.empty(order.shape, device=scores.device, dtype=torch.float32).scatter_(-1, order, positions) / n
+
+
+class _TrueRanker(torch.autograd.Function):
+    """Forward: :func:`rank_normalised`. Backward: ``−(rank(s) − rank(s + λ g)) / (λ + 1e-8)``."""
+
+    @staticmethod
+    def forward(ctx, scores, interpolation_lambda):
+        ranks = rank_normalised(scores)
+        ctx.save_for_backward(scores, ranks)
+        ctx.interpolation_lambda = interpolation_lambda
+        return ranks
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        scores, ranks = ctx.saved_tensors
+        lam = ctx.interpolation_lambda
+        perturbed = rank_normalised(scores + lam * grad_output.to(scores.dtype))
+        grad = -(ranks - perturbed) / (lam + 1e-8)
+        return grad.to(scores.dtype), None
+
+
+def true_ranker(scores: torch.Tensor, interpolation_lambda: float) -> torch.Tensor:
+    """Differentiable normalised ranks of ``scores`` (..., n); see :class:`_TrueRanker`."""
+    return _TrueRanker.apply(scores, interpolation_lambda)
+
+
+def _one_per_label(labels: torch.Tensor, generator) -> torch.Tensor | None:
+    """Indices keeping one random sample per unique label (ascending label order); None if all unique."""
+    unique, inverse = torch.unique(labels, dim=0, return_inverse=True)
+    if unique.shape[0] == labels.shape[0]:
+        return None
+    keys = torch.rand(labels.shape[0], generator=generator, dtype=torch.float64,
+                      device=generator.device if generator is not None else "cpu")
+    # Sort by (label group, random key): the first entry of each group is a uniform draw from the group.
+    order = torch.argsort(inverse.cpu().double() + keys.cpu(), stable=True)
+    counts = torch.bincount(inverse.cpu(), minlength=unique.shape[0])
+    first = torch.cumsum(counts, 0) - counts
+    return order[first].to(labels.device)
+
+
+def ranksim_loss(features, targets, interpolation_lambda=2.0, generator=None) -> torch.Tensor:
+    """RankSim (methods.md §6.2).
+
+    Args:
+        features: (B, D) encodings (the main forward's, FDS-smoothed when FDS is on).
+        targets: (B,), (B, 1) or (B, K) labels; label similarity is ``−‖y_i − y_j‖``.
+        interpolation_lambda: ``λ`` of the blackbox rank gradient.
+        generator: optional ``torch.Generator`` driving the choice of one sample per duplicated label.
+
+    Returns:
+        0-d loss ``Σ_i mean_j (rank(S_i)_j − rank(−|y_i − y|)_j)²`` over the kept rows.
+    """
+    where = "ranksim_loss"
+    features = checks.as_tensor(where, "features", features)
+    checks.check_ndim(where, "features", features, (2,))
+    checks.check_floating(where, "features", features)
+    checks.check_nonempty(where, "features", features)
+    checks.check_positive(where, "interpolation_lambda", interpolation_lambda, allow_zero=True)
+    n = features.shape[0]
+    targets = checks.labels_2d(where, "targets", checks.as_tensor(where, "targets", targets), n, "features")
+    checks.check_finite(where, "features", features)
+    checks.check_finite(where, "targets", targets)
+    keep = _one_per_label(targets.detach(), generator)
+    if keep is not None:
+        features, targets = features[keep], targets[keep]
+    with torch.autocast(features.device.type, enabled=False):
+        z = F.normalize(features.float() if features.dtype in (torch.float16, torch.bfloat16) else features,
+                        dim=1)
+        similarity = z @ z.T
+        with torch.no_grad():
+            t = targets.detach().to(z.dtype)
+            label_distance = (t - t.T).abs() if t.shape[1] == 1 else torch.cdist(t, t)
+            label_ranks = rank_normalised(-label_distance)
+        feature_ranks = true_ranker(similarity, interpolation_lambda)
+        return ((feature_ranks - label_ranks) ** 2).mean(dim=1).sum()
+
+
+class RankSim(nn.Module):
+    """:func:`ranksim_loss` with ``λ`` (CLI ``--interpolation_lambda``); the weight γ is applied by the caller."""
+
+    def __init__(self, interpolation_lambda=2.0):
+        super().__init__()
+        checks.check_positive("RankSim", "interpolation_lambda", interpolation_lambda, allow_zero=True)
+        self.interpolation_lambda = interpolation_lambda
+
+    def forward(self, features, targets, generator=None):
+        return ranksim_loss(features, targets, self.interpolation_lambda, generator)
+
+    def extra_repr(self):
+        return f"interpolation_lambda={self.interpolation_lambda}"

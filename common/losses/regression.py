@@ -1,0 +1,127 @@
+"""Weighted regression losses: MSE, L1, focal-MSE, focal-L1 and Huber (Yang et al., ICML 2021, "DIR").
+
+Every loss is ``mean(w ⊙ ℓ(ŷ − y))`` over all elements: the batch mean of weighted terms, not normalised
+by ``Σ w``. The weights (from ``--reweight``/LDS) are honoured by every loss; the ConR/RankSim/SRL copies of
+the reference code silently drop them for focal and Huber (a positional-argument bug, see
+``docs/reference-differences.md``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from common import checks
+
+REGRESSION_LOSSES = ("mse", "l1", "focal_mse", "focal_l1", "huber")
+
+
+def _prepare(where: str, pred, target, weights):
+    pred = checks.as_tensor(where, "pred", pred)
+    target = checks.as_tensor(where, "target", target)
+    checks.check_floating(where, "pred", pred)
+    checks.check_nonempty(where, "pred", pred)
+    checks.check_same_shape(where, "target", target, "pred", pred)
+    checks.check_finite(where, "pred", pred)
+    checks.check_finite(where, "target", target)
+    if weights is None:
+        return pred, target, None
+    weights = checks.as_tensor(where, "weights", weights)
+    n = pred.shape[0]
+    if weights.dim() == 1 and weights.shape[0] == n and pred.dim() > 1:
+        # One weight per sample: (N,) → (N, 1, ...) so that it broadcasts over the other dimensions.
+        weights = weights.reshape((n,) + (1,) * (pred.dim() - 1))
+    try:
+        ok = torch.broadcast_shapes(weights.shape, pred.shape) == pred.shape
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{where}: `weights` of shape {tuple(weights.shape)} does not match `pred` "
+                         f"{tuple(pred.shape)}; pass one weight per sample ({n},) or per element.")
+    checks.check_finite(where, "weights", weights)
+    return pred, target, weights
+
+
+def _reduce(loss: torch.Tensor, weights) -> torch.Tensor:
+    if weights is not None:
+        loss = loss * weights
+    return loss.mean()
+
+
+def _focal_factor(where: str, abs_error: torch.Tensor, activate: str, beta: float, gamma: float):
+    checks.check_choice(where, "activate", activate, ("sigmoid", "tanh"))
+    if activate == "tanh":
+        return torch.tanh(beta * abs_error) ** gamma
+    return (2 * torch.sigmoid(beta * abs_error) - 1) ** gamma
+
+
+def weighted_mse_loss(pred, target, weights=None) -> torch.Tensor:
+    """``mean(w ⊙ (ŷ − y)²)``. pred, target: (N, ...); weights: None, (N,) or broadcastable to pred."""
+    pred, target, weights = _prepare("weighted_mse_loss", pred, target, weights)
+    return _reduce((pred - target) ** 2, weights)
+
+
+def weighted_l1_loss(pred, target, weights=None) -> torch.Tensor:
+    """``mean(w ⊙ |ŷ − y|)``. Shapes as :func:`weighted_mse_loss`."""
+    pred, target, weights = _prepare("weighted_l1_loss", pred, target, weights)
+    return _reduce((pred - target).abs(), weights)
+
+
+def weighted_focal_mse_loss(pred, target, weights=None, activate="sigmoid", beta=0.2, gamma=1) -> torch.Tensor:
+    """``mean(w ⊙ e² ⊙ g(|e|))`` with ``g(a) = (2σ(βa) − 1)^γ`` (sigmoid) or ``tanh(βa)^γ``.
+
+    The focal factor is differentiated through, as in the reference.
+    """
+    where = "weighted_focal_mse_loss"
+    pred, target, weights = _prepare(where, pred, target, weights)
+    error = pred - target
+    return _reduce(error ** 2 * _focal_factor(where, error.abs(), activate, beta, gamma), weights)
+
+
+def weighted_focal_l1_loss(pred, target, weights=None, activate="sigmoid", beta=0.2, gamma=1) -> torch.Tensor:
+    """``mean(w ⊙ |e| ⊙ g(|e|))``; see :func:`weighted_focal_mse_loss`."""
+    where = "weighted_focal_l1_loss"
+    pred, target, weights = _prepare(where, pred, target, weights)
+    abs_error = (pred - target).abs()
+    return _reduce(abs_error * _focal_factor(where, abs_error, activate, beta, gamma), weights)
+
+
+def weighted_huber_loss(pred, target, weights=None, beta=1.0) -> torch.Tensor:
+    """Smooth-L1 form: ``0.5 a²/β`` if ``a < β`` else ``a − 0.5 β`` (``a = |ŷ − y|``), weighted mean.
+
+    This equals ``F.smooth_l1_loss(beta=β)`` (``F.huber_loss(delta=β) / β``), as the reference computes it.
+    """
+    where = "weighted_huber_loss"
+    checks.check_positive(where, "beta", beta)
+    pred, target, weights = _prepare(where, pred, target, weights)
+    a = (pred - target).abs()
+    loss = torch.where(a < beta, 0.5 * a ** 2 / beta, a - 0.5 * beta)
+    return _reduce(loss, weights)
+
+
+_FUNCTIONS = {
+    "mse": weighted_mse_loss,
+    "l1": weighted_l1_loss,
+    "focal_mse": weighted_focal_mse_loss,
+    "focal_l1": weighted_focal_l1_loss,
+    "huber": weighted_huber_loss,
+}
+
+
+class RegressionLoss(nn.Module):
+    """One of :data:`REGRESSION_LOSSES` with its hyper-parameters fixed.
+
+    ``RegressionLoss('focal_l1', beta=0.2, gamma=1)(pred, target, weights)``.
+    """
+
+    def __init__(self, name: str = "l1", **keywords):
+        super().__init__()
+        checks.check_choice("RegressionLoss", "name", name, REGRESSION_LOSSES)
+        self.name = name
+        self.keywords = keywords
+        self._function = _FUNCTIONS[name]
+
+    def forward(self, pred, target, weights=None):
+        return self._function(pred, target, weights, **self.keywords)
+
+    def extra_repr(self) -> str:
+        return ", ".join([repr(self.name)] + [f"{k}={v}" for k, v in self.keywords.items()])

@@ -1,0 +1,68 @@
+"""Evaluation metrics of the age benchmarks: MSE, L1 and G-mean, overall and per shot (methods.md §10.1).
+
+A test label's shot is decided by how many *training* samples carry it: many-shot above ``many_shot_thr``
+(100), few-shot below ``low_shot_thr`` (20), medium-shot otherwise. Per shot the errors are averaged over
+samples (not over labels).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+SHOTS = ("all", "many", "medium", "few")
+
+
+def _flat(name: str, values) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().double().numpy()
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    if not np.isfinite(array).all():
+        raise ValueError(f"shot_metrics: `{name}` contains NaN or infinite values.")
+    return array
+
+
+def _errors_summary(errors: np.ndarray) -> dict:
+    if errors.size == 0:
+        return {"mse": math.nan, "l1": math.nan, "gmean": math.nan, "count": 0}
+    abs_errors = np.abs(errors)
+    # Geometric mean of |e|: one exact zero makes it 0, as scipy.stats.gmean (and the reference) give.
+    gmean = 0.0 if (abs_errors == 0).any() else float(np.exp(np.mean(np.log(abs_errors))))
+    return {"mse": float(np.mean(errors ** 2)), "l1": float(np.mean(abs_errors)), "gmean": gmean,
+            "count": int(errors.size)}
+
+
+def shot_counts(labels, train_labels) -> np.ndarray:
+    """(N,) number of training samples with each test label (training labels cast to int, as the reference)."""
+    labels = _flat("labels", labels)
+    train = _flat("train_labels", train_labels).astype(np.int64)
+    values, counts = np.unique(train, return_counts=True)
+    if values.size == 0:
+        return np.zeros(labels.shape, dtype=np.int64)
+    position = np.minimum(np.searchsorted(values, labels), values.size - 1)
+    # Exact float comparison: a non-integer test label matches no (integer) training label, as the reference.
+    return np.where(values[position] == labels, counts[position], 0)
+
+
+def shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=20) -> dict:
+    """MSE, L1, G-mean and sample count, overall and per shot.
+
+    Args:
+        preds, labels: predictions and test labels, any shapes with N elements (numpy or torch).
+        train_labels: the training labels that define the shots.
+        many_shot_thr, low_shot_thr: a label is many-shot if its training count > many_shot_thr, few-shot if
+            < low_shot_thr, medium-shot otherwise.
+
+    Returns:
+        ``{'all' | 'many' | 'medium' | 'few': {'mse', 'l1', 'gmean', 'count'}}``; an empty shot has NaN values
+        and count 0.
+    """
+    preds, labels = _flat("preds", preds), _flat("labels", labels)
+    if preds.shape != labels.shape:
+        raise ValueError(f"shot_metrics: `preds` has {preds.size} values but `labels` has {labels.size}.")
+    counts = shot_counts(labels, train_labels)
+    errors = preds - labels
+    masks = {"all": np.ones_like(counts, dtype=bool), "many": counts > many_shot_thr,
+             "medium": (counts >= low_shot_thr) & (counts <= many_shot_thr), "few": counts < low_shot_thr}
+    return {shot: _errors_summary(errors[mask]) for shot, mask in masks.items()}
