@@ -1,0 +1,143 @@
+"""Speed of the shared losses at realistic sizes, against the floor each one cannot beat.
+
+    python benchmarks/losses.py [--device cpu|cuda] [--repeats 20]
+
+Each row is the median wall time of one forward + backward (or one update) and its ratio to a floor:
+ConR against L2-normalise + ``F·Fᵀ`` on the same features; FDS smooth and update against one elementwise
+affine pass over the same tensor. The reference's per-bucket Python loop for FDS smooth is timed as well, to
+show what the vectorised version replaces.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common.fds import FDS  # noqa: E402
+from common.losses import bmc_loss, conr_loss, ranksim_loss  # noqa: E402
+
+
+def median_seconds(step, device, repeats, warmup=3):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def forward_backward(fn, *leaves):
+    def step():
+        for leaf in leaves:
+            leaf.grad = None
+        fn().backward()
+    return step
+
+
+def looped_fds_smooth(fds, features, labels):
+    """The reference's structure: one masked calibration per bucket present in the batch (for timing only)."""
+    out = features.clone()
+    rows = fds.bucketize(labels)
+    for row in rows.unique().tolist():
+        if row == fds.num_buckets:
+            continue
+        mask = rows == row
+        m1, v1 = fds.running_mean_last_epoch[row], fds.running_var_last_epoch[row]
+        m2, v2 = fds.smoothed_mean_last_epoch[row], fds.smoothed_var_last_epoch[row]
+        out[mask] = (features[mask] - m1) * torch.sqrt((v2 / v1).clamp(0.1, 10)) + m2
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU is visible; run with --device cpu.")
+    device = torch.device(args.device)
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+
+    def record(name, seconds, floor_name=None, floor_seconds=None):
+        ratio = f"{seconds / floor_seconds:.2f}×" if floor_seconds else ""
+        rows.append((name, f"{seconds * 1e3:.2f}", floor_name or "", f"{floor_seconds * 1e3:.2f}" if floor_seconds
+                     else "", ratio))
+
+    # ConR: M = 512 (2 views of a batch of 256), D = 2048.
+    feats = torch.randn(512, 2048, generator=gen).to(device).requires_grad_()
+    ages = torch.randint(0, 100, (512, 1), generator=gen).float().to(device)
+    preds = ages + 3 * torch.randn(512, 1, generator=gen).to(device)
+    weights = torch.rand(512, 1, generator=gen).to(device) + 0.5
+    floor = median_seconds(forward_backward(lambda: (lambda z: z @ z.T)(F.normalize(feats, dim=1)).sum(), feats),
+                           device, args.repeats)
+    conr = median_seconds(forward_backward(lambda: conr_loss(feats, ages, preds, weights), feats),
+                          device, args.repeats)
+    record("ConR (M=512, D=2048), fwd+bwd", conr, "normalise + F·Fᵀ", floor)
+
+    # FDS smooth: B = 256, D = 2048, 97 buckets (AgeDB: ages 3..99).
+    fds = FDS(2048, bucket_num=100, bucket_start=3).to(device)
+    stats_feats = torch.randn(4000, 2048, generator=gen).to(device)
+    stats_labels = torch.randint(0, 102, (4000,), generator=gen).float().to(device)
+    fds.update_running_stats(stats_feats, stats_labels, 0)
+    fds.update_last_epoch_stats(1)
+    fds.update_running_stats(stats_feats * 1.1, stats_labels, 1)
+    fds.update_last_epoch_stats(2)
+    x = torch.randn(256, 2048, generator=gen).to(device).requires_grad_()
+    labels = torch.randint(0, 102, (256,), generator=gen).float().to(device)
+    a, b = torch.rand(2048, generator=gen).to(device), torch.randn(2048, generator=gen).to(device)
+    floor = median_seconds(forward_backward(lambda: (x * a + b).sum(), x), device, args.repeats)
+    smooth = median_seconds(forward_backward(lambda: fds.smooth(x, labels, 5).sum(), x), device, args.repeats)
+    looped = median_seconds(forward_backward(lambda: looped_fds_smooth(fds, x, labels).sum(), x), device,
+                            args.repeats)
+    record("FDS smooth (B=256, D=2048, 97 buckets), fwd+bwd", smooth, "x·a + b", floor)
+    record("  reference-style loop over buckets, fwd+bwd", looped, "x·a + b", floor)
+
+    # FDS update: 4000 × 2048 features of one statistics pass.
+    big_a = torch.rand(2048, generator=gen).to(device)
+    floor = median_seconds(lambda: stats_feats * big_a + big_a, device, args.repeats)
+    update = median_seconds(lambda: fds.update_running_stats(stats_feats, stats_labels, 5), device, args.repeats)
+    record("FDS update_running_stats (4000×2048)", update, "x·a + b", floor)
+
+    # RankSim: B = 256, D = 2048 (64 distinct ages, so the one-per-label subsampling runs).
+    rfeats = torch.randn(256, 2048, generator=gen).to(device).requires_grad_()
+    rlabels = torch.randint(20, 84, (256, 1), generator=gen).float().to(device)
+    floor = median_seconds(forward_backward(lambda: (lambda z: z @ z.T)(F.normalize(rfeats, dim=1)).sum(), rfeats),
+                           device, args.repeats)
+    rank_gen = torch.Generator(device=device).manual_seed(0)
+    ranksim = median_seconds(forward_backward(lambda: ranksim_loss(rfeats, rlabels, 2.0, rank_gen), rfeats),
+                             device, args.repeats)
+    record("RankSim (B=256, D=2048), fwd+bwd", ranksim, "normalise + F·Fᵀ", floor)
+
+    # BMC: N = 256 predictions.
+    bpred = torch.randn(256, 1, generator=gen).to(device).requires_grad_()
+    btarget = torch.randn(256, 1, generator=gen).to(device)
+    sigma = torch.tensor(1.0, device=device, requires_grad=True)
+    bmc = median_seconds(forward_backward(lambda: bmc_loss(bpred, btarget, sigma ** 2), bpred, sigma), device,
+                         args.repeats)
+    record("BMC (N=256), fwd+bwd", bmc)
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(f"device: {args.device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"median of {args.repeats}")
+    print("| operation | ms | floor | floor ms | ratio |")
+    print("|---|---:|---|---:|---:|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
