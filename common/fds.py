@@ -67,7 +67,7 @@ class FDS(nn.Module):
         self.register_buffer("_shift_from", torch.zeros(k + 1, feature_dim), persistent=False)
         self.register_buffer("_scale", torch.ones(k + 1, feature_dim), persistent=False)
         self.register_buffer("_shift_to", torch.zeros(k + 1, feature_dim), persistent=False)
-        self.register_load_state_dict_post_hook(lambda module, _: module._refresh_calibration())
+        self._calibration_key = None
 
     @property
     def num_buckets(self) -> int:
@@ -122,7 +122,6 @@ class FDS(nn.Module):
         self.running_var_last_epoch.copy_(self.running_var)
         self.smoothed_mean_last_epoch.copy_(self._smooth_across_buckets(self.running_mean_last_epoch))
         self.smoothed_var_last_epoch.copy_(self._smooth_across_buckets(self.running_var_last_epoch))
-        self._refresh_calibration()
 
     def _smooth_across_buckets(self, stats: torch.Tensor) -> torch.Tensor:
         half = (self.ks - 1) // 2
@@ -166,9 +165,20 @@ class FDS(nn.Module):
         self.running_mean.copy_(torch.where(present[:, None], new_mean, self.running_mean))
         self.running_var.copy_(torch.where(present[:, None], new_var, self.running_var))
 
+    def _last_epoch_buffers(self):
+        return (self.running_mean_last_epoch, self.running_var_last_epoch, self.smoothed_mean_last_epoch,
+                self.smoothed_var_last_epoch)
+
     @torch.no_grad()
     def _refresh_calibration(self) -> None:
-        """Rebuild the (K+1, D) calibration tables from the last-epoch buffers."""
+        """Rebuild the (K+1, D) calibration tables when a last-epoch buffer changed.
+
+        A change is any in-place write (``_version`` bumps: updates, ``load_state_dict``, direct edits) or a
+        new tensor (``.to()``, assignment), so the tables always describe the current buffers.
+        """
+        key = tuple((id(t), t._version) for t in self._last_epoch_buffers())
+        if key == self._calibration_key:
+            return
         m1, v1 = self.running_mean_last_epoch, self.running_var_last_epoch
         m2, v2 = self.smoothed_mean_last_epoch, self.smoothed_var_last_epoch
         # Age variant: a bucket whose variances sum to < 1e-10 is left alone; otherwise every dimension with
@@ -180,6 +190,7 @@ class FDS(nn.Module):
         self._shift_from.copy_(torch.cat([torch.where(calibrate, m1, torch.zeros_like(m1)), identity]))
         self._scale.copy_(torch.cat([scale, identity + 1]))
         self._shift_to.copy_(torch.cat([torch.where(calibrate, m2, torch.zeros_like(m2)), identity]))
+        self._calibration_key = key
 
     def smooth(self, features, labels, epoch: int) -> torch.Tensor:
         """Calibrate features (N, D) to the smoothed statistics of their buckets; a new tensor.
@@ -190,6 +201,7 @@ class FDS(nn.Module):
         if epoch < self.start_smooth:
             return features
         features, labels = self._check("smooth", features, labels)
+        self._refresh_calibration()
         rows = self.bucketize(labels.to(features.device))
         tables = [t.to(features.dtype).index_select(0, rows)
                   for t in (self._shift_from, self._scale, self._shift_to)]
