@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test test-fast bench clean-venv
+.PHONY: venv demo test test-fast bench clean-venv
 
 venv: $(STAMP)
 
@@ -12,10 +12,13 @@ venv: $(STAMP)
 # sys.path, so `common` imports from anywhere (repo root, a dataset folder, a notebook).
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'dir_repo_root.pth').write_text('$(CURDIR)\n')"
 	touch $(STAMP)
+
+# The main job on built-in data: synthetic AgeDB-DIR, vanilla vs ConR, table + plot (about 10 min on 2 cores).
+demo: $(STAMP)
+	$(PY) -m common.demo
 
 test: $(STAMP)
 	$(PY) -m pytest

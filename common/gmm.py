@@ -1,0 +1,68 @@
+"""A 1-D Gaussian mixture fitted to training labels, the prior of Balanced MSE's GAI (Ren et al., CVPR 2022).
+
+The reference fits ``sklearn.mixture.GaussianMixture(K, random_state=0)`` and pickles it; here a plain EM
+(deterministic quantile initialisation) fits the same model, and the result is saved as NPZ or JSON with the
+arrays GAI reads: ``means`` (K, 1), ``weights`` (K,), ``variances`` (K, 1, 1).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from common.engine import RunError
+
+
+def fit_gmm_1d(values, n_components: int = 8, max_iter: int = 500, tol: float = 1e-8, reg_covar: float = 1e-6):
+    """EM for a 1-D mixture. values: (N,). Returns ``{'means': (K,1), 'weights': (K,), 'variances': (K,1,1)}``."""
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    if x.size < n_components:
+        raise ValueError(f"fit_gmm_1d: {x.size} values cannot fit {n_components} components.")
+    # Initialise at evenly spaced quantiles, with the overall variance: deterministic and well spread.
+    means = np.quantile(x, (np.arange(n_components) + 0.5) / n_components)
+    variances = np.full(n_components, x.var() / n_components + reg_covar)
+    weights = np.full(n_components, 1.0 / n_components)
+    previous = -np.inf
+    for _ in range(max_iter):
+        log_p = (np.log(weights) - 0.5 * np.log(2 * np.pi * variances)
+                 - (x[:, None] - means) ** 2 / (2 * variances))                      # (N, K)
+        log_norm = np.logaddexp.reduce(log_p, axis=1)
+        resp = np.exp(log_p - log_norm[:, None])
+        mass = resp.sum(0) + 10 * np.finfo(np.float64).eps
+        weights = mass / x.size
+        means = resp.T @ x / mass
+        variances = (resp * (x[:, None] - means) ** 2).sum(0) / mass + reg_covar
+        likelihood = log_norm.mean()
+        if abs(likelihood - previous) < tol:
+            break
+        previous = likelihood
+    order = np.argsort(means)
+    return {"means": means[order].reshape(-1, 1), "weights": weights[order],
+            "variances": variances[order].reshape(-1, 1, 1)}
+
+
+def save_gmm(gmm: dict, path) -> None:
+    path = Path(path)
+    if path.suffix == ".json":
+        path.write_text(json.dumps({k: np.asarray(v).tolist() for k, v in gmm.items()}, indent=2))
+    else:
+        np.savez(path, **gmm)
+
+
+def load_gmm(path) -> dict:
+    """Read a GMM saved by :func:`save_gmm` (``.npz`` or ``.json``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"GMM file {path} does not exist; fit it with `python data/preprocess_gmm.py` "
+                       "or pass --gmm PATH.")
+    try:
+        if path.suffix == ".json":
+            raw = json.loads(path.read_text())
+        else:
+            with np.load(path) as data:
+                raw = {k: data[k] for k in data.files}
+        gmm = {k: np.asarray(raw[k], dtype=np.float64) for k in ("means", "weights", "variances")}
+    except (KeyError, ValueError, OSError) as error:
+        raise RunError(f"GMM file {path} could not be read ({error}); re-create it with data/preprocess_gmm.py.")
+    return gmm

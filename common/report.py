@@ -1,0 +1,112 @@
+"""Compare runs: a markdown table of their test metrics and the per-label error plot DIR papers show.
+
+    python -m common.report RUN_DIR [RUN_DIR ...] [--metric l1] [--plot report.png]
+
+Reads ``results.json`` and ``test_predictions.npz`` from each run folder (written at the end of training).
+The plot shows each run's test error per label over the training label histogram, with the Many/Medium/Few
+label ranges shaded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from common.metrics import SHOTS, shot_counts
+
+METRIC_NAMES = {"l1": "MAE", "mse": "MSE", "gmean": "G-Mean"}
+
+
+def load_run(run_dir) -> dict:
+    run_dir = Path(run_dir)
+    path = run_dir / "results.json"
+    if not path.is_file():
+        raise SystemExit(f"error: {path} does not exist; pass run folders of finished training runs.")
+    results = json.loads(path.read_text())
+    results["name"] = run_dir.name
+    predictions = run_dir / "test_predictions.npz"
+    if predictions.is_file():
+        with np.load(predictions) as data:
+            results["predictions"] = {k: data[k] for k in data.files}
+    return results
+
+
+def markdown_table(runs: list[dict], split: str = "test") -> str:
+    """One row per run: MAE, MSE and G-Mean for All / Many / Medium / Few."""
+    header = ["run"] + [f"{METRIC_NAMES[m]} {shot}" for m in ("l1", "mse", "gmean") for shot in SHOTS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
+    for run in runs:
+        metrics = run[split]
+        cells = [run["name"]]
+        for m in ("l1", "mse", "gmean"):
+            for shot in SHOTS:
+                value = metrics[shot][m]
+                cells.append("—" if value is None or (isinstance(value, float) and math.isnan(value))
+                             else f"{value:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def per_label_error(predictions: dict, metric: str = "l1"):
+    """(labels, error per label) of the test predictions."""
+    preds, labels = predictions["preds"], predictions["labels"]
+    errors = np.abs(preds - labels) if metric == "l1" else (preds - labels) ** 2
+    values = np.unique(labels)
+    return values, np.array([errors[labels == v].mean() for v in values])
+
+
+def plot(runs: list[dict], path, metric: str = "l1") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in runs if "predictions" in r]
+    if not runs:
+        raise SystemExit("error: no run folder has test_predictions.npz; nothing to plot.")
+    first = runs[0]["predictions"]
+    train_labels = first["train_labels"]
+    many, low = float(first["many_shot_thr"]), float(first["low_shot_thr"])
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    hist_ax = ax.twinx()
+    ages, counts = np.unique(train_labels.astype(np.int64), return_counts=True)
+    hist_ax.bar(ages, counts, width=1.0, color="0.85", zorder=0)
+    hist_ax.set_ylabel("training samples per label")
+    labels = np.unique(first["labels"])
+    label_counts = shot_counts(labels, train_labels)
+    colours = {"many": "tab:green", "medium": "tab:orange", "few": "tab:red"}
+    for label, count in zip(labels, label_counts):
+        shot = "many" if count > many else "few" if count < low else "medium"
+        ax.axvspan(label - 0.5, label + 0.5, color=colours[shot], alpha=0.08, lw=0, zorder=0)
+    for run in runs:
+        values, errors = per_label_error(run["predictions"], metric)
+        ax.plot(values, errors, marker=".", lw=1.2, label=run["name"])
+    ax.set_zorder(hist_ax.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.set_xlabel("label")
+    ax.set_ylabel(f"test {METRIC_NAMES[metric]} per label")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.3) for c in colours.values()]
+    legend = ax.legend(loc="upper left", fontsize=8)
+    ax.add_artist(legend)
+    ax.legend(handles, [f"{s}-shot" for s in colours], loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run folders (each with results.json)")
+    parser.add_argument("--metric", default="l1", choices=list(METRIC_NAMES))
+    parser.add_argument("--plot", default="report.png", help="where to save the per-label error plot")
+    args = parser.parse_args(argv)
+    runs = [load_run(r) for r in args.runs]
+    print(markdown_table(runs))
+    plot(runs, args.plot, args.metric)
+    print(f"\nplot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

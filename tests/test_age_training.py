@@ -1,0 +1,218 @@
+"""End to end on a tiny synthetic AgeDB-DIR: every method, checkpoints, resume, evaluation, bad input.
+
+Each run is one or two epochs of a 4-channel ResNet-18 on 16×16 images, on CPU.
+"""
+import json
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from common import age, engine
+from common.cli import build_parser
+from common.gmm import fit_gmm_1d, save_gmm
+from common.metrics import shot_metrics
+from common.synthetic import write_synthetic
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model", "resnet18", "--width", "4", "--img_size", "16", "--batch_size", "64", "--workers", "0",
+        "--print_freq", "100", "--epoch", "1", "--lr", "1e-2"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("agedb") / "data"
+    write_synthetic("agedb", out, n=240, img_size=16, seed=3)
+    frame = pd.read_csv(out / "agedb.csv")
+    save_gmm(fit_gmm_1d(frame.loc[frame.split == "train", "age"].to_numpy(), 4), out / "gmm.npz")
+    return out
+
+
+def parser():
+    return build_parser("test", dataset="agedb", lds_ks=9, fds_ks=9, bucket_start=3, srl_num_labels=102)
+
+
+def train(data_dir, store_root, name, *flags):
+    argv = ["--data_dir", str(data_dir), "--store_root", str(store_root), "--store_name", name, *TINY, *flags]
+    return age.main(parser(), argv)
+
+
+def check_results(run_dir: Path, result: dict):
+    """results.json has the promised schema and its test metrics are those of the saved predictions."""
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert set(saved) == {"val", "test", "epoch", "args"}
+    assert set(saved["test"]) == {"all", "many", "medium", "few"}
+    predictions = np.load(run_dir / "test_predictions.npz")
+    recomputed = shot_metrics(predictions["preds"], predictions["labels"], predictions["train_labels"])
+    for shot in ("all", "many", "medium", "few"):
+        assert saved["test"][shot]["count"] == recomputed[shot]["count"]
+        for key in ("mse", "l1", "gmean"):
+            a, b = saved["test"][shot][key], recomputed[shot][key]
+            assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-12)
+    assert saved["test"]["all"]["count"] == len(predictions["labels"])
+    assert math.isfinite(saved["test"]["all"]["l1"])
+    return saved
+
+
+METHODS = {
+    "vanilla": [],
+    "mse": ["--loss", "mse"],
+    "focal_l1": ["--loss", "focal_l1"],
+    "focal_mse": ["--loss", "focal_mse"],
+    "huber": ["--loss", "huber"],
+    "inverse": ["--reweight", "inverse"],
+    "sqrt_inv_lds": ["--reweight", "sqrt_inv", "--lds", "--lds_ks", "5", "--lds_sigma", "2"],
+    "fds": ["--fds", "--fds_ks", "5", "--fds_sigma", "2", "--epoch", "2"],
+    "ranksim": ["--regularization_weight", "100", "--interpolation_lambda", "2"],
+    "conr": ["--conr", "-w", "1", "--beta", "4", "-e", "0.01"],
+    "srl": ["--srl", "--n_points", "50", "--embedding_dim", "8", "--epoch", "2"],
+    "bmse_gai": ["--bmse", "--imp", "gai"],
+    "bmse_bmc": ["--bmse", "--imp", "bmc"],
+    "bmse_bni": ["--bmse", "--imp", "bni", "--reweight", "sqrt_inv", "--lds"],
+    "all_together": ["--reweight", "sqrt_inv", "--lds", "--fds", "--conr", "--regularization_weight", "10",
+                     "--srl", "--n_points", "50", "--embedding_dim", "8", "--epoch", "2"],
+}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_method_trains_and_reports(method, data_dir, tmp_path):
+    result = train(data_dir, tmp_path, method, *METHODS[method])
+    run_dir = tmp_path / method
+    saved = check_results(run_dir, result)
+    checkpoint = torch.load(run_dir / "ckpt.pth.tar", weights_only=True)
+    assert checkpoint["epoch"] == saved["args"]["epoch"]
+    assert {"state_dict", "objective", "optimizer", "scheduler", "rng", "args", "best_metric"} <= set(checkpoint)
+    log = (run_dir / "training.log").read_text()
+    assert "validation" in log and "ETA" in log
+    if "--fds" in METHODS[method]:
+        # The statistics pass ran: the running means hold real feature means (non-negative: post-ReLU pooling).
+        mean = checkpoint["state_dict"]["fds.running_mean"]
+        assert mean.abs().sum() > 0 and (mean >= 0).all()
+        assert checkpoint["state_dict"]["fds.epoch"].item() == 1
+    if "--srl" in METHODS[method]:
+        assert checkpoint["objective"]["srl.points"].shape == (50, 8)
+        assert checkpoint["objective"]["surrogate.running_mean"].abs().sum() > 0
+    if method == "bmse_bmc":
+        assert checkpoint["objective"]["bmse.noise_sigma"].item() != 1.0   # σ learned (own lr group)
+    if method == "conr":
+        assert "conr" in log
+
+
+def test_rrt_retrains_only_the_last_layer(data_dir, tmp_path):
+    train(data_dir, tmp_path, "base")
+    base = torch.load(tmp_path / "base" / "ckpt.best.pth.tar", weights_only=True)["state_dict"]
+    train(data_dir, tmp_path, "rrt", "--retrain_fc", "--pretrained", str(tmp_path / "base" / "ckpt.best.pth.tar"),
+          "--reweight", "sqrt_inv")
+    rrt = torch.load(tmp_path / "rrt" / "ckpt.pth.tar", weights_only=True)["state_dict"]
+    for key, value in base.items():
+        if key.startswith("linear."):
+            assert not torch.equal(value, rrt[key])
+        elif "running" not in key and "num_batches" not in key:   # BN statistics still move in train mode
+            assert torch.equal(value, rrt[key]), key
+
+
+def test_evaluate_round_trip_and_module_prefix(data_dir, tmp_path, capsys):
+    result = train(data_dir, tmp_path, "run")
+    best = tmp_path / "run" / "ckpt.best.pth.tar"
+    metrics = age.main(parser(), ["--evaluate", "--resume", str(best), "--data_dir", str(data_dir),
+                                  "--workers", "0"])
+    # Same checkpoint, same data: identical numbers (compared as JSON so that empty shots' NaN compare equal).
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    assert same(metrics, result["test"])
+    assert same(json.loads((tmp_path / "run" / "eval.json").read_text())["test"], result["test"])
+    # A DataParallel/DDP checkpoint (keys prefixed with `module.`) evaluates the same.
+    checkpoint = torch.load(best, weights_only=True)
+    checkpoint["state_dict"] = {f"module.{k}": v for k, v in checkpoint["state_dict"].items()}
+    wrapped = tmp_path / "wrapped" / "ckpt.pth.tar"
+    engine.save_checkpoint(checkpoint, wrapped)
+    again = age.main(parser(), ["--evaluate", "--resume", str(wrapped), "--data_dir", str(data_dir),
+                                "--workers", "0"])
+    assert same(again, result["test"])
+
+
+@pytest.mark.parametrize("flags", [[], ["--fds", "--conr", "--srl", "--n_points", "20", "--embedding_dim", "8",
+                                        "--bmse", "--imp", "bmc"]])
+def test_resume_is_exact(flags, data_dir, tmp_path):
+    full = train(data_dir, tmp_path, "full", "--epoch", "3", *flags)
+    train(data_dir, tmp_path, "part", "--epoch", "1", *flags)
+    resumed = age.main(parser(), ["--resume", str(tmp_path / "part" / "ckpt.pth.tar"), "--epoch", "3",
+                                  "--data_dir", str(data_dir), "--workers", "0"])
+    assert json.dumps(resumed["test"], sort_keys=True) == json.dumps(full["test"], sort_keys=True)
+    assert resumed["epoch"] == full["epoch"]
+
+
+def error_of(argv) -> str:
+    with pytest.raises(SystemExit) as info:
+        age.main(parser(), argv)
+    return str(info.value.code)
+
+
+def test_bad_inputs_give_one_sentence(data_dir, tmp_path, capsys):
+    base = ["--store_root", str(tmp_path), *TINY]
+    message = error_of(["--data_dir", str(tmp_path / "nowhere"), "--store_name", "a", *base])
+    assert "nowhere/agedb.csv does not exist" in message and "\n" not in message
+
+    broken = tmp_path / "broken"
+    shutil.copytree(data_dir, broken)
+    first_image = broken / (broken / "agedb.csv").read_text().splitlines()[1].split(",")[1]
+    first_image.unlink()
+    message = error_of(["--data_dir", str(broken), "--store_name", "b", *base])
+    assert str(first_image) in message and "does not exist" in message
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(data_dir, corrupt)
+    rows = (corrupt / "agedb.csv").read_text().splitlines()
+    victim = corrupt / next(r.split(",")[1] for r in rows[1:] if r.endswith(",train"))
+    victim.write_bytes(b"not a jpeg")
+    message = error_of(["--data_dir", str(corrupt), "--store_name", "c", *base])
+    assert str(victim) in message and "could not be read" in message
+
+    train(data_dir, tmp_path, "exists")
+    message = error_of(["--data_dir", str(data_dir), "--store_name", "exists", *base])
+    assert "already exists" in message and "--overwrite" in message
+
+    bad_ckpt = tmp_path / "bad.pth.tar"
+    bad_ckpt.write_bytes(b"garbage")
+    message = error_of(["--evaluate", "--resume", str(bad_ckpt), "--data_dir", str(data_dir)])
+    assert "bad.pth.tar could not be read" in message
+
+    message = error_of(["--data_dir", str(data_dir), "--store_name", "nan", *base, "--lr", "1e30", "--loss", "mse"])
+    assert "non-finite" in message or "NaN" in message
+    assert "epoch 0" in message and "step" in message and "checkpoint" in message
+
+    message = error_of(["--data_dir", str(data_dir), "--store_name", "gai", *base, "--bmse", "--imp", "gai",
+                        "--gmm", str(tmp_path / "missing.npz")])
+    assert "missing.npz does not exist" in message
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--lds"], "--reweight"),
+    (["--retrain_fc"], "--pretrained"),
+    (["--evaluate"], "--resume"),
+    (["--lds_ks", "4"], "odd"),
+])
+def test_incompatible_flags_fail_at_parse_time(argv, words, capsys):
+    with pytest.raises(SystemExit) as info:
+        age.main(parser(), argv)
+    assert info.value.code == 2
+    assert words in capsys.readouterr().err
+
+
+def test_train_py_runs_from_its_folder(data_dir, tmp_path):
+    """`cd agedb-dir && python train.py ...` imports common with no installation step."""
+    import subprocess
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "train.py", "--evaluate", "--resume", str(tmp_path / "none.pth.tar"),
+                           "--data_dir", str(data_dir)], cwd=ROOT / "imdb-wiki-dir", env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "none.pth.tar does not exist" in done.stderr
+    assert "Traceback" not in done.stderr
