@@ -30,7 +30,7 @@ from common.fds import FDS
 from common.gmm import load_gmm
 from common.lds import prepare_weights, smoothed_bin_counts
 from common.losses import (BMCLoss, BNILoss, GAILoss, ConR, RankSim, RegressionLoss, SRL)
-from common.metrics import SHOTS, shot_metrics
+from common.metrics import SHOTS, balanced_shot_metrics, shot_metrics
 from common.models.resnet import ResNetRegressor
 
 # Flags that define the model; an evaluated or resumed checkpoint keeps its own.
@@ -122,6 +122,15 @@ def bucket_prior(train_labels, args, max_target: int = 200):
     return np.arange(max_target)[keep].astype(np.float64), counts[keep] / counts[keep].sum()
 
 
+def gmm_path(args) -> Path:
+    """The GAI prior file. The reference's ``--gmm gmm.pkl`` (a sklearn pickle, never read here) maps to the
+    ``gmm.npz`` that ``data/preprocess_gmm.py`` writes, so its published command lines run unchanged."""
+    path = Path(args.gmm) if args.gmm else Path(args.data_dir) / "gmm.npz"
+    if path.suffix == ".pkl":
+        path = Path(args.data_dir) / "gmm.npz"
+    return path
+
+
 class AgeObjective(nn.Module):
     """Every enabled loss of one training step, returned as named, already weighted components.
 
@@ -136,7 +145,7 @@ class AgeObjective(nn.Module):
             if args.imp == "bmc":
                 self.bmse = BMCLoss(args.init_noise_sigma)
             elif args.imp == "gai":
-                self.bmse = GAILoss(args.init_noise_sigma, load_gmm(args.gmm or Path(args.data_dir) / "gmm.npz"))
+                self.bmse = GAILoss(args.init_noise_sigma, load_gmm(gmm_path(args)))
             else:
                 self.bmse = BNILoss(args.init_noise_sigma, *bucket_prior(train_labels, args))
             self.bmse.noise_sigma.requires_grad_(not args.fix_noise_sigma)
@@ -354,14 +363,18 @@ class AgeRun:
             preds, labels = predict(model, val_loader, self.device, args.amp)
             val = shot_metrics(preds, labels, train_labels, args.many_shot_thr, args.low_shot_thr)
             logger.info(f"epoch {epoch} validation\n" + format_metrics("val", val))
+            selected = val
+            if args.balanced_metric:
+                selected = balanced_shot_metrics(preds, labels, train_labels, args.many_shot_thr, args.low_shot_thr)
+                logger.info(format_metrics("bal.", selected))
             for name, value in components.items():
                 scalars.log(f"train/{name}", value, epoch)
             scalars.log("train/lr", optimizer.param_groups[0]["lr"], epoch)
             for shot in SHOTS:
                 for key in ("mse", "l1", "gmean"):
                     scalars.log(f"val/{shot}_{key}", val[shot][key], epoch)
-            if val["all"][metric] < best:
-                best, best_epoch, best_val = val["all"][metric], epoch, val
+            if selected["all"][metric] < best:
+                best, best_epoch, best_val = selected["all"][metric], epoch, val
             state = {"epoch": epoch + 1, "model": args.model, "state_dict": engine.unwrap(model).state_dict(),
                      "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "best_metric": best, "best_epoch": best_epoch,
@@ -370,7 +383,7 @@ class AgeRun:
                 if best_epoch == epoch:
                     engine.save_checkpoint(state, best_path)
                 engine.save_checkpoint(state, ckpt_path)
-            logger.info(f"epoch {epoch}: val {metric} {val['all'][metric]:.3f} (best {best:.3f} at epoch "
+            logger.info(f"epoch {epoch}: val {metric} {selected['all'][metric]:.3f} (best {best:.3f} at epoch "
                         f"{best_epoch})")
 
         best_checkpoint = engine.load_checkpoint(best_path)
@@ -378,6 +391,9 @@ class AgeRun:
         preds, labels = predict(model, make_loader(test_set, args, False), self.device, args.amp)
         test = shot_metrics(preds, labels, train_labels, args.many_shot_thr, args.low_shot_thr)
         logger.info(f"test of the best checkpoint (epoch {best_epoch})\n" + format_metrics("test", test))
+        if args.balanced_metric:
+            logger.info(format_metrics("bal.", balanced_shot_metrics(preds, labels, train_labels,
+                                                                     args.many_shot_thr, args.low_shot_thr)))
         if engine.is_main_process():
             engine.write_json({"val": best_checkpoint["best_val"], "test": test, "epoch": best_epoch,
                                "args": vars(args)}, run_dir / "results.json")

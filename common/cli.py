@@ -84,6 +84,8 @@ def build_parser(description: str, **overrides) -> argparse.ArgumentParser:
     g.add_argument("--init_noise_sigma", type=float, default=1.0)
     g.add_argument("--sigma_lr", type=float, default=1e-2)
     g.add_argument("--fix_noise_sigma", action="store_true")
+    g.add_argument("--balanced_metric", action="store_true",
+                   help="select checkpoints by the balanced (per-label mean) val metric")
 
     g = p.add_argument_group("RankSim (Gong et al., ICML 2022)")
     g.add_argument("--regularization_weight", type=float, default=0.0, help="γ; 0 turns RankSim off")

@@ -19,10 +19,20 @@ def fit_gmm_1d(values, n_components: int = 8, max_iter: int = 500, tol: float = 
     x = np.asarray(values, dtype=np.float64).reshape(-1)
     if x.size < n_components:
         raise ValueError(f"fit_gmm_1d: {x.size} values cannot fit {n_components} components.")
-    # Initialise at evenly spaced quantiles, with the overall variance: deterministic and well spread.
-    means = np.quantile(x, (np.arange(n_components) + 0.5) / n_components)
-    variances = np.full(n_components, x.var() / n_components + reg_covar)
-    weights = np.full(n_components, 1.0 / n_components)
+    # Initialise like sklearn (k-means), deterministically: Lloyd iterations from evenly spaced quantiles of
+    # the distinct values (distinct, so that repeated values cannot start two components at one point).
+    means = np.quantile(np.unique(x), (np.arange(n_components) + 0.5) / n_components)
+    for _ in range(100):
+        assign = np.abs(x[:, None] - means).argmin(1)
+        counts = np.bincount(assign, minlength=n_components)
+        sums = np.bincount(assign, weights=x, minlength=n_components)
+        updated = np.where(counts > 0, sums / np.maximum(counts, 1), means)
+        if np.array_equal(updated, means):
+            break
+        means = updated
+    counts = np.maximum(np.bincount(assign, minlength=n_components), 1)
+    variances = np.bincount(assign, weights=(x - means[assign]) ** 2, minlength=n_components) / counts + reg_covar
+    weights = counts / counts.sum()
     previous = -np.inf
     for _ in range(max_iter):
         log_p = (np.log(weights) - 0.5 * np.log(2 * np.pi * variances)
@@ -65,4 +75,22 @@ def load_gmm(path) -> dict:
         gmm = {k: np.asarray(raw[k], dtype=np.float64) for k in ("means", "weights", "variances")}
     except (KeyError, ValueError, OSError) as error:
         raise RunError(f"GMM file {path} could not be read ({error}); re-create it with data/preprocess_gmm.py.")
+    return gmm
+
+
+def fit_from_split_csv(csv_path, n_components: int, out_path) -> dict:
+    """Fit the GMM on the training ages of an ``age,path,split`` CSV and save it (``.npz`` or ``.json``)."""
+    import pandas as pd
+
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise RunError(f"split file {csv_path} does not exist; create it first (see the README) or pass --data_dir.")
+    frame = pd.read_csv(csv_path)
+    if not {"age", "split"} <= set(frame.columns):
+        raise RunError(f"split file {csv_path} lacks the age/split columns; expected age,path,split.")
+    ages = frame.loc[frame["split"] == "train", "age"].to_numpy(np.float64)
+    if ages.size < n_components:
+        raise RunError(f"split file {csv_path} has {ages.size} training rows, too few for --K {n_components}.")
+    gmm = fit_gmm_1d(ages, n_components)
+    save_gmm(gmm, out_path)
     return gmm

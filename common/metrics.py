@@ -66,3 +66,26 @@ def shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=20
     masks = {"all": np.ones_like(counts, dtype=bool), "many": counts > many_shot_thr,
              "medium": (counts >= low_shot_thr) & (counts <= many_shot_thr), "few": counts < low_shot_thr}
     return {shot: _errors_summary(errors[mask]) for shot, mask in masks.items()}
+
+
+def balanced_shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=20) -> dict:
+    """Balanced MSE/L1 (Ren et al., CVPR 2022): per shot, the mean over labels of each label's mean error.
+
+    Same shots and return shape as :func:`shot_metrics` (``gmean`` stays the sample G-mean); ``count`` is the
+    number of distinct labels in the shot.
+    """
+    preds, labels = _flat("preds", preds), _flat("labels", labels)
+    metrics = shot_metrics(preds, labels, train_labels, many_shot_thr, low_shot_thr)
+    values, inverse = np.unique(labels, return_inverse=True)
+    errors = preds - labels
+    per_label_count = np.bincount(inverse)
+    per_label_mse = np.bincount(inverse, weights=errors ** 2) / per_label_count
+    per_label_l1 = np.bincount(inverse, weights=np.abs(errors)) / per_label_count
+    counts = shot_counts(values, train_labels)
+    masks = {"all": np.ones(len(values), bool), "many": counts > many_shot_thr,
+             "medium": (counts >= low_shot_thr) & (counts <= many_shot_thr), "few": counts < low_shot_thr}
+    for shot, mask in masks.items():
+        empty = not mask.any()
+        metrics[shot].update(mse=math.nan if empty else float(per_label_mse[mask].mean()),
+                             l1=math.nan if empty else float(per_label_l1[mask].mean()), count=int(mask.sum()))
+    return metrics

@@ -74,9 +74,10 @@ METHODS = {
     "ranksim": ["--regularization_weight", "100", "--interpolation_lambda", "2"],
     "conr": ["--conr", "-w", "1", "--beta", "4", "-e", "0.01"],
     "srl": ["--srl", "--n_points", "50", "--embedding_dim", "8", "--epoch", "2"],
-    "bmse_gai": ["--bmse", "--imp", "gai"],
+    "bmse_gai": ["--bmse", "--imp", "gai", "--gmm", "gmm.pkl", "--balanced_metric"],  # the BMSE README line
     "bmse_bmc": ["--bmse", "--imp", "bmc"],
     "bmse_bni": ["--bmse", "--imp", "bni", "--reweight", "sqrt_inv", "--lds"],
+    "amp": ["--amp", "--conr"],
     "all_together": ["--reweight", "sqrt_inv", "--lds", "--fds", "--conr", "--regularization_weight", "10",
                      "--srl", "--n_points", "50", "--embedding_dim", "8", "--epoch", "2"],
 }
@@ -90,6 +91,7 @@ def test_method_trains_and_reports(method, data_dir, tmp_path):
     checkpoint = torch.load(run_dir / "ckpt.pth.tar", weights_only=True)
     assert checkpoint["epoch"] == saved["args"]["epoch"]
     assert {"state_dict", "objective", "optimizer", "scheduler", "rng", "args", "best_metric"} <= set(checkpoint)
+    assert list(run_dir.glob("events.out.tfevents.*")), "tensorboard_logger wrote no event file"
     log = (run_dir / "training.log").read_text()
     assert "validation" in log and "ETA" in log
     if "--fds" in METHODS[method]:
@@ -141,9 +143,9 @@ def test_evaluate_round_trip_and_module_prefix(data_dir, tmp_path, capsys):
 @pytest.mark.parametrize("flags", [[], ["--fds", "--conr", "--srl", "--n_points", "20", "--embedding_dim", "8",
                                         "--bmse", "--imp", "bmc"]])
 def test_resume_is_exact(flags, data_dir, tmp_path):
-    full = train(data_dir, tmp_path, "full", "--epoch", "3", *flags)
+    full = train(data_dir, tmp_path, "full", "--epoch", "2", *flags)
     train(data_dir, tmp_path, "part", "--epoch", "1", *flags)
-    resumed = age.main(parser(), ["--resume", str(tmp_path / "part" / "ckpt.pth.tar"), "--epoch", "3",
+    resumed = age.main(parser(), ["--resume", str(tmp_path / "part" / "ckpt.pth.tar"), "--epoch", "2",
                                   "--data_dir", str(data_dir), "--workers", "0"])
     assert json.dumps(resumed["test"], sort_keys=True) == json.dumps(full["test"], sort_keys=True)
     assert resumed["epoch"] == full["epoch"]
@@ -216,3 +218,30 @@ def test_train_py_runs_from_its_folder(data_dir, tmp_path):
     assert done.returncode == 1
     assert "none.pth.tar does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_report_table_and_plot(data_dir, tmp_path, capsys):
+    from common import report
+    train(data_dir, tmp_path, "one")
+    train(data_dir, tmp_path, "two", "--conr")
+    report.main([str(tmp_path / "one"), str(tmp_path / "two"), "--plot", str(tmp_path / "report.png")])
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| one") or line.startswith("| two")]
+    assert len(rows) == 2
+    saved = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert f"{saved['test']['all']['l1']:.3f}" in rows[1]
+    png = (tmp_path / "report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_imdb_wiki_train_py_end_to_end(tmp_path):
+    """The IMDB-WIKI-DIR script on its own synthetic data, as a user runs it (a subprocess in its folder)."""
+    import subprocess
+    data = tmp_path / "data"
+    write_synthetic("imdb_wiki", data, n=200, img_size=16, seed=1)
+    done = subprocess.run([sys.executable, "train.py", "--data_dir", str(data), "--store_root", str(tmp_path),
+                           "--store_name", "imdb", *TINY], cwd=ROOT / "imdb-wiki-dir", capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = check_results(tmp_path / "imdb", None)
+    assert saved["args"]["dataset"] == "imdb_wiki" and saved["args"]["lds_ks"] == 5

@@ -157,3 +157,22 @@ def test_train_labels_truncated_and_fractional_test_labels_are_few():  # §10.1
     assert int(out["medium"]["count"]) == 1  # label 9: 30
     assert int(out["few"]["count"]) == 1  # label 7.5: 0
     assert float(out["few"]["l1"]) == pytest.approx(0.5, rel=1e-12)
+
+
+def test_balanced_shot_metrics_against_a_loop():
+    """Balanced MSE/L1 (BMSE's --balanced_metric): per shot, the mean over labels of per-label means."""
+    from common.metrics import balanced_shot_metrics
+    rng = np.random.default_rng(7)
+    train = np.repeat(np.arange(10), [150, 120, 60, 40, 25, 19, 5, 1, 0, 300])
+    labels = rng.integers(0, 11, 200).astype(float)
+    preds = labels + rng.normal(0, 2, 200)
+    got = balanced_shot_metrics(preds, labels, train)
+    counts = {l: int((train == l).sum()) for l in np.unique(labels)}
+    shot_of = lambda c: "many" if c > 100 else "few" if c < 20 else "medium"
+    for shot in ("all", "many", "medium", "few"):
+        chosen = [l for l in counts if shot == "all" or shot_of(counts[l]) == shot]
+        mse = np.mean([np.mean((preds[labels == l] - l) ** 2) for l in chosen])
+        l1 = np.mean([np.mean(np.abs(preds[labels == l] - l)) for l in chosen])
+        assert got[shot]["mse"] == pytest.approx(mse, rel=1e-12)
+        assert got[shot]["l1"] == pytest.approx(l1, rel=1e-12)
+        assert got[shot]["count"] == len(chosen)
