@@ -66,6 +66,15 @@ def check_choice(where: str, name: str, value: str, choices: tuple[str, ...]) ->
         raise ValueError(f"{where}: `{name}` must be one of {', '.join(map(repr, choices))}, got {value!r}.")
 
 
+def feature_batch(where: str, name: str, value, ndim: int) -> torch.Tensor:
+    """A non-empty floating-point batch tensor with ``ndim`` dimensions (features, predictions)."""
+    tensor = as_tensor(where, name, value)
+    check_ndim(where, name, tensor, (ndim,))
+    check_floating(where, name, tensor)
+    check_nonempty(where, name, tensor)
+    return tensor
+
+
 def labels_2d(where: str, name: str, labels: torch.Tensor, n: int, ref_name: str) -> torch.Tensor:
     """Labels of shape (N,), (N,1) or (N,K) as an (N,K) tensor."""
     check_ndim(where, name, labels, (1, 2))

@@ -94,3 +94,23 @@ def fit_from_split_csv(csv_path, n_components: int, out_path) -> dict:
     gmm = fit_gmm_1d(ages, n_components)
     save_gmm(gmm, out_path)
     return gmm
+
+
+def main(argv, csv_name: str) -> None:
+    """The ``data/preprocess_gmm.py`` command of each age benchmark (``csv_name``: its split CSV's stem)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=f"Fit the GAI prior on the training ages of {csv_name}.csv.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data_dir", default="./data", help=f"folder holding {csv_name}.csv")
+    parser.add_argument("--K", type=int, default=8, help="mixture components")
+    parser.add_argument("--out", default="", help="output file (.npz or .json); default <data_dir>/gmm.npz")
+    args = parser.parse_args(argv)
+    if args.K < 1:
+        parser.error(f"--K must be >= 1, got {args.K}.")
+    out = Path(args.out) if args.out else Path(args.data_dir) / "gmm.npz"
+    try:
+        gmm = fit_from_split_csv(Path(args.data_dir) / f"{csv_name}.csv", args.K, out)
+    except RunError as error:
+        raise SystemExit(f"error: {error}")
+    print(f"wrote {out}: means {gmm['means'].ravel().round(2).tolist()}")

@@ -105,10 +105,7 @@ def conr_loss(features, targets, preds, weights=None, *, window=1.0, temperature
     """
     where = "conr_loss"
     _check_hyper(where, window, temperature, eta, denominator)
-    features = checks.as_tensor(where, "features", features)
-    checks.check_ndim(where, "features", features, (2,))
-    checks.check_floating(where, "features", features)
-    checks.check_nonempty(where, "features", features)
+    features = checks.feature_batch(where, "features", features, 2)
     m = features.shape[0]
     targets = checks.labels_2d(where, "targets", checks.as_tensor(where, "targets", targets), m, "features")
     preds = checks.as_tensor(where, "preds", preds)
@@ -150,10 +147,7 @@ def conr_dense_loss(features, depth, output, weights=None, *, window=0.2, temper
     """
     where = "conr_dense_loss"
     _check_hyper(where, window, temperature, eta, denominator)
-    features = checks.as_tensor(where, "features", features)
-    checks.check_ndim(where, "features", features, (4,))
-    checks.check_floating(where, "features", features)
-    checks.check_nonempty(where, "features", features)
+    features = checks.feature_batch(where, "features", features, 4)
     b, _, h, w = features.shape
     depth = checks.as_tensor(where, "depth", depth)
     if depth.shape != (b, 1, h, w):

@@ -77,10 +77,7 @@ def ranksim_loss(features, targets, interpolation_lambda=2.0, generator=None) ->
         0-d loss ``Σ_i mean_j (rank(S_i)_j − rank(−|y_i − y|)_j)²`` over the kept rows.
     """
     where = "ranksim_loss"
-    features = checks.as_tensor(where, "features", features)
-    checks.check_ndim(where, "features", features, (2,))
-    checks.check_floating(where, "features", features)
-    checks.check_nonempty(where, "features", features)
+    features = checks.feature_batch(where, "features", features, 2)
     checks.check_positive(where, "interpolation_lambda", interpolation_lambda, allow_zero=True)
     n = features.shape[0]
     targets = checks.labels_2d(where, "targets", checks.as_tensor(where, "targets", targets), n, "features")

@@ -46,10 +46,7 @@ def srl_losses(features, labels, surrogate, points, *, temperature=0.3, homogene
     """
     where = "srl_losses"
     checks.check_positive(where, "temperature", temperature)
-    features = checks.as_tensor(where, "features", features)
-    checks.check_ndim(where, "features", features, (2,))
-    checks.check_floating(where, "features", features)
-    checks.check_nonempty(where, "features", features)
+    features = checks.feature_batch(where, "features", features, 2)
     n, dim = features.shape
     labels = checks.as_tensor(where, "labels", labels)
     if labels.dim() == 2 and labels.shape[1] == 1:
