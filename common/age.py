@@ -34,7 +34,7 @@ from common.metrics import SHOTS, balanced_shot_metrics, shot_metrics
 from common.models.resnet import ResNetRegressor
 
 # Flags that define the model; an evaluated or resumed checkpoint keeps its own.
-MODEL_FLAGS = ("model", "width", "fds", "fds_kernel", "fds_ks", "fds_sigma", "start_update", "start_smooth",
+MODEL_FLAGS = ("model", "width", "stem", "fds", "fds_kernel", "fds_ks", "fds_sigma", "start_update", "start_smooth",
                "bucket_num", "bucket_start", "fds_mmt", "srl", "embedding_dim", "srl_num_labels", "n_points",
                "img_size")
 # Flags a resumed run may change: everything else comes from the checkpoint, so the run continues exactly.
@@ -43,10 +43,15 @@ RESUME_FLAGS = ("epoch", "resume", "workers", "device", "gpu", "print_freq", "da
 
 # -- data ------------------------------------------------------------------------------------------------------
 def age_transform(img_size: int, train: bool):
-    """Reference augmentation: resize, random crop with 16-px padding, horizontal flip, normalise to [-1, 1]."""
+    """Reference augmentation: resize, random crop with padding, horizontal flip, normalise to [-1, 1].
+
+    The padding is the reference's 16 px at 224 px and scales with ``img_size`` (2 px at 32 px): a fixed 16 px
+    would shift a small image by half its size.
+    """
     steps = [transforms.Resize((img_size, img_size))]
     if train:
-        steps += [transforms.RandomCrop(img_size, padding=16), transforms.RandomHorizontalFlip()]
+        padding = max(1, round(16 * img_size / 224))
+        steps += [transforms.RandomCrop(img_size, padding=padding), transforms.RandomHorizontalFlip()]
     steps += [transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)]
     return transforms.Compose(steps)
 
@@ -221,7 +226,7 @@ def build_model(args) -> ResNetRegressor:
         fds = FDS(ResNetRegressor.encoding_dim_of(args.model, args.width), args.bucket_num, args.bucket_start,
                   args.start_update, args.start_smooth, args.fds_kernel, args.fds_ks, args.fds_sigma, args.fds_mmt)
     return ResNetRegressor(args.model, fds=fds, projection_dim=args.embedding_dim if args.srl else None,
-                           width=args.width)
+                           width=args.width, stem=args.stem)
 
 
 def make_loader(dataset, args, shuffle: bool, generator=None, drop_last=False) -> DataLoader:

@@ -31,6 +31,8 @@ def build_parser(description: str, **overrides) -> argparse.ArgumentParser:
     g.add_argument("--data_dir", default=d["data_dir"], help="folder holding the CSV and the images")
     g.add_argument("--model", default=d["model"], choices=["resnet18", "resnet34", "resnet50"])
     g.add_argument("--width", type=int, default=64, help="channels of the first ResNet stage (64 = standard)")
+    g.add_argument("--stem", default="imagenet", choices=["imagenet", "cifar"],
+                   help="ResNet stem: imagenet (7×7/2 + max-pool, the reference) or cifar (3×3/1, small images)")
     g.add_argument("--store_root", default=d["store_root"], help="root folder of the run folders")
     g.add_argument("--store_name", default=d["store_name"],
                    help="run folder name, used verbatim; empty: built from the flags")

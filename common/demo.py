@@ -2,7 +2,8 @@
 
 1. Writes a synthetic AgeDB-DIR (``python -m common.synthetic agedb``: the real training-label histogram,
    scaled down to ``--n`` images of 32×32 px) into ``demo/agedb-dir/data``.
-2. Trains a vanilla model and a ConR model on it with ``agedb-dir/train.py`` (a narrow ResNet-18).
+2. Trains a vanilla model and a ConR model on it with ``agedb-dir/train.py`` (a narrow ResNet-18 with the
+   small-image stem, 10 epochs).
 3. Prints the side-by-side All/Many/Medium/Few table and writes the per-label error plot ``demo/report.png``.
 
 The shot thresholds (100 / 20 training images on the real data) are scaled with the data size, so that the
@@ -25,7 +26,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "demo"), help="folder for the data, the runs and the plot")
     parser.add_argument("--n", type=int, default=4000, help="synthetic training images")
-    parser.add_argument("--epoch", type=int, default=12)
+    parser.add_argument("--epoch", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -34,8 +35,9 @@ def main(argv=None):
         write_synthetic("agedb", data_dir, n=args.n, img_size=32, seed=args.seed)
     scale = args.n / sum(AGEDB_TRAIN_COUNTS.values())
     common_flags = ["--data_dir", str(data_dir), "--store_root", str(out / "runs"), "--overwrite",
-                    "--model", "resnet18", "--width", "16", "--img_size", "32", "--batch_size", "64",
-                    "--lr", "2e-3", "--epoch", str(args.epoch), "--schedule", str(int(args.epoch * 0.75)),
+                    "--model", "resnet18", "--width", "8", "--stem", "cifar", "--img_size", "32",
+                    "--batch_size", "64", "--lr", "2e-3", "--epoch", str(args.epoch),
+                    "--schedule", str(int(args.epoch * 0.8)),
                     "--workers", "2", "--seed", str(args.seed), "--print_freq", "20",
                     "--many_shot_thr", str(round(100 * scale)), "--low_shot_thr", str(round(20 * scale))]
     runs = {"vanilla": [], "conr": ["--conr", "-w", "1", "--beta", "4", "-e", "0.01"]}

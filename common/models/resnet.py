@@ -54,6 +54,8 @@ class Bottleneck(nn.Module):
         return self.relu(self.bn3(self.conv3(out)) + identity)
 
 
+STEMS = ("imagenet", "cifar")
+
 ARCHITECTURES = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
     "resnet34": (BasicBlock, (3, 4, 6, 3)),
@@ -69,22 +71,32 @@ class ResNetRegressor(nn.Module):
         fds: optional :class:`~common.fds.FDS` over the encoding (applied in training from its start_smooth).
         projection_dim: if set, an SRL projector ``Linear(E, projection_dim)`` whose output is returned too.
         width: channels of the first stage (64 as ResNet; smaller for CPU demos).
+        stem: 'imagenet' (7×7 stride-2 conv + max-pool, the reference) or 'cifar' (3×3 stride 1, small images).
 
     ``forward(x, targets=None, epoch=0, smooth=True)`` returns a dict with ``pred`` (B, 1), ``encoding``
     (B, E; FDS-smoothed when smoothing applied, as the reference's in-place write made it) and, with a
     projector, ``projection`` (B, projection_dim) of the raw encoding.
     """
 
-    def __init__(self, arch="resnet50", fds: FDS | None = None, projection_dim: int | None = None, width=64):
+    def __init__(self, arch="resnet50", fds: FDS | None = None, projection_dim: int | None = None, width=64,
+                 stem="imagenet"):
         super().__init__()
         if arch not in ARCHITECTURES:
             raise ValueError(f"ResNetRegressor: `arch` must be one of {', '.join(ARCHITECTURES)}, got {arch!r}.")
+        if stem not in STEMS:
+            raise ValueError(f"ResNetRegressor: `stem` must be one of {', '.join(STEMS)}, got {stem!r}.")
         block, layers = ARCHITECTURES[arch]
         self.in_planes = width
-        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+        else:
+            # Small images (≤ 64 px): a 3×3 stride-1 stem keeps the resolution that the 4× downsampling
+            # stem would throw away (the CIFAR ResNet convention).
+            self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+            self.maxpool = nn.Identity()
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
         self.layer1 = self._stage(block, width, layers[0], 1)
         self.layer2 = self._stage(block, width * 2, layers[1], 2)
         self.layer3 = self._stage(block, width * 4, layers[2], 2)
