@@ -147,8 +147,11 @@ class FDS(nn.Module):
         sums = torch.zeros(k + 1, self.feature_dim, dtype=features.dtype, device=features.device)
         sums.index_add_(0, rows, features)
         mean = sums[:k] / counts.clamp(min=1)[:, None]
-        centred = features - torch.cat([mean, mean.new_zeros(1, self.feature_dim)]).index_select(0, rows)
-        squares = torch.zeros_like(sums).index_add_(0, rows, centred * centred)[:k]
+        # Two passes over the features (sums, then squared deviations from the bucket mean): exact where
+        # E[x²] − E[x]² would cancel in float32; in-place, so no (N, D) temporary beyond the gathered means.
+        deviation = torch.cat([mean, mean.new_zeros(1, self.feature_dim)]).index_select(0, rows)
+        deviation.sub_(features).square_()
+        squares = torch.zeros_like(sums).index_add_(0, rows, deviation)[:k]
         var = squares / (counts - 1).clamp(min=1)[:, None]
 
         present = counts > 0

@@ -41,42 +41,66 @@ def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     return torch.float32 if tensor.dtype in (torch.float16, torch.bfloat16) else tensor.dtype
 
 
-def _conr_from_similarity(similarity, label_distance, pred_distance, anchor_weights, *, window, eta,
-                          linear_pushing, plus_one_normaliser, anchor_weighted, denominator):
-    """The ConR loss from a (M, M) logit matrix ``s = z zᵀ / τ`` and (M, M) label/prediction distances."""
-    m = similarity.shape[0]
+class _ConRSum(torch.autograd.Function):
+    """``Σ_i c_i (|P_i| log D_i − Σ_{j∈P_i} s_ij)`` with ``s = cos/τ``, differentiable in ``cos`` only.
+
+    Written out because autograd would spend about twice as many (M, M) passes: the forward exponentiates in
+    place and keeps the exponentials, and the gradient ``c_i (|P_i| e_ij / Σ_k e_ik − P_ij) / τ`` is two passes.
+    """
+
+    @staticmethod
+    def forward(ctx, cosine, inv_temperature, log_factor, positives, log_constant, anchor_coef, num_positives):
+        logits = torch.add(log_factor, cosine, alpha=inv_temperature)       # −inf where left out
+        row_max = logits.amax(1)
+        if log_constant is not None:
+            row_max = torch.maximum(row_max, log_constant)
+        row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+        exps = logits.sub_(row_max[:, None]).exp_()
+        total = exps.sum(1)
+        if log_constant is not None:
+            total = total + torch.exp(log_constant - row_max)
+        # Rows with an empty sum are inactive (coefficient 0); keep their log finite.
+        total = torch.where(total > 0, total, torch.ones_like(total))
+        log_denominator = row_max + torch.log(total)
+        positive_logits = (cosine * positives).sum(1) * inv_temperature
+        ctx.save_for_backward(exps, positives, anchor_coef * num_positives / total, anchor_coef)
+        ctx.inv_temperature = inv_temperature
+        return (anchor_coef * (num_positives * log_denominator - positive_logits)).sum()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        exps, positives, exp_coef, positive_coef = ctx.saved_tensors
+        scale = grad * ctx.inv_temperature
+        grad_cosine = exps * (exp_coef * scale)[:, None]
+        grad_cosine.addcmul_(positives, (positive_coef * scale)[:, None], value=-1)
+        return grad_cosine, None, None, None, None, None, None
+
+
+def _conr_from_cosine(cosine, temperature, label_distance, pred_distance, anchor_weights, *, window, eta,
+                      linear_pushing, plus_one_normaliser, anchor_weighted, denominator):
+    """The ConR loss from the (M, M) cosine matrix ``z zᵀ`` and (M, M) label/prediction distances.
+
+    ``label_distance`` and ``pred_distance`` are scratch: they are overwritten.
+    """
+    m = cosine.shape[0]
     with torch.no_grad():
         close = label_distance <= window
-        positives = close & ~torch.eye(m, dtype=torch.bool, device=similarity.device)
-        negatives = ~close & (pred_distance <= window)
-        num_positives = positives.sum(1)
+        negatives = (pred_distance <= window).logical_and_(~close)
+        positives = close.fill_diagonal_(False)
+        num_positives = positives.sum(1).to(cosine.dtype)
         if linear_pushing:
-            log_push = torch.log(eta * label_distance * anchor_weights[:, None])
+            log_factor = label_distance.mul_(eta * anchor_weights[:, None]).log_()
         else:
-            log_push = torch.log(anchor_weights)[:, None] + eta * label_distance
+            log_factor = label_distance.mul_(eta).add_(torch.log(anchor_weights)[:, None])
         # log of the factor each entry of the row enters the denominator with (−inf: left out).
-        log_factor = torch.where(positives, torch.zeros_like(log_push),
-                                 torch.where(negatives, log_push, torch.full_like(log_push, -torch.inf)))
+        log_factor.masked_fill_(~negatives, -torch.inf).masked_fill_(positives, 0.0)
         active = (num_positives > 0) & negatives.any(1)
-    logits = similarity + log_factor
-    if denominator == "reference":
-        log_constant = torch.log((m - num_positives).to(similarity.dtype))  # ≥ log 1: the diagonal
-        row_max = torch.maximum(logits.detach().amax(1), log_constant)
-    else:
-        row_max = logits.detach().amax(1)
-        row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
-    total = torch.exp(logits - row_max[:, None]).sum(1)
-    if denominator == "reference":
-        total = total + torch.exp(log_constant - row_max)
-    # Inactive rows may have an empty sum; keep their log finite so no NaN reaches the gradient.
-    total = torch.where(active, total, torch.ones_like(total))
-    log_denominator = row_max + torch.log(total)
-    positive_similarity = (similarity * positives).sum(1)
-    normaliser = num_positives + 1 if plus_one_normaliser else num_positives.clamp(min=1)
-    per_anchor = (num_positives * log_denominator - positive_similarity) / normaliser
-    if anchor_weighted:
-        per_anchor = anchor_weights * per_anchor
-    return torch.where(active, per_anchor, torch.zeros_like(per_anchor)).sum() / m
+        normaliser = num_positives + 1 if plus_one_normaliser else num_positives.clamp(min=1)
+        anchor_coef = torch.where(active, (anchor_weights if anchor_weighted else 1.0) / (normaliser * m), 0.0)
+        log_constant = torch.log(m - num_positives) if denominator == "reference" else None  # ≥ log 1: diagonal
+    return _ConRSum.apply(cosine, 1.0 / temperature, log_factor, positives.to(cosine.dtype), log_constant,
+                          anchor_coef, num_positives)
 
 
 def _check_hyper(where, window, temperature, eta, denominator):
@@ -123,11 +147,10 @@ def conr_loss(features, targets, preds, weights=None, *, window=1.0, temperature
         features = features.to(dtype)
         anchor_weights = checks.sample_weights(where, weights, m, features, "features")
         z = F.normalize(features, dim=1)
-        similarity = z @ z.T / temperature
         with torch.no_grad():
             label_distance = _pairwise_distance(targets.detach().to(dtype))
             pred_distance = _pairwise_distance(preds.detach().to(dtype))
-        return _conr_from_similarity(similarity, label_distance, pred_distance, anchor_weights,
+        return _conr_from_cosine(z @ z.T, temperature, label_distance, pred_distance, anchor_weights.detach(),
                                      window=window, eta=eta, linear_pushing=False, plus_one_normaliser=False,
                                      anchor_weighted=True, denominator=denominator)
 
@@ -165,13 +188,12 @@ def conr_dense_loss(features, depth, output, weights=None, *, window=0.2, temper
     dtype = _compute_dtype(features)
     with torch.autocast(features.device.type, enabled=False):
         z = F.normalize(features.to(dtype).reshape(b, -1), dim=1)
-        similarity = z @ z.T / temperature
         with torch.no_grad():
             label_distance = _pairwise_distance(depth.detach().to(dtype).mean(dim=(1, 2, 3))[:, None])
             pred_distance = _pairwise_distance(output.detach().to(dtype).mean(dim=(1, 2, 3))[:, None])
             image_weights = (torch.ones(b, dtype=dtype, device=z.device) if weights is None
                              else weights.detach().to(dtype).mean(dim=(1, 2, 3)))
-        return _conr_from_similarity(similarity, label_distance, pred_distance, image_weights,
+        return _conr_from_cosine(z @ z.T, temperature, label_distance, pred_distance, image_weights,
                                      window=window, eta=eta, linear_pushing=True, plus_one_normaliser=True,
                                      anchor_weighted=False, denominator=denominator)
 
