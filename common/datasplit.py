@@ -115,3 +115,24 @@ def split_csv(meta_csv, out_csv, cap: int, seed: int = 666, overwrite: bool = Fa
     out.to_csv(tmp, index=False)
     os.replace(tmp, out_csv)
     return out
+
+
+def main(argv, csv_name: str, cap: int) -> None:
+    """The ``data/preprocess_*.py`` command of each age benchmark: ``meta/<csv_name>.csv`` → ``<csv_name>.csv``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=f"Build the balanced val/test split {csv_name}.csv.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data_dir", default="./data", help=f"folder holding meta/{csv_name}.csv")
+    parser.add_argument("--cap", type=int, default=cap, help="most images per age in val (and in test)")
+    parser.add_argument("--seed", type=int, default=666)
+    parser.add_argument("--overwrite", action="store_true", help=f"replace an existing {csv_name}.csv")
+    args = parser.parse_args(argv)
+    if args.cap < 0:
+        parser.error(f"--cap must be >= 0, got {args.cap}.")
+    data_dir = Path(args.data_dir)
+    out = split_csv(data_dir / "meta" / f"{csv_name}.csv", data_dir / f"{csv_name}.csv",
+                    cap=args.cap, seed=args.seed, overwrite=args.overwrite)
+    counts = out["split"].value_counts()
+    summary = ", ".join(f"{s} {counts.get(s, 0)}" for s in SPLITS)
+    print(f"wrote {data_dir / f'{csv_name}.csv'}: {summary}")

@@ -10,33 +10,16 @@ image goes where need not: upstream walked the folder in filesystem order. It th
 to replace an existing ``agedb.csv`` unless ``--overwrite`` is given. The output is written
 atomically (a temporary file, then a rename).
 """
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root, for `common`
 
-from common.datasplit import split_csv  # noqa: E402
+from common import datasplit  # noqa: E402
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data_dir", default="./data", help="folder holding meta/agedb.csv")
-    parser.add_argument("--cap", type=int, default=30, help="most images per age in val (and in test)")
-    parser.add_argument("--seed", type=int, default=666)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing agedb.csv")
-    args = parser.parse_args(argv)
-    if args.cap < 0:
-        parser.error(f"--cap must be >= 0, got {args.cap}.")
-    data_dir = Path(args.data_dir)
-    out = split_csv(data_dir / "meta" / "agedb.csv", data_dir / "agedb.csv",
-                    cap=args.cap, seed=args.seed, overwrite=args.overwrite)
-    counts = out["split"].value_counts()
-    summary = ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "val", "test"))
-    print(f"wrote {data_dir / 'agedb.csv'}: {summary}")
+    datasplit.main(argv, csv_name="agedb", cap=30)
 
 
 if __name__ == "__main__":

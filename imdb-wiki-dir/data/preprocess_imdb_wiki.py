@@ -10,33 +10,16 @@ reproduce the shipped file: it depends on the row order of ``meta/imdb_wiki.csv`
 RNG. It therefore refuses to replace an existing ``imdb_wiki.csv`` unless ``--overwrite`` is given.
 The output is written atomically (a temporary file, then a rename).
 """
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root, for `common`
 
-from common.datasplit import split_csv  # noqa: E402
+from common import datasplit  # noqa: E402
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data_dir", default="./data", help="folder holding meta/imdb_wiki.csv")
-    parser.add_argument("--cap", type=int, default=150, help="most images per age in val (and in test)")
-    parser.add_argument("--seed", type=int, default=666)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing imdb_wiki.csv")
-    args = parser.parse_args(argv)
-    if args.cap < 0:
-        parser.error(f"--cap must be >= 0, got {args.cap}.")
-    data_dir = Path(args.data_dir)
-    out = split_csv(data_dir / "meta" / "imdb_wiki.csv", data_dir / "imdb_wiki.csv",
-                    cap=args.cap, seed=args.seed, overwrite=args.overwrite)
-    counts = out["split"].value_counts()
-    summary = ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "val", "test"))
-    print(f"wrote {data_dir / 'imdb_wiki.csv'}: {summary}")
+    datasplit.main(argv, csv_name="imdb_wiki", cap=150)
 
 
 if __name__ == "__main__":
