@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import time
 from pathlib import Path
 
 import numpy as np

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from common.fds import FDS
-from tests.reference_loops import (fds_calibrate_loop, fds_groups_loop, fds_smooth_loop, fds_smooth_stats_loop,
+from tests.reference_loops import (fds_groups_loop, fds_smooth_loop, fds_smooth_stats_loop,
                                    fds_update_running_stats_loop, lds_kernel_window_loop)
 
 F64 = torch.float64

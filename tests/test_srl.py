@@ -3,7 +3,6 @@
 Expected numbers are either the G7 golden values or the output of ``srl_losses_loop`` (written with loops
 from §7.2 in ``tests/reference_loops.py``).
 """
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
