@@ -141,7 +141,7 @@ class AgeObjective(nn.Module):
     checkpoint of this module restores them.
     """
 
-    def __init__(self, args, train_labels, encoding_dim: int):
+    def __init__(self, args, train_labels):
         super().__init__()
         self.args = args
         if args.bmse:
@@ -227,9 +227,9 @@ def build_model(args) -> ResNetRegressor:
                            width=args.width, stem=args.stem)
 
 
-def make_loader(dataset, args, shuffle: bool, generator=None, drop_last=False) -> DataLoader:
+def make_loader(dataset, args, shuffle: bool, generator=None) -> DataLoader:
     return DataLoader(dataset, batch_size=args.batch_size, shuffle=shuffle, generator=generator,
-                      num_workers=args.workers, pin_memory=False, drop_last=drop_last,
+                      num_workers=args.workers, pin_memory=False,
                       persistent_workers=False)
 
 
@@ -330,7 +330,7 @@ class AgeRun:
 
         train_labels, train_set, val_set, test_set = self.data(conr_views=args.conr)
         model = build_model(args).to(self.device)
-        objective = AgeObjective(args, train_labels, model.encoding_dim).to(self.device)
+        objective = AgeObjective(args, train_labels).to(self.device)
         if args.pretrained:
             pretrained = engine.load_checkpoint(args.pretrained)["state_dict"]
             trunk = {k: v for k, v in pretrained.items() if not k.startswith(("linear.", "fc."))}
@@ -353,7 +353,7 @@ class AgeRun:
 
         metric = selection_metric(args)
         loader_generator = torch.Generator()
-        train_loader = make_loader(train_set, args, True, loader_generator, drop_last=False)
+        train_loader = make_loader(train_set, args, True, loader_generator)
         val_loader = make_loader(val_set, args, False)
         ckpt_path, best_path = run_dir / "ckpt.pth.tar", run_dir / "ckpt.best.pth.tar"
         for epoch in range(start_epoch, args.epoch):

@@ -75,6 +75,22 @@ def feature_batch(where: str, name: str, value, ndim: int) -> torch.Tensor:
     return tensor
 
 
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """float32 for half-precision inputs (autocast), else the input's dtype: logits up to 1/τ and cosine tables
+    need float32's mantissa; float64 stays float64 (gradcheck)."""
+    return torch.float32 if tensor.dtype in (torch.float16, torch.bfloat16) else tensor.dtype
+
+
+def labels_1d(where: str, name: str, labels, n: int, ref_name: str) -> torch.Tensor:
+    """Labels of shape (N,) or (N, 1) as an (N,) tensor."""
+    labels = as_tensor(where, name, labels)
+    if labels.dim() == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    check_ndim(where, name, labels, (1,))
+    check_rows(where, name, labels, ref_name, n)
+    return labels
+
+
 def labels_2d(where: str, name: str, labels: torch.Tensor, n: int, ref_name: str) -> torch.Tensor:
     """Labels of shape (N,), (N,1) or (N,K) as an (N,K) tensor."""
     check_ndim(where, name, labels, (1, 2))

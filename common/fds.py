@@ -86,11 +86,7 @@ class FDS(nn.Module):
         if features.shape[1] != self.feature_dim:
             raise ValueError(f"FDS.{where}: `features` has {features.shape[1]} columns; this FDS was built for "
                              f"feature_dim={self.feature_dim}.")
-        labels = checks.as_tensor(where, "labels", labels)
-        if labels.dim() == 2 and labels.shape[1] == 1:
-            labels = labels[:, 0]
-        checks.check_ndim(where, "labels", labels, (1,))
-        checks.check_rows(where, "labels", labels, "features", features.shape[0])
+        labels = checks.labels_1d(where, "labels", labels, features.shape[0], "features")
         checks.check_finite(f"FDS.{where}", "features", features)
         checks.check_finite(f"FDS.{where}", "labels", labels)
         if labels.numel() and bool((labels < 0).any()):

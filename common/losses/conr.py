@@ -36,11 +36,6 @@ def _pairwise_distance(values: torch.Tensor) -> torch.Tensor:
     return (values[:, None, :] - values[None, :, :]).norm(dim=-1)
 
 
-def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
-    # Half-precision inputs (autocast) are computed in float32: logits up to 1/τ need the mantissa.
-    return torch.float32 if tensor.dtype in (torch.float16, torch.bfloat16) else tensor.dtype
-
-
 class _ConRSum(torch.autograd.Function):
     """``Σ_i c_i (|P_i| log D_i − Σ_{j∈P_i} s_ij)`` with ``s = cos/τ``, differentiable in ``cos`` only.
 
@@ -142,7 +137,7 @@ def conr_loss(features, targets, preds, weights=None, *, window=1.0, temperature
     checks.check_finite(where, "features", features)
     checks.check_finite(where, "targets", targets)
     checks.check_finite(where, "preds", preds)
-    dtype = _compute_dtype(features)
+    dtype = checks.compute_dtype(features)
     with torch.autocast(features.device.type, enabled=False):
         features = features.to(dtype)
         anchor_weights = checks.sample_weights(where, weights, m, features, "features")
@@ -185,7 +180,7 @@ def conr_dense_loss(features, depth, output, weights=None, *, window=0.2, temper
     checks.check_finite(where, "features", features)
     checks.check_finite(where, "depth", depth)
     checks.check_finite(where, "output", output)
-    dtype = _compute_dtype(features)
+    dtype = checks.compute_dtype(features)
     with torch.autocast(features.device.type, enabled=False):
         z = F.normalize(features.to(dtype).reshape(b, -1), dim=1)
         with torch.no_grad():

@@ -87,8 +87,7 @@ def ranksim_loss(features, targets, interpolation_lambda=2.0, generator=None) ->
     if keep is not None:
         features, targets = features[keep], targets[keep]
     with torch.autocast(features.device.type, enabled=False):
-        z = F.normalize(features.float() if features.dtype in (torch.float16, torch.bfloat16) else features,
-                        dim=1)
+        z = F.normalize(features.to(checks.compute_dtype(features)), dim=1)
         similarity = z @ z.T
         with torch.no_grad():
             t = targets.detach().to(z.dtype)

@@ -48,11 +48,7 @@ def srl_losses(features, labels, surrogate, points, *, temperature=0.3, homogene
     checks.check_positive(where, "temperature", temperature)
     features = checks.feature_batch(where, "features", features, 2)
     n, dim = features.shape
-    labels = checks.as_tensor(where, "labels", labels)
-    if labels.dim() == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    checks.check_ndim(where, "labels", labels, (1,))
-    checks.check_rows(where, "labels", labels, "features", n)
+    labels = checks.labels_1d(where, "labels", labels, n, "features")
     surrogate = checks.as_tensor(where, "surrogate", surrogate)
     checks.check_ndim(where, "surrogate", surrogate, (2,))
     points = checks.as_tensor(where, "points", points)
@@ -72,7 +68,7 @@ def srl_losses(features, labels, surrogate, points, *, temperature=0.3, homogene
                          f"got values in [{labels.min().item()}, {labels.max().item()}].")
     slots = slots.to(features.device)
 
-    dtype = torch.float32 if features.dtype in (torch.float16, torch.bfloat16) else features.dtype
+    dtype = checks.compute_dtype(features)
     with torch.autocast(features.device.type, enabled=False):
         u = F.normalize(features.to(dtype), dim=1)
         sums = torch.zeros(num_slots, dim, dtype=dtype, device=u.device).index_add(0, slots, u)
