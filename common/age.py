@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from common import engine
+from common.cli import SHOT_THRESHOLDS
 from common.engine import RunError
 from common.fds import FDS
 from common.gmm import load_gmm
@@ -268,6 +269,14 @@ def format_metrics(name: str, metrics: dict) -> str:
     return "\n".join(rows)
 
 
+def fill_shot_thresholds(args, saved_args: dict) -> None:
+    """Thresholds not given on the command line: the checkpoint's (a run evaluates as it was trained), else the
+    benchmark's 100 / 20."""
+    for flag, default in SHOT_THRESHOLDS.items():
+        if getattr(args, flag, None) is None:
+            setattr(args, flag, saved_args.get(flag) or default)
+
+
 class AgeRun:
     """One training (or evaluation) run; see the module docstring."""
 
@@ -297,6 +306,7 @@ class AgeRun:
         for flag in MODEL_FLAGS:
             if flag in checkpoint.get("args", {}):
                 setattr(args, flag, checkpoint["args"][flag])
+        fill_shot_thresholds(args, checkpoint.get("args", {}))
         train_labels, _, _, test_set = self.data(conr_views=False)
         model = build_model(args).to(self.device)
         load_model_state(model, checkpoint["state_dict"], args.resume)
@@ -323,6 +333,7 @@ class AgeRun:
                 raise RunError(f"run folder {run_dir} already exists; pass --overwrite to reuse it, --resume "
                                f"{run_dir / 'ckpt.pth.tar'} to continue it, or another --store_name.")
             run_dir.mkdir(parents=True, exist_ok=True)
+        fill_shot_thresholds(args, {})
         engine.seed_everything(args.seed)
         logger = engine.make_logger(run_dir)
         scalars = engine.ScalarLogger(run_dir)

@@ -23,6 +23,10 @@ AGE_DEFAULTS = dict(
 )
 
 
+# Shot thresholds of the age benchmarks (methods.md §10.1); --evaluate keeps a checkpoint's own unless given.
+SHOT_THRESHOLDS = {"many_shot_thr": 100, "low_shot_thr": 20}
+
+
 def build_parser(description: str, **overrides) -> argparse.ArgumentParser:
     d = {**AGE_DEFAULTS, **overrides}
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -44,8 +48,10 @@ def build_parser(description: str, **overrides) -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=d["workers"])
     g.add_argument("--print_freq", type=int, default=d["print_freq"])
     g.add_argument("--img_size", type=int, default=d["img_size"])
-    g.add_argument("--many_shot_thr", type=int, default=100, help="many-shot: more training samples than this")
-    g.add_argument("--low_shot_thr", type=int, default=20, help="few-shot: fewer training samples than this")
+    g.add_argument("--many_shot_thr", type=int, default=None,
+                   help="many-shot: more training samples than this (default 100, or the checkpoint's)")
+    g.add_argument("--low_shot_thr", type=int, default=None,
+                   help="few-shot: fewer training samples than this (default 20, or the checkpoint's)")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", default=d["optimizer"], choices=["adam", "sgd"])

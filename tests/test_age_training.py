@@ -122,7 +122,9 @@ def test_rrt_retrains_only_the_last_layer(data_dir, tmp_path):
 
 
 def test_evaluate_round_trip_and_module_prefix(data_dir, tmp_path, capsys):
-    result = train(data_dir, tmp_path, "run")
+    # Non-default shot thresholds: --evaluate must keep the checkpoint's, so the shots match results.json.
+    result = train(data_dir, tmp_path, "run", "--many_shot_thr", "4", "--low_shot_thr", "2")
+    assert result["test"]["many"]["count"] > 0 and result["test"]["few"]["count"] > 0
     best = tmp_path / "run" / "ckpt.best.pth.tar"
     metrics = age.main(parser(), ["--evaluate", "--resume", str(best), "--data_dir", str(data_dir),
                                   "--workers", "0"])
