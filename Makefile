@@ -8,12 +8,12 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
-# The venv is rebuilt when requirements.txt changes. The .pth file puts the repo root on
-# sys.path, so `common` imports from anywhere (repo root, a dataset folder, a notebook).
-$(STAMP): requirements.txt
+# The venv is rebuilt when requirements.txt or pyproject.toml changes. The repo is installed in it as an
+# editable package, so `common` imports from anywhere (repo root, a dataset folder, a notebook).
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'dir_repo_root.pth').write_text('$(CURDIR)\n')"
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 # The main job on built-in data: synthetic AgeDB-DIR, vanilla vs ConR, table + plot (about 10 min on 2 cores).

@@ -1,19 +1,21 @@
-"""The AgeDB-DIR data set: ``<data_dir>/agedb.csv`` (``age,path,split``) and the images it lists.
+"""The AgeDB-DIR data: ``<data_dir>/agedb.csv`` (``age,path,split``) and the face images it lists.
 
-Both age benchmarks read the same format with the same transforms, so the class lives in ``common/age.py``;
-this module names it for this data set. Create the CSV with the scripts in ``data/``, or write a synthetic
-stand-in with ``python -m common.synthetic agedb --out data``.
+AgeDB ages run from 1 to 101; a CSV age outside 0–120 (the label bins of the age benchmarks) is refused
+before training. Create the CSV with the scripts in ``data/``, or write a synthetic stand-in with
+``python -m common.synthetic agedb --out data``.
 """
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common.age import AgeDataset, read_split_csv
 
-from common.age import AgeDataset, age_transform, read_split_csv  # noqa: E402,F401
-
-CSV_NAME = "agedb"
+MAX_AGE = 120
 
 
-def load_split(data_dir, split, img_size=224, weights=None, conr_views=False) -> AgeDataset:
-    """One split of AgeDB-DIR: ``(image (3,S,S), views, age (1,), weight (1,))`` per sample."""
-    return AgeDataset(read_split_csv(data_dir, CSV_NAME), data_dir, split, img_size, weights, conr_views)
+def load_frame(data_dir, csv_name="agedb"):
+    """The split CSV as a frame (ages checked)."""
+    return read_split_csv(Path(data_dir) / f"{csv_name}.csv", MAX_AGE)
+
+
+def load_split(frame, data_dir, split, img_size=224, weights=None, conr_views=False) -> AgeDataset:
+    """One split: per sample ``input`` (3, S, S), ``views`` (ConR), ``target`` age (1,), ``weight`` (1,)."""
+    return AgeDataset(frame, data_dir, split, img_size, weights, conr_views)

@@ -1,13 +1,7 @@
-"""The losses wired into AgeDB-DIR training (see ``common.age.AgeObjective`` for how they combine).
+"""The AgeDB-DIR training objective: ``--loss`` (weighted L1 by default) or Balanced MSE, plus RankSim, ConR
+and SRL, built from plain values by ``common.objective.build_objective``.
 
-Regression: ``weighted_{mse,l1,focal_mse,focal_l1,huber}_loss`` (``--loss``), or Balanced MSE (``--bmse``);
-regularizers: RankSim (``--regularization_weight``), ConR on two extra views (``--conr``), SRL (``--srl``).
+ConR runs on two extra augmentations of every image (forwarded without FDS), as the reference; SRL's label
+slots are the integer ages 0…``--srl_num_labels`` − 1.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from common.age import AgeObjective  # noqa: E402,F401
-from common.losses import (BMCLoss, BNILoss, ConR, GAILoss, RankSim, SRL, weighted_focal_l1_loss,  # noqa: E402,F401
-                           weighted_focal_mse_loss, weighted_huber_loss, weighted_l1_loss, weighted_mse_loss)
+from common.objective import build_objective  # noqa: F401  (the age wiring is build_objective's default)

@@ -1,11 +1,13 @@
-"""The age regressor of AgeDB-DIR: a ResNet trained from scratch, FDS on the pooled encoding, ``linear`` head.
+"""The AgeDB-DIR model: a ResNet trained from scratch, FDS on the pooled encoding, a ``linear`` head.
 
-Shared with the other age benchmark (``common/models/resnet.py``); ``--model`` picks resnet18/34/50.
+The same ResNet serves both age benchmarks (``common/models/resnet.py``); ``--model`` picks resnet18/34/50,
+``--width`` and ``--stem cifar`` make it small for CPU demos.
 """
-import sys
-from pathlib import Path
+from common.models.resnet import ResNetRegressor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+encoding_dim = ResNetRegressor.encoding_dim_of
 
-from common.age import build_model  # noqa: E402,F401
-from common.models.resnet import ARCHITECTURES, ResNetRegressor  # noqa: E402,F401
+
+def build_model(arch="resnet50", *, width=64, stem="imagenet", fds=None, projection_dim=None) -> ResNetRegressor:
+    """ResNet → encoding (B, E) → [FDS] → ``linear`` → age (B, 1); with ``projection_dim``, an SRL projector."""
+    return ResNetRegressor(arch, fds=fds, projection_dim=projection_dim, width=width, stem=stem)

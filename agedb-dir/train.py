@@ -4,20 +4,31 @@
     python train.py --evaluate --resume checkpoint/<run>/ckpt.best.pth.tar
 
 Flags and defaults are the reference's (DIR base set; AgeDB: ``--lds_ks 9 --fds_ks 9 --bucket_start 3``);
-``python train.py --help`` lists them all. The engine is shared with IMDB-WIKI-DIR (``common/age.py``).
+``python train.py --help`` lists them all. The data, model and loss are this folder's ``dataset.py``,
+``resnet.py`` and ``loss.py``; the training loop is the shared one (``common/trainer.py``).
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from common import age  # noqa: E402
-from common.cli import build_parser  # noqa: E402
+try:
+    from common.cli import build_age_parser, parse
+except ImportError:
+    sys.exit("error: the repo's `common` package is not installed in this Python; run `make venv` in the repo "
+             "root and use .venv/bin/python (or `pip install -r requirements.txt && pip install -e .`).")
 
 AGEDB_DEFAULTS = dict(
     dataset="agedb", lds_ks=9, fds_ks=9, bucket_start=3,
     srl_num_labels=102,  # SRL label slots: ages 0..101 (the reference's --bucket_num 102)
 )
 
+
+def main(argv=None) -> dict:
+    args = parse(build_age_parser(__doc__.splitlines()[0], **AGEDB_DEFAULTS), argv)
+    import dataset
+    import loss
+    import resnet
+    from common import age
+    return age.main(args, dataset, resnet, loss)
+
+
 if __name__ == "__main__":
-    age.main(build_parser(__doc__.splitlines()[0], **AGEDB_DEFAULTS))
+    main()

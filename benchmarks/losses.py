@@ -12,16 +12,13 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common.fds import FDS  # noqa: E402
-from common.losses import bmc_loss, conr_loss, ranksim_loss  # noqa: E402
+from common.fds import FDS
+from common.losses import bmc_loss, conr_loss, ranksim_loss
 
 
 def _timed(step, device):

@@ -140,6 +140,12 @@ class ScalarLogger:
         if self._logger is not None and value == value:   # NaN (an empty shot) is not a scalar to plot
             self._logger.log_value(name, float(value), step)
 
+    def close(self) -> None:
+        """Close the event file (tensorboard_logger flushes after every event; this releases the handle)."""
+        writer = getattr(self._logger, "_writer", None)
+        if writer is not None and not writer.closed:
+            writer.close()
+
 
 class AverageMeter:
     def __init__(self):

@@ -7,7 +7,9 @@ statistics to the smoothed ones:
     x ← (x − μ_b) · sqrt(clamp(σ̃²_b / σ²_b, c_min, c_max)) + μ̃_b.
 
 Everything is vectorised: labels are bucketised once per call and the statistics are gathered/scattered with
-``index_add_``/``index_select``; there is no Python loop over buckets or samples.
+``index_add_``/``index_select``; there is no Python loop over buckets or samples. Features are either one
+vector per sample, ``(N, D)`` with labels ``(N,)``/``(N, 1)``, or a per-pixel map, ``(B, C, H, W)`` with labels
+``(B, 1, H, W)`` (depth: every pixel is bucketed by its own depth and calibrated with its bucket's statistics).
 """
 from __future__ import annotations
 
@@ -16,29 +18,38 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common import checks
+from common.bins import LabelBins
 from common.lds import kernel_window
+
+EDGE_RULES = ("present", "clamp")
 
 
 class FDS(nn.Module):
-    """FDS over integer-valued 1-D labels (the age rule of methods.md §3.2).
+    """FDS over scalar labels (docs/methods.md §3).
 
     Args:
-        feature_dim: D, the feature size (age ResNet-50: 2048).
-        bucket_num, bucket_start: buckets ``bucket_start … bucket_num − 1`` (K = bucket_num − bucket_start rows).
+        feature_dim: D, the feature size (age ResNet-50: 2048; depth: 128 channels).
+        bucket_num, bucket_start: FDS tracks bins ``bucket_start … bucket_num − 1`` of the label grid
+            (K = bucket_num − bucket_start rows).
         start_update: first epoch whose statistics are collected (its update replaces, not averages).
         start_smooth: first epoch at which :meth:`smooth` calibrates.
         kernel, ks, sigma: the smoothing window across buckets (sum-normalised).
         momentum: EMA factor of the running statistics; None for a cumulative average.
-        clip_min, clip_max: bounds of the variance ratio (age: 0.1, 10).
+        clip_min, clip_max: bounds of the variance ratio (age: 0.1, 10; depth 0.2, 5; STS-B 0.5, 2).
+        bins: the label grid (:class:`~common.bins.LabelBins`); default integer labels, ``LabelBins(0, 1,
+            bucket_num)``. Its ``num_bins`` must equal ``bucket_num``.
+        edge_rule: what happens to labels outside bins ``bucket_start … bucket_num − 1``:
 
-    Bucket rule (as the reference): label ``y`` goes to row ``int(y − bucket_start)``; labels below
-    ``bucket_start`` join row 0 only when a label exactly equal to ``bucket_start`` is in the same call, and labels
-    at or above ``bucket_num − 1`` join row K−1 only when that exact label is present; otherwise they are skipped
-    (not counted, not calibrated).
+            * ``'present'`` (age, the reference): a label below goes to row 0 only when a label exactly equal to
+              the first bucket's value is in the same call, and a label at or above the last bucket's value
+              goes to row K−1 only when that exact value is present; otherwise it is skipped (not counted,
+              not calibrated);
+            * ``'clamp'`` (depth, STS-B): every label is clamped into the tracked buckets.
     """
 
     def __init__(self, feature_dim, bucket_num=100, bucket_start=3, start_update=0, start_smooth=1,
-                 kernel="gaussian", ks=5, sigma=2, momentum=0.9, clip_min=0.1, clip_max=10.0):
+                 kernel="gaussian", ks=5, sigma=2, momentum=0.9, clip_min=0.1, clip_max=10.0,
+                 bins: LabelBins | None = None, edge_rule: str = "present"):
         super().__init__()
         if bucket_num - bucket_start < 2:
             raise ValueError(f"FDS: need at least two buckets, got bucket_num={bucket_num}, "
@@ -46,6 +57,11 @@ class FDS(nn.Module):
         if (ks - 1) // 2 >= bucket_num - bucket_start:
             raise ValueError(f"FDS: kernel size ks={ks} is too large for {bucket_num - bucket_start} buckets "
                              "(reflect padding needs K > (ks − 1) / 2).")
+        bins = LabelBins(0, 1, bucket_num) if bins is None else bins
+        if bins.num_bins != bucket_num:
+            raise ValueError(f"FDS: `bins` has {bins.num_bins} bins but bucket_num={bucket_num}.")
+        checks.check_choice("FDS", "edge_rule", edge_rule, EDGE_RULES)
+        self.bins, self.edge_rule = bins, edge_rule
         self.feature_dim = feature_dim
         self.bucket_num, self.bucket_start = bucket_num, bucket_start
         self.start_update, self.start_smooth = start_update, start_smooth
@@ -67,7 +83,8 @@ class FDS(nn.Module):
         self.register_buffer("_shift_from", torch.zeros(k + 1, feature_dim), persistent=False)
         self.register_buffer("_scale", torch.ones(k + 1, feature_dim), persistent=False)
         self.register_buffer("_shift_to", torch.zeros(k + 1, feature_dim), persistent=False)
-        self._calibration_key = None
+        # Loading a state dict rewrites the last-epoch buffers: rebuild the tables from them afterwards.
+        self.register_load_state_dict_post_hook(lambda module, _keys: module.refresh_calibration())
 
     @property
     def num_buckets(self) -> int:
@@ -80,27 +97,44 @@ class FDS(nn.Module):
 
     # -- inputs ---------------------------------------------------------------------------------------------
     def _check(self, where, features, labels):
+        """(N, D) features and (N,) labels; a (B, C, H, W) map with (B, 1, H, W) labels is flattened per pixel."""
         features = checks.as_tensor(where, "features", features)
-        checks.check_ndim(where, "features", features, (2,))
+        checks.check_ndim(where, "features", features, (2, 4))
         checks.check_floating(where, "features", features)
         if features.shape[1] != self.feature_dim:
-            raise ValueError(f"FDS.{where}: `features` has {features.shape[1]} columns; this FDS was built for "
+            raise ValueError(f"FDS.{where}: `features` has {features.shape[1]} channels; this FDS was built for "
                              f"feature_dim={self.feature_dim}.")
+        if features.dim() == 4:
+            labels = checks.as_tensor(where, "labels", labels)
+            batch, _, height, width = features.shape
+            if tuple(labels.shape) != (batch, 1, height, width):
+                raise ValueError(f"FDS.{where}: per-pixel `labels` must have shape {(batch, 1, height, width)} "
+                                 f"for features {tuple(features.shape)}, got {tuple(labels.shape)}.")
+            features = features.permute(0, 2, 3, 1).reshape(-1, self.feature_dim)
+            labels = labels.reshape(-1)
         labels = checks.labels_1d(where, "labels", labels, features.shape[0], "features")
         checks.check_finite(f"FDS.{where}", "features", features)
         checks.check_finite(f"FDS.{where}", "labels", labels)
-        if labels.numel() and bool((labels < 0).any()):
-            raise ValueError(f"FDS.{where}: `labels` must be non-negative, got minimum {labels.min().item()}.")
+        if labels.numel() and bool((labels < self.bins.start).any()):
+            raise ValueError(f"FDS.{where}: `labels` must be ≥ {self.bins.start:g} (the label grid's start), got "
+                             f"minimum {labels.min().item()}.")
         return features, labels
 
     def bucketize(self, labels: torch.Tensor) -> torch.Tensor:
-        """(N,) labels → (N,) long rows in [0, K]; row K means "skipped" (outside the buckets)."""
+        """(N,) labels → (N,) long rows in [0, K]; row K means "skipped" (outside the buckets, ``'present'``)."""
         k = self.num_buckets
-        low, high = self.bucket_start, self.bucket_num - 1
-        rows = (labels - low).clamp(0, k - 1).to(torch.long)   # truncation, like int(y − start) for y > start
-        below, above = labels <= low, labels >= high
-        rows = torch.where(below & ~(labels == low).any(), torch.full_like(rows, k), rows)
-        rows = torch.where(above & ~(labels == high).any(), torch.full_like(rows, k), rows)
+        if self.bins.rule == "scale" and self.bins.width == 1 and self.bins.start == 0:
+            bins = labels.floor() if labels.is_floating_point() else labels   # integer grid: stays on device
+        else:
+            bins = self.bins.index(labels)
+        rows = (bins - self.bucket_start).clamp(0, k - 1).to(torch.long)
+        if self.edge_rule == "clamp":
+            return rows
+        first = self.bins.start + self.bucket_start * self.bins.width
+        last = self.bins.start + (self.bins.num_bins - 1) * self.bins.width
+        below, above = labels <= first, labels >= last
+        rows = torch.where(below & ~(labels == first).any(), torch.full_like(rows, k), rows)
+        rows = torch.where(above & ~(labels == last).any(), torch.full_like(rows, k), rows)
         return rows
 
     # -- statistics ---------------------------------------------------------------------------------------
@@ -118,6 +152,7 @@ class FDS(nn.Module):
         self.running_var_last_epoch.copy_(self.running_var)
         self.smoothed_mean_last_epoch.copy_(self._smooth_across_buckets(self.running_mean_last_epoch))
         self.smoothed_var_last_epoch.copy_(self._smooth_across_buckets(self.running_var_last_epoch))
+        self.refresh_calibration()
 
     def _smooth_across_buckets(self, stats: torch.Tensor) -> torch.Tensor:
         half = (self.ks - 1) // 2
@@ -130,7 +165,8 @@ class FDS(nn.Module):
     def update_running_stats(self, features, labels, epoch: int) -> None:
         """Fold the per-bucket mean/variance of one epoch's features into the running statistics.
 
-        features: (N, D) (moved to the buffers' device); labels: (N,) or (N, 1). A bucket with n samples gets
+        features: (N, D) or per pixel (B, C, H, W) (moved to the buffers' device); labels: (N,), (N, 1) or
+        (B, 1, H, W). A bucket with n samples gets
         the unbiased variance (0 when n = 1); the EMA factor is ``momentum`` (0 at ``start_update``).
         """
         if epoch < int(self.epoch):
@@ -153,31 +189,24 @@ class FDS(nn.Module):
         present = counts > 0
         self.num_samples_tracked += counts
         if epoch == self.start_update:
-            factor = torch.zeros_like(counts)
+            factor = 0.0
         elif self.momentum is None:
-            factor = 1 - counts / self.num_samples_tracked.clamp(min=1)
+            factor = (1 - counts / self.num_samples_tracked.clamp(min=1))[:, None]
         else:
-            factor = torch.full_like(counts, self.momentum)
-        factor = factor[:, None]
+            # A Python float, as the reference: 1 − 0.9 rounds to float32 0.1, not to float32(1) − float32(0.9).
+            factor = float(self.momentum)
         new_mean = (1 - factor) * mean + factor * self.running_mean
         new_var = (1 - factor) * var + factor * self.running_var
         self.running_mean.copy_(torch.where(present[:, None], new_mean, self.running_mean))
         self.running_var.copy_(torch.where(present[:, None], new_var, self.running_var))
 
-    def _last_epoch_buffers(self):
-        return (self.running_mean_last_epoch, self.running_var_last_epoch, self.smoothed_mean_last_epoch,
-                self.smoothed_var_last_epoch)
-
     @torch.no_grad()
-    def _refresh_calibration(self) -> None:
-        """Rebuild the (K+1, D) calibration tables when a last-epoch buffer changed.
+    def refresh_calibration(self) -> None:
+        """Rebuild the (K+1, D) calibration tables from the last-epoch buffers.
 
-        A change is any in-place write (``_version`` bumps: updates, ``load_state_dict``, direct edits) or a
-        new tensor (``.to()``, assignment), so the tables always describe the current buffers.
+        Called by :meth:`update_last_epoch_stats` and after ``load_state_dict``; code that writes the
+        last-epoch buffers directly must call it too.
         """
-        key = tuple((id(t), t._version) for t in self._last_epoch_buffers())
-        if key == self._calibration_key:
-            return
         m1, v1 = self.running_mean_last_epoch, self.running_var_last_epoch
         m2, v2 = self.smoothed_mean_last_epoch, self.smoothed_var_last_epoch
         # Age variant: a bucket whose variances sum to < 1e-10 is left alone; otherwise every dimension with
@@ -189,19 +218,22 @@ class FDS(nn.Module):
         self._shift_from.copy_(torch.cat([torch.where(calibrate, m1, torch.zeros_like(m1)), identity]))
         self._scale.copy_(torch.cat([scale, identity + 1]))
         self._shift_to.copy_(torch.cat([torch.where(calibrate, m2, torch.zeros_like(m2)), identity]))
-        self._calibration_key = key
 
     def smooth(self, features, labels, epoch: int) -> torch.Tensor:
-        """Calibrate features (N, D) to the smoothed statistics of their buckets; a new tensor.
+        """Calibrate features to the smoothed statistics of their buckets; a new tensor of the input's shape.
 
+        features: (N, D) with labels (N,)/(N, 1), or (B, C, H, W) with labels (B, 1, H, W) (per pixel).
         Identity (the input itself is returned) before ``start_smooth``. Differentiable in ``features``:
         the gradient is the per-dimension scale.
         """
         if epoch < self.start_smooth:
             return features
-        features, labels = self._check("smooth", features, labels)
-        self._refresh_calibration()
-        rows = self.bucketize(labels.to(features.device))
-        tables = [t.to(features.dtype).index_select(0, rows)
-                  for t in (self._shift_from, self._scale, self._shift_to)]
-        return (features - tables[0]) * tables[1] + tables[2]
+        shape = features.shape if isinstance(features, torch.Tensor) else None
+        flat, labels = self._check("smooth", features, labels)
+        rows = self.bucketize(labels.to(flat.device))
+        tables = [t.to(flat.dtype).index_select(0, rows) for t in (self._shift_from, self._scale, self._shift_to)]
+        out = (flat - tables[0]) * tables[1] + tables[2]
+        if len(shape) == 4:
+            batch, channels, height, width = shape
+            out = out.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
+        return out

@@ -1,19 +1,20 @@
-"""The IMDB-WIKI-DIR data set: ``<data_dir>/imdb_wiki.csv`` (``age,path,split``) and the images it lists.
+"""The IMDB-WIKI-DIR data: ``<data_dir>/imdb_wiki.csv`` (``age,path,split``), IMDB rows then WIKI rows.
 
-Both age benchmarks read the same format with the same transforms, so the class lives in ``common/age.py``;
-this module names it for this data set. Create the CSV with the scripts in ``data/``, or write a synthetic
-stand-in with ``python -m common.synthetic imdb_wiki --out data``.
+``data/create_imdb_wiki.py`` keeps faces aged 0–200 (the reference's filter), so that is the range accepted
+here; ages above 120 share the last re-weighting bin. Create the CSV with the scripts in ``data/``, or write a
+synthetic stand-in with ``python -m common.synthetic imdb_wiki --out data``.
 """
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common.age import AgeDataset, read_split_csv
 
-from common.age import AgeDataset, age_transform, read_split_csv  # noqa: E402,F401
-
-CSV_NAME = "imdb_wiki"
+MAX_AGE = 200
 
 
-def load_split(data_dir, split, img_size=224, weights=None, conr_views=False) -> AgeDataset:
-    """One split of IMDB-WIKI-DIR: ``(image (3,S,S), views, age (1,), weight (1,))`` per sample."""
-    return AgeDataset(read_split_csv(data_dir, CSV_NAME), data_dir, split, img_size, weights, conr_views)
+def load_frame(data_dir, csv_name="imdb_wiki"):
+    return read_split_csv(Path(data_dir) / f"{csv_name}.csv", MAX_AGE)
+
+
+def load_split(frame, data_dir, split, img_size=224, weights=None, conr_views=False) -> AgeDataset:
+    """The same image pipeline as AgeDB-DIR (``common.age.AgeDataset``): resize, crop, flip, [-1, 1]."""
+    return AgeDataset(frame, data_dir, split, img_size, weights, conr_views)

@@ -1,11 +1,11 @@
-"""The age regressor of IMDB-WIKI-DIR: a ResNet trained from scratch, FDS on the pooled encoding, ``linear`` head.
+"""The IMDB-WIKI-DIR model: the age ResNet of AgeDB-DIR (``common/models/resnet.py``), from scratch.
 
-Shared with the other age benchmark (``common/models/resnet.py``); ``--model`` picks resnet18/34/50.
+ResNet-50 by default; FDS on the pooled 2048-d encoding (buckets 0–99, ``--bucket_start 0``).
 """
-import sys
-from pathlib import Path
+from common.models.resnet import ResNetRegressor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+encoding_dim = ResNetRegressor.encoding_dim_of
 
-from common.age import build_model  # noqa: E402,F401
-from common.models.resnet import ARCHITECTURES, ResNetRegressor  # noqa: E402,F401
+
+def build_model(arch="resnet50", *, width=64, stem="imagenet", fds=None, projection_dim=None) -> ResNetRegressor:
+    return ResNetRegressor(arch, fds=fds, projection_dim=projection_dim, width=width, stem=stem)

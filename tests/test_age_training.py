@@ -4,6 +4,7 @@ Each run is one or two epochs of a 4-channel ResNet-18 on 16×16 images, on CPU.
 """
 import json
 import math
+import re
 import os
 import shutil
 import sys
@@ -14,11 +15,12 @@ import pandas as pd
 import pytest
 import torch
 
-from common import age, engine
-from common.cli import build_parser
+from common import engine
 from common.gmm import fit_gmm_1d, save_gmm
 from common.metrics import shot_metrics
 from common.synthetic import write_synthetic
+from folders import folder_main
+from tb_events import scalars_of_run
 
 pytestmark = pytest.mark.slow
 
@@ -36,19 +38,18 @@ def data_dir(tmp_path_factory):
     return out
 
 
-def parser():
-    return build_parser("test", dataset="agedb", lds_ks=9, fds_ks=9, bucket_start=3, srl_num_labels=102)
+agedb_main = folder_main("agedb-dir")
 
 
 def train(data_dir, store_root, name, *flags):
     argv = ["--data_dir", str(data_dir), "--store_root", str(store_root), "--store_name", name, *TINY, *flags]
-    return age.main(parser(), argv)
+    return agedb_main(argv)
 
 
 def check_results(run_dir: Path, result: dict):
     """results.json has the promised schema and its test metrics are those of the saved predictions."""
     saved = json.loads((run_dir / "results.json").read_text())
-    assert set(saved) == {"val", "test", "epoch", "args"}
+    assert set(saved) == {"val", "test", "epoch", "step", "args"}
     assert set(saved["test"]) == {"all", "many", "medium", "few"}
     predictions = np.load(run_dir / "test_predictions.npz")
     recomputed = shot_metrics(predictions["preds"], predictions["labels"], predictions["train_labels"])
@@ -83,6 +84,27 @@ METHODS = {
 }
 
 
+# The loss components each method must log (the progress line and tensorboard), besides "total".
+COMPONENTS = {
+    "mse": {"mse"}, "focal_l1": {"focal_l1"}, "focal_mse": {"focal_mse"}, "huber": {"huber"},
+    "fds": {"l1"}, "ranksim": {"l1", "ranksim"}, "conr": {"l1", "conr"},
+    "srl": {"l1", "srl_contrastive", "srl_enveloping", "srl_homogeneity"},
+    "bmse_gai": {"bmse"}, "bmse_bmc": {"bmse"}, "bmse_bni": {"bmse"}, "amp": {"l1", "conr"},
+    "all_together": {"l1", "ranksim", "conr", "srl_contrastive", "srl_enveloping", "srl_homogeneity"},
+}
+
+
+def logged_components(log: str) -> set:
+    """Component names on the training progress lines (``epoch 0 [4/4]  l1 47.09  conr 29.15  total … ETA``)."""
+    names = set()
+    for line in log.splitlines():
+        match = re.search(r"epoch \d+ \[\d+/\d+\]\s+(.*)\s+ETA", line)
+        if match:
+            tokens = match.group(1).split()
+            names |= set(tokens[0::2])
+    return names - {"total"}
+
+
 @pytest.mark.parametrize("method", list(METHODS))
 def test_method_trains_and_reports(method, data_dir, tmp_path):
     result = train(data_dir, tmp_path, method, *METHODS[method])
@@ -90,10 +112,17 @@ def test_method_trains_and_reports(method, data_dir, tmp_path):
     saved = check_results(run_dir, result)
     checkpoint = torch.load(run_dir / "ckpt.pth.tar", weights_only=True)
     assert checkpoint["epoch"] == saved["args"]["epoch"]
-    assert {"state_dict", "objective", "optimizer", "scheduler", "rng", "args", "best_metric"} <= set(checkpoint)
-    assert list(run_dir.glob("events.out.tfevents.*")), "tensorboard_logger wrote no event file"
+    assert {"state_dict", "objective", "optimizer", "scheduler", "rng", "args", "trainer"} <= set(checkpoint)
     log = (run_dir / "training.log").read_text()
-    assert "validation" in log and "ETA" in log
+    assert logged_components(log) == COMPONENTS.get(method, {"l1"})
+    # tensorboard: one train scalar per component per epoch, and the validation metrics of the best epoch.
+    scalars = scalars_of_run(run_dir)
+    epochs = saved["args"]["epoch"]
+    for name in COMPONENTS.get(method, {"l1"}) | {"total"}:
+        assert [step for step, _ in scalars[f"train/{name}"]] == list(range(epochs))
+    best_step = saved["step"]
+    logged_val = dict(scalars["val/all/l1"])[best_step]
+    assert logged_val == pytest.approx(saved["val"]["all"]["l1"], rel=1e-6)      # float32 in the event file
     if "--fds" in METHODS[method]:
         # The statistics pass ran: the running means hold real feature means (non-negative: post-ReLU pooling).
         mean = checkpoint["state_dict"]["fds.running_mean"]
@@ -104,8 +133,6 @@ def test_method_trains_and_reports(method, data_dir, tmp_path):
         assert checkpoint["objective"]["surrogate.running_mean"].abs().sum() > 0
     if method == "bmse_bmc":
         assert checkpoint["objective"]["bmse.noise_sigma"].item() != 1.0   # σ learned (own lr group)
-    if method == "conr":
-        assert "conr" in log
 
 
 def test_rrt_retrains_only_the_last_layer(data_dir, tmp_path):
@@ -126,7 +153,7 @@ def test_evaluate_round_trip_and_module_prefix(data_dir, tmp_path, capsys):
     result = train(data_dir, tmp_path, "run", "--many_shot_thr", "4", "--low_shot_thr", "2")
     assert result["test"]["many"]["count"] > 0 and result["test"]["few"]["count"] > 0
     best = tmp_path / "run" / "ckpt.best.pth.tar"
-    metrics = age.main(parser(), ["--evaluate", "--resume", str(best), "--data_dir", str(data_dir),
+    metrics = agedb_main(["--evaluate", "--resume", str(best), "--data_dir", str(data_dir),
                                   "--workers", "0"])
     # Same checkpoint, same data: identical numbers (compared as JSON so that empty shots' NaN compare equal).
     same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
@@ -137,7 +164,7 @@ def test_evaluate_round_trip_and_module_prefix(data_dir, tmp_path, capsys):
     checkpoint["state_dict"] = {f"module.{k}": v for k, v in checkpoint["state_dict"].items()}
     wrapped = tmp_path / "wrapped" / "ckpt.pth.tar"
     engine.save_checkpoint(checkpoint, wrapped)
-    again = age.main(parser(), ["--evaluate", "--resume", str(wrapped), "--data_dir", str(data_dir),
+    again = agedb_main(["--evaluate", "--resume", str(wrapped), "--data_dir", str(data_dir),
                                 "--workers", "0"])
     assert same(again, result["test"])
 
@@ -147,7 +174,7 @@ def test_evaluate_round_trip_and_module_prefix(data_dir, tmp_path, capsys):
 def test_resume_is_exact(flags, data_dir, tmp_path):
     full = train(data_dir, tmp_path, "full", "--epoch", "2", *flags)
     train(data_dir, tmp_path, "part", "--epoch", "1", *flags)
-    resumed = age.main(parser(), ["--resume", str(tmp_path / "part" / "ckpt.pth.tar"), "--epoch", "2",
+    resumed = agedb_main(["--resume", str(tmp_path / "part" / "ckpt.pth.tar"), "--epoch", "2",
                                   "--data_dir", str(data_dir), "--workers", "0"])
     assert json.dumps(resumed["test"], sort_keys=True) == json.dumps(full["test"], sort_keys=True)
     assert resumed["epoch"] == full["epoch"]
@@ -155,7 +182,7 @@ def test_resume_is_exact(flags, data_dir, tmp_path):
 
 def error_of(argv) -> str:
     with pytest.raises(SystemExit) as info:
-        age.main(parser(), argv)
+        agedb_main(argv)
     return str(info.value.code)
 
 
@@ -205,21 +232,28 @@ def test_bad_inputs_give_one_sentence(data_dir, tmp_path, capsys):
 ])
 def test_incompatible_flags_fail_at_parse_time(argv, words, capsys):
     with pytest.raises(SystemExit) as info:
-        age.main(parser(), argv)
+        agedb_main(argv)
     assert info.value.code == 2
     assert words in capsys.readouterr().err
 
 
-def test_train_py_runs_from_its_folder(data_dir, tmp_path):
-    """`cd agedb-dir && python train.py ...` imports common with no installation step."""
+def test_train_py_runs_from_its_folder_only_where_the_package_is_installed(data_dir, tmp_path):
+    """`cd imdb-wiki-dir && python train.py ...` with the venv's Python finds `common` through the editable install
+    (no PYTHONPATH, no sys.path edit); a Python without the install gets one sentence pointing to `make venv`."""
     import subprocess
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "train.py", "--evaluate", "--resume", str(tmp_path / "none.pth.tar"),
-                           "--data_dir", str(data_dir)], cwd=ROOT / "imdb-wiki-dir", env=env,
-                          capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    argv = ["train.py", "--evaluate", "--resume", str(tmp_path / "none.pth.tar"), "--data_dir", str(data_dir)]
+    done = subprocess.run([sys.executable, "-s", *argv], cwd=ROOT / "imdb-wiki-dir", env=env, capture_output=True,
+                          text=True)
     assert done.returncode == 1
     assert "none.pth.tar does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    outside = subprocess.run([str(base), "-s", "-E", *argv], cwd=ROOT / "imdb-wiki-dir", env=env,
+                             capture_output=True, text=True)
+    assert outside.returncode == 1
+    assert "make venv" in outside.stderr and "Traceback" not in outside.stderr
 
 
 def test_report_table_and_plot(data_dir, tmp_path, capsys):

@@ -1,54 +1,101 @@
-"""The published age command lines (DIR, BMSE, RankSim, ConR READMEs) parse unchanged, with their meaning."""
+"""The command line: published age command lines parse with their meaning, defaults per folder, refusals.
+
+The parsers are the ones the folders' train.py build (``build_age_parser`` with each folder's defaults), read
+from the folders themselves.
+"""
 import shlex
+import subprocess
+import sys
 
 import pytest
 
-from common.cli import build_parser, check_args
+from common import cli
+from folders import ROOT, folder_module
 
+AGEDB = folder_module("agedb-dir", "train").AGEDB_DEFAULTS
+IMDB = folder_module("imdb-wiki-dir", "train").IMDB_WIKI_DEFAULTS
+
+
+def agedb(line: str):
+    parser = cli.build_age_parser("t", **AGEDB)
+    return cli.check_args(parser, parser.parse_args(shlex.split(line)))
+
+
+# (published line, the values it must set). Lines from the DIR, BMSE, RankSim and ConR READMEs.
 PUBLISHED = [
-    "--data_dir ./data --reweight none",
-    "--reweight inverse",
-    "--reweight sqrt_inv",
-    "--loss focal_l1",
-    "--loss huber",
-    "--reweight sqrt_inv --retrain_fc --pretrained ckpt.pth.tar",
-    "--reweight sqrt_inv --lds --lds_kernel gaussian --lds_ks 5 --lds_sigma 2",
-    "--fds --fds_kernel gaussian --fds_ks 5 --fds_sigma 2",
-    "--reweight sqrt_inv --lds --lds_kernel gaussian --lds_ks 5 --lds_sigma 2 --fds --fds_kernel gaussian "
-    "--fds_ks 5 --fds_sigma 2",
-    "--evaluate --resume ckpt.best.pth.tar",
-    "--balanced_metric --bmse --imp gai --init_noise_sigma 10. --gmm gmm.pkl --sigma_lr 0.01 --retrain_fc "
-    "--pretrained base.pth.tar --lr 0.0001 --epoch 10",
-    "--balanced_metric --bmse --imp bmc --init_noise_sigma 10. --retrain_fc --pretrained base.pth.tar --lr 0.0001 "
-    "--epoch 10",
-    "--batch_size 256 --lr 1e-3 --regularization_weight=100.0 --interpolation_lambda=2.0",
-    "--loss focal_l1 --batch_size 256 --lr 1e-3 --regularization_weight=100.0 --interpolation_lambda=2.0",
-    "--batch_size 64 --lr 2.5e-4 --reweight sqrt_inv --regularization_weight=100.0 --interpolation_lambda=2.0",
-    "--batch_size 64 --lr 2.5e-4 --conr -w 1.0 --beta 4.0 -e 0.01",
+    ("--data_dir ./data --reweight none", dict(data_dir="./data", reweight="none", lds=False)),
+    ("--reweight inverse", dict(reweight="inverse", lds=False)),
+    ("--reweight sqrt_inv", dict(reweight="sqrt_inv")),
+    ("--loss focal_l1", dict(loss="focal_l1")),
+    ("--loss huber", dict(loss="huber")),
+    ("--reweight sqrt_inv --retrain_fc --pretrained ckpt.pth.tar",
+     dict(reweight="sqrt_inv", retrain_fc=True, pretrained="ckpt.pth.tar")),
+    ("--reweight sqrt_inv --lds --lds_kernel gaussian --lds_ks 5 --lds_sigma 2",
+     dict(reweight="sqrt_inv", lds=True, lds_kernel="gaussian", lds_ks=5, lds_sigma=2.0)),
+    ("--fds --fds_kernel gaussian --fds_ks 5 --fds_sigma 2",
+     dict(fds=True, fds_kernel="gaussian", fds_ks=5, fds_sigma=2.0, bucket_start=3, bucket_num=100)),
+    ("--reweight sqrt_inv --lds --lds_kernel gaussian --lds_ks 5 --lds_sigma 2 --fds --fds_kernel gaussian "
+     "--fds_ks 5 --fds_sigma 2", dict(lds=True, lds_ks=5, lds_sigma=2.0, fds=True, fds_ks=5, fds_sigma=2.0)),
+    ("--evaluate --resume ckpt.best.pth.tar", dict(evaluate=True, resume="ckpt.best.pth.tar")),
+    ("--balanced_metric --bmse --imp gai --init_noise_sigma 10. --gmm gmm.pkl --sigma_lr 0.01 --retrain_fc "
+     "--pretrained base.pth.tar --lr 0.0001 --epoch 10",
+     dict(balanced_metric=True, bmse=True, imp="gai", init_noise_sigma=10.0, gmm="gmm.pkl", sigma_lr=0.01,
+          retrain_fc=True, pretrained="base.pth.tar", lr=1e-4, epoch=10)),
+    ("--balanced_metric --bmse --imp bmc --init_noise_sigma 10. --retrain_fc --pretrained base.pth.tar --lr 0.0001 "
+     "--epoch 10", dict(bmse=True, imp="bmc", init_noise_sigma=10.0, lr=1e-4, epoch=10)),
+    ("--batch_size 256 --lr 1e-3 --regularization_weight=100.0 --interpolation_lambda=2.0",
+     dict(batch_size=256, lr=1e-3, regularization_weight=100.0, interpolation_lambda=2.0)),
+    ("--loss focal_l1 --batch_size 256 --lr 1e-3 --regularization_weight=100.0 --interpolation_lambda=2.0",
+     dict(loss="focal_l1", regularization_weight=100.0, interpolation_lambda=2.0)),
+    ("--batch_size 64 --lr 2.5e-4 --reweight sqrt_inv --regularization_weight=100.0 --interpolation_lambda=2.0",
+     dict(batch_size=64, lr=2.5e-4, reweight="sqrt_inv", regularization_weight=100.0)),
+    ("--batch_size 64 --lr 2.5e-4 --conr -w 1.0 --beta 4.0 -e 0.01",
+     dict(batch_size=64, lr=2.5e-4, conr=True, conr_window=1.0, conr_beta=4.0, conr_eta=0.01,
+          conr_temperature=0.07)),
+    ("--dfr --n 50 --loss_w1 1 --loss_w2 2 --loss_w3 3", dict(srl=True, n_points=50, w1=1.0, w2=2.0, w3=3.0)),
 ]
 
 
-@pytest.mark.parametrize("line", PUBLISHED)
-def test_published_lines_parse(line):
-    parser = build_parser("t", dataset="agedb", lds_ks=9, fds_ks=9, bucket_start=3)
-    check_args(parser, parser.parse_args(shlex.split(line)))
+@pytest.mark.parametrize("line, expected", PUBLISHED, ids=[line[:40] for line, _ in PUBLISHED])
+def test_published_lines_parse_with_their_meaning(line, expected):
+    args = agedb(line)
+    assert {key: getattr(args, key) for key in expected} == expected
+    # Methods not named on the line stay off.
+    methods = {"lds": False, "fds": False, "bmse": False, "conr": False, "srl": False, "regularization_weight": 0.0,
+               "retrain_fc": False}
+    for flag, off in methods.items():
+        if flag not in expected and f"--{flag}" not in line and not (flag == "srl" and "--dfr" in line):
+            assert getattr(args, flag) == off, flag
 
 
-def test_flag_meanings_and_defaults():
-    agedb = build_parser("t", dataset="agedb", lds_ks=9, fds_ks=9, bucket_start=3)
-    args = agedb.parse_args(shlex.split("--batch_size 64 --lr 2.5e-4 --conr -w 1.0 --beta 4.0 -e 0.01 "
-                                        "--regularization_weight=100.0 --interpolation_lambda=2.0 --dfr --n 50"))
-    assert (args.conr, args.conr_window, args.conr_beta, args.conr_eta) == (True, 1.0, 4.0, 0.01)
-    assert args.conr_temperature == 0.07          # the value the published AgeDB run really used
-    assert (args.regularization_weight, args.interpolation_lambda) == (100.0, 2.0)
-    assert args.srl and args.n_points == 50
-    defaults = agedb.parse_args([])
-    assert (defaults.lds_ks, defaults.fds_ks, defaults.bucket_start, defaults.lds_sigma) == (9, 9, 3, 1.0)
-    assert (defaults.loss, defaults.lr, defaults.epoch, defaults.batch_size, defaults.schedule) == \
-        ("l1", 1e-3, 90, 256, [60, 80])
-    assert not defaults.conr                      # the reference's AgeDB store_true default=True is not kept
-    imdb = build_parser("t", dataset="imdb_wiki").parse_args([])
-    assert (imdb.lds_ks, imdb.fds_ks, imdb.bucket_start) == (5, 5, 0)
+def test_defaults_live_in_each_folder():
+    agedb_defaults = agedb("")
+    assert (agedb_defaults.dataset, agedb_defaults.lds_ks, agedb_defaults.fds_ks, agedb_defaults.bucket_start,
+            agedb_defaults.lds_sigma, agedb_defaults.srl_num_labels) == ("agedb", 9, 9, 3, 1.0, 102)
+    assert (agedb_defaults.loss, agedb_defaults.lr, agedb_defaults.epoch, agedb_defaults.batch_size,
+            agedb_defaults.schedule) == ("l1", 1e-3, 90, 256, [60, 80])
+    assert (agedb_defaults.val_interval, agedb_defaults.patience, agedb_defaults.max_vals) == (0, None, None)
+    assert not agedb_defaults.conr               # the reference's AgeDB store_true default=True is not kept
+    imdb = cli.build_age_parser("t", **IMDB).parse_args([])
+    assert (imdb.dataset, imdb.lds_ks, imdb.fds_ks, imdb.bucket_start, imdb.srl_num_labels) == \
+        ("imdb_wiki", 5, 5, 0, 187)
+
+
+def test_choices_match_the_implementations():
+    from common.lds import KERNELS, REWEIGHTS
+    from common.losses import REGRESSION_LOSSES
+    assert (cli.KERNELS, cli.REWEIGHTS, cli.REGRESSION_LOSSES) == (KERNELS, REWEIGHTS, REGRESSION_LOSSES)
+
+
+def test_groups_compose_and_checks_skip_absent_flags():
+    """A benchmark with only some groups (no FDS, no RRT) parses and checks without the others' flags."""
+    parser = cli.Parser("t")
+    cli.add_run_args(parser)
+    cli.add_optim_args(parser, val_interval=10, patience=3)
+    cli.add_reweight_args(parser, rrt=False)
+    args = cli.check_args(parser, parser.parse_args(["--reweight", "inverse", "--lds"]))
+    assert (args.val_interval, args.patience, args.lds) == (10, 3, True)
+    assert not hasattr(args, "fds") and not hasattr(args, "retrain_fc")
 
 
 @pytest.mark.parametrize("line, words", [
@@ -58,10 +105,29 @@ def test_flag_meanings_and_defaults():
     ("--fds_ks 4", "odd"),
     ("--bmse --loss focal_l1", "--bmse replaces"),
     ("--lerning_rate 1", "unrecognized"),
+    ("--ep 3", "unrecognized"),                  # no abbreviations: --ep is not --epoch
+    ("--lr nan", "not a finite number"),
+    ("--patience 0", "--patience must be ≥ 1"),
 ])
 def test_bad_combinations_are_one_sentence(line, words, capsys):
-    parser = build_parser("t")
     with pytest.raises(SystemExit) as info:
-        check_args(parser, parser.parse_args(shlex.split(line)))
+        agedb(line)
     assert info.value.code == 2
-    assert words in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert words in err
+    assert "usage:" not in err and "--help" in err and len(err.strip().splitlines()) == 2
+
+
+def test_help_is_fast_and_shows_defaults():
+    """--help answers before torch is imported (the heavy imports come after parsing)."""
+    code = ("import runpy, sys; sys.argv = ['train.py', '--help']\n"
+            "try:\n    runpy.run_path('train.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('TORCH_LOADED' if 'torch' in sys.modules else 'TORCH_NOT_LOADED')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "agedb-dir", capture_output=True, text=True)
+    assert "TORCH_NOT_LOADED" in done.stdout
+    lines = done.stdout.splitlines()
+    for flag, default in (("--model {", "resnet50"), ("--epoch EPOCH", "90"), ("--batch_size BATCH_SIZE", "256"),
+                          ("--lr LR", "0.001"), ("--img_size IMG_SIZE", "224"), ("--workers WORKERS", "32"),
+                          ("--srl_homogeneity_alpha", "-1.0")):
+        at = next(i for i, line in enumerate(lines) if line.strip().startswith(flag))
+        assert f"(default: {default})" in " ".join(lines[at:at + 3]), flag

@@ -26,6 +26,7 @@ def _set(fds, **buffers):
         for name, value in buffers.items():
             buf = getattr(fds, name)
             buf.copy_(torch.as_tensor(np.asarray(value, dtype=np.float64)).reshape(buf.shape).to(buf.dtype))
+    fds.refresh_calibration()
 
 
 def _lists(t):

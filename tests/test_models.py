@@ -41,6 +41,7 @@ def test_fds_smooths_in_training_only():
     model = ResNetRegressor("resnet18", width=8, fds=fds, stem="cifar")
     fds.running_mean_last_epoch.fill_(0.5)
     fds.smoothed_mean_last_epoch.fill_(2.0)
+    fds.refresh_calibration()
     images, targets = torch.randn(4, 3, 16, 16), torch.tensor([[1.0], [2.0], [3.0], [4.0]])
     model.train()
     torch.manual_seed(1)

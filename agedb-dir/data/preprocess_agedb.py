@@ -11,11 +11,8 @@ to replace an existing ``agedb.csv`` unless ``--overwrite`` is given. The output
 atomically (a temporary file, then a rename).
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root, for `common`
-
-from common import datasplit  # noqa: E402
+from common import datasplit
 
 
 def main(argv=None) -> None:

@@ -7,11 +7,8 @@ The reference fits ``sklearn.mixture.GaussianMixture(K)`` and pickles it (``gmm.
 ``weights`` (K,), ``variances`` (K, 1, 1).
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root, for `common`
-
-from common import gmm  # noqa: E402
+from common import gmm
 
 
 def main(argv=None) -> None:

@@ -5,7 +5,7 @@ from common.losses.regression import (REGRESSION_LOSSES, RegressionLoss, weighte
 from common.losses.conr import ConR, ConRDense, conr_dense_loss, conr_loss
 from common.losses.ranksim import RankSim, ranksim_loss
 from common.losses.balanced_mse import BMCLoss, BNILoss, GAILoss, bmc_loss, bni_loss, gai_loss
-from common.losses.srl import SRL, srl_losses, srl_random_points
+from common.losses.srl import SRL, SRLSurrogate, srl_losses, srl_random_points
 
 __all__ = [
     "REGRESSION_LOSSES", "RegressionLoss", "weighted_mse_loss", "weighted_l1_loss", "weighted_focal_mse_loss",
@@ -13,5 +13,5 @@ __all__ = [
     "ConR", "ConRDense", "conr_loss", "conr_dense_loss",
     "RankSim", "ranksim_loss",
     "BMCLoss", "GAILoss", "BNILoss", "bmc_loss", "gai_loss", "bni_loss",
-    "SRL", "srl_losses", "srl_random_points",
+    "SRL", "SRLSurrogate", "srl_losses", "srl_random_points",
 ]

@@ -116,3 +116,53 @@ class SRL(nn.Module):
     def extra_repr(self):
         return (f"num_labels={self.num_labels}, points={tuple(self.points.shape)}, temperature={self.temperature}, "
                 f"alpha={self.homogeneity_alpha}, beta={self.homogeneity_beta}")
+
+
+class SRLSurrogate(nn.Module):
+    """The SRL surrogate: per-label running mean of the projections over the training set (docs/methods.md §7.3).
+
+    After each epoch ≥ ``start_update`` the statistics pass hands :meth:`update` every training projection;
+    each label slot present in it moves to ``(1 − f)·mean + f·running_mean`` with ``f = momentum`` (``f = 0`` at
+    ``start_update``: the first update replaces the initial zeros). Absent slots keep their rows. This is the
+    running mean that the reference reads from an FDS module that never smooths; here it needs no ``--fds``.
+
+    Args:
+        num_labels: L, the number of label slots.
+        embedding_dim: D of the projections.
+        start_update: first epoch whose projections are tracked.
+        momentum: EMA factor (the reference's ``--fds_mmt``, 0.9).
+    """
+
+    def __init__(self, num_labels: int, embedding_dim: int, start_update: int = 0, momentum: float = 0.9):
+        super().__init__()
+        if num_labels < 2:
+            raise ValueError(f"SRLSurrogate: `num_labels` must be ≥ 2, got {num_labels}.")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"SRLSurrogate: `momentum` must lie in [0, 1), got {momentum}.")
+        self.num_labels, self.start_update, self.momentum = num_labels, start_update, momentum
+        self.register_buffer("running_mean", torch.zeros(num_labels, embedding_dim))
+
+    @torch.no_grad()
+    def update(self, features, labels, epoch: int) -> None:
+        """Fold one epoch's projections in. features: (N, D); labels: (N,) or (N, 1) slots in [0, L−1]."""
+        if epoch < self.start_update:
+            return
+        where = "SRLSurrogate.update"
+        features = checks.feature_batch(where, "features", features, 2)
+        labels = checks.labels_1d(where, "labels", labels, features.shape[0], "features")
+        slots = (labels.long() if labels.is_floating_point() else labels).to(self.running_mean.device)
+        if bool((slots < 0).any()) or bool((slots >= self.num_labels).any()):
+            raise ValueError(f"{where}: `labels` must lie in [0, {self.num_labels - 1}], got values in "
+                             f"[{labels.min().item()}, {labels.max().item()}].")
+        features = features.detach().to(self.running_mean)
+        counts = torch.bincount(slots, minlength=self.num_labels).to(features.dtype)
+        sums = torch.zeros_like(self.running_mean).index_add_(0, slots, features)
+        present = counts > 0
+        mean = sums / counts.clamp(min=1)[:, None]
+        factor = 0.0 if epoch == self.start_update else self.momentum
+        updated = (1 - factor) * mean + factor * self.running_mean
+        self.running_mean.copy_(torch.where(present[:, None], updated, self.running_mean))
+
+    def extra_repr(self):
+        return (f"num_labels={self.num_labels}, dim={self.running_mean.shape[1]}, start_update={self.start_update}, "
+                f"momentum={self.momentum}")

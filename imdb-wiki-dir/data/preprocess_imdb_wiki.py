@@ -11,11 +11,8 @@ RNG. It therefore refuses to replace an existing ``imdb_wiki.csv`` unless ``--ov
 The output is written atomically (a temporary file, then a rename).
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root, for `common`
-
-from common import datasplit  # noqa: E402
+from common import datasplit
 
 
 def main(argv=None) -> None:

@@ -1,0 +1,122 @@
+"""The training objective of a DIR run: one regression loss plus any stack of regularisers.
+
+A benchmark builds :class:`DIRObjective` from explicit modules (``loss.py`` in its folder) and the trainer calls
+it on every batch. It reads the model's output dictionary: ``pred`` (the regression output), ``encoding`` (the
+features RankSim and ConR regularise) and, with SRL, ``projection``. The components come back named and already
+weighted, so they can be logged one by one.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class DIRObjective(nn.Module):
+    """Regression (or Balanced MSE) + RankSim + ConR + SRL, each optional.
+
+    Args:
+        regression: ``loss(pred, target, weight)`` (``RegressionLoss``), used unless ``bmse`` is given.
+        regression_name: the component's name in logs (``'l1'``, ``'mse'``, …).
+        bmse: a Balanced MSE module ``loss(pred, target)`` (GAI, BMC or BNI); replaces ``regression``.
+        ranksim, ranksim_weight: RankSim on ``encoding`` and its weight γ.
+        conr, conr_weight: ConR and its weight β. With ``views`` in the batch (the age protocol: two extra
+            augmentations) ConR runs on the views' encodings, forwarded without FDS; without, on the main
+            pass's encoding.
+        srl, srl_weights, surrogate: SRL's three losses with weights ``(w1, w2, w3)`` and its per-label
+            running-mean surrogate (:class:`~common.losses.SRLSurrogate`).
+        srl_slot: maps labels (N, 1) to SRL label slots (N, 1) (age: clamp to the last slot).
+    """
+
+    def __init__(self, regression=None, regression_name: str = "loss", bmse=None, ranksim=None,
+                 ranksim_weight: float = 0.0, conr=None, conr_weight: float = 0.0, srl=None,
+                 srl_weights=(10.0, 100.0, 0.01), surrogate=None, srl_slot=None):
+        super().__init__()
+        if (regression is None) == (bmse is None):
+            raise ValueError("DIRObjective: pass exactly one of `regression` and `bmse`.")
+        if (srl is None) != (surrogate is None):
+            raise ValueError("DIRObjective: SRL needs both `srl` and its `surrogate`.")
+        self.regression, self.regression_name, self.bmse = regression, regression_name, bmse
+        self.ranksim, self.ranksim_weight = ranksim, ranksim_weight
+        self.conr, self.conr_weight = conr, conr_weight
+        self.srl, self.srl_weights, self.surrogate = srl, tuple(srl_weights), surrogate
+        self.srl_slot = srl_slot or (lambda labels: labels)
+
+    def forward(self, model, batch: dict, epoch: int) -> dict[str, torch.Tensor]:
+        targets, weights = batch["target"], batch.get("weight")
+        out = model(batch["input"], targets, epoch)
+        pred = out["pred"]
+        components = {}
+        if self.bmse is not None:
+            components["bmse"] = self.bmse(pred.float(), targets)
+        else:
+            components[self.regression_name] = self.regression(pred.float(), targets, weights)
+        if self.ranksim is not None:
+            components["ranksim"] = self.ranksim_weight * self.ranksim(out["encoding"], targets)
+        if self.conr is not None:
+            views = batch.get("views")
+            if views:
+                view_out = model(torch.cat(list(views)), None, epoch, smooth=False)
+                repeat = len(views)
+                features, labels, preds = view_out["encoding"], targets.repeat(repeat, 1), view_out["pred"]
+                view_weights = weights.repeat(repeat, 1) if weights is not None else None
+            else:
+                features, labels, preds, view_weights = out["encoding"], targets, pred, weights
+            components["conr"] = self.conr_weight * self.conr(features, labels, preds.detach(), view_weights)
+        if self.srl is not None:
+            contrastive, enveloping, homogeneity = self.srl(out["projection"], self.srl_slot(targets),
+                                                            self.surrogate.running_mean)
+            w1, w2, w3 = self.srl_weights
+            components["srl_contrastive"] = w1 * contrastive
+            components["srl_enveloping"] = w2 * enveloping
+            components["srl_homogeneity"] = w3 * homogeneity
+        return components
+
+
+def build_objective(*, loss: str = "l1", bmse: str | None = None, init_noise_sigma: float = 1.0,
+                    fix_noise_sigma: bool = False, gmm_file=None, bni_prior=None, ranksim_weight: float = 0.0,
+                    interpolation_lambda: float = 1.0, conr_weight: float = 0.0, conr_window: float = 1.0,
+                    conr_temperature: float = 0.07, conr_eta: float = 0.01, conr_denominator: str = "reference",
+                    srl_weights=None, srl_num_labels: int = 121, embedding_dim: int = 128, n_points: int = 2000,
+                    srl_temperature: float = 0.3, srl_homogeneity_alpha: float = -1.0, start_update: int = 0,
+                    momentum: float = 0.9, seed: int = 0, srl_slot=None) -> DIRObjective:
+    """A :class:`DIRObjective` from plain values (the flags of the same names; 0 or None turns a method off).
+
+    Args:
+        loss: regression loss name (``l1``, ``mse``, ``focal_l1``, ``focal_mse``, ``huber``).
+        bmse: ``'gai'``, ``'bmc'`` or ``'bni'`` for Balanced MSE instead of ``loss``; ``gmm_file`` (GAI) and
+            ``bni_prior = (bucket_centers, bucket_weights)`` (BNI) are its priors.
+        ranksim_weight, interpolation_lambda: RankSim's γ and λ.
+        conr_weight, conr_window, conr_temperature, conr_eta, conr_denominator: ConR's β, w, τ, η.
+        srl_weights: ``(w1, w2, w3)`` to turn SRL on; ``srl_num_labels`` slots, ``embedding_dim``, ``n_points``,
+            ``srl_temperature``, ``srl_homogeneity_alpha``; its surrogate tracks from ``start_update`` with
+            ``momentum``; ``seed`` draws its random points; ``srl_slot`` maps labels to slots (default: age
+            labels, the last slot shared by every age ≥ L − 1).
+    """
+    from common.gmm import load_gmm
+    from common.losses import BMCLoss, BNILoss, ConR, GAILoss, RankSim, RegressionLoss, SRL, SRLSurrogate
+
+    parts = {}
+    if bmse == "bmc":
+        parts["bmse"] = BMCLoss(init_noise_sigma)
+    elif bmse == "gai":
+        parts["bmse"] = GAILoss(init_noise_sigma, load_gmm(gmm_file))
+    elif bmse == "bni":
+        parts["bmse"] = BNILoss(init_noise_sigma, *bni_prior)
+    elif bmse is not None:
+        raise ValueError(f"build_objective: `bmse` must be 'gai', 'bmc', 'bni' or None, got {bmse!r}.")
+    if bmse is not None:
+        parts["bmse"].noise_sigma.requires_grad_(not fix_noise_sigma)
+    else:
+        parts.update(regression=RegressionLoss(loss), regression_name=loss)
+    if ranksim_weight > 0:
+        parts.update(ranksim=RankSim(interpolation_lambda), ranksim_weight=ranksim_weight)
+    if conr_weight:
+        parts.update(conr=ConR(conr_window, conr_temperature, conr_eta, conr_denominator), conr_weight=conr_weight)
+    if srl_weights is not None:
+        last_slot = srl_num_labels - 1
+        parts.update(srl=SRL(srl_num_labels, embedding_dim, n_points, srl_temperature, srl_homogeneity_alpha,
+                             seed=seed),
+                     srl_weights=srl_weights, surrogate=SRLSurrogate(srl_num_labels, embedding_dim, start_update,
+                                                                     momentum),
+                     srl_slot=srl_slot or (lambda labels: labels.clamp(max=last_slot)))
+    return DIRObjective(**parts)
