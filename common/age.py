@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from common.bins import AGE_BINS
+from common.bins import AGE_BINS, LabelBins
 from common.engine import RunError
 from common.fds import FDS
 from common.lds import prepare_weights, smoothed_bin_counts
@@ -114,14 +114,17 @@ class AgeDataset(Dataset):
 
 
 # -- priors -----------------------------------------------------------------------------------------------------
-def bucket_prior(train_labels, lds: bool, kernel: str, ks: int, sigma: float, max_target: int = 200):
-    """BNI prior: integer-age centres 0…max_target−1 and their (LDS-smoothed) training counts, empty dropped."""
-    bins = np.minimum(max_target - 1, np.asarray(train_labels).astype(np.int64))
-    counts = np.bincount(bins, minlength=max_target).astype(np.float64)
+# The BNI prior's grid: integer ages 0…199, ages ≥ 199 in the last bin (the reference's max_target 200).
+BNI_BINS = LabelBins(0, 1, 200)
+
+
+def bucket_prior(train_labels, lds: bool, kernel: str, ks: int, sigma: float, bins: LabelBins = BNI_BINS):
+    """BNI prior: the bins' values (ages) and their (LDS-smoothed) training frequencies, empty bins dropped."""
+    counts = bins.histogram(train_labels).astype(np.float64)
     if lds:
         counts = smoothed_bin_counts(counts, "none", True, kernel, ks, sigma)
     keep = counts > 0
-    return np.arange(max_target)[keep].astype(np.float64), counts[keep] / counts[keep].sum()
+    return bins.lower_edges()[keep], counts[keep] / counts[keep].sum()
 
 
 def gmm_path(gmm: str, data_dir) -> Path:
@@ -194,7 +197,7 @@ class AgeTask(Task):
                            f"{int(train_labels.max())}; raise it to {int(train_labels.max()) + 1}.")
         self.train_labels = train_labels
         weights = prepare_weights(train_labels, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
-                                  max_target=AGE_BINS.num_bins)
+                                  bins=AGE_BINS)
         split = lambda name, w=None, views=False: self.dataset_module.load_split(frame, a.data_dir, name, a.img_size,
                                                                                 w, views)
         return {"train": split("train", weights, a.conr), "val": split("val"), "test": split("test")}

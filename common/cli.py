@@ -28,7 +28,7 @@ class Parser(argparse.ArgumentParser):
         # The defaults formatter only annotates flags that have a help text: give each one, so every default shows.
         for action in self._actions:
             if action.help is None:
-                action.help = " "
+                action.help = "(default: %(default)s)"
         return super().format_help()
 
     def error(self, message: str):

@@ -10,6 +10,8 @@ import numpy as np
 from scipy.ndimage import convolve1d, gaussian_filter1d
 from scipy.signal.windows import triang
 
+from common.bins import LabelBins
+
 KERNELS = ("gaussian", "triang", "laplace")
 REWEIGHTS = ("none", "inverse", "sqrt_inv")
 
@@ -77,15 +79,16 @@ def smoothed_bin_counts(counts, reweight: str, lds: bool = False, lds_kernel: st
 
 
 def prepare_weights(labels, reweight: str = "none", lds: bool = False, lds_kernel: str = "gaussian",
-                    lds_ks: int = 5, lds_sigma: float = 2, max_target: int = 121, *,
+                    lds_ks: int = 5, lds_sigma: float = 2, max_target: int = 121, *, bins=None,
                     truncate_smoothed_counts: bool = False):
-    """Per-sample training weights for the age datasets (methods.md §2.1).
+    """Per-sample training weights (docs/methods.md §2.1 for ages, §2.2 for STS-B's 0.1-wide bins).
 
     Args:
         labels: (N,) training labels (ages, years); bin ``min(max_target − 1, int(y))``.
         reweight: ``'none'`` (returns None), ``'inverse'`` or ``'sqrt_inv'``.
         lds, lds_kernel, lds_ks, lds_sigma: label distribution smoothing of the bin counts.
-        max_target: number of bins.
+        max_target: number of integer bins (the age grid ``LabelBins(0, 1, max_target)``), unless ``bins``.
+        bins: the label grid (:class:`~common.bins.LabelBins`); overrides ``max_target``.
         truncate_smoothed_counts: reproduce the reference's integer truncation of ``inverse`` + LDS
             (off by default: a bug fix, see docs/reference-differences.md).
 
@@ -105,9 +108,10 @@ def prepare_weights(labels, reweight: str = "none", lds: bool = False, lds_kerne
                          f"(got min {labels.min()}, max {labels.max()}).")
     if reweight == "none":
         return None
-    bins = np.minimum(max_target - 1, labels.astype(np.int64))
-    counts = np.bincount(bins, minlength=max_target)
+    grid = LabelBins(0, 1, max_target) if bins is None else bins
+    index = grid.index(labels)
+    counts = np.bincount(index, minlength=grid.num_bins)
     effective = smoothed_bin_counts(counts, reweight, lds, lds_kernel, lds_ks, lds_sigma,
                                     truncate_smoothed_counts=truncate_smoothed_counts)
-    weights = (1.0 / effective[bins]).astype(np.float32)
+    weights = (1.0 / effective[index]).astype(np.float32)
     return (weights * (len(weights) / weights.sum())).astype(np.float32)

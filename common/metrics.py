@@ -33,9 +33,15 @@ def _errors_summary(errors: np.ndarray) -> dict:
             "count": int(errors.size)}
 
 
-def shot_counts(labels, train_labels) -> np.ndarray:
-    """(N,) number of training samples with each test label (training labels cast to int, as the reference)."""
+def shot_counts(labels, train_labels, bins=None) -> np.ndarray:
+    """(N,) number of training samples with each test label.
+
+    Without ``bins`` (ages): training labels cast to int, matched exactly (as the reference). With ``bins``
+    (a :class:`~common.bins.LabelBins`; depth, STS-B): the training samples in each test label's bin.
+    """
     labels = _flat("labels", labels)
+    if bins is not None:
+        return bins.histogram(_flat("train_labels", train_labels))[bins.index(labels)]
     train = _flat("train_labels", train_labels).astype(np.int64)
     values, counts = np.unique(train, return_counts=True)
     if values.size == 0:
@@ -45,7 +51,7 @@ def shot_counts(labels, train_labels) -> np.ndarray:
     return np.where(values[position] == labels, counts[position], 0)
 
 
-def shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=20) -> dict:
+def shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=20, bins=None) -> dict:
     """MSE, L1, G-mean and sample count, overall and per shot.
 
     Args:
@@ -53,6 +59,7 @@ def shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=20
         train_labels: the training labels that define the shots.
         many_shot_thr, low_shot_thr: a label is many-shot if its training count > many_shot_thr, few-shot if
             < low_shot_thr, medium-shot otherwise.
+        bins: count training samples per label bin instead of per exact label (see :func:`shot_counts`).
 
     Returns:
         ``{'all' | 'many' | 'medium' | 'few': {'mse', 'l1', 'gmean', 'count'}}``; an empty shot has NaN values
@@ -61,7 +68,7 @@ def shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=20
     preds, labels = _flat("preds", preds), _flat("labels", labels)
     if preds.shape != labels.shape:
         raise ValueError(f"shot_metrics: `preds` has {preds.size} values but `labels` has {labels.size}.")
-    counts = shot_counts(labels, train_labels)
+    counts = shot_counts(labels, train_labels, bins)
     errors = preds - labels
     masks = {"all": np.ones_like(counts, dtype=bool), "many": counts > many_shot_thr,
              "medium": (counts >= low_shot_thr) & (counts <= many_shot_thr), "few": counts < low_shot_thr}

@@ -282,7 +282,7 @@ def metrics_shot_loop(preds, labels, train_labels, many_shot_thr=100, low_shot_t
 
 # ---------------------------------------------------------------------------
 # Slow loop references for the regression losses, ConR and RankSim.
-# Written from /work/shared/docs/methods.md (§1, §4, §6): explicit Python loops,
+# Written from docs/methods.md (§1, §4, §6): explicit Python loops,
 # float64 arithmetic, nothing vectorised.
 # ---------------------------------------------------------------------------
 import math as _regression_math

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from common.losses import BMCLoss, BNILoss, GAILoss, bmc_loss, bni_loss, gai_loss
-from tests.reference_loops import bmse_bmc_nll_loop, bmse_bni_nll_loop, bmse_gai_nll_loop
+from reference_loops import bmse_bmc_nll_loop, bmse_bni_nll_loop, bmse_gai_nll_loop
 
 F64 = torch.float64
 cuda = pytest.mark.cuda

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from common.losses import ConR, ConRDense, conr_dense_loss, conr_loss
-from tests.reference_loops import conr_dense_loop, conr_loop
+from reference_loops import conr_dense_loop, conr_loop
 
 D64 = torch.float64
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

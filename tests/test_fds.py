@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from common.fds import FDS
-from tests.reference_loops import (fds_groups_loop, fds_smooth_loop, fds_smooth_stats_loop,
+from reference_loops import (fds_groups_loop, fds_smooth_loop, fds_smooth_stats_loop,
                                    fds_update_running_stats_loop, lds_kernel_window_loop)
 
 F64 = torch.float64
@@ -442,3 +442,58 @@ def test_cuda_matches_cpu():
     out = gpu.smooth(x.float().cuda(), y.float().cuda(), 2)
     assert out.device.type == "cuda"
     torch.testing.assert_close(out.cpu(), cpu.smooth(x.float(), y.float(), 2), rtol=1e-5, atol=1e-5)
+
+
+# -- label grids and per-pixel features ----------------------------------------------------------------------------
+def test_per_pixel_features_equal_the_flattened_vectors():
+    """(B, C, H, W) features with (B, 1, H, W) depths are FDS over the B·H·W pixel vectors, shape kept."""
+    from common.bins import DEPTH_BINS
+    torch.manual_seed(0)
+    make = lambda: FDS(3, bucket_num=100, bucket_start=7, ks=5, sigma=2, bins=DEPTH_BINS, edge_rule="clamp",
+                       start_update=0, start_smooth=1).double()
+    pixel, flat = make(), make()
+    features = torch.rand(2, 3, 4, 5, dtype=F64) + 0.1
+    depth = torch.rand(2, 1, 4, 5, dtype=F64) * 10
+    vectors, labels = features.permute(0, 2, 3, 1).reshape(-1, 3), depth.reshape(-1)
+    for epoch in range(3):
+        pixel.update_last_epoch_stats(epoch)
+        pixel.update_running_stats(features * (epoch + 1), depth, epoch)
+        flat.update_last_epoch_stats(epoch)
+        flat.update_running_stats(vectors * (epoch + 1), labels, epoch)
+    for name in BUFFERS:
+        assert torch.equal(getattr(pixel, name), getattr(flat, name)), name
+    x = features.clone().requires_grad_()
+    out = pixel.smooth(x, depth, 2)
+    assert out.shape == features.shape
+    torch.testing.assert_close(out.permute(0, 2, 3, 1).reshape(-1, 3), flat.smooth(vectors, labels, 2))
+    out.sum().backward()
+    assert x.grad.shape == features.shape
+
+
+def test_clamp_rule_puts_every_depth_in_buckets_7_to_99():
+    from common.bins import DEPTH_BINS
+    fds = FDS(1, bucket_num=100, bucket_start=7, bins=DEPTH_BINS, edge_rule="clamp")
+    depth = torch.tensor([0.05, 0.69, 0.7, 0.75, 5.0, 9.89, 9.9, 12.0])
+    assert fds.bucketize(depth).tolist() == [0, 0, 0, 0, 43, 91, 92, 92]
+
+
+def test_per_pixel_label_shape_is_checked():
+    fds = FDS(3, bucket_num=10, bucket_start=0)
+    with pytest.raises(ValueError, match=r"per-pixel `labels` must have shape \(2, 1, 4, 5\)"):
+        fds.smooth(torch.rand(2, 3, 4, 5), torch.rand(2, 4, 5), 1)
+
+
+def test_calibration_tables_follow_load_state_dict():
+    """Tables are rebuilt on load (no private version counters): a loaded FDS calibrates like the saved one."""
+    source = FDS(2, bucket_num=6, bucket_start=0, start_update=0, start_smooth=1, ks=3, sigma=1).double()
+    g = torch.Generator().manual_seed(0)
+    for epoch in range(3):
+        source.update_last_epoch_stats(epoch)
+        source.update_running_stats(torch.rand(40, 2, generator=g, dtype=F64) * (epoch + 1),
+                                    torch.randint(0, 6, (40,), generator=g).double(), epoch)
+    target = FDS(2, bucket_num=6, bucket_start=0, start_update=0, start_smooth=1, ks=3, sigma=1).double()
+    x, y = torch.rand(8, 2, dtype=F64), torch.arange(8).double() % 6
+    assert torch.equal(target.smooth(x, y, 3), x)            # fresh: identity
+    target.load_state_dict(source.state_dict())
+    assert torch.equal(target.smooth(x, y, 3), source.smooth(x, y, 3))
+    assert not torch.equal(source.smooth(x, y, 3), x)

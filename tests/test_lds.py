@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from common.lds import get_lds_kernel_window, kernel_window, prepare_weights
-from tests.reference_loops import lds_kernel_window_loop, lds_prepare_weights_loop
+from reference_loops import lds_kernel_window_loop, lds_prepare_weights_loop
 
 
 def _np(x):

@@ -11,7 +11,7 @@ import torch
 from scipy.stats import gmean
 
 from common.metrics import shot_metrics
-from tests.reference_loops import metrics_shot_loop
+from reference_loops import metrics_shot_loop
 
 SHOTS = ("all", "many", "medium", "few")
 KEYS = ("mse", "l1", "gmean", "count")
@@ -176,3 +176,23 @@ def test_balanced_shot_metrics_against_a_loop():
         assert got[shot]["mse"] == pytest.approx(mse, rel=1e-12)
         assert got[shot]["l1"] == pytest.approx(l1, rel=1e-12)
         assert got[shot]["count"] == len(chosen)
+
+
+def test_binned_shots_count_training_samples_per_bin():
+    """With label bins (STS-B: 0.1-wide), a test label's shot is its bin's training count (loop check)."""
+    from common.bins import STSB_BINS
+    rng = np.random.default_rng(0)
+    train = np.round(rng.uniform(0, 5, 3000), 2).astype(np.float32)
+    test = np.round(rng.uniform(0, 5, 400), 2).astype(np.float32)
+    preds = test + rng.normal(0, 0.5, 400).astype(np.float32)
+    metrics = shot_metrics(preds, test, train, 70, 55, bins=STSB_BINS)
+    edges = np.linspace(0, 5, 51).astype(np.float32)
+    bin_of = lambda y: min(49, int(np.searchsorted(edges, np.float32(y), side="right") - 1))
+    per_bin = {}
+    for y in train:
+        per_bin[bin_of(y)] = per_bin.get(bin_of(y), 0) + 1
+    count = [per_bin.get(bin_of(y), 0) for y in test]
+    for shot, keep in (("many", lambda c: c > 70), ("medium", lambda c: 55 <= c <= 70), ("few", lambda c: c < 55)):
+        chosen = [i for i in range(400) if keep(count[i])]
+        assert metrics[shot]["count"] == len(chosen) > 0
+        assert metrics[shot]["l1"] == pytest.approx(np.mean([abs(float(preds[i]) - float(test[i])) for i in chosen]))

@@ -7,7 +7,7 @@ import torch
 import common.losses.ranksim as ranksim_module
 from common.losses import RankSim, ranksim_loss
 from common.losses.ranksim import rank_normalised
-from tests.reference_loops import ranksim_loop, ranksim_rank_loop, ranksim_rank_normalised_loop
+from reference_loops import ranksim_loop, ranksim_rank_loop, ranksim_rank_normalised_loop
 
 D64 = torch.float64
 F32 = torch.float32

@@ -12,7 +12,7 @@ from common.losses import (
     weighted_l1_loss,
     weighted_mse_loss,
 )
-from tests.reference_loops import regression_loop
+from reference_loops import regression_loop
 
 FUNCS = {
     "mse": weighted_mse_loss,

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from common.losses import SRL, srl_losses, srl_random_points
-from tests.reference_loops import srl_centroid_table_loop, srl_losses_loop
+from reference_loops import srl_centroid_table_loop, srl_losses_loop
 
 F64 = torch.float64
 cuda = pytest.mark.cuda
@@ -314,3 +314,27 @@ def test_cuda_matches_cpu():
     ref = srl_losses(features.float(), labels, surrogate.float(), mod.points.cpu())
     for g, r in zip(got, ref):
         assert g.device.type == "cuda" and g.item() == pytest.approx(r.item(), rel=1e-5, abs=1e-6)
+
+
+# -- the surrogate -----------------------------------------------------------------------------------------------
+def test_surrogate_is_a_per_label_running_mean():
+    """First update replaces, later ones are an EMA with momentum; absent labels keep their rows (loop check)."""
+    from common.losses import SRLSurrogate
+    surrogate = SRLSurrogate(5, 3, start_update=1, momentum=0.9).double()
+    g = torch.Generator().manual_seed(0)
+    expected = torch.zeros(5, 3, dtype=torch.float64)
+    surrogate.update(torch.rand(6, 3, generator=g, dtype=torch.float64), torch.zeros(6), epoch=0)  # before start
+    assert torch.equal(surrogate.running_mean, expected)
+    for epoch in (1, 2, 3):
+        features = torch.rand(10, 3, generator=g, dtype=torch.float64)
+        labels = torch.tensor([0, 0, 1, 3, 3, 3, 1, 0, 3, 1][: 10 - epoch] + [1] * epoch).double().reshape(-1, 1)
+        surrogate.update(features, labels, epoch)
+        for slot in range(5):
+            rows = features[labels[:, 0] == slot]
+            if len(rows):
+                factor = 0.0 if epoch == 1 else 0.9
+                expected[slot] = (1 - factor) * rows.mean(0) + factor * expected[slot]
+        torch.testing.assert_close(surrogate.running_mean, expected, rtol=1e-12, atol=1e-12)
+    assert torch.equal(surrogate.running_mean[[2, 4]], torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"must lie in \[0, 4\]"):
+        surrogate.update(torch.rand(2, 3), torch.tensor([0.0, 5.0]), epoch=4)
