@@ -19,7 +19,7 @@ from common.bins import AGE_BINS, LabelBins
 from common.engine import RunError
 from common.fds import FDS
 from common.lds import prepare_weights, smoothed_bin_counts
-from common.metrics import SHOTS, balanced_shot_metrics, shot_metrics
+from common.metrics import balanced_shot_metrics, shot_metrics, shot_table
 from common.trainer import Task
 
 # Shot thresholds of the age benchmarks (docs/methods.md §10.1); --evaluate keeps a checkpoint's own unless given.
@@ -136,14 +136,6 @@ def gmm_path(gmm: str, data_dir) -> Path:
     return path
 
 
-def format_metrics(name: str, metrics: dict) -> str:
-    rows = [f" * {name:5s}  {'MSE':>8s} {'L1':>8s} {'G-Mean':>8s} {'count':>6s}"]
-    for shot in SHOTS:
-        m = metrics[shot]
-        rows.append(f"   {shot:6s} {m['mse']:8.3f} {m['l1']:8.3f} {m['gmean']:8.3f} {m['count']:6d}")
-    return "\n".join(rows)
-
-
 def run_name(args) -> str:
     """A run folder name built from the flags (the reference's naming, without a timestamp)."""
     parts = [args.dataset, args.model, args.optimizer, args.loss, f"{args.lr:g}", str(args.batch_size)]
@@ -238,6 +230,9 @@ class AgeTask(Task):
 
     def build_objective(self):
         a = self.args
+        if a.bmse:
+            self.log(f"--bmse replaces the regression loss; --loss {a.loss} only chooses the validation metric "
+                     f"that selects the best checkpoint ({self.selection_name}).")
         gmm_file = gmm_path(a.gmm, a.data_dir) if a.bmse and a.imp == "gai" else None
         prior = bucket_prior(self.train_labels, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma) \
             if a.bmse and a.imp == "bni" else None
@@ -281,20 +276,17 @@ class AgeTask(Task):
         if surrogate is not None:
             surrogate.update(torch.cat(projections), objective.srl_slot(labels), epoch)
 
-    def predict(self, model, batch):
-        return model(batch["input"])["pred"].reshape(-1), batch["target"].reshape(-1)
-
     def metrics(self, preds, labels) -> dict:
         return shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr)
 
     def selection_score(self, preds, labels, metrics) -> float:
         if self.args.balanced_metric:
             metrics = balanced_shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr)
-            self.log(format_metrics("bal.", metrics))
+            self.log(shot_table("bal.", metrics))
         return metrics["all"][self.metric]
 
-    def format_metrics(self, name, metrics) -> str:
-        return format_metrics(name, metrics)
+    def baseline_predictions(self, labels):
+        return np.full_like(labels, self.train_labels.mean())
 
     def save_predictions(self, path, preds, labels) -> None:
         np.savez(path, preds=preds, labels=labels, train_labels=self.train_labels,

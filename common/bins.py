@@ -83,13 +83,14 @@ class LabelBins:
         """(B,) int64 number of labels per bin."""
         return np.bincount(self.index(np.asarray(labels).reshape(-1)), minlength=self.num_bins)
 
-    def check_range(self, labels, where: str) -> None:
-        """Raise a ``ValueError`` naming ``where`` if a label is non-finite or outside [start, stop]."""
+    def check_range(self, labels, where: str, error: type[Exception] = ValueError) -> None:
+        """Raise ``error`` naming ``where`` if a label is non-finite or outside [start, stop] (a run passes
+        :class:`~common.engine.RunError`, which ends it with that one sentence)."""
         values = np.asarray(labels, dtype=np.float64).reshape(-1)
         bad = ~np.isfinite(values) | (values < self.start) | (values > self.stop)
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"{where}: label {values[first]} (position {first}) is outside the range "
+            raise error(f"{where}: label {values[first]} (position {first}) is outside the range "
                              f"[{self.start:g}, {self.stop:g}] of this benchmark's label bins.")
 
 

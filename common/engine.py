@@ -6,11 +6,13 @@ Side effects (log files, tensorboard scalars, checkpoints, result files) happen 
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -79,8 +81,30 @@ def strip_module_prefix(state_dict: dict) -> dict:
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
 
 
+def _state_bytes(value) -> int:
+    """Bytes of the tensors in a (nested) checkpoint state: about its size on disk."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_state_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_state_bytes(v) for v in value)
+    return 0
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC, or torch's serializer reporting a failed write (its C++ message, not an errno)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    return "No space left" in text or "file write failed" in text or "unexpected pos" in text
+
+
 def save_checkpoint(state: dict, path: Path) -> None:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+    """Write atomically: a temporary file in the same folder, then ``os.replace``.
+
+    A full disk is a :class:`RunError` naming the folder and the space needed; the previous file at ``path``
+    stays intact, and the temporary file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -88,6 +112,14 @@ def save_checkpoint(state: dict, path: Path) -> None:
     try:
         torch.save(state, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:
+        if not is_disk_full(error):
+            raise
+        needed = _state_bytes(state) / 2 ** 20
+        free = shutil.disk_usage(path.parent).free / 2 ** 20
+        raise RunError(f"could not write checkpoint {path}: the disk holding {path.parent} is full (the checkpoint "
+                       f"needs about {needed:.0f} MiB, {free:.0f} MiB are free); free space or pass another "
+                       f"--store_root, then --resume from the last checkpoint, which is intact.") from error
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

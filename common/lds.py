@@ -50,7 +50,7 @@ def kernel_window(kernel: str, ks: int, sigma: float, normalise: str = "max", dt
 
 
 def get_lds_kernel_window(kernel: str, ks: int, sigma: float) -> np.ndarray:
-    """The LDS window (ks,), float64, peak 1 (methods.md §2.4)."""
+    """The LDS window (ks,), float64, peak 1 (docs/methods.md §2.4)."""
     return kernel_window(kernel, ks, sigma, normalise="max", dtype=np.float64)
 
 
@@ -80,7 +80,7 @@ def smoothed_bin_counts(counts, reweight: str, lds: bool = False, lds_kernel: st
 
 def prepare_weights(labels, reweight: str = "none", lds: bool = False, lds_kernel: str = "gaussian",
                     lds_ks: int = 5, lds_sigma: float = 2, max_target: int = 121, *, bins=None,
-                    truncate_smoothed_counts: bool = False):
+                    clip=(5, 1000), truncate_smoothed_counts: bool = False):
     """Per-sample training weights (docs/methods.md §2.1 for ages, §2.2 for STS-B's 0.1-wide bins).
 
     Args:
@@ -89,6 +89,7 @@ def prepare_weights(labels, reweight: str = "none", lds: bool = False, lds_kerne
         lds, lds_kernel, lds_ks, lds_sigma: label distribution smoothing of the bin counts.
         max_target: number of integer bins (the age grid ``LabelBins(0, 1, max_target)``), unless ``bins``.
         bins: the label grid (:class:`~common.bins.LabelBins`); overrides ``max_target``.
+        clip: bounds of the ``inverse`` counts before smoothing (ages: (5, 1000); STS-B and NYUD2: None).
         truncate_smoothed_counts: reproduce the reference's integer truncation of ``inverse`` + LDS
             (off by default: a bug fix, see docs/reference-differences.md).
 
@@ -111,7 +112,7 @@ def prepare_weights(labels, reweight: str = "none", lds: bool = False, lds_kerne
     grid = LabelBins(0, 1, max_target) if bins is None else bins
     index = grid.index(labels)
     counts = np.bincount(index, minlength=grid.num_bins)
-    effective = smoothed_bin_counts(counts, reweight, lds, lds_kernel, lds_ks, lds_sigma,
+    effective = smoothed_bin_counts(counts, reweight, lds, lds_kernel, lds_ks, lds_sigma, clip=clip,
                                     truncate_smoothed_counts=truncate_smoothed_counts)
     weights = (1.0 / effective[index]).astype(np.float32)
     return (weights * (len(weights) / weights.sum())).astype(np.float32)

@@ -1,4 +1,4 @@
-"""Evaluation metrics of the age benchmarks: MSE, L1 and G-mean, overall and per shot (methods.md §10.1).
+"""Evaluation metrics of the age benchmarks: MSE, L1 and G-mean, overall and per shot (docs/methods.md §10.1).
 
 A test label's shot is decided by how many *training* samples carry it: many-shot above ``many_shot_thr``
 (100), few-shot below ``low_shot_thr`` (20), medium-shot otherwise. Per shot the errors are averaged over
@@ -96,3 +96,12 @@ def balanced_shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_sh
         metrics[shot].update(mse=math.nan if empty else float(per_label_mse[mask].mean()),
                              l1=math.nan if empty else float(per_label_l1[mask].mean()), count=int(mask.sum()))
     return metrics
+
+
+def shot_table(name: str, metrics: dict) -> str:
+    """The metrics of :func:`shot_metrics` as a small text table (MSE, L1, G-mean, count per shot)."""
+    rows = [f" * {name:5s}  {'MSE':>8s} {'L1':>8s} {'G-Mean':>8s} {'count':>6s}"]
+    for shot in SHOTS:
+        m = metrics[shot]
+        rows.append(f"   {shot:6s} {m['mse']:8.3f} {m['l1']:8.3f} {m['gmean']:8.3f} {m['count']:6d}")
+    return "\n".join(rows)

@@ -25,13 +25,35 @@ def load_run(run_dir) -> dict:
     path = run_dir / "results.json"
     if not path.is_file():
         raise SystemExit(f"error: {path} does not exist; pass run folders of finished training runs.")
-    results = json.loads(path.read_text())
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"error: {path} is not valid JSON ({error.msg} at line {error.lineno}); the run was "
+                         "interrupted while writing it: evaluate its ckpt.best.pth.tar with --evaluate --resume.")
+    if not isinstance(results, dict) or "test" not in results:
+        raise SystemExit(f"error: {path} holds no 'test' metrics; it is not the results.json of a finished run.")
     results["name"] = run_dir.name
     predictions = run_dir / "test_predictions.npz"
     if predictions.is_file():
-        with np.load(predictions) as data:
-            results["predictions"] = {k: data[k] for k in data.files}
+        try:
+            with np.load(predictions) as data:
+                results["predictions"] = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"error: {predictions} could not be read ({error}); delete it to report without "
+                             "the plot, or re-run --evaluate.")
     return results
+
+
+def shot_note(runs: list[dict]) -> str | None:
+    """A sentence when the test labels all fall in one shot group (small data with the real thresholds)."""
+    for run in runs:
+        shots = [shot for shot in SHOTS[1:] if run["test"][shot]["count"]]
+        if len(shots) == 1:
+            thresholds = run.get("args", {})
+            return (f"note: every test label of {run['name']} is {shots[0]}-shot: the shot thresholds (many > "
+                    f"{thresholds.get('many_shot_thr')}, few < {thresholds.get('low_shot_thr')} training samples) "
+                    "do not fit this data's counts; pass --many_shot_thr/--low_shot_thr scaled to the data size.")
+    return None
 
 
 def markdown_table(runs: list[dict], split: str = "test") -> str:
@@ -88,10 +110,17 @@ def plot(runs: list[dict], path, metric: str = "l1") -> None:
     ax.set_xlabel("label")
     ax.set_ylabel(f"test {METRIC_NAMES[metric]} per label")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.3) for c in colours.values()]
-    legend = ax.legend(loc="upper left", fontsize=8)
+    shots_present = {("many" if c > many else "few" if c < low else "medium") for c in label_counts}
+    # Both legends below the axes, where they cannot cover a curve.
+    legend = ax.legend(loc="upper left", bbox_to_anchor=(0, -0.15), fontsize=8, ncol=3, frameon=False)
     ax.add_artist(legend)
-    ax.legend(handles, [f"{s}-shot" for s in colours], loc="upper right", fontsize=8)
+    ax.legend(handles, [f"{s}-shot" for s in colours], loc="upper right", bbox_to_anchor=(1, -0.15), fontsize=8,
+              ncol=3, frameon=False)
+    if len(shots_present) == 1:
+        ax.set_title(f"every test label is {shots_present.pop()}-shot: the thresholds (> {many:g}, < {low:g} "
+                     "training samples) do not fit this data's counts", fontsize=9)
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -104,6 +133,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     runs = [load_run(r) for r in args.runs]
     print(markdown_table(runs))
+    note = shot_note(runs)
+    if note:
+        print(f"\n{note}")
     plot(runs, args.plot, args.metric)
     print(f"\nplot: {args.plot}")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,9 @@ class Task:
     """
 
     #: shown in logs next to the selection score, e.g. ``"val L1"``.
-    selection_name = "score"
+    selection_name = "val l1"
+    #: learning rate of the default optimiser.
+    lr = 1e-3
     #: ``collate_fn`` of the data loaders (None: PyTorch's default, which stacks dicts of tensors).
     collate_fn = None
     log = staticmethod(print)
@@ -56,8 +59,10 @@ class Task:
         raise NotImplementedError
 
     def build_optimizer(self, model, objective):
-        """``(optimizer, scheduler or None)``; the scheduler is stepped once per epoch."""
-        raise NotImplementedError
+        """``(optimizer, scheduler or None)``; the scheduler is stepped once per epoch. Default: Adam at
+        ``self.lr`` on the trainable parameters of the model and the objective, no schedule."""
+        params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.lr), None
 
     def statistics_pass(self, model, objective, batches, epoch: int) -> None:
         """After each training epoch: FDS/SRL statistics. ``batches`` yields device batches lazily, so a task
@@ -65,18 +70,28 @@ class Task:
 
     def predict(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """``(predictions, labels)`` of one batch, model in eval mode and without gradients; any shapes that
-        concatenate along dimension 0."""
-        raise NotImplementedError
+        concatenate along dimension 0. Default: the model's ``pred`` and the batch's ``target``, flattened."""
+        return model(batch["input"])["pred"].reshape(-1), batch["target"].reshape(-1)
 
     def metrics(self, preds: np.ndarray, labels: np.ndarray) -> dict:
         """The metrics of a whole split (a JSON-able nested dict)."""
         raise NotImplementedError
 
     def selection_score(self, preds: np.ndarray, labels: np.ndarray, metrics: dict) -> float:
-        """Lower is better; the best checkpoint has the lowest validation score."""
-        raise NotImplementedError
+        """Lower is better; the best checkpoint has the lowest validation score. Default: ``metrics['all']['l1']``
+        (the shot metrics' overall L1)."""
+        return metrics["all"]["l1"]
+
+    def baseline_predictions(self, labels: np.ndarray) -> np.ndarray | None:
+        """Predictions of a trivial model (e.g. the training-label mean) for ``labels``; a best validation score
+        no better than theirs is reported as a failed run. None: no such check."""
+        return None
 
     def format_metrics(self, name: str, metrics: dict) -> str:
+        """Default: the shot table of :func:`common.metrics.shot_metrics` results, else the dict."""
+        if all(shot in metrics for shot in ("all", "many", "medium", "few")):
+            from common.metrics import shot_table
+            return shot_table(name, metrics)
         return f"{name}: {metrics}"
 
     def save_predictions(self, path: Path, preds: np.ndarray, labels: np.ndarray) -> None:
@@ -180,13 +195,15 @@ class Trainer:
         resume: checkpoint to continue from (``ckpt.pth.tar`` of an earlier run).
         overwrite: allow a non-empty ``run_dir``.
         config: the run's settings, saved in checkpoints and results (e.g. ``vars(args)``).
+        divergence_factor: stop when the training loss exceeds this many times its first value (a diverged run
+            whose loss stays finite, e.g. ``--lr 1e6``).
     """
 
     def __init__(self, task: Task, *, run_dir, epochs: int, batch_size: int, workers: int = 0, seed: int = 0,
                  device: torch.device = torch.device("cpu"), amp_dtype: torch.dtype | None = None,
                  val_interval: int = 0, patience: int | None = None, max_vals: int | None = None,
                  grad_clip: float | None = None, print_freq: int = 10, resume=None, overwrite: bool = False,
-                 config: dict | None = None):
+                 config: dict | None = None, divergence_factor: float = 1e6):
         self.task, self.epochs, self.batch_size, self.workers = task, epochs, batch_size, workers
         self.seed, self.device, self.amp_dtype = seed, device, amp_dtype
         self.val_interval, self.patience, self.max_vals = val_interval, patience, max_vals
@@ -195,6 +212,7 @@ class Trainer:
         self.run_dir = self.resume.resolve().parent if self.resume else Path(run_dir)
         self.overwrite = overwrite
         self.config = dict(config or {})
+        self.divergence_factor, self.first_loss, self._val_labels = divergence_factor, None, None
 
     # -- set-up -------------------------------------------------------------------------------------------------
     def _prepare_run_dir(self) -> None:
@@ -307,6 +325,7 @@ class Trainer:
         def validate(epoch: int, next_epoch: int, next_step: int) -> bool:
             """Validate, select, checkpoint; True when early stopping says to stop."""
             preds, labels = self.predict(model, val_loader)
+            self._val_labels = labels
             metrics = self.task.metrics(preds, labels)
             score = self.task.selection_score(preds, labels, metrics)
             state["vals"] += 1
@@ -379,6 +398,7 @@ class Trainer:
         test = self.task.metrics(preds, labels)
         self.log(f"test of the best checkpoint (epoch {state['best_epoch']}, step {state['best_step']})\n"
                  + self.task.format_metrics("test", test))
+        self._check_against_baseline(model, val_loader, state["best_score"])
         best_val = best["trainer"]["best_val"]
         result = {"val": best_val, "test": test, "epoch": state["best_epoch"], "step": state["best_step"]}
         scalars.close()
@@ -402,6 +422,13 @@ class Trainer:
             bad = [name for name, value in components.items() if not bool(torch.isfinite(value))]
             raise RunError(f"the {' and '.join(bad) or 'total'} loss became non-finite at epoch {epoch}, step "
                            f"{step}; training stopped and {kept} (lower --lr or check the data).")
+        size = abs(total.item())
+        if self.first_loss is None:
+            self.first_loss = max(size, 1e-6)
+        elif size > self.divergence_factor * self.first_loss:
+            raise RunError(f"the training loss grew from {self.first_loss:.4g} to {size:.4g} by epoch {epoch}, step "
+                           f"{step} (more than {self.divergence_factor:g} times): the run diverged; training "
+                           f"stopped and {kept} (lower --lr).")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         if self.grad_clip:
@@ -410,6 +437,20 @@ class Trainer:
         scaler.step(optimizer)
         scaler.update()
         return {**{name: value.item() for name, value in components.items()}, "total": total.item()}
+
+    def _check_against_baseline(self, model, val_loader, best_score: float) -> None:
+        """Warn (log and stderr) when the best model is no better on validation than the task's trivial one."""
+        labels = self._val_labels if self._val_labels is not None else self.predict(model, val_loader)[1]
+        baseline = self.task.baseline_predictions(labels)
+        if baseline is None:
+            return
+        score = self.task.selection_score(baseline, labels, self.task.metrics(baseline, labels))
+        if best_score >= score:
+            message = (f"warning: the best validation {self.task.selection_name} ({best_score:.4g}) is no better than "
+                       f"predicting the training-label mean ({score:.4g}); the run failed to learn (diverged, "
+                       "--lr too high or too low, or too few epochs).")
+            self.log(message)
+            print(message, file=sys.stderr)
 
     def _restore(self, checkpoint: dict, **objects) -> None:
         """Load each named object's state from the checkpoint (the model from ``state_dict``)."""

@@ -1,4 +1,4 @@
-"""Tests of ConR, age variant (methods.md §4.1) and depth variant (§4.2); golden values §9 G1, G2."""
+"""Tests of ConR, age variant (docs/methods.md §4.1) and depth variant (§4.2); golden values §9 G1, G2."""
 import math
 
 import pytest

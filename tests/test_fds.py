@@ -497,3 +497,22 @@ def test_calibration_tables_follow_load_state_dict():
     target.load_state_dict(source.state_dict())
     assert torch.equal(target.smooth(x, y, 3), source.smooth(x, y, 3))
     assert not torch.equal(source.smooth(x, y, 3), x)
+
+
+@pytest.mark.parametrize("v1, expected", [
+    # NYUD2's reference value (all dimensions valid, clip 0.2/5), docs/methods.md §9 G4.
+    ([4, 1, 0.25], [[-0.5, 3.2360680103302, 6.4721360206604], [0.5, -1.2360680103302002, -2.4721360206604004]]),
+    # One invalid dimension: the reference skips the whole bucket (its mask bug); here the valid ones calibrate.
+    ([4, 1, 0], [[-0.5, 3.23606797749979, 3.0], [0.5, -1.2360679774997898, -1.0]]),
+])
+def test_golden_g4_depth_clip_bounds(v1, expected):
+    fds = FDS(3, bucket_num=10, bucket_start=0, start_smooth=1, ks=5, sigma=2, clip_min=0.2, clip_max=5).double()
+    row = 5
+    m1 = np.zeros((10, 3)); m1[row] = G4_M1
+    var1 = np.ones((10, 3)); var1[row] = v1
+    m2 = np.zeros((10, 3)); m2[row] = G4_M2
+    var2 = np.ones((10, 3)); var2[row] = G4_V2
+    _set(fds, running_mean_last_epoch=m1, running_var_last_epoch=var1, smoothed_mean_last_epoch=m2,
+         smoothed_var_last_epoch=var2)
+    out = fds.smooth(torch.tensor(G4_X, dtype=F64), torch.tensor([5.0, 5.0], dtype=F64), 1)
+    np.testing.assert_allclose(_lists(out), expected, rtol=1e-7, atol=1e-7)   # the reference's row is float32

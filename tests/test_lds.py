@@ -231,3 +231,17 @@ def test_prepare_weights_bad_arguments():
             prepare_weights(np.array(bad, dtype=np.float32), reweight="inverse")
     with pytest.raises(ValueError, match="labels"):
         prepare_weights(np.array([], dtype=np.float32), reweight="sqrt_inv")
+
+
+def test_prepare_weights_on_a_float_grid_without_clipping():
+    """STS-B style: 0.1-wide bins, `inverse` without the age clip: weight ∝ 1/count of the label's bin (loop)."""
+    from common.bins import STSB_BINS
+    labels = np.array([0.0, 0.05, 0.1, 0.1, 0.1, 2.5, 2.52, 5.0, 4.95, 4.95], dtype=np.float32)
+    weights = prepare_weights(labels, "inverse", bins=STSB_BINS, clip=None)
+    counts = {}
+    for y in labels:
+        counts[STSB_BINS.index(y)] = counts.get(STSB_BINS.index(y), 0) + 1
+    raw = np.array([1 / counts[STSB_BINS.index(y)] for y in labels])
+    np.testing.assert_allclose(weights, raw * len(raw) / raw.sum(), rtol=1e-6)
+    clipped = prepare_weights(labels, "inverse", bins=STSB_BINS)          # the age clip makes every count 5
+    np.testing.assert_allclose(clipped, np.ones(10), rtol=1e-6)

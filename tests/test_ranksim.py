@@ -1,4 +1,4 @@
-"""Tests of RankSim (methods.md §6): ranking operator, blackbox gradient, regularizer; golden values §9 G6."""
+"""Tests of RankSim (docs/methods.md §6): ranking operator, blackbox gradient, regularizer; golden values §9 G6."""
 import itertools
 
 import pytest

@@ -1,4 +1,4 @@
-"""Tests of the plain weighted regression losses (methods.md §1, golden values §9 G3)."""
+"""Tests of the plain weighted regression losses (docs/methods.md §1, golden values §9 G3)."""
 
 import pytest
 import torch

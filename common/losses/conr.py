@@ -107,7 +107,7 @@ def _check_hyper(where, window, temperature, eta, denominator):
 
 def conr_loss(features, targets, preds, weights=None, *, window=1.0, temperature=0.07, eta=0.01,
               denominator="reference") -> torch.Tensor:
-    """ConR, age variant (methods.md §4.1).
+    """ConR, age variant (docs/methods.md §4.1).
 
     Args:
         features: (M, D) encodings of the contrastive views (M = 2B in the age loop), un-normalised.
@@ -152,7 +152,7 @@ def conr_loss(features, targets, preds, weights=None, *, window=1.0, temperature
 
 def conr_dense_loss(features, depth, output, weights=None, *, window=0.2, temperature=0.2, eta=0.2,
                     denominator="reference") -> torch.Tensor:
-    """ConR, depth variant (methods.md §4.2): one contrastive sample per image.
+    """ConR, depth variant (docs/methods.md §4.2): one contrastive sample per image.
 
     Args:
         features: (B, C, H, W) feature map (NYUD2: the 128-channel map before the last conv); each image's

@@ -65,7 +65,7 @@ def _one_per_label(labels: torch.Tensor, generator) -> torch.Tensor | None:
 
 
 def ranksim_loss(features, targets, interpolation_lambda=2.0, generator=None) -> torch.Tensor:
-    """RankSim (methods.md §6.2).
+    """RankSim (docs/methods.md §6.2).
 
     Args:
         features: (B, D) encodings (the main forward's, FDS-smoothed when FDS is on).

@@ -31,7 +31,7 @@ def srl_random_points(n: int, dim: int, *, generator=None, device=None, dtype=to
 
 def srl_losses(features, labels, surrogate, points, *, temperature=0.3, homogeneity_alpha=-1.0,
                homogeneity_beta=0.1):
-    """The three SRL terms (methods.md §7.2).
+    """The three SRL terms (docs/methods.md §7.2).
 
     Args:
         features: (N, D) projections ``h`` (un-normalised).

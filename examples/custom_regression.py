@@ -1,0 +1,78 @@
+"""Imbalanced regression on your own CSV: numeric feature columns, one float label (docs/custom-data.md).
+
+    python examples/custom_regression.py data.csv --label y --bins 0 0.5 20 --reweight sqrt_inv --lds --fds --conr
+"""
+import numpy as np
+import pandas as pd
+import torch
+
+from common import cli
+from common.bins import LabelBins
+from common.engine import RunError
+from common.fds import FDS
+from common.lds import prepare_weights
+from common.metrics import shot_metrics
+from common.models.mlp import MLPRegressor
+from common.objective import build_objective
+from common.trainer import Task, run
+
+
+class CSVTask(Task):
+    """The trainer asks a task for data, model, objective and metrics; everything else is shared."""
+
+    def __init__(self, a):
+        frame, rng = pd.read_csv(a.csv), np.random.default_rng(a.seed)
+        split = frame.pop("split") if "split" in frame else rng.choice(["train", "val", "test"], len(frame),
+                                                                        p=[0.8, 0.1, 0.1])
+        self.y, self.split, self.a, self.lr = frame.pop(a.label).to_numpy(np.float32), np.asarray(split), a, a.lr
+        self.x, self.bins = frame.to_numpy(np.float32), LabelBins(a.bins[0], a.bins[1], int(a.bins[2]))
+        self.bins.check_range(self.y, a.csv, RunError)         # a label outside the bins: one clear sentence
+        self.train_labels = self.y[self.split == "train"]
+
+    def datasets(self):                   # per sample: input (F,), target (1,), weight (1,) from re-weighting/LDS
+        a, ones = self.a, np.ones(len(self.y))
+        w = prepare_weights(self.train_labels, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, bins=self.bins)
+        part = lambda name, w: [{"input": torch.from_numpy(x), "target": torch.tensor([y]), "weight": torch.tensor([v])}
+                                for x, y, v in zip(self.x[self.split == name], self.y[self.split == name], w)]
+        return {"train": part("train", ones if w is None else w), "val": part("val", ones), "test": part("test", ones)}
+
+    def build_model(self):
+        fds = FDS(self.a.hidden, self.bins.num_bins, 0, bins=self.bins, edge_rule="clamp", ks=self.a.fds_ks,
+                  sigma=self.a.fds_sigma) if self.a.fds else None
+        return MLPRegressor(self.x.shape[1], self.a.hidden, fds=fds)
+
+    def build_objective(self):
+        a = self.a
+        return build_objective(loss=a.loss, ranksim_weight=a.regularization_weight, conr_weight=a.conr_beta * a.conr,
+                               interpolation_lambda=a.interpolation_lambda, conr_window=a.conr_window,
+                               conr_temperature=a.conr_temperature, conr_eta=a.conr_eta)
+
+    @torch.no_grad()
+    def statistics_pass(self, model, objective, batches, epoch):   # FDS: per-bin feature statistics each epoch
+        if model.fds is not None:
+            features, labels = zip(*[(model.body(b["input"]), b["target"]) for b in batches])
+            model.fds.update_last_epoch_stats(epoch)
+            model.fds.update_running_stats(torch.cat(features), torch.cat(labels), epoch)
+
+    def metrics(self, preds, labels):     # All / Many / Medium / Few by the training count of each label's bin
+        return shot_metrics(preds, labels, self.train_labels, self.a.many_shot_thr, self.a.low_shot_thr, self.bins)
+
+
+def main(argv=None):
+    p = cli.Parser(__doc__.splitlines()[0])
+    p.add_argument("csv", help="numeric feature columns, the label column and optionally a train/val/test `split`")
+    p.add_argument("--label", default="label")
+    p.add_argument("--bins", type=float, nargs=3, default=(0, 1, 100), metavar=("START", "WIDTH", "NUM"))
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--many_shot_thr", type=int, default=100)
+    p.add_argument("--low_shot_thr", type=int, default=20)
+    cli.add_run_args(p, workers=0)
+    cli.add_optim_args(p, epoch=20, batch_size=64)
+    cli.add_reweight_args(p, rrt=False)
+    for add_method_flags in (cli.add_fds_args, cli.add_ranksim_args, cli.add_conr_args):
+        add_method_flags(p)
+    return run(cli.parse(p, argv), CSVTask, run_name=lambda a: "custom")
+
+
+if __name__ == "__main__":
+    main()
