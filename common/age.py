@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 
 from common.bins import AGE_BINS, LabelBins
+from common.datasplit import describe_split
 from common.engine import RunError
 from common.fds import FDS
 from common.lds import prepare_weights, smoothed_bin_counts
@@ -173,7 +174,8 @@ class AgeTask(Task):
     def __init__(self, args, dataset, resnet, loss):
         self.args, self.dataset_module, self.resnet_module, self.loss_module = args, dataset, resnet, loss
         self.many_shot_thr, self.low_shot_thr = args.many_shot_thr, args.low_shot_thr
-        self.metric = "mse" if args.loss == "mse" and not args.bmse else "l1"
+        # As the references, --loss mse selects on MSE (with --bmse too), anything else on L1.
+        self.metric = "mse" if args.loss == "mse" else "l1"
         self.selection_name = f"val {'balanced ' if args.balanced_metric else ''}{self.metric}"
         self.train_labels = None
 
@@ -181,6 +183,7 @@ class AgeTask(Task):
     def datasets(self) -> dict:
         a = self.args
         frame = self.dataset_module.load_frame(a.data_dir, a.dataset)
+        self.log(describe_split(Path(a.data_dir) / f"{a.dataset}.csv", self.dataset_module.PUBLISHED_SPLIT))
         train_labels = frame.loc[frame["split"] == "train", "age"].to_numpy(np.float64)
         if len(train_labels) == 0:
             raise RunError(f"the split CSV in {a.data_dir} has no 'train' rows; re-create it with data/.")
@@ -189,7 +192,7 @@ class AgeTask(Task):
                            f"{int(train_labels.max())}; raise it to {int(train_labels.max()) + 1}.")
         self.train_labels = train_labels
         weights = prepare_weights(train_labels, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
-                                  bins=AGE_BINS)
+                                  bins=AGE_BINS, truncate_smoothed_counts=a.lds_truncate)
         split = lambda name, w=None, views=False: self.dataset_module.load_split(frame, a.data_dir, name, a.img_size,
                                                                                 w, views)
         return {"train": split("train", weights, a.conr), "val": split("val"), "test": split("test")}
@@ -200,7 +203,8 @@ class AgeTask(Task):
         fds = None
         if a.fds:
             fds = FDS(self.resnet_module.encoding_dim(a.model, a.width), a.bucket_num, a.bucket_start,
-                      a.start_update, a.start_smooth, a.fds_kernel, a.fds_ks, a.fds_sigma, a.fds_mmt)
+                      a.start_update, a.start_smooth, a.fds_kernel, a.fds_ks, a.fds_sigma, a.fds_mmt,
+                      alias_last_epoch=a.fds_alias_last_epoch)
         model = self.resnet_module.build_model(a.model, width=a.width, stem=a.stem, fds=fds,
                                                projection_dim=a.embedding_dim if a.srl else None)
         if a.pretrained:
@@ -240,6 +244,7 @@ class AgeTask(Task):
             loss=a.loss, bmse=a.imp if a.bmse else None, init_noise_sigma=a.init_noise_sigma,
             fix_noise_sigma=a.fix_noise_sigma, gmm_file=gmm_file, bni_prior=prior,
             ranksim_weight=a.regularization_weight, interpolation_lambda=a.interpolation_lambda,
+            ranksim_ties=a.ranksim_ties,
             conr_weight=a.conr_beta if a.conr else 0.0, conr_window=a.conr_window,
             conr_temperature=a.conr_temperature, conr_eta=a.conr_eta, conr_denominator=a.conr_denominator,
             srl_weights=(a.w1, a.w2, a.w3) if a.srl else None, srl_num_labels=a.srl_num_labels,

@@ -104,12 +104,16 @@ def add_shot_args(p: argparse.ArgumentParser, *, many=100, few=20) -> None:
 
 
 def add_reweight_args(p: argparse.ArgumentParser, *, lds_ks=5, lds_sigma=1.0, rrt=True) -> None:
+    """Re-weighting/LDS flags; ``--lds_truncate`` reproduces the reference's integer smoothing of ``inverse``."""
     g = p.add_argument_group("re-weighting and LDS (Yang et al., ICML 2021)")
     g.add_argument("--reweight", default="none", choices=list(REWEIGHTS), help="inverse-frequency re-weighting")
     g.add_argument("--lds", action="store_true", help="label distribution smoothing of the re-weighting")
     g.add_argument("--lds_kernel", default="gaussian", choices=list(KERNELS))
     g.add_argument("--lds_ks", type=int, default=lds_ks, help="LDS kernel size (odd)")
     g.add_argument("--lds_sigma", type=float, default=lds_sigma)
+    g.add_argument("--lds_truncate", action="store_true",
+                   help="reproduce the reference: smooth the integer `inverse` counts in integer arithmetic "
+                        "(truncating); off: smoothed in floating point (docs/reference-differences.md)")
     if rrt:
         g.add_argument("--retrain_fc", action="store_true", help="RRT: retrain only the last layer of --pretrained")
         g.add_argument("--pretrained", default="", help="checkpoint whose trunk initialises RRT")
@@ -126,6 +130,9 @@ def add_fds_args(p: argparse.ArgumentParser, *, fds_ks=5, fds_sigma=1.0, bucket_
     g.add_argument("--bucket_num", type=int, default=bucket_num, help="label bins tracked: up to this one")
     g.add_argument("--bucket_start", type=int, default=bucket_start, help="label bins tracked: from this one")
     g.add_argument("--fds_mmt", type=float, default=0.9, help="momentum of the running statistics")
+    g.add_argument("--fds_alias_last_epoch", action="store_true",
+                   help="reproduce the reference: the last-epoch statistics alias the running ones (one epoch "
+                        "apart from the smoothed ones); off: copied (docs/reference-differences.md)")
 
 
 def add_bmse_args(p: argparse.ArgumentParser) -> None:
@@ -140,10 +147,13 @@ def add_bmse_args(p: argparse.ArgumentParser) -> None:
                    help="select checkpoints by the balanced (per-label mean) val metric")
 
 
-def add_ranksim_args(p: argparse.ArgumentParser) -> None:
+def add_ranksim_args(p: argparse.ArgumentParser, *, ties="reference") -> None:
     g = p.add_argument_group("RankSim (Gong et al., ICML 2022)")
     g.add_argument("--regularization_weight", type=float, default=0.0, help="γ; 0 turns RankSim off")
     g.add_argument("--interpolation_lambda", type=float, default=1.0)
+    g.add_argument("--ranksim_ties", default=ties, choices=["reference", "stable"],
+                   help="rank ties: reference (PyTorch's default argsort on this device, the age references) or "
+                        "stable (the same on every device, the STS-B reference)")
 
 
 def add_conr_args(p: argparse.ArgumentParser, *, window=1.0, beta=4.0, temperature=0.07, eta=0.01) -> None:
@@ -251,7 +261,7 @@ def build_age_parser(description: str, **overrides) -> argparse.ArgumentParser:
     add_fds_args(p, fds_ks=d["fds_ks"], fds_sigma=d["fds_sigma"], bucket_num=d["bucket_num"],
                  bucket_start=d["bucket_start"])
     add_bmse_args(p)
-    add_ranksim_args(p)
+    add_ranksim_args(p, ties="reference")
     add_conr_args(p, window=d["conr_window"], beta=d["conr_beta"], temperature=d["conr_temperature"],
                   eta=d["conr_eta"])
     add_srl_args(p, num_labels=d["srl_num_labels"], homogeneity_alpha=d["srl_homogeneity_alpha"])

@@ -8,14 +8,20 @@ per-age counts and are flat (``cap`` per age) over the well-populated ages.
 
 The published splits used cap 150 (IMDB-WIKI) and cap 30 (AgeDB) with seed 666. The
 upstream scripts walked the images in filesystem order, so a re-run of this procedure
-need not reproduce the shipped csv files; use those for published comparisons.
+need not reproduce the published files: the ``data/preprocess_*.py`` scripts therefore fetch
+those from the reference repository by default (:func:`fetch_published_split`) and verify them,
+and build a new split only with ``--make_split``.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
+import shutil
+import urllib.request
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -117,22 +123,128 @@ def split_csv(meta_csv, out_csv, cap: int, seed: int = 666, overwrite: bool = Fa
     return out
 
 
-def main(argv, csv_name: str, cap: int) -> None:
-    """The ``data/preprocess_*.py`` command of each age benchmark: ``meta/<csv_name>.csv`` → ``<csv_name>.csv``."""
+# The published split files: the DIR repository (YyzHarry/imbalanced-regression) at a pinned commit.
+REFERENCE_REPO = "https://raw.githubusercontent.com/YyzHarry/imbalanced-regression"
+REFERENCE_COMMIT = "a6fdc45d45c04e6f5c40f43925bc66e580911084"
+
+
+@dataclass(frozen=True)
+class PublishedSplit:
+    """What identifies a published split file: its SHA-256 when known, else its row counts per split."""
+
+    csv_name: str
+    folder: str                       # the benchmark folder in the reference repository
+    sha256: str | None = None
+    sizes: dict | None = None         # {'train': n, 'val': n, 'test': n}
+
+    @property
+    def url(self) -> str:
+        return f"{REFERENCE_REPO}/{REFERENCE_COMMIT}/{self.folder}/data/{self.csv_name}.csv"
+
+    def problem(self, path) -> str | None:
+        """None if ``path`` is this published split, else what differs (one phrase)."""
+        path = Path(path)
+        if self.sha256 is not None:
+            digest = sha256_of(path)
+            return None if digest == self.sha256 else f"its SHA-256 is {digest}, not {self.sha256}"
+        try:
+            frame = pd.read_csv(path)
+        except Exception as error:  # noqa: BLE001 - any parser error means "not the published file"
+            return f"it cannot be parsed ({error})"
+        if list(frame.columns) != ["age", "path", "split"]:
+            return f"its columns are {','.join(map(str, frame.columns))}, not age,path,split"
+        counts = {split: int((frame["split"] == split).sum()) for split in SPLITS}
+        if counts != self.sizes or len(frame) != sum(self.sizes.values()):
+            return f"its split sizes are {counts}, not {self.sizes}"
+        return None
+
+
+def sha256_of(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_split(path, published: PublishedSplit) -> str:
+    """One log line saying whether a run uses the published split."""
+    problem = published.problem(path)
+    if problem is None:
+        return f"split file {path}: the published {published.csv_name} split (DIR repository at {REFERENCE_COMMIT[:7]})"
+    return (f"split file {path}: NOT the published split ({problem}); numbers are not comparable with the papers' "
+            f"tables (get it with `python data/preprocess_{published.csv_name}.py`)")
+
+
+def fetch_published_split(published: PublishedSplit, dest, source: str | None = None, overwrite: bool = False):
+    """Download the published split file (or copy ``source``, a URL or a local path) to ``dest`` and verify it.
+
+    The file is written through a temporary name and kept only if it verifies; one clear ``SystemExit``
+    otherwise (network error, wrong file)."""
+    dest = Path(dest)
+    if dest.exists() and not overwrite:
+        problem = published.problem(dest)
+        if problem is None:
+            print(f"{dest} is already the published split; nothing to do.")
+            return
+        raise SystemExit(f"error: {dest} exists and is not the published split ({problem}); pass --overwrite to "
+                         "replace it.")
+    source = source or published.url
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        if Path(source).is_file():
+            shutil.copyfile(source, tmp)
+        else:
+            with urllib.request.urlopen(source, timeout=60) as response, open(tmp, "wb") as out:
+                shutil.copyfileobj(response, out)
+    except (OSError, ValueError) as error:
+        tmp.unlink(missing_ok=True)
+        raise SystemExit(f"error: could not fetch {source} ({error}); download it by hand into {dest}, or pass "
+                         "--make_split to create a split from the images (not the published one).") from None
+    problem = published.problem(tmp)
+    if problem is not None:
+        tmp.unlink()
+        raise SystemExit(f"error: {source} is not the published {published.csv_name} split ({problem}); nothing "
+                         "was written.")
+    os.replace(tmp, dest)
+    print(f"wrote {dest}: the published split, verified")
+
+
+def main(argv, csv_name: str, cap: int, published: PublishedSplit) -> None:
+    """The ``data/preprocess_*.py`` command of each age benchmark.
+
+    Default: fetch the published ``<csv_name>.csv`` from the reference repository's pinned commit and verify it.
+    ``--make_split``: build a split from ``meta/<csv_name>.csv`` with the DIR procedure (seeded)."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=f"Build the balanced val/test split {csv_name}.csv.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data_dir", default="./data", help=f"folder holding meta/{csv_name}.csv")
-    parser.add_argument("--cap", type=int, default=cap, help="most images per age in val (and in test)")
-    parser.add_argument("--seed", type=int, default=666)
+    parser = argparse.ArgumentParser(description=f"Get the {csv_name}.csv split: the published one (default) or a "
+                                     "new one (--make_split).", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("--data_dir", default="./data", help=f"folder for {csv_name}.csv (and meta/{csv_name}.csv)")
+    parser.add_argument("--source", default=None,
+                        help=f"where to get the published file (default {published.url}); a URL or a local path")
+    parser.add_argument("--make_split", action="store_true",
+                        help=f"create a split from meta/{csv_name}.csv instead (not the published one)")
+    parser.add_argument("--cap", type=int, default=cap, help="--make_split: most images per age in val (and test)")
+    parser.add_argument("--seed", type=int, default=666, help="--make_split: seed of the split")
     parser.add_argument("--overwrite", action="store_true", help=f"replace an existing {csv_name}.csv")
     args = parser.parse_args(argv)
     if args.cap < 0:
         parser.error(f"--cap must be >= 0, got {args.cap}.")
     data_dir = Path(args.data_dir)
+    if not args.make_split:
+        fetch_published_split(published, data_dir / f"{csv_name}.csv", args.source, args.overwrite)
+        return
     out = split_csv(data_dir / "meta" / f"{csv_name}.csv", data_dir / f"{csv_name}.csv",
                     cap=args.cap, seed=args.seed, overwrite=args.overwrite)
     counts = out["split"].value_counts()
     summary = ", ".join(f"{s} {counts.get(s, 0)}" for s in SPLITS)
-    print(f"wrote {data_dir / f'{csv_name}.csv'}: {summary}")
+    print(f"wrote {data_dir / f'{csv_name}.csv'}: {summary} (a new split, not the published one)")
+
+
+# The published age splits (docs/datasets.md §1.1, §1.2). The AgeDB file's hash is known; the IMDB-WIKI file
+# is identified by its columns and split sizes.
+AGEDB_SPLIT = PublishedSplit("agedb", "agedb-dir",
+                             sha256="ab9f8d4c7099a9d74ec5094c42b6fe9f1927a166a48d2ab800a88b2fd6081252")
+IMDB_WIKI_SPLIT = PublishedSplit("imdb_wiki", "imdb-wiki-dir", sizes={"train": 191_509, "val": 11_022, "test": 11_022})

@@ -45,11 +45,14 @@ class FDS(nn.Module):
               goes to row K−1 only when that exact value is present; otherwise it is skipped (not counted,
               not calibrated);
             * ``'clamp'`` (depth, STS-B): every label is clamped into the tracked buckets.
+        alias_last_epoch: reproduce the reference's aliasing: after the first roll-over the last-epoch
+            statistics follow every update of the running ones, one epoch ahead of the smoothed statistics
+            (default: copied at the roll-over, the intended "last epoch"; docs/reference-differences.md).
     """
 
     def __init__(self, feature_dim, bucket_num=100, bucket_start=3, start_update=0, start_smooth=1,
                  kernel="gaussian", ks=5, sigma=2, momentum=0.9, clip_min=0.1, clip_max=10.0,
-                 bins: LabelBins | None = None, edge_rule: str = "present"):
+                 bins: LabelBins | None = None, edge_rule: str = "present", alias_last_epoch: bool = False):
         super().__init__()
         if bucket_num - bucket_start < 2:
             raise ValueError(f"FDS: need at least two buckets, got bucket_num={bucket_num}, "
@@ -61,7 +64,7 @@ class FDS(nn.Module):
         if bins.num_bins != bucket_num:
             raise ValueError(f"FDS: `bins` has {bins.num_bins} bins but bucket_num={bucket_num}.")
         checks.check_choice("FDS", "edge_rule", edge_rule, EDGE_RULES)
-        self.bins, self.edge_rule = bins, edge_rule
+        self.bins, self.edge_rule, self.alias_last_epoch = bins, edge_rule, alias_last_epoch
         self.feature_dim = feature_dim
         self.bucket_num, self.bucket_start = bucket_num, bucket_start
         self.start_update, self.start_smooth = start_update, start_smooth
@@ -199,6 +202,12 @@ class FDS(nn.Module):
         new_var = (1 - factor) * var + factor * self.running_var
         self.running_mean.copy_(torch.where(present[:, None], new_mean, self.running_mean))
         self.running_var.copy_(torch.where(present[:, None], new_var, self.running_var))
+        if self.alias_last_epoch and int(self.epoch) > self.start_update:
+            # The reference's `running_*_last_epoch = running_*` (from the first roll-over on) makes both names
+            # one tensor, so the last-epoch statistics see this update too.
+            self.running_mean_last_epoch.copy_(self.running_mean)
+            self.running_var_last_epoch.copy_(self.running_var)
+            self.refresh_calibration()
 
     @torch.no_grad()
     def refresh_calibration(self) -> None:
@@ -237,3 +246,33 @@ class FDS(nn.Module):
             batch, channels, height, width = shape
             out = out.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         return out
+
+
+def adapt_fds_state(state_dict: dict, model: nn.Module, log=print) -> dict:
+    """A checkpoint's state dict made to fit ``model``'s FDS buffers, for the references' released checkpoints.
+
+    The references name the module ``FDS`` (here ``fds``) and save no kernel window. FDS statistics only act in
+    training, so they are kept where this model has an FDS buffer of the same shape and otherwise dropped with
+    one log line (a model without ``--fds``, or other buckets); the model's own values fill what the checkpoint
+    lacks. Keys outside FDS are returned unchanged, so a checkpoint that does not fit still fails loudly.
+    """
+    own = model.state_dict()
+    fds_names = {name for name, module in model.named_modules() if isinstance(module, FDS)}
+    out, dropped = {}, []
+    for key, value in state_dict.items():
+        parts = key.split(".")
+        if "FDS" in parts[:-1]:
+            key = ".".join("fds" if part == "FDS" else part for part in parts)
+        prefix = key.rsplit(".", 1)[0]
+        is_fds = prefix in fds_names or prefix.split(".")[-1] == "fds"
+        if is_fds and (key not in own or own[key].shape != value.shape):
+            dropped.append(key)
+            continue
+        out[key] = value
+    for key, value in own.items():
+        if key.rsplit(".", 1)[0] in fds_names and key not in out:
+            out[key] = value
+    if dropped:
+        log(f"checkpoint FDS statistics not used by this model ({len(dropped)} tensors, e.g. {dropped[0]}): they "
+            "only act in training; pass --fds with the checkpoint's --bucket_num/--bucket_start to keep them")
+    return out

@@ -74,7 +74,7 @@ class DIRObjective(nn.Module):
 
 def build_objective(*, loss: str = "l1", bmse: str | None = None, init_noise_sigma: float = 1.0,
                     fix_noise_sigma: bool = False, gmm_file=None, bni_prior=None, ranksim_weight: float = 0.0,
-                    interpolation_lambda: float = 1.0, conr_weight: float = 0.0, conr_window: float = 1.0,
+                    interpolation_lambda: float = 1.0, ranksim_ties: str = "stable", conr_weight: float = 0.0, conr_window: float = 1.0,
                     conr_temperature: float = 0.07, conr_eta: float = 0.01, conr_denominator: str = "reference",
                     srl_weights=None, srl_num_labels: int = 121, embedding_dim: int = 128, n_points: int = 2000,
                     srl_temperature: float = 0.3, srl_homogeneity_alpha: float = -1.0, start_update: int = 0,
@@ -85,7 +85,7 @@ def build_objective(*, loss: str = "l1", bmse: str | None = None, init_noise_sig
         loss: regression loss name (``l1``, ``mse``, ``focal_l1``, ``focal_mse``, ``huber``).
         bmse: ``'gai'``, ``'bmc'`` or ``'bni'`` for Balanced MSE instead of ``loss``; ``gmm_file`` (GAI) and
             ``bni_prior = (bucket_centers, bucket_weights)`` (BNI) are its priors.
-        ranksim_weight, interpolation_lambda: RankSim's γ and λ.
+        ranksim_weight, interpolation_lambda, ranksim_ties: RankSim's γ, λ and rank tie rule.
         conr_weight, conr_window, conr_temperature, conr_eta, conr_denominator: ConR's β, w, τ, η.
         srl_weights: ``(w1, w2, w3)`` to turn SRL on; ``srl_num_labels`` slots, ``embedding_dim``, ``n_points``,
             ``srl_temperature``, ``srl_homogeneity_alpha``; its surrogate tracks from ``start_update`` with
@@ -109,7 +109,7 @@ def build_objective(*, loss: str = "l1", bmse: str | None = None, init_noise_sig
     else:
         parts.update(regression=RegressionLoss(loss), regression_name=loss)
     if ranksim_weight > 0:
-        parts.update(ranksim=RankSim(interpolation_lambda), ranksim_weight=ranksim_weight)
+        parts.update(ranksim=RankSim(interpolation_lambda, ranksim_ties), ranksim_weight=ranksim_weight)
     if conr_weight:
         parts.update(conr=ConR(conr_window, conr_temperature, conr_eta, conr_denominator), conr_weight=conr_weight)
     if srl_weights is not None:

@@ -244,8 +244,10 @@ class Trainer:
             yield to_device(batch, self.device)
 
     def _load_model(self, model, checkpoint: dict, path) -> None:
+        from common.fds import adapt_fds_state
+        model = engine.unwrap(model)
         try:
-            engine.unwrap(model).load_state_dict(checkpoint["state_dict"])
+            model.load_state_dict(adapt_fds_state(checkpoint["state_dict"], model, self.log))
         except RuntimeError as error:
             first = str(error).splitlines()[0]
             raise RunError(f"checkpoint {path} does not fit this model ({first}); pass the flags it was trained "

@@ -146,3 +146,24 @@ def test_evaluating_a_checkpoint_of_another_model_names_the_flags(data_dir, tmp_
 def test_report_of_a_folder_without_results(tmp_path):
     with pytest.raises(SystemExit, match="results.json does not exist; pass run folders of finished"):
         report.main([str(tmp_path)])
+
+
+def test_kill_minus_9_then_resume_gives_the_uninterrupted_numbers(data_dir, tmp_path):
+    """A real SIGKILL in the middle of training: the last checkpoint resumes to the same test metrics."""
+    import signal
+    import time
+    argv = run_args(data_dir, tmp_path, "killed", "--epoch", "4")
+    process = subprocess.Popen([sys.executable, "train.py", *argv], cwd=ROOT / "agedb-dir",
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "ckpt.pth.tar"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists(), "the run ended before its first checkpoint"
+    stopped_at = torch.load(checkpoint, weights_only=True)["epoch"]
+    resumed = agedb_main(["--resume", str(checkpoint), "--data_dir", str(data_dir), "--workers", "0"])
+    full = agedb_main(run_args(data_dir, tmp_path, "full", "--epoch", "4"))
+    assert json.dumps(resumed["test"], sort_keys=True) == json.dumps(full["test"], sort_keys=True)
+    assert 1 <= stopped_at <= 4

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from scipy.io import savemat
 
+from common import datasplit
 from common.datasplit import make_dir_split, split_csv
 from common.synthetic import write_synthetic
 
@@ -184,7 +185,7 @@ def test_preprocess_imdb_wiki(tmp_path, capsys):
     ages = [a for a in range(0, 126) for _ in range(a % 9 + (500 if a == 30 else 0))]
     pd.DataFrame({"age": ages, "path": [f"imdb_crop/00/{i}.jpg" for i in range(len(ages))]}).to_csv(
         tmp_path / "meta" / "imdb_wiki.csv", index=False)
-    preprocess_imdb_wiki.main(["--data_dir", str(tmp_path)])
+    preprocess_imdb_wiki.main(["--data_dir", str(tmp_path), "--make_split"])
     out = tmp_path / "imdb_wiki.csv"
     assert out.read_text().splitlines()[0] == "age,path,split"
     df = pd.read_csv(out)
@@ -194,18 +195,18 @@ def test_preprocess_imdb_wiki(tmp_path, capsys):
     assert not list(tmp_path.glob("*.tmp"))
     # a second run must not silently replace what may be the published split
     with pytest.raises(SystemExit, match="--overwrite"):
-        preprocess_imdb_wiki.main(["--data_dir", str(tmp_path)])
-    preprocess_imdb_wiki.main(["--data_dir", str(tmp_path), "--overwrite", "--seed", "1"])
+        preprocess_imdb_wiki.main(["--data_dir", str(tmp_path), "--make_split"])
+    preprocess_imdb_wiki.main(["--data_dir", str(tmp_path), "--make_split", "--overwrite", "--seed", "1"])
     assert pd.read_csv(out)["split"].tolist() == make_dir_split(ages, cap=150, seed=1)
 
 
 def test_preprocess_bad_inputs(tmp_path):
     with pytest.raises(SystemExit, match=re.escape(str(tmp_path / "meta" / "imdb_wiki.csv"))):
-        preprocess_imdb_wiki.main(["--data_dir", str(tmp_path)])
+        preprocess_imdb_wiki.main(["--data_dir", str(tmp_path), "--make_split"])
     with pytest.raises(SystemExit, match=re.escape(str(tmp_path / "meta" / "agedb.csv"))):
-        preprocess_agedb.main(["--data_dir", str(tmp_path)])
+        preprocess_agedb.main(["--data_dir", str(tmp_path), "--make_split"])
     with pytest.raises(SystemExit):
-        preprocess_agedb.main(["--data_dir", str(tmp_path), "--cap", "-3"])
+        preprocess_agedb.main(["--data_dir", str(tmp_path), "--make_split", "--cap", "-3"])
 
 
 # ----------------------------------------------------------------------------- AgeDB
@@ -219,7 +220,7 @@ def test_agedb_pipeline_on_synthetic_data(tmp_path):
     assert list(meta.columns) == ["age", "path"]
     assert meta["path"].tolist() == sorted(truth["path"])  # every image, in sorted name order
     assert dict(zip(meta["path"], meta["age"])) == dict(zip(truth["path"], truth["age"]))
-    preprocess_agedb.main(["--data_dir", str(tmp_path)])
+    preprocess_agedb.main(["--data_dir", str(tmp_path), "--make_split"])
     split = pd.read_csv(tmp_path / "agedb.csv")
     assert split["split"].tolist() == make_dir_split(meta["age"].tolist(), cap=30, seed=666)
 
@@ -295,7 +296,7 @@ def test_scripts_run_from_the_dataset_folder(tmp_path):
     (tmp_path / "meta").mkdir()
     rows = "".join(f"40,AgeDB/{i}_A_40_m.jpg\n" for i in range(9))
     (tmp_path / "meta" / "agedb.csv").write_text("age,path\n" + rows)
-    run = subprocess.run([sys.executable, "data/preprocess_agedb.py", "--data_dir", str(tmp_path)],
+    run = subprocess.run([sys.executable, "data/preprocess_agedb.py", "--data_dir", str(tmp_path), "--make_split"],
                          cwd=REPO / "agedb-dir", capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr
     counts = pd.read_csv(tmp_path / "agedb.csv")["split"].value_counts().to_dict()
@@ -303,3 +304,58 @@ def test_scripts_run_from_the_dataset_folder(tmp_path):
     run = subprocess.run([sys.executable, "data/download_agedb.py", "--data_dir", str(tmp_path)],
                          cwd=REPO / "agedb-dir", capture_output=True, text=True)
     assert run.returncode == 1 and "ibug.doc.ic.ac.uk" in run.stderr and "Traceback" not in run.stderr
+
+
+# ----------------------------------------------------------------------------- the published split files
+
+SHARED_AGEDB = REPO.parent / "shared" / "data" / "agedb-dir" / "agedb.csv"
+
+
+def test_published_split_url_is_pinned():
+    assert datasplit.AGEDB_SPLIT.url == ("https://raw.githubusercontent.com/YyzHarry/imbalanced-regression/"
+                                         "a6fdc45d45c04e6f5c40f43925bc66e580911084/agedb-dir/data/agedb.csv")
+    assert datasplit.IMDB_WIKI_SPLIT.url.endswith("/a6fdc45d45c04e6f5c40f43925bc66e580911084/imdb-wiki-dir/data/"
+                                                  "imdb_wiki.csv")
+
+
+@pytest.mark.skipif(not SHARED_AGEDB.is_file(), reason="../shared/data/agedb-dir/agedb.csv is absent")
+def test_fetch_the_published_agedb_split_from_a_local_copy(tmp_path, capsys):
+    """Offline: the fetch is given the file itself; it is verified by its SHA-256 and then reported as published."""
+    preprocess_agedb.main(["--data_dir", str(tmp_path), "--source", str(SHARED_AGEDB)])
+    out = tmp_path / "agedb.csv"
+    assert out.read_bytes() == SHARED_AGEDB.read_bytes()
+    assert "the published split, verified" in capsys.readouterr().out
+    assert "the published agedb split" in datasplit.describe_split(out, datasplit.AGEDB_SPLIT)
+    preprocess_agedb.main(["--data_dir", str(tmp_path), "--source", str(SHARED_AGEDB)])   # again: nothing to do
+    assert "already the published split" in capsys.readouterr().out
+
+
+def test_a_wrong_file_is_refused_and_nothing_is_written(tmp_path):
+    fake = tmp_path / "fake.csv"
+    write_synthetic("agedb", tmp_path / "syn", n=100, img_size=8, seed=0)
+    fake.write_bytes((tmp_path / "syn" / "agedb.csv").read_bytes())
+    with pytest.raises(SystemExit, match="is not the published agedb split \\(its SHA-256 is"):
+        preprocess_agedb.main(["--data_dir", str(tmp_path / "out"), "--source", str(fake)])
+    assert not (tmp_path / "out" / "agedb.csv").exists() and not list((tmp_path / "out").glob("*.part"))
+    described = datasplit.describe_split(fake, datasplit.AGEDB_SPLIT)
+    assert "NOT the published split" in described
+
+
+def test_imdb_wiki_split_is_verified_by_its_sizes(tmp_path):
+    sizes = {"train": 6, "val": 2, "test": 2}
+    published = datasplit.PublishedSplit("imdb_wiki", "imdb-wiki-dir", sizes=sizes)
+    rows = ["age,path,split"] + [f"30,imdb_crop/{i}.jpg,{s}" for i, s in enumerate(["train"] * 6 + ["val"] * 2 +
+                                                                                   ["test"] * 2)]
+    good = tmp_path / "good.csv"
+    good.write_text("\n".join(rows) + "\n")
+    assert published.problem(good) is None
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(rows[:-1]) + "\n")
+    assert "split sizes are {'train': 6, 'val': 2, 'test': 1}" in published.problem(bad)
+    datasplit.fetch_published_split(published, tmp_path / "data" / "imdb_wiki.csv", str(good))
+    assert (tmp_path / "data" / "imdb_wiki.csv").read_text() == good.read_text()
+
+
+def test_an_unreachable_source_is_one_sentence(tmp_path):
+    with pytest.raises(SystemExit, match="could not fetch .* --make_split"):
+        preprocess_agedb.main(["--data_dir", str(tmp_path), "--source", "file:///nonexistent/agedb.csv"])

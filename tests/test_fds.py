@@ -516,3 +516,40 @@ def test_golden_g4_depth_clip_bounds(v1, expected):
          smoothed_var_last_epoch=var2)
     out = fds.smooth(torch.tensor(G4_X, dtype=F64), torch.tensor([5.0, 5.0], dtype=F64), 1)
     np.testing.assert_allclose(_lists(out), expected, rtol=1e-7, atol=1e-7)   # the reference's row is float32
+
+
+def test_alias_last_epoch_reproduces_the_reference_aliasing():
+    """With alias_last_epoch, FDS behaves as the reference's `last = running` assignment: written out here with
+    real aliasing (one tensor under two names) and per-bucket row writes."""
+    k, d, start_update = 6, 2, 0
+    fds = FDS(d, bucket_num=k, bucket_start=0, start_update=start_update, start_smooth=1, ks=3, sigma=1,
+              alias_last_epoch=True).double()
+    helper = FDS(d, bucket_num=k, bucket_start=0, ks=3, sigma=1).double()     # only its smoothing across buckets
+    ref = {"mean": torch.zeros(k, d, dtype=F64), "var": torch.ones(k, d, dtype=F64)}
+    ref.update(last_mean=torch.zeros(k, d, dtype=F64), last_var=torch.ones(k, d, dtype=F64),
+               smoothed_mean=torch.zeros(k, d, dtype=F64), smoothed_var=torch.ones(k, d, dtype=F64), epoch=start_update)
+    g = torch.Generator().manual_seed(4)
+    for epoch in range(4):
+        if epoch == ref["epoch"] + 1:                     # reference update_last_epoch_stats: aliasing assignment
+            ref["epoch"] += 1
+            ref["last_mean"], ref["last_var"] = ref["mean"], ref["var"]
+            ref["smoothed_mean"] = helper._smooth_across_buckets(ref["last_mean"])
+            ref["smoothed_var"] = helper._smooth_across_buckets(ref["last_var"])
+        features = torch.rand(30, d, generator=g, dtype=F64) * (epoch + 1)
+        labels = torch.randint(0, k, (30,), generator=g).double()
+        for bucket in labels.unique().tolist():             # reference update_running_stats: in-place row writes
+            rows = features[labels == bucket]
+            factor = 0.0 if epoch == start_update else 0.9
+            ref["mean"][int(bucket)] = (1 - factor) * rows.mean(0) + factor * ref["mean"][int(bucket)]
+            variance = rows.var(0) if len(rows) > 1 else torch.zeros(d, dtype=F64)
+            ref["var"][int(bucket)] = (1 - factor) * variance + factor * ref["var"][int(bucket)]
+        fds.update_last_epoch_stats(epoch)
+        fds.update_running_stats(features, labels, epoch)
+        for name, key in (("running_mean_last_epoch", "last_mean"), ("running_var_last_epoch", "last_var"),
+                          ("smoothed_mean_last_epoch", "smoothed_mean"), ("smoothed_var_last_epoch", "smoothed_var")):
+            torch.testing.assert_close(getattr(fds, name), ref[key], rtol=1e-12, atol=1e-12)
+    x, y = torch.rand(8, d, dtype=F64), torch.arange(8).double() % k
+    m1, v1, m2, v2 = ref["last_mean"][y.long()], ref["last_var"][y.long()], ref["smoothed_mean"][y.long()], \
+        ref["smoothed_var"][y.long()]
+    expected = (x - m1) * torch.sqrt((v2 / v1).clamp(0.1, 10)) + m2
+    torch.testing.assert_close(fds.smooth(x, y, 4), expected, rtol=1e-12, atol=1e-12)

@@ -446,3 +446,35 @@ def test_cuda_matches_cpu():
     yd = torch.tensor([1.0, 1.0, 2.0, 5.0, 5.0, 9.0])
     xd = torch.randn(4, 3, generator=torch.Generator().manual_seed(3))[[0, 0, 1, 2, 2, 3]]
     assert ranksim_loss(xd.cuda(), yd.cuda(), 2.0).item() == pytest.approx(ranksim_loss(xd, yd, 2.0).item(), rel=1e-5)
+
+
+# -- the reference's tie rule ---------------------------------------------------------------------------------------
+def reference_ranks(x: torch.Tensor) -> torch.Tensor:
+    """The age references' rank, restated: ``argsort(argsort(x).flip(1))``, PyTorch's default sort, (r + 1) / n."""
+    return (torch.argsort(torch.argsort(x).flip(1)).float() + 1) / x.shape[1]
+
+
+@pytest.mark.parametrize("batch", [32, 64, 100])
+def test_reference_tie_rule_equals_the_two_argsort_restatement(batch):
+    """Integer ages give many ties in −|y_i − y_j|; the 'reference' rule must give the reference's ranks exactly."""
+    g = torch.Generator().manual_seed(batch)
+    ages = torch.randperm(80, generator=g)[:min(batch, 80)].float() if batch <= 80 else \
+        torch.randint(0, 80, (batch,), generator=g).float()
+    distance = -(ages[:, None] - ages[None, :]).abs()
+    torch.testing.assert_close(rank_normalised(distance, "reference"), reference_ranks(distance), rtol=0, atol=0)
+    # The stable rule is a different, device-independent order: it agrees on the rank multiset, not the order.
+    stable = rank_normalised(distance, "stable")
+    assert torch.equal(stable.sort(1).values, reference_ranks(distance).sort(1).values)
+
+
+def test_loss_with_reference_ties_uses_the_reference_ranks():
+    """ranksim_loss(ties='reference') equals the loss written with the restated reference ranks."""
+    g = torch.Generator().manual_seed(3)
+    features = torch.randn(32, 16, generator=g, dtype=D64)
+    ages = torch.randperm(60, generator=g)[:32].double().reshape(-1, 1)
+    z = torch.nn.functional.normalize(features, dim=1)
+    expected = ((reference_ranks(z @ z.T) - reference_ranks(-(ages - ages.T).abs())) ** 2).mean(1).sum()
+    got = ranksim_loss(features, ages, 2.0, ties="reference")
+    torch.testing.assert_close(got.double(), expected.double(), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="ties"):
+        ranksim_loss(features, ages, 2.0, ties="random")

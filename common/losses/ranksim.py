@@ -14,14 +14,19 @@ import torch.nn.functional as F
 from common import checks
 
 
-def rank_normalised(scores: torch.Tensor) -> torch.Tensor:
+TIES = ("stable", "reference")
+
+
+def rank_normalised(scores: torch.Tensor, ties: str = "stable") -> torch.Tensor:
     """Row-wise descending ranks, ``(rank + 1) / n`` in float32 (largest value → 1/n).
 
-    scores: (..., n). Ties: the higher index gets the smaller rank (the reference's stable ascending sort,
-    flipped), so ``[0.3, 0.9, −0.1, 0.9, 0.5]`` ranks ``[3, 1, 4, 0, 2]`` (0-based).
+    scores: (..., n). ``ties='stable'``: the higher index gets the smaller rank (a stable ascending sort,
+    flipped), so ``[0.3, 0.9, −0.1, 0.9, 0.5]`` ranks ``[3, 1, 4, 0, 2]`` (0-based), identically on every
+    device (the STS-B reference's NumPy rule). ``ties='reference'``: the age references' rule, PyTorch's
+    default (unstable) ``argsort`` flipped, so ties fall as that sort places them on this device.
     """
     n = scores.shape[-1]
-    order = torch.argsort(scores, dim=-1, stable=True).flip(-1)
+    order = torch.argsort(scores, dim=-1, stable=ties == "stable").flip(-1)
     positions = torch.arange(1, n + 1, device=scores.device, dtype=torch.float32).expand(order.shape)
     return torch.empty(order.shape, device=scores.device, dtype=torch.float32).scatter_(-1, order, positions) / n
 
@@ -30,24 +35,24 @@ class _TrueRanker(torch.autograd.Function):
     """Forward: :func:`rank_normalised`. Backward: ``−(rank(s) − rank(s + λ g)) / (λ + 1e-8)``."""
 
     @staticmethod
-    def forward(ctx, scores, interpolation_lambda):
-        ranks = rank_normalised(scores)
+    def forward(ctx, scores, interpolation_lambda, ties="stable"):
+        ranks = rank_normalised(scores, ties)
         ctx.save_for_backward(scores, ranks)
-        ctx.interpolation_lambda = interpolation_lambda
+        ctx.interpolation_lambda, ctx.ties = interpolation_lambda, ties
         return ranks
 
     @staticmethod
     def backward(ctx, grad_output):
         scores, ranks = ctx.saved_tensors
         lam = ctx.interpolation_lambda
-        perturbed = rank_normalised(scores + lam * grad_output.to(scores.dtype))
+        perturbed = rank_normalised(scores + lam * grad_output.to(scores.dtype), ctx.ties)
         grad = -(ranks - perturbed) / (lam + 1e-8)
-        return grad.to(scores.dtype), None
+        return grad.to(scores.dtype), None, None
 
 
-def true_ranker(scores: torch.Tensor, interpolation_lambda: float) -> torch.Tensor:
+def true_ranker(scores: torch.Tensor, interpolation_lambda: float, ties: str = "stable") -> torch.Tensor:
     """Differentiable normalised ranks of ``scores`` (..., n); see :class:`_TrueRanker`."""
-    return _TrueRanker.apply(scores, interpolation_lambda)
+    return _TrueRanker.apply(scores, interpolation_lambda, ties)
 
 
 def _one_per_label(labels: torch.Tensor, generator) -> torch.Tensor | None:
@@ -64,7 +69,7 @@ def _one_per_label(labels: torch.Tensor, generator) -> torch.Tensor | None:
     return order[first].to(labels.device)
 
 
-def ranksim_loss(features, targets, interpolation_lambda=2.0, generator=None) -> torch.Tensor:
+def ranksim_loss(features, targets, interpolation_lambda=2.0, generator=None, ties="stable") -> torch.Tensor:
     """RankSim (docs/methods.md §6.2).
 
     Args:
@@ -72,6 +77,7 @@ def ranksim_loss(features, targets, interpolation_lambda=2.0, generator=None) ->
         targets: (B,), (B, 1) or (B, K) labels; label similarity is ``−‖y_i − y_j‖``.
         interpolation_lambda: ``λ`` of the blackbox rank gradient.
         generator: optional ``torch.Generator`` driving the choice of one sample per duplicated label.
+        ties: the rank tie rule of :func:`rank_normalised` (``'stable'`` or ``'reference'``).
 
     Returns:
         0-d loss ``Σ_i mean_j (rank(S_i)_j − rank(−|y_i − y|)_j)²`` over the kept rows.
@@ -79,6 +85,7 @@ def ranksim_loss(features, targets, interpolation_lambda=2.0, generator=None) ->
     where = "ranksim_loss"
     features = checks.feature_batch(where, "features", features, 2)
     checks.check_positive(where, "interpolation_lambda", interpolation_lambda, allow_zero=True)
+    checks.check_choice(where, "ties", ties, TIES)
     n = features.shape[0]
     targets = checks.labels_2d(where, "targets", checks.as_tensor(where, "targets", targets), n, "features")
     checks.check_finite(where, "features", features)
@@ -92,21 +99,23 @@ def ranksim_loss(features, targets, interpolation_lambda=2.0, generator=None) ->
         with torch.no_grad():
             t = targets.detach().to(z.dtype)
             label_distance = (t - t.T).abs() if t.shape[1] == 1 else torch.cdist(t, t)
-            label_ranks = rank_normalised(-label_distance)
-        feature_ranks = true_ranker(similarity, interpolation_lambda)
+            label_ranks = rank_normalised(-label_distance, ties)
+        feature_ranks = true_ranker(similarity, interpolation_lambda, ties)
         return ((feature_ranks - label_ranks) ** 2).mean(dim=1).sum()
 
 
 class RankSim(nn.Module):
-    """:func:`ranksim_loss` with ``λ`` (CLI ``--interpolation_lambda``); the weight γ is applied by the caller."""
+    """:func:`ranksim_loss` with ``λ`` (CLI ``--interpolation_lambda``) and the tie rule (``--ranksim_ties``);
+    the weight γ is applied by the caller."""
 
-    def __init__(self, interpolation_lambda=2.0):
+    def __init__(self, interpolation_lambda=2.0, ties="stable"):
         super().__init__()
         checks.check_positive("RankSim", "interpolation_lambda", interpolation_lambda, allow_zero=True)
-        self.interpolation_lambda = interpolation_lambda
+        checks.check_choice("RankSim", "ties", ties, TIES)
+        self.interpolation_lambda, self.ties = interpolation_lambda, ties
 
     def forward(self, features, targets, generator=None):
-        return ranksim_loss(features, targets, self.interpolation_lambda, generator)
+        return ranksim_loss(features, targets, self.interpolation_lambda, generator, self.ties)
 
     def extra_repr(self):
-        return f"interpolation_lambda={self.interpolation_lambda}"
+        return f"interpolation_lambda={self.interpolation_lambda}, ties={self.ties}"

@@ -1,14 +1,17 @@
-"""Build the IMDB-WIKI-DIR balanced val/test split (step 2 of 2).
+"""Get the IMDB-WIKI-DIR split file ``data/imdb_wiki.csv``: the published one by default, or a new one.
 
-    cd imdb-wiki-dir && python data/preprocess_imdb_wiki.py     # data/meta/imdb_wiki.csv -> data/imdb_wiki.csv
+    cd imdb-wiki-dir && python data/preprocess_imdb_wiki.py                # fetch the published split, verify
+    cd imdb-wiki-dir && python data/preprocess_imdb_wiki.py --make_split   # data/meta/imdb_wiki.csv -> new split
 
-The published split is the shipped ``data/imdb_wiki.csv`` (one git blob in every reference
-repo); use it for any comparison with published numbers. This script re-creates a split with
-the same procedure (docs/datasets.md §1.1: per age 0..120, seeded shuffle, k = min(n_age // 3, 150)
-to val and the next k to test, the rest and all ages > 120 to train), but a re-run need not
-reproduce the shipped file: it depends on the row order of ``meta/imdb_wiki.csv`` and on the
-RNG. It therefore refuses to replace an existing ``imdb_wiki.csv`` unless ``--overwrite`` is given.
-The output is written atomically (a temporary file, then a rename).
+Default: downloads ``imdb-wiki-dir/data/imdb_wiki.csv`` of the DIR repository (YyzHarry/imbalanced-regression)
+at the pinned commit ``common.datasplit.REFERENCE_COMMIT`` and keeps it only if it has the columns
+``age,path,split`` and the published sizes (train 191,509 / val 11,022 / test 11,022). ``--source
+PATH_OR_URL`` takes it from elsewhere, verified the same way. Training logs say whether the split in use is it.
+
+``--make_split`` re-creates a split with the same procedure (docs/datasets.md §1.1: per age 0..120, seeded
+shuffle, k = min(n_age // 3, 150) to val and the next k to test, the rest and all ages > 120 to train); it need
+not reproduce the published file (it depends on the row order of ``meta/imdb_wiki.csv``). Neither mode
+replaces an existing ``imdb_wiki.csv`` without ``--overwrite``; output is written atomically.
 """
 import sys
 
@@ -16,7 +19,7 @@ from common import datasplit
 
 
 def main(argv=None) -> None:
-    datasplit.main(argv, csv_name="imdb_wiki", cap=150)
+    datasplit.main(argv, csv_name="imdb_wiki", cap=150, published=datasplit.IMDB_WIKI_SPLIT)
 
 
 if __name__ == "__main__":
