@@ -119,11 +119,17 @@ class AgeDataset(Dataset):
 BNI_BINS = LabelBins(0, 1, 200)
 
 
-def bucket_prior(train_labels, lds: bool, kernel: str, ks: int, sigma: float, bins: LabelBins = BNI_BINS):
-    """BNI prior: the bins' values (ages) and their (LDS-smoothed) training frequencies, empty bins dropped."""
-    counts = bins.histogram(train_labels).astype(np.float64)
+def bucket_prior(train_labels, lds: bool, kernel: str, ks: int, sigma: float, bins: LabelBins = BNI_BINS,
+                 truncate: bool = False):
+    """BNI prior: the bins' values (ages) and their (LDS-smoothed) training frequencies, empty bins dropped.
+
+    ``truncate`` reproduces the reference, which smooths the integer counts in integer arithmetic."""
+    counts = bins.histogram(train_labels)
     if lds:
-        counts = smoothed_bin_counts(counts, "none", True, kernel, ks, sigma)
+        # Raw counts ("inverse" without clipping) so that the reference's integer truncation can apply.
+        counts = smoothed_bin_counts(counts, "inverse", True, kernel, ks, sigma, clip=None,
+                                     truncate_smoothed_counts=truncate)
+    counts = np.asarray(counts, dtype=np.float64)
     keep = counts > 0
     return bins.lower_edges()[keep], counts[keep] / counts[keep].sum()
 
@@ -215,10 +221,12 @@ class AgeTask(Task):
         return model
 
     def _load_trunk(self, model, path) -> None:
-        """RRT: every trunk tensor of ``path`` (all but the ``linear`` head) must fit this model."""
+        """RRT: every trunk tensor of ``path`` (all but the ``linear`` head) must fit this model; a reference
+        checkpoint's FDS statistics are mapped or dropped as for evaluation (:func:`common.fds.adapt_fds_state`)."""
         from common import engine
-        trunk = {k: v for k, v in engine.load_checkpoint(path)["state_dict"].items()
-                 if not k.startswith(("linear.", "fc."))}
+        from common.fds import adapt_fds_state
+        state = adapt_fds_state(engine.load_checkpoint(path)["state_dict"], model, self.log)
+        trunk = {k: v for k, v in state.items() if not k.startswith(("linear.", "fc."))}
         own = model.state_dict()
         misfits = [k for k, v in trunk.items() if k not in own or own[k].shape != v.shape]
         missing = [k for k, v in own.items() if not k.startswith("linear.") and k not in trunk]
@@ -238,7 +246,7 @@ class AgeTask(Task):
             self.log(f"--bmse replaces the regression loss; --loss {a.loss} only chooses the validation metric "
                      f"that selects the best checkpoint ({self.selection_name}).")
         gmm_file = gmm_path(a.gmm, a.data_dir) if a.bmse and a.imp == "gai" else None
-        prior = bucket_prior(self.train_labels, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma) \
+        prior = bucket_prior(self.train_labels, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, truncate=a.lds_truncate) \
             if a.bmse and a.imp == "bni" else None
         return self.loss_module.build_objective(
             loss=a.loss, bmse=a.imp if a.bmse else None, init_noise_sigma=a.init_noise_sigma,
@@ -287,8 +295,15 @@ class AgeTask(Task):
     def selection_score(self, preds, labels, metrics) -> float:
         if self.args.balanced_metric:
             metrics = balanced_shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr)
-            self.log(shot_table("bal.", metrics))
         return metrics["all"][self.metric]
+
+    def report(self, name, preds, labels, metrics) -> str:
+        """The shot table; with ``--balanced_metric`` also the balanced one (the mean over labels, bMSE/bMAE)."""
+        table = shot_table(name, metrics)
+        if self.args.balanced_metric:
+            balanced = balanced_shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr)
+            table += "\n" + shot_table("bal.", balanced)
+        return table
 
     def baseline_predictions(self, labels):
         return np.full_like(labels, self.train_labels.mean())

@@ -87,6 +87,10 @@ class Task:
         no better than theirs is reported as a failed run. None: no such check."""
         return None
 
+    def report(self, name: str, preds: np.ndarray, labels: np.ndarray, metrics: dict) -> str:
+        """What the log shows for a split's predictions; default :meth:`format_metrics`."""
+        return self.format_metrics(name, metrics)
+
     def format_metrics(self, name: str, metrics: dict) -> str:
         """Default: the shot table of :func:`common.metrics.shot_metrics` results, else the dict."""
         if all(shot in metrics for shot in ("all", "many", "medium", "few")):
@@ -274,7 +278,7 @@ class Trainer:
         self._load_model(model, checkpoint, checkpoint_path)
         preds, labels = self.predict(model, self._loader(datasets["test"], train=False)[0])
         metrics = self.task.metrics(preds, labels)
-        print(self.task.format_metrics("test", metrics))
+        print(self.task.report("test", preds, labels, metrics))
         engine.write_json({"test": metrics, "epoch": checkpoint.get("epoch"), "checkpoint": str(checkpoint_path),
                            "args": self.config}, Path(checkpoint_path).parent / "eval.json")
         return metrics
@@ -332,7 +336,7 @@ class Trainer:
             score = self.task.selection_score(preds, labels, metrics)
             state["vals"] += 1
             self.log(f"epoch {epoch} step {state['global_step']} validation\n"
-                     + self.task.format_metrics("val", metrics))
+                     + self.task.report("val", preds, labels, metrics))
             for name, value in flatten_metrics(metrics, "val/").items():
                 scalars.log(name, value, state["global_step"])
             is_best = score < state["best_score"]
@@ -399,7 +403,7 @@ class Trainer:
         preds, labels = self.predict(model, self._loader(datasets["test"], train=False)[0])
         test = self.task.metrics(preds, labels)
         self.log(f"test of the best checkpoint (epoch {state['best_epoch']}, step {state['best_step']})\n"
-                 + self.task.format_metrics("test", test))
+                 + self.task.report("test", preds, labels, test))
         self._check_against_baseline(model, val_loader, state["best_score"])
         best_val = best["trainer"]["best_val"]
         result = {"val": best_val, "test": test, "epoch": state["best_epoch"], "step": state["best_step"]}

@@ -81,3 +81,21 @@ def test_evaluate_a_reference_checkpoint_end_to_end(flags, tmp_path, capsys):
                                            if l.endswith(",test")])
     saved = json.loads((path.parent / "eval.json").read_text())
     assert saved["test"] == json.loads(json.dumps(metrics))
+
+
+@needs_keys
+@pytest.mark.slow
+def test_rrt_from_a_reference_checkpoint(tmp_path):
+    """--retrain_fc --pretrained REFERENCE: the trunk is the reference's, only `linear` trains."""
+    data = tmp_path / "data"
+    write_synthetic("agedb", data, n=100, img_size=32, seed=0)
+    path = tmp_path / "ref.pth.tar"
+    checkpoint = reference_checkpoint()
+    torch.save(checkpoint, path)
+    folder_main("agedb-dir")(["--retrain_fc", "--pretrained", str(path), "--reweight", "sqrt_inv", "--fds",
+                              "--data_dir", str(data), "--store_root", str(tmp_path), "--store_name", "rrt",
+                              "--workers", "0", "--img_size", "32", "--batch_size", "50", "--epoch", "1"])
+    trained = torch.load(tmp_path / "rrt" / "ckpt.pth.tar", weights_only=True)["state_dict"]
+    reference = checkpoint["state_dict"]
+    assert torch.equal(trained["layer3.2.conv2.weight"], reference["module.layer3.2.conv2.weight"])
+    assert not torch.equal(trained["linear.weight"], reference["module.linear.weight"])
