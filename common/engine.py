@@ -125,13 +125,26 @@ def save_checkpoint(state: dict, path: Path) -> None:
             os.remove(tmp)
 
 
+def numpy_scalar_globals() -> list:
+    """What ``torch.load(weights_only=True)`` needs for numpy scalars: ``scalar``, ``dtype`` and the scalar dtypes."""
+    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    allowed = [scalar, (scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"), np.dtype]
+    for name in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType"):
+        if hasattr(np, "dtypes") and hasattr(np.dtypes, name):
+            allowed.append(getattr(np.dtypes, name))
+    return allowed
+
+
 def load_checkpoint(path, map_location="cpu") -> dict:
     """``torch.load(weights_only=True)`` with one clear sentence for a missing or unreadable file."""
     path = Path(path)
     if not path.is_file():
         raise RunError(f"checkpoint {path} does not exist; check the --resume/--pretrained path.")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        # The NYUD2 references store numpy float64 scalars (`error`, per-shot metrics): allow exactly the numpy
+        # scalar reconstructor and dtypes, under their NumPy 1 and 2 module names; nothing else is unpickled.
+        with torch.serialization.safe_globals(numpy_scalar_globals()):
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling error means the same thing to the user
         raise RunError(f"checkpoint {path} could not be read ({type(error).__name__}); it is corrupt or not a "
                        "checkpoint of this repo: pass another file.") from error

@@ -48,11 +48,16 @@ class FDS(nn.Module):
         alias_last_epoch: reproduce the reference's aliasing: after the first roll-over the last-epoch
             statistics follow every update of the running ones, one epoch ahead of the smoothed statistics
             (default: copied at the roll-over, the intended "last epoch"; docs/reference-differences.md).
+        fill_empty: after each update, give every bucket absent from it its neighbours' statistics, as the
+            STS-B reference does (docs/methods.md §3.3): scanning rows 0…K−1 in order, the first row copies
+            row 1, the last copies row K−2, any other the mean of the row before (already filled) and the row
+            after (not yet filled). Default off (age, depth).
     """
 
     def __init__(self, feature_dim, bucket_num=100, bucket_start=3, start_update=0, start_smooth=1,
                  kernel="gaussian", ks=5, sigma=2, momentum=0.9, clip_min=0.1, clip_max=10.0,
-                 bins: LabelBins | None = None, edge_rule: str = "present", alias_last_epoch: bool = False):
+                 bins: LabelBins | None = None, edge_rule: str = "present", alias_last_epoch: bool = False,
+                 fill_empty: bool = False):
         super().__init__()
         if bucket_num - bucket_start < 2:
             raise ValueError(f"FDS: need at least two buckets, got bucket_num={bucket_num}, "
@@ -65,6 +70,7 @@ class FDS(nn.Module):
             raise ValueError(f"FDS: `bins` has {bins.num_bins} bins but bucket_num={bucket_num}.")
         checks.check_choice("FDS", "edge_rule", edge_rule, EDGE_RULES)
         self.bins, self.edge_rule, self.alias_last_epoch = bins, edge_rule, alias_last_epoch
+        self.fill_empty = fill_empty
         self.feature_dim = feature_dim
         self.bucket_num, self.bucket_start = bucket_num, bucket_start
         self.start_update, self.start_smooth = start_update, start_smooth
@@ -174,7 +180,14 @@ class FDS(nn.Module):
         """
         if epoch < int(self.epoch):
             return
-        features, labels = self._check("update_running_stats", features, labels)
+        counts, mean, squares = self._moments("update_running_stats", features, labels)
+        var = squares / (counts - 1).clamp(min=1)[:, None]
+        self._fold(counts, mean, var, epoch)
+
+    def _moments(self, where, features, labels):
+        """Per-bucket (count, mean, sum of squared deviations) of a batch, in the buffers' dtype: (K,), (K, D),
+        (K, D)."""
+        features, labels = self._check(where, features, labels)
         features = features.detach().to(self.running_mean)
         rows = self.bucketize(labels.to(features.device))
         k = self.num_buckets
@@ -187,8 +200,16 @@ class FDS(nn.Module):
         deviation = torch.cat([mean, mean.new_zeros(1, self.feature_dim)]).index_select(0, rows)
         deviation.sub_(features).square_()
         squares = torch.zeros_like(sums).index_add_(0, rows, deviation)[:k]
-        var = squares / (counts - 1).clamp(min=1)[:, None]
+        return counts, mean, squares
 
+    def statistics(self) -> "FDSStatistics":
+        """A streaming accumulator for one statistics pass whose features do not fit in memory at once (NYUD2:
+        600 images × 128 channels × 114×152 pixels); ``add`` each batch, then ``commit(epoch)``."""
+        return FDSStatistics(self)
+
+    @torch.no_grad()
+    def _fold(self, counts, mean, var, epoch: int) -> None:
+        """Fold one epoch's per-bucket counts (K,), means and unbiased variances (K, D) into the running stats."""
         present = counts > 0
         self.num_samples_tracked += counts
         if epoch == self.start_update:
@@ -202,12 +223,29 @@ class FDS(nn.Module):
         new_var = (1 - factor) * var + factor * self.running_var
         self.running_mean.copy_(torch.where(present[:, None], new_mean, self.running_mean))
         self.running_var.copy_(torch.where(present[:, None], new_var, self.running_var))
+        if self.fill_empty:
+            self._fill_absent(~present)
         if self.alias_last_epoch and int(self.epoch) > self.start_update:
             # The reference's `running_*_last_epoch = running_*` (from the first roll-over on) makes both names
             # one tensor, so the last-epoch statistics see this update too.
             self.running_mean_last_epoch.copy_(self.running_mean)
             self.running_var_last_epoch.copy_(self.running_var)
             self.refresh_calibration()
+
+    def _fill_absent(self, absent: torch.Tensor) -> None:
+        """STS-B's neighbour filling of the buckets absent from an update (see ``fill_empty``).
+
+        A loop over the absent rows: each fill reads the row before it, which may have been filled one step
+        earlier, so the rows cannot be computed at once (K ≤ 50 rows of (D,) each)."""
+        k = self.num_buckets
+        for stats in (self.running_mean, self.running_var):
+            for row in torch.nonzero(absent).flatten().tolist():
+                if row == 0:
+                    stats[0] = stats[1]
+                elif row == k - 1:
+                    stats[row] = stats[row - 1]
+                else:
+                    stats[row] = (stats[row - 1] + stats[row + 1]) / 2
 
     @torch.no_grad()
     def refresh_calibration(self) -> None:
@@ -276,3 +314,40 @@ def adapt_fds_state(state_dict: dict, model: nn.Module, log=print) -> dict:
         log(f"checkpoint FDS statistics not used by this model ({len(dropped)} tensors, e.g. {dropped[0]}): they "
             "only act in training; pass --fds with the checkpoint's --bucket_num/--bucket_start to keep them")
     return out
+
+
+class FDSStatistics:
+    """Per-bucket moments of one statistics pass, accumulated batch by batch (Chan et al.'s pairwise update of
+    count, mean and sum of squared deviations, in float64), then folded into the FDS as
+    :meth:`FDS.update_running_stats` would fold the whole pass at once."""
+
+    def __init__(self, fds: FDS):
+        self.fds = fds
+        k, d = fds.num_buckets, fds.feature_dim
+        device = fds.running_mean.device
+        self.count = torch.zeros(k, dtype=torch.float64, device=device)
+        self.mean = torch.zeros(k, d, dtype=torch.float64, device=device)
+        self.squares = torch.zeros(k, d, dtype=torch.float64, device=device)
+
+    @torch.no_grad()
+    def add(self, features, labels) -> None:
+        """features: (N, D) or (B, C, H, W); labels: (N,), (N, 1) or (B, 1, H, W)."""
+        count, mean, squares = self.fds._moments("statistics.add", features, labels)
+        count, mean, squares = count.double(), mean.double(), squares.double()
+        total = self.count + count
+        delta = mean - self.mean
+        share = (count / total.clamp(min=1))[:, None]
+        self.squares += squares + delta.square() * (self.count * share[:, 0])[:, None]
+        self.mean += delta * share
+        self.count = total
+
+    @torch.no_grad()
+    def commit(self, epoch: int) -> None:
+        """The end of the pass: ``update_last_epoch_stats(epoch)``, then the accumulated update."""
+        fds = self.fds
+        fds.update_last_epoch_stats(epoch)
+        if epoch < int(fds.epoch):
+            return
+        dtype = fds.running_mean.dtype
+        var = self.squares / (self.count - 1).clamp(min=1)[:, None]
+        fds._fold(self.count.to(dtype), self.mean.to(dtype), var.to(dtype), epoch)

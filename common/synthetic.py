@@ -562,15 +562,29 @@ def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(
         prog="python -m common.synthetic", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("dataset", choices=DATASETS)
+    parser.add_argument("dataset", choices=DATASETS + ("nyud2",))
     parser.add_argument("--out", required=True, help="data folder to write (the training script's --data_dir)")
     parser.add_argument("--n", type=int, default=None,
                         help="training images (default: 12208 for agedb, 20000 for imdb_wiki)")
-    parser.add_argument("--img_size", type=int, default=32, help="image side in pixels")
+    parser.add_argument("--img_size", type=int, default=32, help="image side in pixels (age data sets)")
+    parser.add_argument("--size", type=int, nargs=2, default=(80, 60), metavar=("W", "H"),
+                        help="nyud2: image size; its H is the loader's --scale, and the test mask covers the "
+                             "centre --crop")
+    parser.add_argument("--crop", type=int, nargs=2, default=(76, 56), metavar=("W", "H"),
+                        help="nyud2: the loader's --crop, over which the balanced test mask is drawn")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.n is not None and args.n < 1:
         parser.error(f"--n must be at least 1 (training images), got {args.n}.")
+    if args.dataset == "nyud2":
+        from common.synthetic_depth import write_synthetic_nyud2
+        try:
+            csv = write_synthetic_nyud2(args.out, n=args.n or 400, size=tuple(args.size), crop=tuple(args.crop),
+                                        seed=args.seed)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"error: {e}") from None
+        print(f"wrote {csv} ({sum(1 for _ in open(csv))} training pairs) and the test split, FDS subset and mask")
+        return csv
     if args.img_size < MIN_IMG_SIZE:
         parser.error(f"--img_size must be at least {MIN_IMG_SIZE} pixels, got {args.img_size}.")
     try:

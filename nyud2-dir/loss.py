@@ -1,0 +1,91 @@
+"""The NYUD2-DIR training objective: per-pixel losses plus image-level regularisers, any combination.
+
+* regression: per-pixel weighted MSE (``--reweight``/``--lds`` give each pixel its depth bin's weight), or
+  Balanced MSE (``--bmse --imp gai|bni``) on the pixels at or beyond 0.7 m, flattened into one column (BMC's
+  N×N logits over ~10⁵ pixels per batch are refused);
+* ConR (``--conr``): the depth variant, one contrastive sample per image — the whole 128-channel map, the mean
+  depth as its label, linear pushing weight, a single view (docs/methods.md §4.2);
+* RankSim (``--regularization_weight``) on the same flattened maps with the mean depth, and SRL (``--srl``) on a
+  projection of the spatially averaged map with the mean depth's 0.1-m bin as its slot: new here, no reference
+  runs them on depth.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from common.bins import DEPTH_BINS
+from common.losses import ConRDense, RankSim, SRL, SRLSurrogate, weighted_mse_loss
+
+BMSE_MIN_DEPTH = 0.7   # metres: Balanced MSE sees the pixels of the FDS/test bins 7…99
+
+
+class DepthObjective(nn.Module):
+    """Every enabled loss of one step, named and weighted. A batch holds ``input`` (B, 3, H, W), ``target`` and
+    ``weight`` (B, 1, h, w); the model returns ``pred`` (B, 1, h, w), ``encoding`` (B, C, h, w) and, for SRL,
+    ``projection`` (B, P)."""
+
+    def __init__(self, bmse=None, conr=None, conr_weight=0.0, ranksim=None, ranksim_weight=0.0, srl=None,
+                 srl_weights=(10.0, 100.0, 0.01), surrogate=None):
+        super().__init__()
+        self.bmse, self.conr, self.conr_weight = bmse, conr, conr_weight
+        self.ranksim, self.ranksim_weight = ranksim, ranksim_weight
+        self.srl, self.srl_weights, self.surrogate = srl, tuple(srl_weights), surrogate
+
+    @staticmethod
+    def srl_slot(depth: torch.Tensor) -> torch.Tensor:
+        """(B, 1, h, w) depth → (B,) SRL slot: the 0.1-m bin of the image's mean depth."""
+        return DEPTH_BINS.index(depth.mean(dim=(1, 2, 3)).float())
+
+    def forward(self, model, batch, epoch):
+        depth, weight = batch["target"], batch["weight"]
+        out = model(batch["input"], depth, epoch)
+        pred = out["pred"].float()
+        components = {}
+        if self.bmse is not None:
+            keep = depth >= BMSE_MIN_DEPTH
+            components["bmse"] = self.bmse(pred[keep].reshape(-1, 1), depth[keep].reshape(-1, 1))
+        else:
+            components["mse"] = weighted_mse_loss(pred, depth, weight)
+        image_depth = depth.mean(dim=(1, 2, 3))[:, None]
+        if self.conr is not None:
+            components["conr"] = self.conr_weight * self.conr(out["encoding"], depth, pred.detach(), weight)
+        if self.ranksim is not None:
+            components["ranksim"] = self.ranksim_weight * self.ranksim(out["encoding"].flatten(1), image_depth)
+        if self.srl is not None:
+            contrastive, enveloping, homogeneity = self.srl(out["projection"], self.srl_slot(depth),
+                                                            self.surrogate.running_mean)
+            w1, w2, w3 = self.srl_weights
+            components.update(srl_contrastive=w1 * contrastive, srl_enveloping=w2 * enveloping,
+                              srl_homogeneity=w3 * homogeneity)
+        return components
+
+
+def build_objective(*, bmse: str | None = None, init_noise_sigma: float = 1.0, fix_noise_sigma: bool = False,
+                    gmm=None, bni_prior=None, conr_weight: float = 0.0, conr_window: float = 0.2,
+                    conr_temperature: float = 0.2, conr_eta: float = 0.2, ranksim_weight: float = 0.0,
+                    interpolation_lambda: float = 2.0, ranksim_ties: str = "stable", srl_weights=None,
+                    embedding_dim: int = 128, n_points: int = 2000, srl_temperature: float = 0.3,
+                    srl_homogeneity_alpha: float = -1.0, start_update: int = 0, momentum: float = 0.9,
+                    seed: int = 0) -> DepthObjective:
+    """A :class:`DepthObjective` from plain values (0 or None turns a method off); ``gmm`` is a loaded GAI
+    mixture, ``bni_prior`` ``(centres, weights)``."""
+    from common.losses import BNILoss, GAILoss
+    parts = {}
+    if bmse == "gai":
+        parts["bmse"] = GAILoss(init_noise_sigma, gmm)
+    elif bmse == "bni":
+        parts["bmse"] = BNILoss(init_noise_sigma, *bni_prior)
+    elif bmse is not None:
+        raise ValueError(f"build_objective: depth Balanced MSE is 'gai' or 'bni', got {bmse!r}.")
+    if bmse is not None:
+        parts["bmse"].noise_sigma.requires_grad_(not fix_noise_sigma)
+    if conr_weight:
+        parts.update(conr=ConRDense(conr_window, conr_temperature, conr_eta), conr_weight=conr_weight)
+    if ranksim_weight > 0:
+        parts.update(ranksim=RankSim(interpolation_lambda, ranksim_ties), ranksim_weight=ranksim_weight)
+    if srl_weights is not None:
+        slots = DEPTH_BINS.num_bins
+        parts.update(srl=SRL(slots, embedding_dim, n_points, srl_temperature, srl_homogeneity_alpha, seed=seed),
+                     srl_weights=srl_weights, surrogate=SRLSurrogate(slots, embedding_dim, start_update, momentum))
+    return DepthObjective(**parts)

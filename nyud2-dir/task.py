@@ -1,0 +1,212 @@
+"""NYUD2-DIR as a task of the shared trainer: the flags become this folder's data, model and objective.
+
+``NYUD2Task(args)`` reads the parsed command line once and builds every part from explicit values: the splits
+(training scenes minus a validation hold-out, the FDS subset, the masked test set), the training pixel
+histogram (computed once and cached, or the references' table), the per-pixel weights and the shot bins, the
+encoder–decoder with FDS, and the objective. Predictions are compared on the evaluated pixels after the
+references' bilinear upsampling (``align_corners=True``) to the test resolution.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import dataset
+import loss
+import resnet
+from common.bins import DEPTH_BINS
+from common.depth import depth_metrics, depth_table, pixel_bucket_weights, shot_bins
+from common.engine import RunError
+from common.fds import FDS
+from common.trainer import Task
+
+
+def run_name(args) -> str:
+    parts = ["nyud2", args.encoder, f"{args.lr:g}", str(args.batch_size)]
+    if args.reweight != "none":
+        parts.append(args.reweight)
+    if args.lds:
+        parts.append(f"lds_{args.lds_kernel[:3]}_{args.lds_ks}_{args.lds_sigma:g}")
+    if args.fds:
+        parts.append(f"fds_{args.fds_kernel[:3]}_{args.fds_ks}_{args.fds_sigma:g}")
+    if args.bmse:
+        parts.append(f"bmse_{args.imp}_{args.init_noise_sigma:g}")
+    if args.conr:
+        parts.append(f"conr_{args.conr_beta:g}_w{args.conr_window:g}_e{args.conr_eta:g}")
+    if args.regularization_weight > 0:
+        parts.append(f"ranksim_{args.regularization_weight:g}")
+    if args.srl:
+        parts.append("srl")
+    if args.retrain_fc:
+        parts.append("rrt")
+    parts.append(f"seed{args.seed}")
+    return "_".join(parts)
+
+
+class NYUD2Task(Task):
+    def __init__(self, args):
+        self.args = args
+        self.crop = tuple(args.crop)
+        self.selection_name = "test rmse" if args.select_on_test else "val rmse"
+        self.pixel_counts = self.shots = None
+
+    # ---- data ----
+    def datasets(self) -> dict:
+        a, data_dir = self.args, Path(self.args.data_dir)
+        train_csv = data_dir / "nyu2_train.csv"
+        pairs = dataset.read_pairs(train_csv, data_dir)
+        dataset.check_pairs_exist(pairs, train_csv)
+        if a.pixel_histogram == "reference":
+            counts = dataset.REFERENCE_TRAIN_PIXELS.copy()
+            self.log("training pixel histogram: the references' table")
+        else:
+            counts = dataset.cached_pixel_histogram(data_dir, pairs, a.scale, self.crop, self.log)
+            problems = dataset.check_reference_histogram(counts)
+            self.log("training pixel histogram: computed from the data, " + (
+                "equal to the references' table" if not problems else f"not the references' ({problems[0]})"))
+        if counts[a.bucket_start] <= 0:
+            raise RunError(f"no training pixel lies in bin {a.bucket_start} ({a.bucket_start / 10:g}–"
+                           f"{(a.bucket_start + 1) / 10:g} m); re-weighting and FDS need it: check the depth data.")
+        self.pixel_counts = counts
+        total = counts.sum()
+        self.shots = shot_bins(counts, a.many_shot_fraction * total, a.low_shot_fraction * total)
+        weights = pixel_bucket_weights(counts, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, a.bucket_start)
+
+        test_csv = data_dir / "nyu2_test.csv"
+        test_pairs = dataset.read_pairs(test_csv, data_dir)
+        dataset.check_pairs_exist(test_pairs, test_csv)
+        mask = dataset.load_test_mask(data_dir, len(test_pairs), self.crop)
+        subset_csv = data_dir / "nyu2_train_FDS_subset.csv"
+        make = lambda pairs, mode, **kw: dataset.NYUD2Dataset(pairs, mode, a.scale, self.crop, **kw)
+        test = make(test_pairs, "test", mask=mask)
+        if a.select_on_test:
+            train_pairs, val = pairs, test
+            self.log("model selection: on the TEST set (--select_on_test), as the references")
+        else:
+            train_pairs, val_pairs = dataset.split_validation_scenes(pairs, a.val_fraction)
+            if not val_pairs:
+                raise RunError(f"--val_fraction {a.val_fraction} holds out no scene; raise it or pass --select_on_test.")
+            val = make(val_pairs, "val")
+            self.log(f"model selection: on {len(val_pairs)} images of held-out training scenes "
+                     f"(--val_fraction {a.val_fraction}); --select_on_test selects on the test set as the references")
+        splits = {"train": make(train_pairs, "train", bucket_weights=weights), "val": val, "test": test}
+        if (a.fds or a.srl) and subset_csv.is_file():
+            subset = dataset.read_pairs(subset_csv, data_dir)
+            dataset.check_pairs_exist(subset, subset_csv)
+            splits["stats"] = make(subset, "stats")
+        elif a.fds or a.srl:
+            raise RunError(f"{subset_csv} does not exist; FDS collects its statistics on that subset: fetch it with "
+                           "`python data/preprocess_nyud2.py`.")
+        return splits
+
+    # ---- model, objective, optimiser ----
+    def build_model(self):
+        a = self.args
+        fds = None
+        if a.fds:
+            fds = FDS(resnet.feature_dim(a.encoder), a.bucket_num, a.bucket_start, a.start_update, a.start_smooth,
+                      a.fds_kernel, a.fds_ks, a.fds_sigma, a.fds_mmt, clip_min=0.2, clip_max=5.0, bins=DEPTH_BINS,
+                      edge_rule="clamp", alias_last_epoch=a.fds_alias_last_epoch)
+        model = resnet.build_model(a.encoder, fds=fds, projection_dim=a.embedding_dim if a.srl else None,
+                                   pretrained_encoder="none" if (a.resume or a.pretrained) else a.pretrained_encoder,
+                                   log=self.log)
+        if a.pretrained:
+            from common import engine
+            from common.fds import adapt_fds_state
+            state = adapt_fds_state(engine.load_checkpoint(a.pretrained)["state_dict"], model, self.log)
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as error:
+                raise RunError(f"--pretrained {a.pretrained} does not fit this model ({str(error).splitlines()[0]}); "
+                               "pass the --encoder it was trained with.") from error
+            self.log(f"loaded {len(state)} tensors from {a.pretrained}")
+        if a.retrain_fc:
+            for name, parameter in model.named_parameters():
+                parameter.requires_grad_(name.startswith("R.conv2."))
+        return model
+
+    def build_objective(self):
+        a = self.args
+        gmm = prior = None
+        if a.bmse and a.imp == "gai":
+            from common.gmm import load_gmm
+            gmm = load_gmm(Path(a.gmm) if a.gmm and not a.gmm.endswith(".pkl") else Path(a.data_dir) / "gmm.npz")
+        if a.bmse and a.imp == "bni":
+            prior = dataset.bni_prior(self.pixel_counts, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
+                                      a.bucket_start)
+        return loss.build_objective(
+            bmse=a.imp if a.bmse else None, init_noise_sigma=a.init_noise_sigma, fix_noise_sigma=a.fix_noise_sigma,
+            gmm=gmm, bni_prior=prior, conr_weight=a.conr_beta if a.conr else 0.0, conr_window=a.conr_window,
+            conr_temperature=a.conr_temperature, conr_eta=a.conr_eta, ranksim_weight=a.regularization_weight,
+            interpolation_lambda=a.interpolation_lambda, ranksim_ties=a.ranksim_ties,
+            srl_weights=(a.w1, a.w2, a.w3) if a.srl else None, embedding_dim=a.embedding_dim, n_points=a.n_points,
+            srl_temperature=a.temperature, srl_homogeneity_alpha=a.srl_homogeneity_alpha,
+            start_update=a.start_update, momentum=a.fds_mmt, seed=a.seed)
+
+    def build_optimizer(self, model, objective):
+        """Adam with weight decay on the model; lr × 0.1 every 5 epochs; Balanced MSE's σ at --sigma_lr, no decay."""
+        a = self.args
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "name": "model"}]
+        if a.bmse and not a.fix_noise_sigma:
+            groups.append({"params": [objective.bmse.noise_sigma], "lr": a.sigma_lr, "weight_decay": 0.0,
+                           "name": "noise_sigma"})
+        optimizer = torch.optim.Adam(groups, lr=a.lr, weight_decay=a.weight_decay)
+        step_decay, constant = (lambda epoch: 0.1 ** (epoch // 5)), (lambda epoch: 1.0)
+        decay = [step_decay if group["name"] == "model" else constant for group in groups]
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+
+    # ---- statistics, prediction, metrics ----
+    @torch.no_grad()
+    def statistics_pass(self, model, objective, batches, epoch: int) -> None:
+        """After each epoch ≥ start_update: FDS statistics of the per-pixel features (before calibration) over the
+        FDS subset, model in train mode as the references, accumulated batch by batch."""
+        fds, surrogate = model.fds, objective.surrogate
+        if (fds is None and surrogate is None) or epoch < self.args.start_update:
+            return
+        model.train()
+        moments = fds.statistics() if fds is not None else None
+        projections, slots = [], []
+        for batch in batches:
+            out = model(batch["input"], batch["target"], epoch)
+            if moments is not None:
+                moments.add(out["encoding"], batch["target"])
+            if surrogate is not None:
+                projections.append(out["projection"].float())
+                slots.append(objective.srl_slot(batch["target"]))
+        if moments is not None:
+            moments.commit(epoch)
+        if surrogate is not None:
+            surrogate.update(torch.cat(projections), torch.cat(slots), epoch)
+
+    def predict(self, model, batch):
+        target, mask = batch["target"], batch["mask"]
+        pred = F.interpolate(model(batch["input"])["pred"].float(), size=target.shape[2:], mode="bilinear",
+                             align_corners=True)
+        return pred[mask], target[mask]
+
+    def metrics(self, preds, labels) -> dict:
+        import warnings
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            metrics = depth_metrics(preds, labels, self.shots)
+        for warning in caught:
+            self.log(f"warning: {warning.message}")
+        return metrics
+
+    def selection_score(self, preds, labels, metrics) -> float:
+        return metrics["all"]["rmse"]
+
+    def format_metrics(self, name, metrics) -> str:
+        return depth_table(name, metrics)
+
+    def baseline_predictions(self, labels):
+        centres = DEPTH_BINS.lower_edges() + DEPTH_BINS.width / 2
+        return np.full_like(labels, float((centres * self.pixel_counts).sum() / self.pixel_counts.sum()))
+
+    def save_predictions(self, path, preds, labels) -> None:
+        np.savez(path, preds=preds.astype(np.float32), labels=labels.astype(np.float32),
+                 train_pixel_counts=self.pixel_counts, many_bins=self.shots["many"],
+                 medium_bins=self.shots["medium"], few_bins=self.shots["few"])

@@ -1,0 +1,78 @@
+"""Train or evaluate a monocular depth model on NYUD2-DIR.
+
+    python train.py --reweight inverse --lds --lds_kernel gaussian --lds_ks 5 --lds_sigma 2 --fds
+    python train.py --conr -w 0.2 --beta 0.2 -e 0.2
+    python train.py --bmse --imp bni --init_noise_sigma 1.0 --fix_noise_sigma
+    python train.py --evaluate --resume checkpoint/<run>/ckpt.best.pth.tar      (or: python test.py --eval_model CKPT)
+
+Flags and defaults are the references' (Adam 1e-4, weight decay 1e-4, lr × 0.1 every 5 epochs, batch 32, 10
+epochs, FDS buckets 7–99 of 0.1 m); the data are this folder's ``dataset.py``, the encoder–decoder its
+``resnet.py``, the losses its ``loss.py``, ``task.py`` wires them for the shared training loop
+(``common/trainer.py``).
+The best epoch is selected on a validation split of held-out training scenes; ``--select_on_test`` selects on
+the test set, as the references do.
+"""
+import sys
+
+try:
+    from common import cli
+except ImportError:
+    sys.exit("error: the repo's `common` package is not installed in this Python; run `make venv` in the repo "
+             "root and use .venv/bin/python (or `pip install -r requirements.txt && pip install -e .`).")
+
+# Flags that define the model; an evaluated checkpoint keeps its own.
+MODEL_FLAGS = ("encoder", "fds", "fds_kernel", "fds_ks", "fds_sigma", "start_update", "start_smooth", "bucket_num",
+               "bucket_start", "fds_mmt", "srl", "embedding_dim", "n_points", "scale", "crop")
+
+
+def build_parser():
+    p = cli.Parser(__doc__.splitlines()[0])
+    run = cli.add_run_args(p, workers=8, print_freq=10)
+    run.add_argument("--eval_model", default="", help="the references' test.py flag: evaluate this checkpoint")
+    g = p.add_argument_group("model and images")
+    g.add_argument("--encoder", default="resnet50", choices=["resnet18", "resnet34", "resnet50"])
+    g.add_argument("--pretrained_encoder", default="imagenet",
+                   help="imagenet (torchvision's V1 weights, as the references), none, or a ResNet state dict file")
+    g.add_argument("--scale", type=int, default=240, help="images are resized to this shorter side")
+    g.add_argument("--crop", type=int, nargs=2, default=(304, 228), metavar=("W", "H"),
+                   help="centre crop (W H, each divisible by 4); the training depth is half of it")
+    g.add_argument("--val_fraction", type=float, default=0.05,
+                   help="fraction of the training scenes held out to select the best epoch")
+    g.add_argument("--select_on_test", action="store_true",
+                   help="select the best epoch on the test set, as the references (no validation split)")
+    g.add_argument("--pixel_histogram", default="data", choices=["data", "reference"],
+                   help="training pixels per bin for re-weighting, LDS, BNI and shots: computed from the data "
+                        "(cached) or the references' table (equal on the real data)")
+    g.add_argument("--many_shot_fraction", type=float, default=0.0077,
+                   help="many-shot bins hold more than this fraction of the training pixels")
+    g.add_argument("--low_shot_fraction", type=float, default=0.003,
+                   help="few-shot bins hold less than this fraction of the training pixels")
+    cli.add_optim_args(p, optimizer="adam", loss="mse", lr=1e-4, epoch=10, weight_decay=1e-4, schedule=(),
+                       batch_size=32, aliases={"epoch": ["--epochs"], "lr": ["--learning-rate"],
+                                               "weight_decay": ["--wd"]},
+                       weight_decay_help="Adam weight decay")
+    cli.add_reweight_args(p, lds_ks=5, lds_sigma=2.0)
+    cli.add_fds_args(p, fds_ks=5, fds_sigma=2.0, bucket_num=100, bucket_start=7)
+    cli.add_bmse_args(p)
+    cli.add_ranksim_args(p, ties="stable")
+    cli.add_conr_args(p, window=0.2, beta=0.2, temperature=0.2, eta=0.2)
+    cli.add_srl_args(p, num_labels=100)
+    return p
+
+
+def main(argv=None) -> dict:
+    parser = build_parser()
+    args = cli.parse(parser, argv)
+    if args.eval_model:
+        args.evaluate, args.resume = True, args.eval_model
+    if args.bmse and args.imp == "bmc":
+        parser.error("--imp bmc needs an N×N matrix over the pixels of a batch (~10⁵): use --imp gai or bni on depth.")
+    if args.crop[0] % 4 or args.crop[1] % 4:
+        parser.error(f"--crop {args.crop[0]} {args.crop[1]}: both sides must be divisible by 4.")
+    from task import NYUD2Task, run_name      # this folder's task.py: flags → data, model, objective, metrics
+    from common.trainer import run
+    return run(args, NYUD2Task, run_name=run_name, model_flags=MODEL_FLAGS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,413 @@
+"""NYUD2-DIR: the data pipeline, pixel weights, shot bins, metrics, model, checkpoints and every method end to end.
+
+End-to-end runs use a synthetic NYUD2 (``python -m common.synthetic nyud2``) of 80×60 images cropped to 76×56, a
+ResNet-18 encoder without ImageNet weights, on CPU.
+"""
+import hashlib
+import json
+import math
+import subprocess
+import sys
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from common import engine
+from common.bins import DEPTH_BINS
+from common.depth import balanced_mask, depth_metrics, pixel_bucket_weights, shot_bins
+from common.fds import FDS
+from common.synthetic_depth import write_synthetic_nyud2
+from folders import ROOT, folder_main, folder_module
+
+dataset = folder_module("nyud2-dir", "dataset")
+resnet = folder_module("nyud2-dir", "resnet")
+SHARED = ROOT.parent / "shared" / "data" / "nyud2-dir"
+KEYS = SHARED / "reference_checkpoint_keys.json"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/nyud2-dir is absent")
+
+# The references' hard-coded shot lists (util.Evaluator, DIR), written out.
+REFERENCE_SHOTS = {
+    "many": list(range(9, 46)) + [47, 49],
+    "medium": [7, 8, 46, 48, 50, 51, 52, 53, 54, 55, 56, 58, 60, 61, 63],
+    "few": list(range(0, 7)) + [57, 59, 62] + list(range(64, 100)),
+}
+SMALL = ["--scale", "60", "--crop", "76", "56", "--encoder", "resnet18", "--pretrained_encoder", "none",
+         "--batch_size", "8", "--workers", "0", "--print_freq", "100", "--epochs", "1", "--lr", "1e-3"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("nyud2") / "data"
+    write_synthetic_nyud2(out, n=48, n_test=10, seed=0)
+    return out
+
+
+# -- the references' table, shots and weights --------------------------------------------------------------------
+def test_reference_histogram_facts():
+    table = dataset.REFERENCE_TRAIN_PIXELS
+    assert table.sum() == 3_513_286_656 == 50_688 * 304 * 228
+    assert int(table.argmax()) == 21 and table[21] == 146_133_612
+    nonzero = np.flatnonzero(table)
+    assert int(nonzero[table[nonzero].argmin()]) == 99 and table[99] == 1_132_666
+    assert (table[:7] == 0).all() and (table[7:] > 0).all()
+    assert dataset.check_reference_histogram(table) == []
+    assert "bin 21" in dataset.check_reference_histogram(table + np.eye(100, dtype=np.int64)[21])[1]
+
+
+def test_shot_thresholds_reproduce_the_reference_lists():
+    table = dataset.REFERENCE_TRAIN_PIXELS
+    shots = shot_bins(table, dataset.MANY_SHOT_FRACTION * table.sum(), dataset.LOW_SHOT_FRACTION * table.sum())
+    assert {k: v.tolist() for k, v in shots.items()} == REFERENCE_SHOTS
+
+
+@pytest.mark.parametrize("reweight, lds", [("inverse", False), ("sqrt_inv", False), ("inverse", True),
+                                           ("sqrt_inv", True)])
+def test_pixel_weights_follow_the_reference_recipe(reweight, lds):
+    """Written out from docs/methods.md §2.3 with Python loops; the pixel-weighted mean weight is 1."""
+    from scipy.ndimage import convolve1d
+    from common.lds import get_lds_kernel_window
+    table = [int(v) for v in dataset.REFERENCE_TRAIN_PIXELS]
+    start = 7
+    values = table[start:]
+    if reweight == "sqrt_inv":
+        values = [math.sqrt(v) for v in values]
+    if lds:
+        values = list(convolve1d(np.array(values, dtype=np.float64), get_lds_kernel_window("gaussian", 5, 2),
+                                 mode="reflect"))
+    effective = [values[0]] * start + list(values)
+    scale = sum(table) / sum(n / e for n, e in zip(table, effective))
+    expected = [np.float32(scale / e) for e in effective]
+    got = pixel_bucket_weights(table, reweight, lds, "gaussian", 5, 2, start)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert np.dot(got.astype(np.float64), table) / sum(table) == pytest.approx(1.0, rel=1e-6)
+    assert pixel_bucket_weights(table, "none") is None
+
+
+def test_bni_prior_is_the_normalised_pixel_table():
+    centres, weights = dataset.bni_prior(dataset.REFERENCE_TRAIN_PIXELS, "none", False, "gaussian", 5, 2)
+    np.testing.assert_allclose(centres, np.arange(100) * 0.1 + 0.05, rtol=1e-12)
+    table = dataset.REFERENCE_TRAIN_PIXELS.astype(np.float64)
+    table[:7] = table[7]
+    np.testing.assert_allclose(weights, table / table.sum(), rtol=1e-12)
+
+
+# -- metrics and masks ----------------------------------------------------------------------------------------------
+def test_depth_metrics_against_hand_computed_values():
+    pred = np.array([1.0, 2.2, 3.9, 0.8, 5.5], dtype=np.float32)
+    true = np.array([1.1, 2.0, 3.0, 1.0, 9.95], dtype=np.float32)
+    shots = {"many": np.array([10, 20]), "medium": np.array([30]), "few": np.array([8, 99])}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = depth_metrics(pred, true, shots)
+    p, t = pred.astype(np.float64), true.astype(np.float64)
+    e = p - t
+    assert m["all"]["mse"] == pytest.approx(np.mean(e ** 2), rel=1e-6)
+    assert m["all"]["rmse"] == pytest.approx(math.sqrt(np.mean(e ** 2)), rel=1e-6)
+    assert m["all"]["mae"] == pytest.approx(np.mean(abs(e)), rel=1e-6)
+    assert m["all"]["absrel"] == pytest.approx(np.mean(abs(e) / t), rel=1e-6)
+    assert m["all"]["log10"] == pytest.approx(np.mean(abs(np.log10(p) - np.log10(t))), rel=1e-6)
+    ratio = np.maximum(p / t, t / p)
+    for k in (1, 2, 3):
+        assert m["all"][f"delta{k}"] == pytest.approx(np.mean(ratio <= 1.25 ** k), abs=1e-7)
+    # bins: 1.1 → 11 (in no shot list), 2.0 → 20, 3.0 → 30, 1.0 → 10, 9.95 → 99
+    assert (m["many"]["count"], m["medium"]["count"], m["few"]["count"]) == (2, 1, 1)
+    assert m["few"]["rmse"] == pytest.approx(abs(5.5 - 9.95), rel=1e-6)
+    assert not caught
+    # Degenerate: an empty shot and a non-positive prediction give NaN with warnings, no exception.
+    with pytest.warns(UserWarning):
+        m = depth_metrics(np.array([-0.5, 2.0], np.float32), np.array([1.5, 2.0], np.float32), shots)
+    assert math.isnan(m["all"]["log10"]) and m["few"]["count"] == 0 and math.isnan(m["few"]["rmse"])
+
+
+def test_balanced_mask_takes_the_same_count_from_every_bin_from_0_7_m():
+    rng = np.random.default_rng(0)
+    depths = rng.gamma(3.0, 1.0, (6, 20, 30)).clip(0.1, 9.99).astype(np.float32)
+    mask = balanced_mask(depths, seed=1)
+    bins = DEPTH_BINS.index(depths)
+    counts = np.bincount(bins.reshape(-1), minlength=100)
+    per_bin = counts[counts > 0].min()
+    chosen = np.bincount(bins[mask.astype(bool)], minlength=100)
+    assert mask.dtype == np.uint8 and mask.shape == depths.shape
+    assert (chosen[:7] == 0).all()
+    assert all(chosen[b] == (per_bin if counts[b] else 0) for b in range(7, 100))
+    assert np.array_equal(mask, balanced_mask(depths, seed=1))
+
+
+def test_fds_statistics_streamed_equal_one_pass():
+    """The batch-by-batch accumulator (NYUD2's 600 × 128 × 114 × 152 features do not fit at once) equals the
+    one-call update."""
+    g = torch.Generator().manual_seed(0)
+    make = lambda: FDS(4, bucket_num=100, bucket_start=7, bins=DEPTH_BINS, edge_rule="clamp", ks=5, sigma=2).double()
+    whole, streamed = make(), make()
+    for epoch in range(3):
+        features = torch.rand(6, 4, 5, 7, generator=g, dtype=torch.float64) * (epoch + 1)
+        depth = torch.rand(6, 1, 5, 7, generator=g, dtype=torch.float64) * 9
+        whole.update_last_epoch_stats(epoch)
+        whole.update_running_stats(features, depth, epoch)
+        moments = streamed.statistics()
+        for part in (slice(0, 1), slice(1, 4), slice(4, 6)):
+            moments.add(features[part], depth[part])
+        moments.commit(epoch)
+    for name in ("running_mean", "running_var", "smoothed_mean_last_epoch", "num_samples_tracked"):
+        torch.testing.assert_close(getattr(streamed, name), getattr(whole, name), rtol=1e-10, atol=1e-12)
+
+
+# -- data ----------------------------------------------------------------------------------------------------------------
+def test_synthetic_layout(data_dir):
+    train = dataset.read_pairs(data_dir / "nyu2_train.csv", data_dir)
+    test = dataset.read_pairs(data_dir / "nyu2_test.csv", data_dir)
+    assert len(train) == 48 and len(test) == 10
+    assert (data_dir / "nyu2_train.csv").read_text().startswith("data/nyu2_train/")
+    with Image.open(train[0][1]) as depth:
+        assert depth.mode == "L"
+    with Image.open(test[0][1]) as depth:
+        assert depth.mode in ("I;16", "I")
+    mask = np.load(data_dir / "test_balanced_mask.npy")
+    assert mask.shape == (10, 56, 76) and mask.dtype == np.uint8 and mask.sum() > 0
+
+
+def test_histogram_is_computed_once_and_cached(data_dir, monkeypatch):
+    pairs = dataset.read_pairs(data_dir / "nyu2_train.csv", data_dir)
+    counts = dataset.cached_pixel_histogram(data_dir, pairs, 60, (76, 56))
+    # A loop over pixels of the un-augmented crops.
+    expected = np.zeros(100, dtype=np.int64)
+    for image_path, depth_path in pairs:
+        with Image.open(depth_path) as depth:
+            array = np.asarray(depth, dtype=np.float32)[2:58, 2:78] / 255.0 * 10.0
+        for value in array.reshape(-1):
+            expected[min(int(value * np.float32(10)), 99)] += 1
+    np.testing.assert_array_equal(counts, expected)
+    monkeypatch.setattr(dataset, "pixel_histogram", lambda *a: pytest.fail("recomputed instead of cached"))
+    np.testing.assert_array_equal(dataset.cached_pixel_histogram(data_dir, pairs, 60, (76, 56)), expected)
+
+
+def test_samples_shapes_weights_and_masks(data_dir):
+    pairs = dataset.read_pairs(data_dir / "nyu2_train.csv", data_dir)
+    weights = np.arange(100, dtype=np.float32) + 1
+    train = dataset.NYUD2Dataset(pairs, "train", 60, (76, 56), bucket_weights=weights)
+    sample = train[0]
+    assert sample["input"].shape == (3, 56, 76) and sample["target"].shape == (1, 28, 38)
+    np.testing.assert_array_equal(sample["weight"].numpy(), weights[DEPTH_BINS.index(sample["target"].numpy())])
+    mask = np.load(data_dir / "test_balanced_mask.npy")
+    test_pairs = dataset.read_pairs(data_dir / "nyu2_test.csv", data_dir)
+    test = dataset.NYUD2Dataset(test_pairs, "test", 60, (76, 56), mask=mask)
+    sample = test[3]
+    assert sample["target"].shape == (1, 56, 76) and sample["mask"].shape == (1, 56, 76)
+    assert torch.equal(sample["mask"][0], torch.from_numpy(mask[3].astype(bool)))
+    # 16-bit millimetres → metres, exactly.
+    with Image.open(test_pairs[3][1]) as depth:
+        mm = np.asarray(depth, dtype=np.float32)[2:58, 2:78]
+    np.testing.assert_array_equal(sample["target"][0].numpy(), mm / 1000.0)
+
+
+@needs_shared
+def test_reference_file_lists_parse():
+    test = dataset.read_pairs(SHARED / "nyu2_test.csv", "/data")
+    subset = dataset.read_pairs(SHARED / "nyu2_train_FDS_subset.csv", "/data")
+    assert len(test) == 654 and len(subset) == 600
+    assert str(test[0][0]) == "/data/nyu2_test/00000_colors.png"
+    assert len({dataset.scene_of(image) for image, _ in subset}) == 221
+    assert hashlib.sha256((SHARED / "nyu2_train_FDS_subset.csv").read_bytes()).hexdigest() == \
+        "e2e00e2388db5a4a6917b7f1c4af68b5fd4012f2884acbbb810ffe8c0957f5b6"
+
+
+@needs_shared
+def test_published_subset_is_verified_by_its_hash(tmp_path):
+    script = ROOT / "nyud2-dir" / "data" / "preprocess_nyud2.py"
+    (tmp_path / "nyu2_test.csv").write_text((SHARED / "nyu2_test.csv").read_text())
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "nyu2_train_FDS_subset.csv").write_bytes((SHARED / "nyu2_train_FDS_subset.csv").read_bytes())
+    np.save(source / "test_balanced_mask.npy", np.zeros((654, 228, 304), np.uint8))
+    done = subprocess.run([sys.executable, str(script), "--data_dir", str(tmp_path), "--source_dir", str(source)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "the published FDS subset, verified" in done.stdout
+    (tmp_path / "nyu2_train_FDS_subset.csv").unlink()
+    (source / "nyu2_train_FDS_subset.csv").write_text("data/x.jpg,data/x.png\n")
+    done = subprocess.run([sys.executable, str(script), "--data_dir", str(tmp_path), "--source_dir", str(source)],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "not the published file" in done.stderr
+    assert not (tmp_path / "nyu2_train_FDS_subset.csv").exists()
+
+
+def test_labeled_mat_conversion(tmp_path):
+    """A tiny v7.3-style file (transposed arrays, scene references) becomes the DenseDepth layout."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (4, 3, 16, 12), dtype=np.uint8)          # (N, 3, W, H) as MATLAB stores it
+    depths = rng.uniform(0.5, 9.5, (4, 16, 12)).astype(np.float32)         # (N, W, H)
+    with h5py.File(tmp_path / "labeled.mat", "w") as handle:
+        handle["images"], handle["depths"] = images, depths
+        refs = []
+        for name in ("kitchen_0001", "kitchen_0001", "office_0002", "office_0002"):
+            handle.create_dataset(f"#refs#/{name}_{len(refs)}", data=np.array([ord(c) for c in name], np.uint16))
+            refs.append(handle[f"#refs#/{name}_{len(refs)}"].ref)
+        handle.create_dataset("scenes", data=np.array([refs], dtype=h5py.ref_dtype))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "nyu2_test.csv").write_text("data/nyu2_test/00002_colors.png,data/nyu2_test/00002_depth.png\n")
+    script = ROOT / "nyud2-dir" / "data" / "convert_labeled_mat.py"
+    done = subprocess.run([sys.executable, str(script), "--mat", str(tmp_path / "labeled.mat"), "--data_dir",
+                           str(data)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    train = dataset.read_pairs(data / "nyu2_train.csv", data)
+    assert [p[0].parent.name for p in train] == ["kitchen_0001_out", "kitchen_0001_out", "office_0002_out"]
+    with Image.open(data / "nyu2_test" / "00002_depth.png") as depth:
+        np.testing.assert_array_equal(np.asarray(depth), np.rint(depths[2].T * 1000).astype(np.uint16))
+    with Image.open(data / "nyu2_test" / "00002_colors.png") as image:
+        np.testing.assert_array_equal(np.asarray(image), images[2].transpose(2, 1, 0))
+
+
+# -- model and checkpoints -----------------------------------------------------------------------------------------------
+def test_model_output_size_and_fds_in_training_only():
+    fds = FDS(80, 100, 7, bins=DEPTH_BINS, edge_rule="clamp", ks=5, sigma=2, start_smooth=0)
+    model = resnet.DepthModel("resnet18", fds=fds)
+    with torch.no_grad():
+        fds.smoothed_mean_last_epoch.fill_(1.0)
+        fds.refresh_calibration()
+    x, depth = torch.randn(2, 3, 56, 76), torch.rand(2, 1, 28, 38) * 9
+    model.train()
+    out = model(x, depth, epoch=1)
+    assert out["pred"].shape == (2, 1, 28, 38) and out["encoding"].shape == (2, 80, 28, 38)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x, depth, epoch=1)["pred"], model(x)["pred"])
+
+
+@pytest.mark.skipif(not KEYS.is_file(), reason="../shared/data/nyud2-dir/reference_checkpoint_keys.json is absent")
+def test_reference_checkpoint_maps_onto_our_model(tmp_path):
+    spec = json.loads(KEYS.read_text())
+    g = torch.Generator().manual_seed(0)
+    dtypes = {"torch.float32": torch.float32, "torch.int64": torch.int64}
+    state = {name: (torch.randn(shape, generator=g) if dtypes[dtype].is_floating_point
+                    else torch.zeros(shape, dtype=torch.int64)) for name, shape, dtype in spec["keys"]}
+    checkpoint = {"state_dict": state, "epoch": 9, "error": np.float64(1.3),
+                  "metric": {shot: {"RMSE": np.float64(1.0), "NUM": 10} for shot in ("overall", "many")}}
+    torch.save(checkpoint, tmp_path / "ref.pth")
+    loaded = engine.load_checkpoint(tmp_path / "ref.pth")        # numpy scalars allowed, nothing else
+    assert loaded["error"] == 1.3
+    from common.fds import adapt_fds_state
+    model = resnet.DepthModel("resnet50", fds=FDS(128, 100, 7, bins=DEPTH_BINS, edge_rule="clamp"))
+    model.load_state_dict(adapt_fds_state(loaded["state_dict"], model, print))
+    assert torch.equal(model.R.fds.running_mean, state["module.R.FDS.running_mean"])
+    assert torch.equal(model.R.conv2.weight, state["module.R.conv2.weight"])
+    plain = resnet.DepthModel("resnet50")
+    logged = []
+    plain.load_state_dict(adapt_fds_state(loaded["state_dict"], plain, logged.append))
+    assert len(logged) == 1 and "8 tensors" in logged[0]
+
+
+# -- end to end ----------------------------------------------------------------------------------------------------------
+def run_nyud2(data_dir, store_root, name, *flags):
+    return folder_main("nyud2-dir")(["--data_dir", str(data_dir), "--store_root", str(store_root), "--store_name",
+                                     name, *SMALL, *flags])
+
+
+METHODS = {
+    "vanilla": ([], {"mse"}),
+    "inverse_lds": (["--reweight", "inverse", "--lds"], {"mse"}),
+    "fds": (["--fds", "--epochs", "2"], {"mse"}),
+    "bmse_bni": (["--bmse", "--imp", "bni", "--init_noise_sigma", "1.0", "--fix_noise_sigma"], {"bmse"}),
+    "conr": (["--conr", "-w", "0.2", "--beta", "0.2", "-e", "0.2"], {"mse", "conr"}),
+    "ranksim": (["--regularization_weight", "1"], {"mse", "ranksim"}),
+    "srl": (["--srl", "--n_points", "50", "--embedding_dim", "8", "--epochs", "2"],
+            {"mse", "srl_contrastive", "srl_enveloping", "srl_homogeneity"}),
+    "all_together": (["--reweight", "sqrt_inv", "--lds", "--fds", "--conr", "--regularization_weight", "1", "--srl",
+                      "--n_points", "50", "--embedding_dim", "8", "--epochs", "2"],
+                     {"mse", "conr", "ranksim", "srl_contrastive", "srl_enveloping", "srl_homogeneity"}),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", list(METHODS))
+def test_each_method_trains_and_reports(method, data_dir, tmp_path):
+    flags, components = METHODS[method]
+    result = run_nyud2(data_dir, tmp_path, method, *flags)
+    run_dir = tmp_path / method
+    saved = json.loads((run_dir / "results.json").read_text())
+    log = (run_dir / "training.log").read_text()
+    progress = [line for line in log.splitlines() if "ETA" in line][-1]
+    names = set(progress.split("]")[1].split("ETA")[0].split()[0::2]) - {"total"}
+    assert names == components
+    predictions = np.load(run_dir / "test_predictions.npz")
+    shots = {k: predictions[f"{k}_bins"] for k in ("many", "medium", "few")}
+    recomputed = depth_metrics(predictions["preds"], predictions["labels"], shots)
+    assert json.dumps(recomputed, sort_keys=True) == json.dumps(saved["test"], sort_keys=True)
+    assert saved["test"]["all"]["count"] == int(np.load(data_dir / "test_balanced_mask.npy").sum())
+    assert result["test"]["all"]["rmse"] == saved["test"]["all"]["rmse"]
+    checkpoint = torch.load(run_dir / "ckpt.pth.tar", weights_only=True)
+    if "--fds" in flags:
+        assert checkpoint["state_dict"]["R.fds.epoch"].item() == 1
+        assert checkpoint["state_dict"]["R.fds.num_samples_tracked"].sum() > 0
+
+
+@pytest.mark.slow
+def test_evaluate_round_trip_and_the_references_test_py(data_dir, tmp_path):
+    result = run_nyud2(data_dir, tmp_path, "run", "--fds", "--select_on_test")
+    best = tmp_path / "run" / "ckpt.best.pth.tar"
+    again = folder_main("nyud2-dir")(["--evaluate", "--resume", str(best), "--data_dir", str(data_dir),
+                                      "--workers", "0"])
+    assert json.dumps(again, sort_keys=True) == json.dumps(result["test"], sort_keys=True)
+    done = subprocess.run([sys.executable, "test.py", "--eval_model", str(best), "--data_dir", str(data_dir),
+                           "--workers", "0"], cwd=ROOT / "nyud2-dir", capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert f"{result['test']['all']['rmse']:7.4f}" in done.stdout
+    assert "TEST set (--select_on_test)" in (tmp_path / "run" / "training.log").read_text()
+
+
+def error_of(argv) -> str:
+    with pytest.raises(SystemExit) as info:
+        folder_main("nyud2-dir")(argv)
+    return str(info.value.code)
+
+
+@pytest.mark.slow
+def test_bad_inputs_give_one_sentence(data_dir, tmp_path, capsys):
+    import shutil
+    base = ["--store_root", str(tmp_path), *SMALL]
+    message = error_of(["--data_dir", str(tmp_path / "nowhere"), "--store_name", "a", *base])
+    assert "nowhere/nyu2_train.csv does not exist" in message
+
+    def broken_copy(name):
+        copy = tmp_path / name
+        shutil.copytree(data_dir, copy)
+        (copy / "nyu2_train_pixel_histogram.json").unlink(missing_ok=True)
+        return copy
+
+    pointing = broken_copy("pointing")
+    rows = (pointing / "nyu2_train.csv").read_text().splitlines()
+    rows[3] = "data/nyu2_train/none_out/1.jpg,data/nyu2_train/none_out/1.png"
+    (pointing / "nyu2_train.csv").write_text("\n".join(rows) + "\n")
+    message = error_of(["--data_dir", str(pointing), "--store_name", "b", *base])
+    assert "nyu2_train.csv, row 4" in message and "none_out/1.jpg does not exist" in message
+
+    wrong_bits = broken_copy("bits")
+    depth_path = dataset.read_pairs(wrong_bits / "nyu2_train.csv", wrong_bits)[0][1]
+    with Image.open(depth_path) as depth:
+        Image.fromarray(np.asarray(depth).astype(np.uint16) * 40).save(depth_path)
+    message = error_of(["--data_dir", str(wrong_bits), "--store_name", "c", *base])
+    assert str(depth_path) in message and "needs 8-bit PNGs" in message
+
+    sizes = broken_copy("sizes")
+    image_path = dataset.read_pairs(sizes / "nyu2_train.csv", sizes)[0][0]
+    with Image.open(image_path) as image:
+        image.resize((64, 48)).save(image_path)
+    message = error_of(["--data_dir", str(sizes), "--store_name", "d", *base])
+    assert "64×48 but its depth" in message and "same size" in message
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        folder_main("nyud2-dir")(["--data_dir", str(data_dir), "--bmse", "--imp", "bmc", *base])
+    assert info.value.code == 2 and "--imp bmc" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        folder_main("nyud2-dir")(["--data_dir", str(data_dir), "--crop", "75", "56"])
+    assert "divisible by 4" in capsys.readouterr().err
+
+    no_mask = broken_copy("nomask")
+    np.save(no_mask / "test_balanced_mask.npy", np.zeros((3, 56, 76), np.uint8))
+    message = error_of(["--data_dir", str(no_mask), "--store_name", "e", *base])
+    assert "has shape (3, 56, 76)" in message and "expected (10, 56, 76)" in message
