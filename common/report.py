@@ -48,7 +48,7 @@ def shot_note(runs: list[dict]) -> str | None:
     """A sentence when the test labels all fall in one shot group (small data with the real thresholds)."""
     for run in runs:
         shots = [shot for shot in SHOTS[1:] if run["test"][shot]["count"]]
-        if len(shots) == 1:
+        if len(shots) == 1 and not is_depth(run):
             thresholds = run.get("args", {})
             return (f"note: every test label of {run['name']} is {shots[0]}-shot: the shot thresholds (many > "
                     f"{thresholds.get('many_shot_thr')}, few < {thresholds.get('low_shot_thr')} training samples) "
@@ -56,8 +56,70 @@ def shot_note(runs: list[dict]) -> str | None:
     return None
 
 
+def is_depth(run: dict) -> bool:
+    return "rmse" in run["test"]["all"]
+
+
+def depth_markdown_table(runs: list[dict], split: str = "test") -> str:
+    """One row per depth run: RMSE and δ1 for All / Many / Medium / Few, and the evaluated pixels."""
+    header = ["run"] + [f"RMSE {shot}" for shot in SHOTS] + [f"δ1 {shot}" for shot in SHOTS] + ["pixels"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
+    for run in runs:
+        metrics = run[split]
+        value = lambda v: "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+        cells = [run["name"]] + [value(metrics[s]["rmse"]) for s in SHOTS] + [value(metrics[s]["delta1"])
+                                                                             for s in SHOTS]
+        lines.append("| " + " | ".join(cells + [str(metrics["all"]["count"])]) + " |")
+    return "\n".join(lines)
+
+
+def depth_plot(runs: list[dict], path) -> None:
+    """RMSE per 0.1-m ground-truth bin of each depth run, over the training pixel histogram, shots shaded."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from common.bins import DEPTH_BINS
+
+    runs = [r for r in runs if "predictions" in r]
+    if not runs:
+        raise SystemExit("error: no run folder has test_predictions.npz; nothing to plot.")
+    first = runs[0]["predictions"]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    hist_ax = ax.twinx()
+    centres = DEPTH_BINS.lower_edges() + 0.05
+    hist_ax.bar(centres, first["train_pixel_counts"], width=0.1, color="0.85", zorder=0)
+    hist_ax.set_ylabel("training pixels per 0.1-m bin")
+    colours = {"many": "tab:green", "medium": "tab:orange", "few": "tab:red"}
+    for shot, colour in colours.items():
+        for b in first[f"{shot}_bins"]:
+            ax.axvspan(b / 10, b / 10 + 0.1, color=colour, alpha=0.08, lw=0, zorder=0)
+    for run in runs:
+        preds, labels = run["predictions"]["preds"], run["predictions"]["labels"]
+        bins = DEPTH_BINS.index(labels)
+        present = np.unique(bins)
+        rmse = [math.sqrt(float(np.mean((preds[bins == b] - labels[bins == b]) ** 2))) for b in present]
+        ax.plot(present / 10 + 0.05, rmse, marker=".", lw=1.2, label=run["name"])
+    ax.set_zorder(hist_ax.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.set_xlabel("ground-truth depth (m)")
+    ax.set_ylabel("test RMSE per bin (m)")
+    legend = ax.legend(loc="upper left", bbox_to_anchor=(0, -0.15), fontsize=8, ncol=3, frameon=False)
+    ax.add_artist(legend)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.3) for c in colours.values()]
+    ax.legend(handles, [f"{s}-shot" for s in colours], loc="upper right", bbox_to_anchor=(1, -0.15), fontsize=8,
+              ncol=3, frameon=False)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def markdown_table(runs: list[dict], split: str = "test") -> str:
-    """One row per run: MAE, MSE and G-Mean for All / Many / Medium / Few."""
+    """One row per run: MAE, MSE and G-Mean for All / Many / Medium / Few (depth runs: RMSE and δ1)."""
+    if runs and all(is_depth(run) for run in runs):
+        return depth_markdown_table(runs, split)
+    if any(is_depth(run) for run in runs):
+        raise SystemExit("error: these runs mix depth and age/text benchmarks; report them separately.")
     header = ["run"] + [f"{METRIC_NAMES[m]} {shot}" for m in ("l1", "mse", "gmean") for shot in SHOTS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
     for run in runs:
@@ -136,7 +198,10 @@ def main(argv=None):
     note = shot_note(runs)
     if note:
         print(f"\n{note}")
-    plot(runs, args.plot, args.metric)
+    if is_depth(runs[0]):
+        depth_plot(runs, args.plot)
+    else:
+        plot(runs, args.plot, args.metric)
     print(f"\nplot: {args.plot}")
 
 

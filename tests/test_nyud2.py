@@ -1,6 +1,6 @@
 """NYUD2-DIR: the data pipeline, pixel weights, shot bins, metrics, model, checkpoints and every method end to end.
 
-End-to-end runs use a synthetic NYUD2 (``python -m common.synthetic nyud2``) of 80×60 images cropped to 76×56, a
+End-to-end runs use a synthetic NYUD2 (``python -m common.synthetic nyud2``) of 48×36 images cropped to 44×32, a
 ResNet-18 encoder without ImageNet weights, on CPU.
 """
 import hashlib
@@ -35,14 +35,14 @@ REFERENCE_SHOTS = {
     "medium": [7, 8, 46, 48, 50, 51, 52, 53, 54, 55, 56, 58, 60, 61, 63],
     "few": list(range(0, 7)) + [57, 59, 62] + list(range(64, 100)),
 }
-SMALL = ["--scale", "60", "--crop", "76", "56", "--encoder", "resnet18", "--pretrained_encoder", "none",
+SMALL = ["--scale", "36", "--crop", "44", "32", "--encoder", "resnet18", "--pretrained_encoder", "none",
          "--batch_size", "8", "--workers", "0", "--print_freq", "100", "--epochs", "1", "--lr", "1e-3"]
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("nyud2") / "data"
-    write_synthetic_nyud2(out, n=48, n_test=10, seed=0)
+    write_synthetic_nyud2(out, n=32, n_test=6, size=(48, 36), crop=(44, 32), seed=0)
     return out
 
 
@@ -160,47 +160,47 @@ def test_fds_statistics_streamed_equal_one_pass():
 def test_synthetic_layout(data_dir):
     train = dataset.read_pairs(data_dir / "nyu2_train.csv", data_dir)
     test = dataset.read_pairs(data_dir / "nyu2_test.csv", data_dir)
-    assert len(train) == 48 and len(test) == 10
+    assert len(train) == 32 and len(test) == 6
     assert (data_dir / "nyu2_train.csv").read_text().startswith("data/nyu2_train/")
     with Image.open(train[0][1]) as depth:
         assert depth.mode == "L"
     with Image.open(test[0][1]) as depth:
         assert depth.mode in ("I;16", "I")
     mask = np.load(data_dir / "test_balanced_mask.npy")
-    assert mask.shape == (10, 56, 76) and mask.dtype == np.uint8 and mask.sum() > 0
+    assert mask.shape == (6, 32, 44) and mask.dtype == np.uint8 and mask.sum() > 0
 
 
 def test_histogram_is_computed_once_and_cached(data_dir, monkeypatch):
     pairs = dataset.read_pairs(data_dir / "nyu2_train.csv", data_dir)
-    counts = dataset.cached_pixel_histogram(data_dir, pairs, 60, (76, 56))
+    counts = dataset.cached_pixel_histogram(data_dir, pairs, 36, (44, 32))
     # A loop over pixels of the un-augmented crops.
     expected = np.zeros(100, dtype=np.int64)
     for image_path, depth_path in pairs:
         with Image.open(depth_path) as depth:
-            array = np.asarray(depth, dtype=np.float32)[2:58, 2:78] / 255.0 * 10.0
+            array = np.asarray(depth, dtype=np.float32)[2:34, 2:46] / 255.0 * 10.0
         for value in array.reshape(-1):
             expected[min(int(value * np.float32(10)), 99)] += 1
     np.testing.assert_array_equal(counts, expected)
     monkeypatch.setattr(dataset, "pixel_histogram", lambda *a: pytest.fail("recomputed instead of cached"))
-    np.testing.assert_array_equal(dataset.cached_pixel_histogram(data_dir, pairs, 60, (76, 56)), expected)
+    np.testing.assert_array_equal(dataset.cached_pixel_histogram(data_dir, pairs, 36, (44, 32)), expected)
 
 
 def test_samples_shapes_weights_and_masks(data_dir):
     pairs = dataset.read_pairs(data_dir / "nyu2_train.csv", data_dir)
     weights = np.arange(100, dtype=np.float32) + 1
-    train = dataset.NYUD2Dataset(pairs, "train", 60, (76, 56), bucket_weights=weights)
+    train = dataset.NYUD2Dataset(pairs, "train", 36, (44, 32), bucket_weights=weights)
     sample = train[0]
-    assert sample["input"].shape == (3, 56, 76) and sample["target"].shape == (1, 28, 38)
+    assert sample["input"].shape == (3, 32, 44) and sample["target"].shape == (1, 16, 22)
     np.testing.assert_array_equal(sample["weight"].numpy(), weights[DEPTH_BINS.index(sample["target"].numpy())])
     mask = np.load(data_dir / "test_balanced_mask.npy")
     test_pairs = dataset.read_pairs(data_dir / "nyu2_test.csv", data_dir)
-    test = dataset.NYUD2Dataset(test_pairs, "test", 60, (76, 56), mask=mask)
+    test = dataset.NYUD2Dataset(test_pairs, "test", 36, (44, 32), mask=mask)
     sample = test[3]
-    assert sample["target"].shape == (1, 56, 76) and sample["mask"].shape == (1, 56, 76)
+    assert sample["target"].shape == (1, 32, 44) and sample["mask"].shape == (1, 32, 44)
     assert torch.equal(sample["mask"][0], torch.from_numpy(mask[3].astype(bool)))
     # 16-bit millimetres → metres, exactly.
     with Image.open(test_pairs[3][1]) as depth:
-        mm = np.asarray(depth, dtype=np.float32)[2:58, 2:78]
+        mm = np.asarray(depth, dtype=np.float32)[2:34, 2:46]
     np.testing.assert_array_equal(sample["target"][0].numpy(), mm / 1000.0)
 
 
@@ -346,7 +346,7 @@ def test_each_method_trains_and_reports(method, data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_round_trip_and_the_references_test_py(data_dir, tmp_path):
+def test_evaluate_round_trip_and_the_references_test_py(data_dir, tmp_path, capsys):
     result = run_nyud2(data_dir, tmp_path, "run", "--fds", "--select_on_test")
     best = tmp_path / "run" / "ckpt.best.pth.tar"
     again = folder_main("nyud2-dir")(["--evaluate", "--resume", str(best), "--data_dir", str(data_dir),
@@ -357,6 +357,12 @@ def test_evaluate_round_trip_and_the_references_test_py(data_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-1500:]
     assert f"{result['test']['all']['rmse']:7.4f}" in done.stdout
     assert "TEST set (--select_on_test)" in (tmp_path / "run" / "training.log").read_text()
+    # The report reads depth runs: RMSE/δ1 table and the per-bin plot over the training pixel histogram.
+    from common import report
+    report.main([str(tmp_path / "run"), "--plot", str(tmp_path / "plots" / "depth.png")])
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| run |")][-1]   # not the header
+    assert f"{result['test']['all']['rmse']:.3f}" in row and f"{result['test']['all']['delta1']:.3f}" in row
+    assert (tmp_path / "plots" / "depth.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def error_of(argv) -> str:
@@ -395,19 +401,19 @@ def test_bad_inputs_give_one_sentence(data_dir, tmp_path, capsys):
     sizes = broken_copy("sizes")
     image_path = dataset.read_pairs(sizes / "nyu2_train.csv", sizes)[0][0]
     with Image.open(image_path) as image:
-        image.resize((64, 48)).save(image_path)
+        image.resize((40, 30)).save(image_path)
     message = error_of(["--data_dir", str(sizes), "--store_name", "d", *base])
-    assert "64×48 but its depth" in message and "same size" in message
+    assert "40×30 but its depth" in message and "same size" in message
 
     capsys.readouterr()
     with pytest.raises(SystemExit) as info:
         folder_main("nyud2-dir")(["--data_dir", str(data_dir), "--bmse", "--imp", "bmc", *base])
     assert info.value.code == 2 and "--imp bmc" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        folder_main("nyud2-dir")(["--data_dir", str(data_dir), "--crop", "75", "56"])
+        folder_main("nyud2-dir")(["--data_dir", str(data_dir), "--crop", "43", "32"])
     assert "divisible by 4" in capsys.readouterr().err
 
     no_mask = broken_copy("nomask")
-    np.save(no_mask / "test_balanced_mask.npy", np.zeros((3, 56, 76), np.uint8))
+    np.save(no_mask / "test_balanced_mask.npy", np.zeros((3, 32, 44), np.uint8))
     message = error_of(["--data_dir", str(no_mask), "--store_name", "e", *base])
-    assert "has shape (3, 56, 76)" in message and "expected (10, 56, 76)" in message
+    assert "has shape (3, 32, 44)" in message and "expected (6, 32, 44)" in message
