@@ -138,6 +138,9 @@ def add_fds_args(p: argparse.ArgumentParser, *, fds_ks=5, fds_sigma=1.0, bucket_
     g.add_argument("--fds_alias_last_epoch", action="store_true",
                    help="reproduce the reference: the last-epoch statistics alias the running ones (one epoch "
                         "apart from the smoothed ones); off: copied (docs/reference-differences.md)")
+    g.add_argument("--fds_skip_invalid_buckets", action="store_true",
+                   help="reproduce the NYUD2/STS-B references: a bucket with any zero-variance dimension is not "
+                        "calibrated at all; off: its valid dimensions are (docs/reference-differences.md)")
 
 
 def add_bmse_args(p: argparse.ArgumentParser) -> None:

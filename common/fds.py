@@ -52,12 +52,15 @@ class FDS(nn.Module):
             STS-B reference does (docs/methods.md §3.3): scanning rows 0…K−1 in order, the first row copies
             row 1, the last copies row K−2, any other the mean of the row before (already filled) and the row
             after (not yet filled). Default off (age, depth).
+        skip_invalid_buckets: reproduce the NYUD2/STS-B references' calibration: a bucket with any dimension of
+            zero running variance (v1 ≤ 0) is left uncalibrated as a whole (default: its valid dimensions are
+            calibrated, the age rule and the intent; docs/methods.md §3.5).
     """
 
     def __init__(self, feature_dim, bucket_num=100, bucket_start=3, start_update=0, start_smooth=1,
                  kernel="gaussian", ks=5, sigma=2, momentum=0.9, clip_min=0.1, clip_max=10.0,
                  bins: LabelBins | None = None, edge_rule: str = "present", alias_last_epoch: bool = False,
-                 fill_empty: bool = False):
+                 fill_empty: bool = False, skip_invalid_buckets: bool = False):
         super().__init__()
         if bucket_num - bucket_start < 2:
             raise ValueError(f"FDS: need at least two buckets, got bucket_num={bucket_num}, "
@@ -70,6 +73,7 @@ class FDS(nn.Module):
             raise ValueError(f"FDS: `bins` has {bins.num_bins} bins but bucket_num={bucket_num}.")
         checks.check_choice("FDS", "edge_rule", edge_rule, EDGE_RULES)
         self.bins, self.edge_rule, self.alias_last_epoch = bins, edge_rule, alias_last_epoch
+        self.skip_invalid_buckets = skip_invalid_buckets
         self.fill_empty = fill_empty
         self.feature_dim = feature_dim
         self.bucket_num, self.bucket_start = bucket_num, bucket_start
@@ -259,6 +263,10 @@ class FDS(nn.Module):
         # Age variant: a bucket whose variances sum to < 1e-10 is left alone; otherwise every dimension with
         # v1 ≠ 0 is calibrated.
         calibrate = (v1.sum(1, keepdim=True) >= 1e-10) & (v1 != 0)
+        if self.skip_invalid_buckets:
+            # The NYUD2/STS-B references' mask `(v1 > 0) + (v2 >= 0) == 2` is all-False on bool tensors: a bucket
+            # with any invalid dimension is not calibrated at all.
+            calibrate &= ((v1 > 0) & (v2 >= 0)).all(1, keepdim=True)
         ratio = (v2 / torch.where(calibrate, v1, torch.ones_like(v1))).clamp(self.clip_min, self.clip_max)
         scale = torch.where(calibrate, ratio.sqrt(), torch.ones_like(v1))
         identity = torch.zeros(1, self.feature_dim, dtype=m1.dtype, device=m1.device)

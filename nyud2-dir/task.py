@@ -109,7 +109,8 @@ class NYUD2Task(Task):
         if a.fds:
             fds = FDS(resnet.feature_dim(a.encoder), a.bucket_num, a.bucket_start, a.start_update, a.start_smooth,
                       a.fds_kernel, a.fds_ks, a.fds_sigma, a.fds_mmt, clip_min=0.2, clip_max=5.0, bins=DEPTH_BINS,
-                      edge_rule="clamp", alias_last_epoch=a.fds_alias_last_epoch)
+                      edge_rule="clamp", alias_last_epoch=a.fds_alias_last_epoch,
+                      skip_invalid_buckets=a.fds_skip_invalid_buckets)
         model = resnet.build_model(a.encoder, fds=fds, projection_dim=a.embedding_dim if a.srl else None,
                                    pretrained_encoder="none" if (a.resume or a.pretrained) else a.pretrained_encoder,
                                    log=self.log)

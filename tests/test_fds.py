@@ -553,3 +553,19 @@ def test_alias_last_epoch_reproduces_the_reference_aliasing():
         ref["smoothed_var"][y.long()]
     expected = (x - m1) * torch.sqrt((v2 / v1).clamp(0.1, 10)) + m2
     torch.testing.assert_close(fds.smooth(x, y, 4), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_skip_invalid_buckets_reproduces_the_depth_mask_bug():
+    """One dead dimension (v1 = 0) leaves the whole bucket uncalibrated with the switch; the valid dims move without."""
+    def calibrated(skip):
+        fds = FDS(3, bucket_num=10, bucket_start=0, start_smooth=1, ks=5, sigma=2, clip_min=0.2, clip_max=5,
+                  skip_invalid_buckets=skip).double()
+        m1 = np.zeros((10, 3)); m1[5] = G4_M1
+        var1 = np.ones((10, 3)); var1[5] = [4, 1, 0]
+        m2 = np.zeros((10, 3)); m2[5] = G4_M2
+        var2 = np.ones((10, 3)); var2[5] = G4_V2
+        _set(fds, running_mean_last_epoch=m1, running_var_last_epoch=var1, smoothed_mean_last_epoch=m2,
+             smoothed_var_last_epoch=var2)
+        return fds.smooth(torch.tensor(G4_X, dtype=F64), torch.tensor([5.0, 5.0], dtype=F64), 1)
+    assert torch.equal(calibrated(True), torch.tensor(G4_X, dtype=F64))            # the reference: unchanged
+    assert not torch.equal(calibrated(False), torch.tensor(G4_X, dtype=F64))

@@ -417,3 +417,27 @@ def test_bad_inputs_give_one_sentence(data_dir, tmp_path, capsys):
     np.save(no_mask / "test_balanced_mask.npy", np.zeros((3, 32, 44), np.uint8))
     message = error_of(["--data_dir", str(no_mask), "--store_name", "e", *base])
     assert "has shape (3, 32, 44)" in message and "expected (6, 32, 44)" in message
+
+
+def test_missing_imagenet_weights_are_one_sentence(monkeypatch, tmp_path):
+    import urllib.error
+    from torchvision.models import ResNet18_Weights
+    from common.engine import RunError
+
+    def offline(self, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(type(ResNet18_Weights.IMAGENET1K_V1), "get_state_dict", offline)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(RunError, match=r"not cached and could not be downloaded .* put resnet18-.*\.pth in .*hub/"
+                                       r"checkpoints or pass --pretrained_encoder none"):
+        resnet.build_model("resnet18", pretrained_encoder="imagenet")
+    with pytest.raises(RunError, match="no such file"):
+        resnet.build_model("resnet18", pretrained_encoder=str(tmp_path / "missing.pth"))
+
+
+def test_a_checkpoint_with_other_pickled_objects_is_refused(tmp_path):
+    from common.engine import RunError
+    torch.save({"state_dict": {}, "hook": subprocess.run}, tmp_path / "evil.pth")
+    with pytest.raises(RunError, match="could not be read"):
+        engine.load_checkpoint(tmp_path / "evil.pth")
