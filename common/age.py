@@ -145,26 +145,9 @@ def gmm_path(gmm: str, data_dir) -> Path:
 
 def run_name(args) -> str:
     """A run folder name built from the flags (the reference's naming, without a timestamp)."""
-    parts = [args.dataset, args.model, args.optimizer, args.loss, f"{args.lr:g}", str(args.batch_size)]
-    if args.reweight != "none":
-        parts.append(args.reweight)
-    if args.lds:
-        parts.append(f"lds_{args.lds_kernel[:3]}_{args.lds_ks}_{args.lds_sigma:g}")
-    if args.fds:
-        parts.append(f"fds_{args.fds_kernel[:3]}_{args.fds_ks}_{args.fds_sigma:g}_{args.start_update}_"
-                     f"{args.start_smooth}_{args.fds_mmt:g}")
-    if args.bmse:
-        parts.append(f"bmse_{args.imp}_{args.init_noise_sigma:g}")
-    if args.regularization_weight > 0:
-        parts.append(f"ranksim_{args.regularization_weight:g}_{args.interpolation_lambda:g}")
-    if args.conr:
-        parts.append(f"conr_{args.conr_beta:g}_w{args.conr_window:g}_t{args.conr_temperature:g}_e{args.conr_eta:g}")
-    if args.srl:
-        parts.append(f"srl_{args.w1:g}_{args.w2:g}_{args.w3:g}_t{args.temperature:g}")
-    if args.retrain_fc:
-        parts.append("rrt")
-    parts.append(f"seed{args.seed}")
-    return "_".join(parts)
+    from common.cli import method_tags
+    return "_".join([args.dataset, args.model, args.optimizer, args.loss, f"{args.lr:g}", str(args.batch_size),
+                     *method_tags(args)])
 
 
 # -- the task ---------------------------------------------------------------------------------------------------

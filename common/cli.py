@@ -309,3 +309,27 @@ def check_text_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     if hasattr(args, "dropout") and not 0 <= args.dropout < 1:
         parser.error(f"--dropout must be in [0, 1), got {args.dropout}.")
     return args
+
+
+def method_tags(args) -> list[str]:
+    """Run-name parts for the methods a run uses (the references' naming; only the flags the parser has)."""
+    get = lambda flag, default=None: getattr(args, flag, default)
+    tags = []
+    if get("reweight", "none") != "none":
+        tags.append(args.reweight)
+    if get("lds"):
+        tags.append(f"lds_{args.lds_kernel[:3]}_{args.lds_ks}_{args.lds_sigma:g}")
+    if get("fds"):
+        tags.append(f"fds_{args.fds_kernel[:3]}_{args.fds_ks}_{args.fds_sigma:g}_{args.start_update}_"
+                    f"{args.start_smooth}_{args.fds_mmt:g}")
+    if get("bmse"):
+        tags.append(f"bmse_{args.imp}_{args.init_noise_sigma:g}")
+    if get("regularization_weight", 0) > 0:
+        tags.append(f"ranksim_{args.regularization_weight:g}_{args.interpolation_lambda:g}")
+    if get("conr"):
+        tags.append(f"conr_{args.conr_beta:g}_w{args.conr_window:g}_t{args.conr_temperature:g}_e{args.conr_eta:g}")
+    if get("srl"):
+        tags.append(f"srl_{args.w1:g}_{args.w2:g}_{args.w3:g}_t{args.temperature:g}")
+    if get("retrain_fc"):
+        tags.append("rrt")
+    return tags + [f"seed{args.seed}"]

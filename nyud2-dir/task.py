@@ -25,25 +25,8 @@ from common.trainer import Task
 
 
 def run_name(args) -> str:
-    parts = ["nyud2", args.encoder, f"{args.lr:g}", str(args.batch_size)]
-    if args.reweight != "none":
-        parts.append(args.reweight)
-    if args.lds:
-        parts.append(f"lds_{args.lds_kernel[:3]}_{args.lds_ks}_{args.lds_sigma:g}")
-    if args.fds:
-        parts.append(f"fds_{args.fds_kernel[:3]}_{args.fds_ks}_{args.fds_sigma:g}")
-    if args.bmse:
-        parts.append(f"bmse_{args.imp}_{args.init_noise_sigma:g}")
-    if args.conr:
-        parts.append(f"conr_{args.conr_beta:g}_w{args.conr_window:g}_e{args.conr_eta:g}")
-    if args.regularization_weight > 0:
-        parts.append(f"ranksim_{args.regularization_weight:g}")
-    if args.srl:
-        parts.append("srl")
-    if args.retrain_fc:
-        parts.append("rrt")
-    parts.append(f"seed{args.seed}")
-    return "_".join(parts)
+    from common.cli import method_tags
+    return "_".join(["nyud2", args.encoder, f"{args.lr:g}", str(args.batch_size), *method_tags(args)])
 
 
 class NYUD2Task(Task):

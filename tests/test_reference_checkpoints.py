@@ -4,7 +4,6 @@ The key names and shapes come from ../shared/data/agedb-dir/reference_checkpoint
 ResNet-50 trained with --fds); the test builds a synthetic state dict from them and skips without the file.
 """
 import json
-from pathlib import Path
 
 import pytest
 import torch

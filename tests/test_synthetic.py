@@ -275,8 +275,16 @@ def test_cli_bad_inputs(tmp_path, capsys):
         synthetic.main(["agedb", "--out", str(tmp_path), "--img_size", "2"])
     assert "--img_size" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        synthetic.main(["nyud2", "--out", str(tmp_path)])
+        synthetic.main(["imdb", "--out", str(tmp_path)])
     assert "invalid choice" in capsys.readouterr().err
+    # nyud2: written once (its CSV last), refused a second time and when the crop exceeds the images.
+    out = tmp_path / "nyud2"
+    csv = synthetic.main(["nyud2", "--out", str(out), "--n", "8", "--size", "48", "36", "--crop", "44", "32"])
+    assert len(csv.read_text().splitlines()) == 8
+    with pytest.raises(SystemExit, match="already exists"):
+        synthetic.main(["nyud2", "--out", str(out), "--n", "8"])
+    with pytest.raises(SystemExit, match="larger than the image size"):
+        synthetic.main(["nyud2", "--out", str(tmp_path / "big"), "--size", "40", "30", "--crop", "44", "32"])
 
 
 def test_refuses_to_overwrite_real_data(tmp_path):
