@@ -441,3 +441,53 @@ def test_a_checkpoint_with_other_pickled_objects_is_refused(tmp_path):
     torch.save({"state_dict": {}, "hook": subprocess.run}, tmp_path / "evil.pth")
     with pytest.raises(RunError, match="could not be read"):
         engine.load_checkpoint(tmp_path / "evil.pth")
+
+
+# The NYUD2 command lines of the DIR, BMSE and ConR READMEs, with the values they must set.
+NYUD2_PUBLISHED = [
+    ("--data_dir ./data --reweight none", dict(reweight="none", lds=False, fds=False)),
+    ("--reweight inverse", dict(reweight="inverse")),
+    ("--reweight sqrt_inv", dict(reweight="sqrt_inv")),
+    ("--reweight inverse --lds --lds_kernel gaussian --lds_ks 5 --lds_sigma 2",
+     dict(reweight="inverse", lds=True, lds_ks=5, lds_sigma=2.0)),
+    ("--fds --fds_kernel gaussian --fds_ks 5 --fds_sigma 2", dict(fds=True, fds_ks=5, bucket_start=7, bucket_num=100)),
+    ("--reweight inverse --retrain_fc --pretrained ckpt.pth.tar", dict(retrain_fc=True, pretrained="ckpt.pth.tar")),
+    ("--bmse --imp gai --gmm gmm.pkl --init_noise_sigma 1.0 --fix_noise_sigma",
+     dict(bmse=True, imp="gai", gmm="gmm.pkl", init_noise_sigma=1.0, fix_noise_sigma=True)),
+    ("--bmse --imp bni --init_noise_sigma 1.0 --fix_noise_sigma", dict(bmse=True, imp="bni")),
+    ("--conr -w 0.2 --beta 0.2 -e 0.2", dict(conr=True, conr_window=0.2, conr_beta=0.2, conr_eta=0.2,
+                                              conr_temperature=0.2)),
+    ("--epochs 20 --learning-rate 1e-4 --wd 1e-4 --batch_size 32", dict(epoch=20, lr=1e-4, weight_decay=1e-4,
+                                                                       batch_size=32)),
+]
+
+
+@pytest.mark.parametrize("line, expected", NYUD2_PUBLISHED, ids=[line[:30] for line, _ in NYUD2_PUBLISHED])
+def test_published_nyud2_lines_parse_with_their_meaning(line, expected):
+    import shlex
+    from common import cli
+    train = folder_module("nyud2-dir", "train")
+    parser = train.build_parser()
+    args = cli.check_args(parser, parser.parse_args(shlex.split(line)))
+    assert {key: getattr(args, key) for key in expected} == expected
+    defaults = parser.parse_args([])
+    assert (defaults.epoch, defaults.lr, defaults.weight_decay, defaults.batch_size, defaults.loss) == \
+        (10, 1e-4, 1e-4, 32, "mse")
+
+
+@pytest.mark.slow
+def test_gai_trains_with_the_fitted_prior(data_dir, tmp_path):
+    """data/preprocess_gmm.py fits the mixture on the data's pixel histogram; --gmm gmm.pkl reads it."""
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    done = subprocess.run([sys.executable, "data/preprocess_gmm.py", "--data_dir", str(data), "--K", "4", "--scale",
+                           "36", "--crop", "44", "32"], cwd=ROOT / "nyud2-dir", capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    from common.gmm import load_gmm
+    gmm = load_gmm(data / "gmm.npz")
+    assert gmm["means"].shape == (4, 1) and gmm["weights"].sum() == pytest.approx(1.0)
+    run_nyud2(data, tmp_path, "gai", "--bmse", "--imp", "gai", "--gmm", "gmm.pkl", "--init_noise_sigma", "1.0",
+              "--fix_noise_sigma")
+    import re
+    assert re.search(r"\]\s+bmse -?\d+\.\d+\s+total", (tmp_path / "gai" / "training.log").read_text())
