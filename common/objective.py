@@ -74,7 +74,8 @@ class DIRObjective(nn.Module):
 
 def build_objective(*, loss: str = "l1", bmse: str | None = None, init_noise_sigma: float = 1.0,
                     fix_noise_sigma: bool = False, gmm_file=None, bni_prior=None, ranksim_weight: float = 0.0,
-                    interpolation_lambda: float = 1.0, ranksim_ties: str = "stable", conr_weight: float = 0.0, conr_window: float = 1.0,
+                    interpolation_lambda: float = 1.0, ranksim_ties: str = "stable", conr_weight: float = 0.0,
+                    conr_window: float = 1.0,
                     conr_temperature: float = 0.07, conr_eta: float = 0.01, conr_denominator: str = "reference",
                     srl_weights=None, srl_num_labels: int = 121, embedding_dim: int = 128, n_points: int = 2000,
                     srl_temperature: float = 0.3, srl_homogeneity_alpha: float = -1.0, start_update: int = 0,

@@ -194,7 +194,8 @@ class NYUD2Dataset(Dataset):
         image, depth = load_pair(image_path, depth_path, test=self.mode == "test")
         image, depth = scale(image, depth, self.scale_to)
         if image.size[0] < self.crop[0] or image.size[1] < self.crop[1]:
-            raise RunError(f"{image_path} is {image.size[0]}×{image.size[1]} after scaling to {self.scale_to}, smaller "
+            raise RunError(f"{image_path} is {image.size[0]}×{image.size[1]} after scaling to {self.scale_to}, "
+                           "smaller "
                            f"than the crop {self.crop[0]}×{self.crop[1]}; pass a smaller --crop or a larger --scale.")
         if self.mode == "train":
             if torch.rand(()) < 0.5:
@@ -286,7 +287,8 @@ def check_reference_histogram(counts) -> list[str]:
     differing = np.flatnonzero(counts != REFERENCE_TRAIN_PIXELS)
     if differing.size:
         b = int(differing[0])
-        problems.append(f"{differing.size} bins differ, e.g. bin {b}: {counts[b]:,} against {REFERENCE_TRAIN_PIXELS[b]:,}")
+        problems.append(f"{differing.size} bins differ, e.g. bin {b}: {counts[b]:,} against "
+                        f"{REFERENCE_TRAIN_PIXELS[b]:,}")
     return problems
 
 

@@ -71,7 +71,8 @@ class NYUD2Task(Task):
         else:
             train_pairs, val_pairs = dataset.split_validation_scenes(pairs, a.val_fraction)
             if not val_pairs:
-                raise RunError(f"--val_fraction {a.val_fraction} holds out no scene; raise it or pass --select_on_test.")
+                raise RunError(f"--val_fraction {a.val_fraction} holds out no scene; raise it or pass "
+                               "--select_on_test.")
             val = make(val_pairs, "val")
             self.log(f"model selection: on {len(val_pairs)} images of held-out training scenes "
                      f"(--val_fraction {a.val_fraction}); --select_on_test selects on the test set as the references")

@@ -66,7 +66,8 @@ def main(argv=None) -> dict:
     if args.eval_model:
         args.evaluate, args.resume = True, args.eval_model
     if args.bmse and args.imp == "bmc":
-        parser.error("--imp bmc needs an N×N matrix over the pixels of a batch (~10⁵): use --imp gai or bni on depth.")
+        parser.error("--imp bmc needs an N×N matrix over the pixels of a batch (~10⁵): use --imp gai or bni on "
+                     "depth.")
     if args.crop[0] % 4 or args.crop[1] % 4:
         parser.error(f"--crop {args.crop[0]} {args.crop[1]}: both sides must be divisible by 4.")
     from task import NYUD2Task, run_name      # this folder's task.py: flags → data, model, objective, metrics
