@@ -105,3 +105,61 @@ def shot_table(name: str, metrics: dict) -> str:
         m = metrics[shot]
         rows.append(f"   {shot:6s} {m['mse']:8.3f} {m['l1']:8.3f} {m['gmean']:8.3f} {m['count']:6d}")
     return "\n".join(rows)
+
+
+# -- correlations (STS-B-DIR, docs/methods.md §10.3) ---------------------------------------------------------------
+def pearson(x, y) -> float:
+    """Pearson's r of two (N,) arrays; NaN when N < 2 or either is constant (undefined; the reference gives 0)."""
+    x, y = _flat("x", x), _flat("y", y)
+    if x.size < 2:
+        return math.nan
+    dx, dy = x - x.mean(), y - y.mean()
+    denominator = math.sqrt(float(dx @ dx) * float(dy @ dy))
+    return float(dx @ dy) / denominator if denominator > 0 else math.nan
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their mean rank (scipy.stats.rankdata's 'average')."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    # Runs of equal values: each run gets the mean of the ranks it spans.
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    ends = np.r_[starts[1:], values.size]
+    mean_rank = (starts + ends + 1) / 2.0
+    ranks = np.empty(values.size)
+    ranks[order] = np.repeat(mean_rank, ends - starts)
+    return ranks
+
+
+def spearman(x, y) -> float:
+    """Spearman's ρ: Pearson's r of the tie-averaged ranks; NaN where :func:`pearson` is."""
+    x, y = _flat("x", x), _flat("y", y)
+    if x.size < 2:
+        return math.nan
+    return pearson(_ranks(x), _ranks(y))
+
+
+def correlation_shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=30, bins=None) -> dict:
+    """:func:`shot_metrics` plus ``pearson`` and ``spearman`` per shot (STS-B: ``bins=STSB_BINS``, 100 / 30).
+
+    An empty shot, or one with fewer than two samples, has NaN correlations.
+    """
+    metrics = shot_metrics(preds, labels, train_labels, many_shot_thr, low_shot_thr, bins)
+    preds, labels = _flat("preds", preds), _flat("labels", labels)
+    counts = shot_counts(labels, train_labels, bins)
+    masks = {"all": np.ones_like(counts, dtype=bool), "many": counts > many_shot_thr,
+             "medium": (counts >= low_shot_thr) & (counts <= many_shot_thr), "few": counts < low_shot_thr}
+    for shot, mask in masks.items():
+        metrics[shot]["pearson"] = pearson(preds[mask], labels[mask])
+        metrics[shot]["spearman"] = spearman(preds[mask], labels[mask])
+    return metrics
+
+
+def correlation_table(name: str, metrics: dict) -> str:
+    """:func:`shot_table` with Pearson and Spearman columns (× 100, as the papers print them)."""
+    rows = [f" * {name:5s}  {'MSE':>8s} {'L1':>8s} {'G-Mean':>8s} {'Pearson':>8s} {'Spearman':>8s} {'count':>6s}"]
+    for shot in SHOTS:
+        m = metrics[shot]
+        rows.append(f"   {shot:6s} {m['mse']:8.3f} {m['l1']:8.3f} {m['gmean']:8.3f} {100 * m['pearson']:8.2f} "
+                    f"{100 * m['spearman']:8.2f} {m['count']:6d}")
+    return "\n".join(rows)

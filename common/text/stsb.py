@@ -1,0 +1,233 @@
+"""STS-B-DIR (sentence-pair similarity, scores 0–5) as a task of the shared trainer.
+
+The folder ``sts-b-dir/`` provides the data (``dataset.py``), the BiLSTM model (``models.py``) and the objective
+(``loss.py``); :class:`STSTask` wires them from the parsed flags. Labels are binned on ``STSB_BINS`` (fifty 0.1-wide
+bins, ``np.histogram``'s rule) for LDS, FDS, SRL slots and the shots (many > 100, few < 30 training samples).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import engine
+from common.bins import STSB_BINS, LabelBins
+from common.engine import RunError
+from common.fds import FDS
+from common.lds import prepare_weights
+from common.metrics import correlation_shot_metrics, correlation_table
+from common.text import build_vocabulary, load_word_vectors
+from common.trainer import Task
+
+# Shot thresholds of STS-B-DIR (docs/datasets.md §1.4: they give the reference's hard-coded lists).
+SHOT_THRESHOLDS = {"many_shot_thr": 100, "low_shot_thr": 30}
+# Flags that define the model; an evaluated checkpoint keeps its own.
+MODEL_FLAGS = ("d_word", "d_hid", "n_layers_enc", "n_layers_highway", "dropout", "max_seq_len", "max_word_v_size",
+               "fds", "fds_kernel", "fds_ks", "fds_sigma", "start_update", "start_smooth", "bucket_num",
+               "bucket_start", "fds_mmt", "srl", "embedding_dim", "srl_num_labels", "n_points")
+DEFAULT_D_WORD = 300        # --glove 0 without --d_word: the reference's size
+
+
+def label_bins(bucket_num: int) -> LabelBins:
+    """The reference's ``np.histogram(y, bucket_num, range=(0, 5))`` grid (STSB_BINS for 50)."""
+    return STSB_BINS if bucket_num == 50 else LabelBins(0, 5 / bucket_num, bucket_num, rule="histogram")
+
+
+def cache_folder(args) -> Path:
+    """``--cache_dir``, else ``<data_dir>/cache`` when writable, else the user's cache folder."""
+    if args.cache_dir:
+        return Path(args.cache_dir)
+    data_cache = Path(args.data_dir) / "cache"
+    writable = data_cache if data_cache.is_dir() else Path(args.data_dir)
+    if os.access(writable, os.W_OK):
+        return data_cache
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dir-benchmarks" / "sts-b"
+
+
+def run_name(args) -> str:
+    """A run folder name built from the flags (the reference's naming, without a timestamp)."""
+    from common.cli import method_tags
+    parts = ["sts", f"d{args.d_hid}", args.optimizer, args.loss, f"{args.lr:g}", str(args.batch_size),
+             f"valint{args.val_interval}", f"patience{args.patience}"] + ([] if args.glove else ["noglove"])
+    return "_".join(parts + method_tags(args)) + args.suffix
+
+
+class STSTask(Task):
+    """STS-B-DIR on the shared trainer. ``dataset``, ``models`` and ``loss`` are the folder's modules.
+
+    The data, vocabulary and word vectors are read when the task is built, so ``--d_word`` (the vector file's
+    dimension unless given) is known before the run's flags are saved; their log lines go to the run's log.
+    Texts are tokenised again at every start (a second or two); only the word vectors are cached.
+    """
+
+    selection_name = "val mse"
+
+    def __init__(self, args, dataset, models, loss):
+        self.args, self.dataset_module, self.models_module, self.loss_module = args, dataset, models, loss
+        self.many_shot_thr, self.low_shot_thr = args.many_shot_thr, args.low_shot_thr
+        self.lr = args.lr
+        self.collate_fn = dataset.collate
+        self.bins = label_bins(args.bucket_num)
+        self.messages = []
+        note = self.messages.append
+        note(dataset.describe_split(args.data_dir))
+        self.splits = dataset.load_splits(args.data_dir, args.max_seq_len)
+        for name, split in self.splits.items():
+            skipped = f", {split.skipped} rows skipped (empty sentence or score)" if split.skipped else ""
+            note(f"{name}: {len(split)} pairs from {split.path}{skipped}")
+        self.train_labels = self.splits["train"].scores.astype(np.float64)
+        self.vocabulary = build_vocabulary(self.splits.values(), args.max_word_v_size)
+        note(f"vocabulary: {len(self.vocabulary) - 2} words (top {args.max_word_v_size} of train+dev+test, cased) + "
+             "padding and unknown")
+        self.embeddings = None
+        # --resume and --evaluate restore the embedding table from the checkpoint: no vector file is needed.
+        if args.glove and not args.resume:
+            vectors = load_word_vectors(self.vocabulary, args.word_embs_file, cache_folder(args), args.d_word, note)
+            args.d_word = vectors.dim
+            self.embeddings = vectors.matrix(args.seed)
+        elif args.d_word is None:
+            args.d_word = DEFAULT_D_WORD
+        if (args.regularization_weight > 0 or args.srl) and (args.batch_size, args.lr) == (128, 1e-4):
+            note("note: RankSim and SRL published their STS-B numbers with --batch_size 16 --lr 2.5e-4 --patience 30 "
+                 "--max_vals 300 (docs/reproduce.md); this run uses DIR's --batch_size 128 --lr 1e-4")
+
+    # ---- data ----
+    def datasets(self) -> dict:
+        a = self.args
+        for message in self.messages:
+            self.log(message)
+        weights = prepare_weights(self.train_labels, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
+                                  bins=self.bins, clip=None, truncate_smoothed_counts=a.lds_truncate)
+        make = lambda name, w=None: self.dataset_module.PairDataset(self.splits[name], self.vocabulary, w)
+        return {"train": make("train", weights), "val": make("val"), "test": make("test")}
+
+    # ---- model, objective, optimiser ----
+    def build_model(self):
+        a = self.args
+        fds = None
+        if a.fds:
+            fds = FDS(8 * a.d_hid, a.bucket_num, a.bucket_start, a.start_update, a.start_smooth, a.fds_kernel,
+                      a.fds_ks, a.fds_sigma, a.fds_mmt, clip_min=0.5, clip_max=2.0, bins=self.bins,
+                      edge_rule="clamp", alias_last_epoch=a.fds_alias_last_epoch, fill_empty=True,
+                      skip_invalid_buckets=a.fds_skip_invalid_buckets)
+        model = self.models_module.build_model(
+            len(self.vocabulary), a.d_word, a.d_hid, a.n_layers_enc, a.dropout, a.n_layers_highway,
+            embeddings=self.embeddings, train_words=bool(a.train_words) or not a.glove, fds=fds,
+            projection_dim=a.embedding_dim if a.srl else None)
+        if a.pretrained:
+            self._load_encoder(model, a.pretrained)
+        if a.retrain_fc:
+            for name, parameter in model.named_parameters():
+                parameter.requires_grad_(name.startswith("linear."))
+        return model
+
+    def _load_encoder(self, model, path) -> None:
+        """RRT: every tensor of ``path`` but the ``linear`` head must fit this model (the pair encoder)."""
+        from common.fds import adapt_fds_state
+        state = adapt_fds_state(engine.load_checkpoint(path)["state_dict"], model, self.log)
+        encoder = {k: v for k, v in state.items() if not k.startswith("linear.")}
+        own = model.state_dict()
+        misfits = [k for k, v in encoder.items() if k not in own or own[k].shape != v.shape]
+        missing = [k for k in own if not k.startswith("linear.") and k not in encoder]
+        if misfits or missing:
+            first = (misfits or missing)[0]
+            raise RunError(f"the encoder of --pretrained {path} does not fit this model (first mismatch: {first}); "
+                           "pass the --d_hid, --d_word, --n_layers_enc, --max_word_v_size and data it was trained "
+                           "with.")
+        model.load_state_dict(encoder, strict=False)
+        self.log(f"loaded {len(encoder)} of the model's {len(own)} tensors (the pair encoder) from {path}")
+
+    def build_objective(self):
+        a = self.args
+        gmm_file, prior = None, None
+        if a.bmse and a.imp == "gai":
+            gmm_file = self._gmm_file()
+        if a.bmse and a.imp == "bni":
+            from common.age import bucket_prior
+            prior = bucket_prior(self.train_labels, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, bins=self.bins,
+                                 truncate=a.lds_truncate)
+        return self.loss_module.build_objective(
+            loss=a.loss, huber_beta=a.huber_beta, bmse=a.imp if a.bmse else None,
+            init_noise_sigma=a.init_noise_sigma, fix_noise_sigma=a.fix_noise_sigma, gmm_file=gmm_file,
+            bni_prior=prior, ranksim_weight=a.regularization_weight, interpolation_lambda=a.interpolation_lambda,
+            ranksim_ties=a.ranksim_ties, conr_weight=a.conr_beta if a.conr else 0.0, conr_window=a.conr_window,
+            conr_temperature=a.conr_temperature, conr_eta=a.conr_eta, conr_denominator=a.conr_denominator,
+            srl_weights=(a.w1, a.w2, a.w3) if a.srl else None, srl_num_labels=a.srl_num_labels,
+            embedding_dim=a.embedding_dim, n_points=a.n_points, srl_temperature=a.temperature,
+            srl_homogeneity_alpha=a.srl_homogeneity_alpha, start_update=a.start_update, momentum=a.fds_mmt,
+            seed=a.seed)
+
+    def _gmm_file(self) -> Path:
+        """GAI's prior: ``--gmm``, else a mixture fitted here on the training scores / 5 (the loss's scale)."""
+        from common.gmm import fit_gmm_1d, save_gmm
+        if self.args.gmm:
+            return Path(self.args.gmm)
+        path = cache_folder(self.args) / f"gmm_{len(self.train_labels)}_{self.train_labels.sum():.3f}.npz"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_gmm(fit_gmm_1d(self.train_labels / 5.0, 8), path)
+            self.log(f"GAI prior: an 8-component mixture fitted on the training scores / 5, saved to {path}")
+        return path
+
+    def build_optimizer(self, model, objective):
+        """Adam with ``--weight_decay`` (L2, the reference's AllenNLP Adam; 1e-5), or SGD; no schedule. Balanced
+        MSE's σ has its own group at ``--sigma_lr``."""
+        a = self.args
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        if a.bmse and not a.fix_noise_sigma:
+            groups.append({"params": [objective.bmse.loss.noise_sigma], "lr": a.sigma_lr, "weight_decay": 0.0})
+        if a.optimizer == "adam":
+            return torch.optim.Adam(groups, lr=a.lr, weight_decay=a.weight_decay), None
+        return torch.optim.SGD(groups, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay), None
+
+    # ---- statistics, prediction, metrics ----
+    @torch.no_grad()
+    def statistics_pass(self, model, objective, batches, epoch: int) -> None:
+        """After each epoch ≥ start_update: FDS statistics of the (calibrated) pair features and SRL's surrogate
+        over the training set, in train mode (dropout on), as the reference."""
+        fds = getattr(model, "module", model).fds
+        surrogate = objective.surrogate
+        if (fds is None and surrogate is None) or epoch < self.args.start_update:
+            return
+        model.train()
+        encodings, projections, labels = [], [], []
+        for batch in batches:
+            out = model(batch["input"], batch["target"], epoch)
+            if fds is not None:
+                encodings.append(out["encoding"].float())
+            if surrogate is not None:
+                projections.append(out["projection"].float())
+            labels.append(batch["target"])
+        labels = torch.cat(labels)
+        if fds is not None:
+            fds.update_last_epoch_stats(epoch)
+            fds.update_running_stats(torch.cat(encodings), labels, epoch)
+        if surrogate is not None:
+            surrogate.update(torch.cat(projections), objective.srl_slot(labels), epoch)
+
+    def metrics(self, preds, labels) -> dict:
+        return correlation_shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr,
+                                        bins=STSB_BINS)
+
+    def selection_score(self, preds, labels, metrics) -> float:
+        return metrics["all"]["mse"]
+
+    def report(self, name, preds, labels, metrics) -> str:
+        return correlation_table(name, metrics)
+
+    def baseline_predictions(self, labels):
+        return np.full_like(labels, self.train_labels.mean())
+
+    def save_predictions(self, path, preds, labels) -> None:
+        np.savez(path, preds=preds, labels=labels, train_labels=self.train_labels,
+                 many_shot_thr=self.many_shot_thr, low_shot_thr=self.low_shot_thr, bins_start=STSB_BINS.start,
+                 bins_width=STSB_BINS.width, bins_num=STSB_BINS.num_bins, bins_rule=STSB_BINS.rule)
+
+
+def main(args, dataset, models, loss) -> dict:
+    """Train (or, with ``--evaluate``, test) one STS-B model from parsed flags; see :func:`common.trainer.run`."""
+    from common.trainer import run
+    return run(args, lambda a: STSTask(a, dataset, models, loss), run_name=run_name, model_flags=MODEL_FLAGS,
+               defaults=SHOT_THRESHOLDS)
