@@ -134,6 +134,16 @@ def markdown_table(runs: list[dict], split: str = "test") -> str:
     return "\n".join(lines)
 
 
+def saved_bins(predictions: dict):
+    """The label grid a run saved with its predictions (``bins_start``, ``bins_width``, ``bins_num``,
+    ``bins_rule``), or None for exact-label shots (ages)."""
+    if "bins_width" not in predictions:
+        return None
+    from common.bins import LabelBins
+    return LabelBins(float(predictions["bins_start"]), float(predictions["bins_width"]), int(predictions["bins_num"]),
+                     str(predictions["bins_rule"]))
+
+
 def per_label_error(predictions: dict, metric: str = "l1"):
     """(labels, error per label) of the test predictions."""
     preds, labels = predictions["preds"], predictions["labels"]
@@ -153,17 +163,24 @@ def plot(runs: list[dict], path, metric: str = "l1") -> None:
     first = runs[0]["predictions"]
     train_labels = first["train_labels"]
     many, low = float(first["many_shot_thr"]), float(first["low_shot_thr"])
+    bins = saved_bins(first)
     fig, ax = plt.subplots(figsize=(9, 4.5))
     hist_ax = ax.twinx()
-    ages, counts = np.unique(train_labels.astype(np.int64), return_counts=True)
-    hist_ax.bar(ages, counts, width=1.0, color="0.85", zorder=0)
-    hist_ax.set_ylabel("training samples per label")
+    if bins is None:       # integer labels (ages): one bar and one shot per exact label
+        values, counts = np.unique(train_labels.astype(np.int64), return_counts=True)
+        hist_ax.bar(values, counts, width=1.0, color="0.85", zorder=0)
+        width = 1.0
+    else:                  # a label grid (STS-B's 0.1-wide score bins): one bar per bin
+        width = bins.width
+        hist_ax.bar(bins.lower_edges() + width / 2, bins.histogram(train_labels), width=width, color="0.85", zorder=0)
+    hist_ax.set_ylabel("training samples per label" if bins is None else "training samples per bin")
     labels = np.unique(first["labels"])
-    label_counts = shot_counts(labels, train_labels)
+    label_counts = shot_counts(labels, train_labels, bins)
     colours = {"many": "tab:green", "medium": "tab:orange", "few": "tab:red"}
     for label, count in zip(labels, label_counts):
         shot = "many" if count > many else "few" if count < low else "medium"
-        ax.axvspan(label - 0.5, label + 0.5, color=colours[shot], alpha=0.08, lw=0, zorder=0)
+        left = label - width / 2 if bins is None else bins.start + bins.index(label) * width
+        ax.axvspan(left, left + width, color=colours[shot], alpha=0.08, lw=0, zorder=0)
     for run in runs:
         values, errors = per_label_error(run["predictions"], metric)
         ax.plot(values, errors, marker=".", lw=1.2, label=run["name"])

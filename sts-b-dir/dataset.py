@@ -1,0 +1,104 @@
+"""The STS-B-DIR data: ``<data_dir>/{train,dev,test}_new.tsv`` (GLUE STS-B rows, re-split; docs/datasets.md §1.4).
+
+Each row is a sentence pair with a similarity score in [0, 5]. Sentences are tokenised (``common.text.tokenize``,
+no NLTK data needed) and cut to ``--max_seq_len`` tokens; rows with an empty sentence or score are skipped and
+counted, as the reference does. Get the files with ``python data/download_sts.py`` (DIR's split by default,
+``--split ranksim`` for RankSim/SRL's).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from common.datasplit import REFERENCE_COMMIT, sha256_of
+from common.text import PairSplit, index_sentences, read_pair_tsv
+
+SPLIT_FILES = {"train": "train_new.tsv", "val": "dev_new.tsv", "test": "test_new.tsv"}
+SCORE_RANGE = (0.0, 5.0)
+
+# DIR's split (YyzHarry/imbalanced-regression, sts-b-dir/glue_data/STS-B/), which DIR's STS-B row used.
+DIR_SPLIT = {"repo": "YyzHarry/imbalanced-regression", "commit": REFERENCE_COMMIT,
+             "sha256": {"train_new.tsv": "4da3322ae29f7ad1b7d03cdeafcb2480c276e5df1d08737678a7856697218a9a",
+                        "dev_new.tsv": "9ec12d785aa817ffe4b0f88fde442d3bf57161d8cbeaa84aaa1fdf764cca6dd6",
+                        "test_new.tsv": "55f90b3c5a0b2947d5ff64c41536191e9e1ba3bb5ffe64aca5465ab25fa8e94c"}}
+# RankSim's realisation, which RankSim and SRL published on (no hash is published: it is recorded at download).
+RANKSIM_SPLIT = {"repo": "BorealisAI/ranksim-imbalanced-regression",
+                 "commit": "b08052da550d61837b1218106f688a732d06bcca", "sha256": None}
+SPLIT_SIZES = {"train_new.tsv": 5249, "dev_new.tsv": 1000, "test_new.tsv": 1000}
+RECORD = "split.json"          # written by data/download_sts.py: which split the folder holds, with hashes
+
+
+def describe_split(data_dir) -> str:
+    """One log line: which published split ``data_dir`` holds (DIR's, RankSim/SRL's, or neither)."""
+    data_dir = Path(data_dir)
+    digests = {name: sha256_of(data_dir / name) for name in SPLIT_FILES.values() if (data_dir / name).is_file()}
+    if digests == DIR_SPLIT["sha256"]:
+        return (f"split {data_dir}: DIR's published STS-B-DIR split ({DIR_SPLIT['repo']} at "
+                f"{DIR_SPLIT['commit'][:7]}, SHA-256 verified), the split of DIR's published STS-B numbers")
+    record = data_dir / RECORD
+    if record.is_file():
+        try:
+            saved = json.loads(record.read_text())
+        except (OSError, json.JSONDecodeError):
+            saved = {}
+        if saved.get("split") == "ranksim" and saved.get("sha256") == digests:
+            return (f"split {data_dir}: RankSim/SRL's STS-B-DIR split ({RANKSIM_SPLIT['repo']} at "
+                    f"{RANKSIM_SPLIT['commit'][:7]}, as fetched by data/download_sts.py), the split of RankSim's "
+                    "and SRL's published numbers, NOT DIR's (their test sets share 168 of 1,000 pairs)")
+        if saved.get("split") == "recreated" and saved.get("sha256") == digests:
+            return (f"split {data_dir}: a split re-created from GLUE by data/download_sts.py --make_split (seed "
+                    f"{saved.get('seed')}); NOT a published split, numbers are not comparable with the papers'")
+    return (f"split {data_dir}: NOT a published STS-B-DIR split (the files' SHA-256 differ from DIR's and no "
+            "data/download_sts.py record matches); numbers are not comparable with the papers' (get DIR's with "
+            "`python data/download_sts.py`)")
+
+
+def load_splits(data_dir, max_seq_len: int = 40) -> dict[str, PairSplit]:
+    """``{'train', 'val', 'test'}`` tokenised splits of ``data_dir``."""
+    return {split: read_pair_tsv(Path(data_dir) / name, max_seq_len, score_range=SCORE_RANGE)
+            for split, name in SPLIT_FILES.items()}
+
+
+class PairDataset(Dataset):
+    """One split as token ids; each sample is a dict.
+
+    ``input``: ``(ids1, ids2)`` int64 arrays of the two sentences; ``target``: (1,) float32 score (0–5, the
+    raw label: the model predicts score/5 internally and returns the score); ``weight``: (1,) float32
+    (re-weighting/LDS on the training split, else 1).
+    """
+
+    def __init__(self, split: PairSplit, vocabulary: list[str], weights=None):
+        self.ids1 = index_sentences(split.sentences1, vocabulary)
+        self.ids2 = index_sentences(split.sentences2, vocabulary)
+        self.scores = split.scores.astype(np.float32)
+        self.weights = np.ones(len(split), np.float32) if weights is None else np.asarray(weights, np.float32)
+
+    def __len__(self):
+        return len(self.scores)
+
+    def __getitem__(self, i):
+        return {"input": (self.ids1[i], self.ids2[i]), "target": torch.tensor([self.scores[i]]),
+                "weight": torch.tensor([self.weights[i]])}
+
+
+def pad(sequences) -> tuple[torch.Tensor, torch.Tensor]:
+    """int64 arrays → ``(tokens (B, T) padded with 0, lengths (B,))``."""
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    tokens = torch.zeros(len(sequences), int(lengths.max()), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        tokens[row, :len(sequence)] = torch.from_numpy(sequence)
+    return tokens, lengths
+
+
+def collate(samples) -> dict:
+    """A batch: ``input = (tokens1 (B, T1), lengths1 (B,), tokens2 (B, T2), lengths2 (B,))``, ``target``
+    (B, 1) scores, ``weight`` (B, 1)."""
+    tokens1, lengths1 = pad([s["input"][0] for s in samples])
+    tokens2, lengths2 = pad([s["input"][1] for s in samples])
+    return {"input": (tokens1, lengths1, tokens2, lengths2),
+            "target": torch.stack([s["target"] for s in samples]),
+            "weight": torch.stack([s["weight"] for s in samples])}
