@@ -1,4 +1,4 @@
-"""``make demo``: the repo's main job on built-in data, on a CPU in about ten minutes.
+"""``make demo``: the repo's main job on built-in data, on a CPU in a few minutes.
 
 1. Writes a synthetic AgeDB-DIR (``python -m common.synthetic agedb``: the real training-label histogram,
    scaled down to ``--n`` images of 32×32 px) into ``demo/agedb-dir/data``.
