@@ -228,9 +228,25 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
     return args
 
 
+def given_flags(parser: argparse.ArgumentParser, argv=None) -> list[str]:
+    """The destinations the command line sets explicitly (a resumed or evaluated run keeps the checkpoint's value
+    of every other one)."""
+    saved = [(action, action.default) for action in parser._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        return sorted(vars(parser.parse_args(argv)))
+    finally:
+        for action, default in saved:
+            action.default = default
+
+
 def parse(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """Parse and check; outside the project's environment, one sentence saying how to set it up."""
+    """Parse and check; outside the project's environment, one sentence saying how to set it up.
+
+    ``args.given_flags`` lists the flags set on the command line (see :func:`given_flags`)."""
     args = check_args(parser, parser.parse_args(argv))
+    args.given_flags = given_flags(parser, argv)
     try:
         import torch  # noqa: F401  (the heavy imports come after parsing, so --help stays fast)
     except ImportError:

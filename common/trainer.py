@@ -477,20 +477,27 @@ class Trainer:
 RESUME_FLAGS = ("epoch", "resume", "workers", "device", "gpu", "print_freq", "data_dir", "evaluate")
 
 
-def restore_flags(args, checkpoint_args: dict, model_flags, defaults: dict):
+def restore_flags(args, checkpoint_args: dict, model_flags, defaults: dict, given=None):
     """The flags a run continues or evaluates with.
 
-    ``--resume``: the checkpoint's flags except :data:`RESUME_FLAGS`; ``--evaluate``: the checkpoint's
-    ``model_flags`` (the architecture it was trained with); flags in ``defaults`` that are still None take the
-    checkpoint's value, else the default (the shot thresholds a run was reported with)."""
+    ``--resume``: the checkpoint's flags, except those of :data:`RESUME_FLAGS` given on the command line
+    (``given``; None: all of them are taken from the command line). ``--evaluate``: the checkpoint's
+    ``model_flags`` (the architecture it was trained with) and, unless given, its ``batch_size`` (batching
+    changes float summation order, so the numbers then equal the run's own test to the last digit). Flags in
+    ``defaults`` that are still None take the checkpoint's value, else the default (the shot thresholds a run
+    was reported with)."""
     import argparse
+    given = None if given is None else set(given)
     if args.evaluate:
         for flag in model_flags:
             if flag in checkpoint_args:
                 setattr(args, flag, checkpoint_args[flag])
+        if given is not None and "batch_size" not in given and "batch_size" in checkpoint_args:
+            args.batch_size = checkpoint_args["batch_size"]
     elif args.resume:
         saved = {**vars(args), **checkpoint_args}
-        saved.update({flag: getattr(args, flag) for flag in RESUME_FLAGS if hasattr(args, flag)})
+        saved.update({flag: getattr(args, flag) for flag in RESUME_FLAGS
+                      if hasattr(args, flag) and (given is None or flag in given or flag in ("resume", "evaluate"))})
         args = argparse.Namespace(**saved)
     for flag, default in defaults.items():
         if getattr(args, flag, None) is None:
@@ -505,9 +512,13 @@ def run(args, make_task, *, run_name, model_flags=(), defaults=None) -> dict:
     ``--store_root`` unless ``--store_name`` is given. A :class:`RunError` ends the process with its one
     sentence (exit status 1).
     """
+    given = getattr(args, "given_flags", None)
+    if given is not None:
+        del args.given_flags                      # a property of this command line, not of the run
     try:
         checkpoint_args = engine.load_checkpoint(args.resume).get("args", {}) if args.resume else {}
-        args = restore_flags(args, checkpoint_args, model_flags, defaults or {})
+        checkpoint_args.pop("given_flags", None)
+        args = restore_flags(args, checkpoint_args, model_flags, defaults or {}, given)
         device = engine.resolve_device(args.device, args.gpu)
         amp_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if args.amp else None
         trainer = Trainer(make_task(args), run_dir=Path(args.store_root) / (args.store_name or run_name(args)),

@@ -72,6 +72,7 @@ def parse(argv=None) -> argparse.Namespace:
         parser.error(f"--srl_num_labels must be at least {args.bucket_num} (one slot per 0.1-wide score bin), got "
                      f"{args.srl_num_labels}.")
     args = cli.check_args(parser, args)
+    args.given_flags = cli.given_flags(parser, argv)
     try:
         import torch  # noqa: F401  (after parsing, so --help stays fast)
     except ImportError:

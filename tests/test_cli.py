@@ -131,3 +131,19 @@ def test_help_is_fast_and_shows_defaults():
                           ("--srl_homogeneity_alpha", "-1.0")):
         at = next(i for i, line in enumerate(lines) if line.strip().startswith(flag))
         assert f"(default: {default})" in " ".join(lines[at:at + 3]), flag
+
+
+def test_given_flags_are_the_ones_on_the_command_line():
+    """A resumed run keeps the checkpoint's value of every flag the command line does not set (e.g. --epoch)."""
+    from common.trainer import restore_flags
+    parser = cli.build_age_parser("t", **AGEDB)
+    argv = ["--resume", "ck.pth.tar", "--workers", "0", "-w", "2"]
+    assert cli.given_flags(parser, argv) == ["conr_window", "resume", "workers"]
+    assert parser.parse_args([]).epoch == 90                          # the defaults are back afterwards
+    args = parser.parse_args(argv)
+    saved = {**vars(parser.parse_args([])), "epoch": 4, "workers": 8, "lr": 0.5}
+    resumed = restore_flags(args, saved, (), {}, cli.given_flags(parser, argv))
+    assert (resumed.epoch, resumed.workers, resumed.lr, resumed.resume) == (4, 0, 0.5, "ck.pth.tar")
+    again = restore_flags(parser.parse_args(argv + ["--epoch", "6"]), saved, (), {},
+                          cli.given_flags(parser, argv + ["--epoch", "6"]))
+    assert again.epoch == 6
