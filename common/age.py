@@ -15,6 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
+from common import distributed
 from common.bins import AGE_BINS, LabelBins
 from common.datasplit import describe_split
 from common.engine import RunError
@@ -241,7 +242,7 @@ class AgeTask(Task):
             srl_weights=(a.w1, a.w2, a.w3) if a.srl else None, srl_num_labels=a.srl_num_labels,
             embedding_dim=a.embedding_dim, n_points=a.n_points, srl_temperature=a.temperature,
             srl_homogeneity_alpha=a.srl_homogeneity_alpha, start_update=a.start_update, momentum=a.fds_mmt,
-            seed=a.seed)
+            seed=a.seed, gather=a.gather_features)
 
     def build_optimizer(self, model, objective):
         a = self.args
@@ -265,12 +266,14 @@ class AgeTask(Task):
             if surrogate is not None:
                 projections.append(out["projection"].float())
             labels.append(batch["target"])
-        labels = torch.cat(labels)
+        # Under torchrun every process collects its shard; all of them update with the whole pass, so the FDS
+        # buffers and the surrogate are identical on every process.
+        labels = distributed.gather_cat(torch.cat(labels))
         if fds is not None:
             fds.update_last_epoch_stats(epoch)
-            fds.update_running_stats(torch.cat(encodings), labels, epoch)
+            fds.update_running_stats(distributed.gather_cat(torch.cat(encodings)), labels, epoch)
         if surrogate is not None:
-            surrogate.update(torch.cat(projections), objective.srl_slot(labels), epoch)
+            surrogate.update(distributed.gather_cat(torch.cat(projections)), objective.srl_slot(labels), epoch)
 
     def metrics(self, preds, labels) -> dict:
         return shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr)

@@ -63,6 +63,10 @@ def add_run_args(p: argparse.ArgumentParser, *, data_dir="./data", store_root="c
     g.add_argument("--print_freq", type=int, default=print_freq, help="progress line every N iterations")
     g.add_argument("--resume", default="", help="checkpoint to continue training from (or to evaluate)")
     g.add_argument("--evaluate", action="store_true", help="evaluate --resume on the test split and exit")
+    g.add_argument("--gather_features", action="store_true",
+                   help="under torchrun: ConR, RankSim and SRL see the features of the whole global batch (off: "
+                        "each process regularises its own share)")
+    g.add_argument("--sync_bn", action="store_true", help="under torchrun on GPUs: BatchNorm over the global batch")
     return g
 
 

@@ -341,7 +341,22 @@ class FDSStatistics:
     def add(self, features, labels) -> None:
         """features: (N, D) or (B, C, H, W); labels: (N,), (N, 1) or (B, 1, H, W)."""
         count, mean, squares = self.fds._moments("statistics.add", features, labels)
-        count, mean, squares = count.double(), mean.double(), squares.double()
+        self._merge(count.double(), mean.double(), squares.double())
+
+    @torch.no_grad()
+    def all_reduce(self) -> None:
+        """Under torchrun: merge every process's moments (in rank order), so all hold the whole pass's."""
+        from common import distributed
+        if distributed.world_size() == 1:
+            return
+        parts = distributed.gather_objects((self.count.cpu(), self.mean.cpu(), self.squares.cpu()))
+        device = self.count.device
+        self.count = torch.zeros_like(self.count)
+        self.mean, self.squares = torch.zeros_like(self.mean), torch.zeros_like(self.squares)
+        for count, mean, squares in parts:
+            self._merge(count.to(device), mean.to(device), squares.to(device))
+
+    def _merge(self, count, mean, squares) -> None:
         total = self.count + count
         delta = mean - self.mean
         share = (count / total.clamp(min=1))[:, None]

@@ -25,11 +25,13 @@ class DIRObjective(nn.Module):
         srl, srl_weights, surrogate: SRL's three losses with weights ``(w1, w2, w3)`` and its per-label
             running-mean surrogate (:class:`~common.losses.SRLSurrogate`).
         srl_slot: maps labels (N, 1) to SRL label slots (N, 1) (age: clamp to the last slot).
+        gather: under torchrun, RankSim, ConR and SRL see the features of every process's share of the batch
+            (:func:`common.distributed.gather_features`); off, each process regularises its own share.
     """
 
     def __init__(self, regression=None, regression_name: str = "loss", bmse=None, ranksim=None,
                  ranksim_weight: float = 0.0, conr=None, conr_weight: float = 0.0, srl=None,
-                 srl_weights=(10.0, 100.0, 0.01), surrogate=None, srl_slot=None):
+                 srl_weights=(10.0, 100.0, 0.01), surrogate=None, srl_slot=None, gather: bool = False):
         super().__init__()
         if (regression is None) == (bmse is None):
             raise ValueError("DIRObjective: pass exactly one of `regression` and `bmse`.")
@@ -40,6 +42,14 @@ class DIRObjective(nn.Module):
         self.conr, self.conr_weight = conr, conr_weight
         self.srl, self.srl_weights, self.surrogate = srl, tuple(srl_weights), surrogate
         self.srl_slot = srl_slot or (lambda labels: labels)
+        self.gather = gather
+
+    def _share(self, tensor, with_gradient: bool = True):
+        """The global batch's ``tensor`` with ``gather`` under torchrun, else this process's."""
+        from common import distributed
+        if not self.gather:
+            return tensor
+        return distributed.gather_features(tensor) if with_gradient else distributed.gather_cat(tensor)
 
     def forward(self, model, batch: dict, epoch: int) -> dict[str, torch.Tensor]:
         targets, weights = batch["target"], batch.get("weight")
@@ -50,8 +60,9 @@ class DIRObjective(nn.Module):
             components["bmse"] = self.bmse(pred.float(), targets)
         else:
             components[self.regression_name] = self.regression(pred.float(), targets, weights)
+        share = self._share
         if self.ranksim is not None:
-            components["ranksim"] = self.ranksim_weight * self.ranksim(out["encoding"], targets)
+            components["ranksim"] = self.ranksim_weight * self.ranksim(share(out["encoding"]), share(targets, False))
         if self.conr is not None:
             views = batch.get("views")
             if views:
@@ -61,9 +72,12 @@ class DIRObjective(nn.Module):
                 view_weights = weights.repeat(repeat, 1) if weights is not None else None
             else:
                 features, labels, preds, view_weights = out["encoding"], targets, pred, weights
-            components["conr"] = self.conr_weight * self.conr(features, labels, preds.detach(), view_weights)
+            view_weights = share(view_weights, False) if view_weights is not None else None
+            components["conr"] = self.conr_weight * self.conr(share(features), share(labels, False),
+                                                              share(preds.detach(), False), view_weights)
         if self.srl is not None:
-            contrastive, enveloping, homogeneity = self.srl(out["projection"], self.srl_slot(targets),
+            contrastive, enveloping, homogeneity = self.srl(share(out["projection"]), share(self.srl_slot(targets),
+                                                                                           False),
                                                             self.surrogate.running_mean)
             w1, w2, w3 = self.srl_weights
             components["srl_contrastive"] = w1 * contrastive
@@ -79,7 +93,7 @@ def build_objective(*, loss: str = "l1", bmse: str | None = None, init_noise_sig
                     conr_temperature: float = 0.07, conr_eta: float = 0.01, conr_denominator: str = "reference",
                     srl_weights=None, srl_num_labels: int = 121, embedding_dim: int = 128, n_points: int = 2000,
                     srl_temperature: float = 0.3, srl_homogeneity_alpha: float = -1.0, start_update: int = 0,
-                    momentum: float = 0.9, seed: int = 0, srl_slot=None) -> DIRObjective:
+                    momentum: float = 0.9, seed: int = 0, srl_slot=None, gather: bool = False) -> DIRObjective:
     """A :class:`DIRObjective` from plain values (the flags of the same names; 0 or None turns a method off).
 
     Args:
@@ -92,6 +106,7 @@ def build_objective(*, loss: str = "l1", bmse: str | None = None, init_noise_sig
             ``srl_temperature``, ``srl_homogeneity_alpha``; its surrogate tracks from ``start_update`` with
             ``momentum``; ``seed`` draws its random points; ``srl_slot`` maps labels to slots (default: age
             labels, the last slot shared by every age ≥ L − 1).
+        gather: regularise the global batch under torchrun (``--gather_features``).
     """
     from common.gmm import load_gmm
     from common.losses import BMCLoss, BNILoss, ConR, GAILoss, RankSim, RegressionLoss, SRL, SRLSurrogate
@@ -120,4 +135,4 @@ def build_objective(*, loss: str = "l1", bmse: str | None = None, init_noise_sig
                      srl_weights=srl_weights, surrogate=SRLSurrogate(srl_num_labels, embedding_dim, start_update,
                                                                      momentum),
                      srl_slot=srl_slot or (lambda labels: labels.clamp(max=last_slot)))
-    return DIRObjective(**parts)
+    return DIRObjective(**parts, gather=gather)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from common import engine
+from common import distributed, engine
 from common.engine import RunError
 
 CHECKPOINT = "ckpt.pth.tar"
@@ -108,16 +108,26 @@ class EpochSampler(Sampler):
     ``set_epoch(seed)`` seeds a generator from which each pass draws as PyTorch's ``RandomSampler`` draws from a
     loader generator seeded with that number (one draw for the workers' base seed, then ``randperm``), so runs
     keep the sample order they had before this sampler; a second pass in the same epoch (the FDS statistics
-    pass) continues the generator. ``drop_last`` drops the incomplete last batch.
+    pass) continues the generator. ``drop_last`` drops this process's incomplete last batch. With several
+    processes (``world`` > 1) the epoch's order is padded to a multiple of ``world`` by repeating its start, and
+    process ``rank`` takes every ``world``-th index from position ``rank`` (as ``DistributedSampler``);
+    ``pad=False`` (evaluation) takes the shard without padding.
     """
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, drop_last: bool):
+    def __init__(self, size: int, batch_size: int, shuffle: bool, drop_last: bool, rank: int = 0, world: int = 1,
+                 pad: bool = True):
         self.size, self.batch_size, self.shuffle, self.drop_last = size, batch_size, shuffle, drop_last
+        self.rank, self.world, self.pad = rank, world, pad
         self.generator, self.skip = torch.Generator(), 0
 
     def set_epoch(self, seed: int, skip_batches: int = 0) -> None:
         self.generator.manual_seed(seed)
         self.skip = skip_batches
+
+    def shard_size(self) -> int:
+        if self.world == 1:
+            return self.size
+        return -(-self.size // self.world) if self.pad else len(range(self.rank, self.size, self.world))
 
     def __iter__(self):
         if self.shuffle:
@@ -126,13 +136,17 @@ class EpochSampler(Sampler):
             torch.randperm(self.size, generator=self.generator)   # RandomSampler's draw for the remainder (none)
         else:
             order = list(range(self.size))
-        if self.drop_last:
-            order = order[:self.size - self.size % self.batch_size]
+        if self.world > 1:
+            if self.pad:
+                order += order[:self.shard_size() * self.world - self.size]
+            order = order[self.rank::self.world]
+        kept = len(order) - (len(order) % self.batch_size if self.drop_last else 0)
         skip, self.skip = self.skip, 0          # only the first pass after a resume starts late
-        return iter(order[skip * self.batch_size:])
+        return iter(order[skip * self.batch_size:kept])
 
     def __len__(self):
-        kept = self.size - (self.size % self.batch_size if self.drop_last else 0)
+        shard = self.shard_size()
+        kept = shard - (shard % self.batch_size if self.drop_last else 0)
         return max(0, kept - self.skip * self.batch_size)
 
 
@@ -201,13 +215,14 @@ class Trainer:
         config: the run's settings, saved in checkpoints and results (e.g. ``vars(args)``).
         divergence_factor: stop when the training loss exceeds this many times its first value (a diverged run
             whose loss stays finite, e.g. ``--lr 1e6``).
+        sync_bn: with several CUDA processes, BatchNorm statistics over the global batch (SyncBatchNorm).
     """
 
     def __init__(self, task: Task, *, run_dir, epochs: int, batch_size: int, workers: int = 0, seed: int = 0,
                  device: torch.device = torch.device("cpu"), amp_dtype: torch.dtype | None = None,
                  val_interval: int = 0, patience: int | None = None, max_vals: int | None = None,
                  grad_clip: float | None = None, print_freq: int = 10, resume=None, overwrite: bool = False,
-                 config: dict | None = None, divergence_factor: float = 1e6):
+                 config: dict | None = None, divergence_factor: float = 1e6, sync_bn: bool = False):
         self.task, self.epochs, self.batch_size, self.workers = task, epochs, batch_size, workers
         self.seed, self.device, self.amp_dtype = seed, device, amp_dtype
         self.val_interval, self.patience, self.max_vals = val_interval, patience, max_vals
@@ -217,9 +232,21 @@ class Trainer:
         self.overwrite = overwrite
         self.config = dict(config or {})
         self.divergence_factor, self.first_loss, self._val_labels = divergence_factor, None, None
+        self.device = distributed.setup(device)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        if batch_size % self.world:
+            raise RunError(f"--batch_size {batch_size} (the global batch) is not divisible by the {self.world} "
+                           "processes; pass a multiple of the number of processes.")
+        self.local_batch = batch_size // self.world
+        if sync_bn and (self.world == 1 or self.device.type != "cuda"):
+            raise RunError("--sync_bn synchronises BatchNorm across CUDA processes: launch with torchrun on GPUs, "
+                           "or drop it.")
+        self.sync_bn = sync_bn
 
     # -- set-up -------------------------------------------------------------------------------------------------
     def _prepare_run_dir(self) -> None:
+        if self.rank != 0:          # rank 0 checks and creates the folder; the others wait for it in fit()
+            return
         run_dir = self.run_dir
         if not self.resume and run_dir.exists() and any(run_dir.iterdir()) and not self.overwrite:
             if (run_dir / CHECKPOINT).is_file():
@@ -232,13 +259,16 @@ class Trainer:
             stale.unlink()
 
     def _loader(self, dataset, train: bool) -> tuple[DataLoader, EpochSampler]:
-        drop_last = train and len(dataset) % self.batch_size == 1
+        """A loader of this process's share: training shards padded to equal sizes, evaluation shards exact."""
+        shard = len(range(self.rank, len(dataset), self.world)) if not train else -(-len(dataset) // self.world)
+        drop_last = train and shard % self.local_batch == 1
         if drop_last:
             # BatchNorm cannot train on a batch of one sample; the reference would crash after the epoch.
             self.log(f"the training set has {len(dataset)} samples, which leaves a last batch of one with "
                      f"--batch_size {self.batch_size}: that sample is skipped each epoch.")
-        sampler = EpochSampler(len(dataset), self.batch_size, shuffle=train, drop_last=drop_last)
-        loader = DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.workers,
+        sampler = EpochSampler(len(dataset), self.local_batch, shuffle=train, drop_last=drop_last, rank=self.rank,
+                               world=self.world, pad=train)
+        loader = DataLoader(dataset, batch_size=self.local_batch, sampler=sampler, num_workers=self.workers,
                             collate_fn=self.task.collate_fn, generator=torch.Generator(),
                             pin_memory=self.device.type == "cuda", persistent_workers=False)
         return loader, sampler
@@ -260,6 +290,9 @@ class Trainer:
     # -- evaluation ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, model, loader) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions and labels of a split. With several processes each predicts its shard (every
+        ``world``-th sample) and the shards are interleaved back into the single-process order when a batch gives
+        one prediction per sample; otherwise (per-pixel outputs) they are concatenated in rank order."""
         model.eval()
         preds, labels = [], []
         for batch in self._batches(loader):
@@ -267,7 +300,19 @@ class Trainer:
                 pred, label = self.task.predict(model, batch)
             preds.append(pred.detach().float().cpu())
             labels.append(label.detach().float().cpu())
-        return torch.cat(preds).numpy(), torch.cat(labels).numpy()
+        preds, labels = torch.cat(preds).numpy(), torch.cat(labels).numpy()
+        if self.world == 1:
+            return preds, labels
+        shards = distributed.gather_objects((preds, labels))
+        size = len(loader.dataset)
+        if sum(len(p) for p, _ in shards) == size:
+            order = np.concatenate([np.arange(r, size, self.world) for r in range(self.world)])
+            out_preds, out_labels = np.empty_like(preds, shape=(size, *preds.shape[1:])), \
+                np.empty_like(labels, shape=(size, *labels.shape[1:]))
+            out_preds[order] = np.concatenate([p for p, _ in shards])
+            out_labels[order] = np.concatenate([l for _, l in shards])
+            return out_preds, out_labels
+        return np.concatenate([p for p, _ in shards]), np.concatenate([l for _, l in shards])
 
     def evaluate(self, checkpoint_path) -> dict:
         """Test a checkpoint: print the metrics and write ``eval.json`` beside it."""
@@ -279,8 +324,9 @@ class Trainer:
         preds, labels = self.predict(model, self._loader(datasets["test"], train=False)[0])
         metrics = self.task.metrics(preds, labels)
         print(self.task.report("test", preds, labels, metrics))
-        engine.write_json({"test": metrics, "epoch": checkpoint.get("epoch"), "checkpoint": str(checkpoint_path),
-                           "args": self.config}, Path(checkpoint_path).parent / "eval.json")
+        if engine.is_main_process():
+            engine.write_json({"test": metrics, "epoch": checkpoint.get("epoch"), "checkpoint": str(checkpoint_path),
+                               "args": self.config}, Path(checkpoint_path).parent / "eval.json")
         return metrics
 
     # -- training -----------------------------------------------------------------------------------------------
@@ -289,16 +335,24 @@ class Trainer:
         'run_dir'}``."""
         checkpoint = engine.load_checkpoint(self.resume) if self.resume else None
         self._prepare_run_dir()
+        distributed.barrier()
         run_dir = self.run_dir
         engine.seed_everything(self.seed)
         logger = engine.make_logger(run_dir)
+        if self.rank != 0:
+            logger.setLevel("WARNING")     # one log: rank 0's
         self.log = self.task.log = logger.info
         scalars = engine.ScalarLogger(run_dir)
-        self.log(f"run folder {run_dir}  device {self.device}")
+        self.log(f"run folder {run_dir}  device {self.device}" + (f"  processes {self.world} (global batch "
+                 f"{self.batch_size} = {self.world} × {self.local_batch})" if self.world > 1 else ""))
 
         datasets = self.task.datasets()
         model = self.task.build_model().to(self.device)
+        if self.sync_bn:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         objective = self.task.build_objective().to(self.device)
+        distributed.broadcast_state(model)
+        distributed.broadcast_state(objective)
         optimizer, scheduler = self.task.build_optimizer(model, objective)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
@@ -365,7 +419,7 @@ class Trainer:
             train_sampler.set_epoch(epoch_seed, skip)
             if skip and checkpoint is not None:
                 engine.set_rng_state(checkpoint["rng"])   # mid-epoch: continue the saved random streams
-            steps_per_epoch = skip + math.ceil(len(train_sampler) / self.batch_size)
+            steps_per_epoch = skip + math.ceil(len(train_sampler) / self.local_batch)
             model.train()
             meters = {}
             progress = engine.Progress(logger, steps_per_epoch, f"epoch {epoch}", self.print_freq)
@@ -395,6 +449,7 @@ class Trainer:
             else:
                 save(epoch + 1, 0)
 
+        distributed.barrier()
         if not best_path.is_file():
             raise RunError(f"no validation ran (--val_interval {self.val_interval} exceeds the "
                            f"{state['global_step']} training iterations); lower --val_interval or raise --epoch.")
@@ -411,6 +466,7 @@ class Trainer:
         if engine.is_main_process():
             engine.write_json({**result, "args": self.config}, run_dir / "results.json")
             self.task.save_predictions(run_dir / "test_predictions.npz", preds, labels)
+        distributed.barrier()            # every process returns once rank 0's files are written
         return {**result, "run_dir": str(run_dir)}
 
     def _step(self, model, objective, optimizer, scaler, batch, epoch: int, step: int, ckpt_path: Path) -> dict:
@@ -437,11 +493,13 @@ class Trainer:
                            f"stopped and {kept} (lower --lr).")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
+        distributed.average_gradients(list(model.parameters()) + list(objective.parameters()))
         if self.grad_clip:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
         scaler.step(optimizer)
         scaler.update()
+        distributed.broadcast_state(model, buffers_only=True)    # rank 0's BatchNorm statistics, as DDP keeps
         return {**{name: value.item() for name, value in components.items()}, "total": total.item()}
 
     def _check_against_baseline(self, model, val_loader, best_score: float) -> None:
@@ -526,7 +584,7 @@ def run(args, make_task, *, run_name, model_flags=(), defaults=None) -> dict:
                           device=device, amp_dtype=amp_dtype, val_interval=args.val_interval,
                           patience=args.patience, max_vals=args.max_vals, grad_clip=args.grad_clip,
                           print_freq=args.print_freq, resume=args.resume or None, overwrite=args.overwrite,
-                          config=vars(args))
+                          config=vars(args), sync_bn=getattr(args, "sync_bn", False))
         return trainer.evaluate(args.resume) if args.evaluate else trainer.fit()
     except RunError as error:
         # Raised in a DataLoader worker, the message arrives wrapped in the worker's traceback: keep its sentence.

@@ -14,10 +14,18 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from common import distributed
 from common.bins import DEPTH_BINS
 from common.losses import ConRDense, RankSim, SRL, SRLSurrogate, weighted_mse_loss
 
 BMSE_MIN_DEPTH = 0.7   # metres: Balanced MSE sees the pixels of the FDS/test bins 7…99
+
+
+def share(tensor, gather: bool, with_gradient: bool = True):
+    """The global batch's ``tensor`` under torchrun with ``--gather_features``, else this process's."""
+    if not gather:
+        return tensor
+    return distributed.gather_features(tensor) if with_gradient else distributed.gather_cat(tensor)
 
 
 class DepthObjective(nn.Module):
@@ -26,8 +34,9 @@ class DepthObjective(nn.Module):
     ``projection`` (B, P)."""
 
     def __init__(self, bmse=None, conr=None, conr_weight=0.0, ranksim=None, ranksim_weight=0.0, srl=None,
-                 srl_weights=(10.0, 100.0, 0.01), surrogate=None):
+                 srl_weights=(10.0, 100.0, 0.01), surrogate=None, gather: bool = False):
         super().__init__()
+        self.gather = gather      # under torchrun: the image-level regularisers see the global batch
         self.bmse, self.conr, self.conr_weight = bmse, conr, conr_weight
         self.ranksim, self.ranksim_weight = ranksim, ranksim_weight
         self.srl, self.srl_weights, self.surrogate = srl, tuple(srl_weights), surrogate
@@ -47,13 +56,20 @@ class DepthObjective(nn.Module):
             components["bmse"] = self.bmse(pred[keep].reshape(-1, 1), depth[keep].reshape(-1, 1))
         else:
             components["mse"] = weighted_mse_loss(pred, depth, weight)
-        image_depth = depth.mean(dim=(1, 2, 3))[:, None]
+        features = depth_share = None
+        if self.conr is not None or self.ranksim is not None:
+            features = share(out["encoding"], self.gather)
+            depth_share = share(depth, self.gather, False)
         if self.conr is not None:
-            components["conr"] = self.conr_weight * self.conr(out["encoding"], depth, pred.detach(), weight)
+            components["conr"] = self.conr_weight * self.conr(features, depth_share,
+                                                              share(pred.detach(), self.gather, False),
+                                                              share(weight, self.gather, False))
         if self.ranksim is not None:
-            components["ranksim"] = self.ranksim_weight * self.ranksim(out["encoding"].flatten(1), image_depth)
+            components["ranksim"] = self.ranksim_weight * self.ranksim(features.flatten(1),
+                                                                       depth_share.mean(dim=(1, 2, 3))[:, None])
         if self.srl is not None:
-            contrastive, enveloping, homogeneity = self.srl(out["projection"], self.srl_slot(depth),
+            contrastive, enveloping, homogeneity = self.srl(share(out["projection"], self.gather),
+                                                            share(self.srl_slot(depth), self.gather, False),
                                                             self.surrogate.running_mean)
             w1, w2, w3 = self.srl_weights
             components.update(srl_contrastive=w1 * contrastive, srl_enveloping=w2 * enveloping,
@@ -67,7 +83,7 @@ def build_objective(*, bmse: str | None = None, init_noise_sigma: float = 1.0, f
                     interpolation_lambda: float = 2.0, ranksim_ties: str = "stable", srl_weights=None,
                     embedding_dim: int = 128, n_points: int = 2000, srl_temperature: float = 0.3,
                     srl_homogeneity_alpha: float = -1.0, start_update: int = 0, momentum: float = 0.9,
-                    seed: int = 0) -> DepthObjective:
+                    seed: int = 0, gather: bool = False) -> DepthObjective:
     """A :class:`DepthObjective` from plain values (0 or None turns a method off); ``gmm`` is a loaded GAI
     mixture, ``bni_prior`` ``(centres, weights)``."""
     from common.losses import BNILoss, GAILoss
@@ -88,4 +104,4 @@ def build_objective(*, bmse: str | None = None, init_noise_sigma: float = 1.0, f
         slots = DEPTH_BINS.num_bins
         parts.update(srl=SRL(slots, embedding_dim, n_points, srl_temperature, srl_homogeneity_alpha, seed=seed),
                      srl_weights=srl_weights, surrogate=SRLSurrogate(slots, embedding_dim, start_update, momentum))
-    return DepthObjective(**parts)
+    return DepthObjective(**parts, gather=gather)

@@ -129,7 +129,7 @@ class NYUD2Task(Task):
             interpolation_lambda=a.interpolation_lambda, ranksim_ties=a.ranksim_ties,
             srl_weights=(a.w1, a.w2, a.w3) if a.srl else None, embedding_dim=a.embedding_dim, n_points=a.n_points,
             srl_temperature=a.temperature, srl_homogeneity_alpha=a.srl_homogeneity_alpha,
-            start_update=a.start_update, momentum=a.fds_mmt, seed=a.seed)
+            start_update=a.start_update, momentum=a.fds_mmt, seed=a.seed, gather=a.gather_features)
 
     def build_optimizer(self, model, objective):
         """Adam with weight decay on the model; lr × 0.1 every 5 epochs; Balanced MSE's σ at --sigma_lr, no decay."""
@@ -162,9 +162,12 @@ class NYUD2Task(Task):
                 projections.append(out["projection"].float())
                 slots.append(objective.srl_slot(batch["target"]))
         if moments is not None:
+            moments.all_reduce()            # under torchrun: every process folds the whole subset's moments
             moments.commit(epoch)
         if surrogate is not None:
-            surrogate.update(torch.cat(projections), torch.cat(slots), epoch)
+            from common import distributed
+            surrogate.update(distributed.gather_cat(torch.cat(projections)), distributed.gather_cat(torch.cat(slots)),
+                             epoch)
 
     def predict(self, model, batch):
         target, mask = batch["target"], batch["mask"]

@@ -157,7 +157,7 @@ class STSTask(Task):
             srl_weights=(a.w1, a.w2, a.w3) if a.srl else None, srl_num_labels=a.srl_num_labels,
             embedding_dim=a.embedding_dim, n_points=a.n_points, srl_temperature=a.temperature,
             srl_homogeneity_alpha=a.srl_homogeneity_alpha, start_update=a.start_update, momentum=a.fds_mmt,
-            seed=a.seed)
+            seed=a.seed, gather=a.gather_features)
 
     def _gmm_file(self) -> Path:
         """GAI's prior: ``--gmm``, else a mixture fitted here on the training scores / 5 (the loss's scale)."""
@@ -200,12 +200,13 @@ class STSTask(Task):
             if surrogate is not None:
                 projections.append(out["projection"].float())
             labels.append(batch["target"])
-        labels = torch.cat(labels)
+        from common import distributed   # under torchrun: every process updates with the whole pass
+        labels = distributed.gather_cat(torch.cat(labels))
         if fds is not None:
             fds.update_last_epoch_stats(epoch)
-            fds.update_running_stats(torch.cat(encodings), labels, epoch)
+            fds.update_running_stats(distributed.gather_cat(torch.cat(encodings)), labels, epoch)
         if surrogate is not None:
-            surrogate.update(torch.cat(projections), objective.srl_slot(labels), epoch)
+            surrogate.update(distributed.gather_cat(torch.cat(projections)), objective.srl_slot(labels), epoch)
 
     def metrics(self, preds, labels) -> dict:
         return correlation_shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr,
