@@ -58,7 +58,10 @@ def add_run_args(p: argparse.ArgumentParser, *, data_dir="./data", store_root="c
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: CUDA when a GPU is visible, else CPU")
     g.add_argument("--gpu", type=int, default=None, help="CUDA device index (reference flag)")
-    g.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
+    g.add_argument("--amp", nargs="?", const="auto", default="none", choices=["none", "auto", "bf16", "fp16"],
+                   help="mixed precision: bf16 or fp16 autocast (fp16 with a gradient scaler); `--amp` alone is "
+                        "auto: fp16 on CUDA, bf16 on CPU. The DIR losses compute in float32 either way")
+    g.add_argument("--channels_last", action="store_true", help="channels-last memory format for image models")
     g.add_argument("--workers", type=int, default=workers, help="data loading processes (0: in the main process)")
     g.add_argument("--print_freq", type=int, default=print_freq, help="progress line every N iterations")
     g.add_argument("--resume", default="", help="checkpoint to continue training from (or to evaluate)")

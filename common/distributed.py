@@ -47,6 +47,13 @@ def barrier() -> None:
         dist.barrier()
 
 
+def shutdown() -> None:
+    """Leave the process group together (a process exiting while another still talks to it can abort gloo)."""
+    if active():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 @torch.no_grad()
 def average_gradients(parameters) -> None:
     """All-reduce the gradients of ``parameters`` to their mean over the processes (absent ones count as 0, so

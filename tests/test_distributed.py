@@ -67,7 +67,7 @@ def _step_worker(rank, world, port, out):
     share = {k: v[rank * 4:(rank + 1) * 4] for k, v in full.items()}
     losses, params = one_step(share, gather=True)
     torch.save({"losses": losses, "params": params}, f"{out}/rank{rank}.pt")
-    dist.destroy_process_group()
+    distributed.shutdown()
 
 
 def test_gathered_step_equals_one_process_on_the_concatenated_batch(tmp_path):
@@ -96,7 +96,7 @@ def _fds_worker(rank, world, port, out):
     moments.all_reduce()
     moments.commit(0)
     torch.save({"fds": fds.state_dict(), "streamed": streamed.state_dict()}, f"{out}/fds{rank}.pt")
-    dist.destroy_process_group()
+    distributed.shutdown()
 
 
 def test_fds_statistics_are_identical_on_every_process_and_equal_one_process(tmp_path):
@@ -126,7 +126,7 @@ def _fit_worker(rank, world, port, out):
     join(rank, world, port)
     from test_trainer import VectorTask
     Trainer(VectorTask(n_train=64), run_dir=f"{out}/run", epochs=2, batch_size=16, seed=3, print_freq=100).fit()
-    dist.destroy_process_group()
+    distributed.shutdown()
 
 
 def test_two_process_results_equal_one_process_evaluation(tmp_path):

@@ -348,3 +348,25 @@ def test_token_batches_through_the_trainer(tmp_path):
     expected = float(np.mean((preds - batch["target"].reshape(-1).numpy()) ** 2))
     assert result["test"]["all"]["mse"] == pytest.approx(expected, rel=1e-6)
     assert result["step"] % 5 == 0 and result["step"] > 0
+
+
+def test_amp_flag_values_and_bf16_training():
+    from common import cli
+    from common.trainer import amp_dtype_of
+    parser = cli.Parser("t")
+    cli.add_run_args(parser)
+    assert [parser.parse_args(argv).amp for argv in ([], ["--amp"], ["--amp", "bf16"], ["--amp", "fp16"])] == \
+        ["none", "auto", "bf16", "fp16"]
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [amp_dtype_of(v, cpu) for v in ("none", "auto", "bf16", True)] == [None, torch.bfloat16, torch.bfloat16,
+                                                                            torch.bfloat16]
+    assert (amp_dtype_of("auto", cuda), amp_dtype_of(False, cuda)) == (torch.float16, None)
+
+
+def test_bf16_and_channels_last_runs_stay_close_to_float32(tmp_path):
+    full = trainer(PixelTask(), tmp_path, "fp32", epochs=1, batch_size=4).fit()["test"]["rmse"]
+    bf16 = trainer(PixelTask(), tmp_path, "bf16", epochs=1, batch_size=4, amp_dtype=torch.bfloat16).fit()
+    last = trainer(PixelTask(), tmp_path, "cl", epochs=1, batch_size=4, channels_last=True).fit()
+    assert math.isfinite(bf16["test"]["rmse"]) and bf16["test"]["rmse"] != full
+    assert bf16["test"]["rmse"] == pytest.approx(full, rel=0.05)
+    assert last["test"]["rmse"] == pytest.approx(full, rel=1e-4)
