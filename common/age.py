@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from common import distributed
+from common.objective import statistics_pass
 from common.bins import AGE_BINS, LabelBins
 from common.datasplit import describe_split
 from common.engine import RunError
@@ -250,30 +250,9 @@ class AgeTask(Task):
         return build_optimizer(model, a.optimizer, a.lr, a.momentum, a.weight_decay, a.schedule, sigma, a.sigma_lr)
 
     # ---- statistics, prediction, metrics ----
-    @torch.no_grad()
     def statistics_pass(self, model, objective, batches, epoch: int) -> None:
-        """After each epoch ≥ start_update: per-label feature statistics over the training set, model in train
-        mode (as the reference: BN batch statistics, augmentation and FDS smoothing on)."""
-        fds = getattr(model, "module", model).fds
-        surrogate = objective.surrogate
-        if (fds is None and surrogate is None) or epoch < self.args.start_update:
-            return
-        model.train()
-        encodings, projections, labels = [], [], []
-        for batch in batches:
-            out = model(batch["input"], batch["target"], epoch)
-            encodings.append(out["encoding"].float())
-            if surrogate is not None:
-                projections.append(out["projection"].float())
-            labels.append(batch["target"])
-        # Under torchrun every process collects its shard; all of them update with the whole pass, so the FDS
-        # buffers and the surrogate are identical on every process.
-        labels = distributed.gather_cat(torch.cat(labels))
-        if fds is not None:
-            fds.update_last_epoch_stats(epoch)
-            fds.update_running_stats(distributed.gather_cat(torch.cat(encodings)), labels, epoch)
-        if surrogate is not None:
-            surrogate.update(distributed.gather_cat(torch.cat(projections)), objective.srl_slot(labels), epoch)
+        """FDS statistics and the SRL surrogate after each epoch (``common.objective.statistics_pass``)."""
+        statistics_pass(model, objective, batches, epoch, self.args.start_update)
 
     def metrics(self, preds, labels) -> dict:
         return shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr)

@@ -136,3 +136,34 @@ def build_objective(*, loss: str = "l1", bmse: str | None = None, init_noise_sig
                                                                      momentum),
                      srl_slot=srl_slot or (lambda labels: labels.clamp(max=last_slot)))
     return DIRObjective(**parts, gather=gather)
+
+
+@torch.no_grad()
+def statistics_pass(model, objective, batches, epoch: int, start_update: int) -> None:
+    """After each epoch ≥ ``start_update``: the model's FDS statistics and the objective's SRL surrogate over one
+    pass of ``batches``, model in train mode as the references (BN batch statistics, augmentation or dropout, FDS
+    smoothing on: the collected ``encoding`` is the calibrated one, as the references' in-place write made it).
+
+    For vector features (age, text). Under torchrun every process collects its shard and all update with the
+    whole pass, so the FDS buffers and the surrogate are identical on every process.
+    """
+    from common import distributed
+    fds = getattr(getattr(model, "module", model), "fds", None)
+    surrogate = getattr(objective, "surrogate", None)
+    if (fds is None and surrogate is None) or epoch < start_update:
+        return
+    model.train()
+    encodings, projections, labels = [], [], []
+    for batch in batches:
+        out = model(batch["input"], batch["target"], epoch)
+        if fds is not None:
+            encodings.append(out["encoding"].float())
+        if surrogate is not None:
+            projections.append(out["projection"].float())
+        labels.append(batch["target"])
+    labels = distributed.gather_cat(torch.cat(labels))
+    if fds is not None:
+        fds.update_last_epoch_stats(epoch)
+        fds.update_running_stats(distributed.gather_cat(torch.cat(encodings)), labels, epoch)
+    if surrogate is not None:
+        surrogate.update(distributed.gather_cat(torch.cat(projections)), objective.srl_slot(labels), epoch)

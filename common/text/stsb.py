@@ -18,6 +18,7 @@ from common.engine import RunError
 from common.fds import FDS
 from common.lds import prepare_weights
 from common.metrics import correlation_shot_metrics, correlation_table
+from common.objective import statistics_pass
 from common.text import build_vocabulary, load_word_vectors
 from common.trainer import Task
 
@@ -183,30 +184,9 @@ class STSTask(Task):
         return torch.optim.SGD(groups, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay), None
 
     # ---- statistics, prediction, metrics ----
-    @torch.no_grad()
     def statistics_pass(self, model, objective, batches, epoch: int) -> None:
-        """After each epoch ≥ start_update: FDS statistics of the (calibrated) pair features and SRL's surrogate
-        over the training set, in train mode (dropout on), as the reference."""
-        fds = getattr(model, "module", model).fds
-        surrogate = objective.surrogate
-        if (fds is None and surrogate is None) or epoch < self.args.start_update:
-            return
-        model.train()
-        encodings, projections, labels = [], [], []
-        for batch in batches:
-            out = model(batch["input"], batch["target"], epoch)
-            if fds is not None:
-                encodings.append(out["encoding"].float())
-            if surrogate is not None:
-                projections.append(out["projection"].float())
-            labels.append(batch["target"])
-        from common import distributed   # under torchrun: every process updates with the whole pass
-        labels = distributed.gather_cat(torch.cat(labels))
-        if fds is not None:
-            fds.update_last_epoch_stats(epoch)
-            fds.update_running_stats(distributed.gather_cat(torch.cat(encodings)), labels, epoch)
-        if surrogate is not None:
-            surrogate.update(distributed.gather_cat(torch.cat(projections)), objective.srl_slot(labels), epoch)
+        """FDS statistics and the SRL surrogate after each epoch (``common.objective.statistics_pass``)."""
+        statistics_pass(model, objective, batches, epoch, self.args.start_update)
 
     def metrics(self, preds, labels) -> dict:
         return correlation_shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr,
