@@ -8,7 +8,9 @@ tensorboard scalars and the progress line. The task owns what does: its data set
 terms), optimiser, the FDS/SRL statistics pass, how a batch becomes predictions and labels, and its metrics.
 
 A batch is a mapping (``input``, ``target``, ``weight``, optionally ``views`` or anything the task's objective
-reads); the trainer moves every tensor in it to the device, through nested tuples, lists and dicts.
+reads); the trainer moves every tensor in it to the device, through nested tuples, lists and dicts. Under
+``torchrun`` the same loop runs in every process (``common/distributed.py``): each takes its share of the global
+batch, gradients are averaged, evaluation is gathered, and rank 0 writes the files.
 """
 from __future__ import annotations
 
