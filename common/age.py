@@ -232,7 +232,7 @@ class AgeTask(Task):
         gmm_file = gmm_path(a.gmm, a.data_dir) if a.bmse and a.imp == "gai" else None
         prior = bucket_prior(self.train_labels, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, truncate=a.lds_truncate) \
             if a.bmse and a.imp == "bni" else None
-        return self.loss_module.build_objective(
+        objective = self.loss_module.build_objective(
             loss=a.loss, bmse=a.imp if a.bmse else None, init_noise_sigma=a.init_noise_sigma,
             fix_noise_sigma=a.fix_noise_sigma, gmm_file=gmm_file, bni_prior=prior,
             ranksim_weight=a.regularization_weight, interpolation_lambda=a.interpolation_lambda,
@@ -243,6 +243,11 @@ class AgeTask(Task):
             embedding_dim=a.embedding_dim, n_points=a.n_points, srl_temperature=a.temperature,
             srl_homogeneity_alpha=a.srl_homogeneity_alpha, start_update=a.start_update, momentum=a.fds_mmt,
             seed=a.seed, gather=a.gather_features)
+        # The run's protocol switches: --conr_views 2 reuses the views for every loss, --stats_from_training keeps
+        # the training passes' features for the FDS/SRL update.
+        objective.reuse_views = a.conr_views == 2
+        objective.recorded = [] if a.stats_from_training else None
+        return objective
 
     def build_optimizer(self, model, objective):
         a = self.args

@@ -145,6 +145,9 @@ def add_fds_args(p: argparse.ArgumentParser, *, fds_ks=5, fds_sigma=1.0, bucket_
     g.add_argument("--fds_alias_last_epoch", action="store_true",
                    help="reproduce the reference: the last-epoch statistics alias the running ones (one epoch "
                         "apart from the smoothed ones); off: copied (docs/reference-differences.md)")
+    g.add_argument("--stats_from_training", action="store_true",
+                   help="collect the FDS/SRL statistics from the epoch's training passes instead of a second pass "
+                        "over the training set after it (the references' protocol, the default)")
     g.add_argument("--fds_skip_invalid_buckets", action="store_true",
                    help="reproduce the NYUD2/STS-B references: a bucket with any zero-variance dimension is not "
                         "calibrated at all; off: its valid dimensions are (docs/reference-differences.md)")
@@ -179,6 +182,9 @@ def add_conr_args(p: argparse.ArgumentParser, *, window=1.0, beta=4.0, temperatu
     g.add_argument("-t", dest="conr_temperature", type=float, default=temperature, help="temperature")
     g.add_argument("-e", dest="conr_eta", type=float, default=eta, help="pushing strength")
     g.add_argument("--conr_denominator", default="reference", choices=["reference", "paper"])
+    g.add_argument("--conr_views", type=int, default=3, choices=[3, 2],
+                   help="forward passes per image with ConR: 3 (the references: the image and two views) or 2 (the "
+                        "regression loss also on the two views)")
 
 
 def add_srl_args(p: argparse.ArgumentParser, *, num_labels=121, homogeneity_alpha=-1.0, temp_alias=False) -> None:

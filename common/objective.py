@@ -43,6 +43,8 @@ class DIRObjective(nn.Module):
         self.srl, self.srl_weights, self.surrogate = srl, tuple(srl_weights), surrogate
         self.srl_slot = srl_slot or (lambda labels: labels)
         self.gather = gather
+        self.reuse_views = False      # --conr_views 2
+        self.recorded = None          # --stats_from_training: a list of (encoding, targets, projection) per step
 
     def _share(self, tensor, with_gradient: bool = True):
         """The global batch's ``tensor`` with ``gather`` under torchrun, else this process's."""
@@ -53,8 +55,22 @@ class DIRObjective(nn.Module):
 
     def forward(self, model, batch: dict, epoch: int) -> dict[str, torch.Tensor]:
         targets, weights = batch["target"], batch.get("weight")
-        out = model(batch["input"], targets, epoch)
+        views = batch.get("views")
+        reuse = self.reuse_views and self.conr is not None and views
+        if reuse:
+            # --conr_views 2: one pass over the two ConR views serves every loss (two forward passes per image
+            # instead of three); FDS calibrates it as it would the main pass.
+            repeat = len(views)
+            out = model(torch.cat(list(views)), targets.repeat(repeat, 1), epoch)
+            targets = targets.repeat(repeat, 1)
+            weights = weights.repeat(repeat, 1) if weights is not None else None
+        else:
+            out = model(batch["input"], targets, epoch)
         pred = out["pred"]
+        if self.recorded is not None:
+            # --stats_from_training: keep this pass's features for the epoch-end FDS/SRL update.
+            self.recorded.append((out["encoding"].detach().float(), targets.detach(),
+                                  out["projection"].detach().float() if "projection" in out else None))
         components = {}
         if self.bmse is not None:
             components["bmse"] = self.bmse(pred.float(), targets)
@@ -64,8 +80,9 @@ class DIRObjective(nn.Module):
         if self.ranksim is not None:
             components["ranksim"] = self.ranksim_weight * self.ranksim(share(out["encoding"]), share(targets, False))
         if self.conr is not None:
-            views = batch.get("views")
-            if views:
+            if reuse:
+                features, labels, preds, view_weights = out["encoding"], targets, pred, weights
+            elif views:
                 view_out = model(torch.cat(list(views)), None, epoch, smooth=False)
                 repeat = len(views)
                 features, labels, preds = view_out["encoding"], targets.repeat(repeat, 1), view_out["pred"]
@@ -144,23 +161,34 @@ def statistics_pass(model, objective, batches, epoch: int, start_update: int) ->
     pass of ``batches``, model in train mode as the references (BN batch statistics, augmentation or dropout, FDS
     smoothing on: the collected ``encoding`` is the calibrated one, as the references' in-place write made it).
 
-    For vector features (age, text). Under torchrun every process collects its shard and all update with the
-    whole pass, so the FDS buffers and the surrogate are identical on every process.
+    With ``objective.recorded`` (``--stats_from_training``) the features of the epoch's own training passes are
+    used instead of a second pass over the data (``batches`` is then not read). For vector features (age, text).
+    Under torchrun every process collects its shard and all update with the whole pass, so the FDS buffers and
+    the surrogate are identical on every process.
     """
     from common import distributed
     fds = getattr(getattr(model, "module", model), "fds", None)
     surrogate = getattr(objective, "surrogate", None)
+    recorded = getattr(objective, "recorded", None)
     if (fds is None and surrogate is None) or epoch < start_update:
+        if recorded is not None:
+            recorded.clear()
         return
-    model.train()
-    encodings, projections, labels = [], [], []
-    for batch in batches:
-        out = model(batch["input"], batch["target"], epoch)
-        if fds is not None:
-            encodings.append(out["encoding"].float())
-        if surrogate is not None:
-            projections.append(out["projection"].float())
-        labels.append(batch["target"])
+    if recorded is not None:
+        encodings = [r[0] for r in recorded]
+        labels = [r[1] for r in recorded]
+        projections = [r[2] for r in recorded] if surrogate is not None else []
+        recorded.clear()
+    else:
+        model.train()
+        encodings, projections, labels = [], [], []
+        for batch in batches:
+            out = model(batch["input"], batch["target"], epoch)
+            if fds is not None:
+                encodings.append(out["encoding"].float())
+            if surrogate is not None:
+                projections.append(out["projection"].float())
+            labels.append(batch["target"])
     labels = distributed.gather_cat(torch.cat(labels))
     if fds is not None:
         fds.update_last_epoch_stats(epoch)

@@ -68,6 +68,9 @@ def main(argv=None) -> dict:
     if args.bmse and args.imp == "bmc":
         parser.error("--imp bmc needs an N×N matrix over the pixels of a batch (~10⁵): use --imp gai or bni on "
                      "depth.")
+    if args.stats_from_training or args.conr_views != 3:
+        parser.error("--stats_from_training and --conr_views are for the age and text benchmarks: NYUD2 collects FDS "
+                     "statistics on its FDS subset and runs ConR on one view.")
     if args.crop[0] % 4 or args.crop[1] % 4:
         parser.error(f"--crop {args.crop[0]} {args.crop[1]}: both sides must be divisible by 4.")
     from task import NYUD2Task, run_name      # this folder's task.py: flags → data, model, objective, metrics

@@ -281,3 +281,39 @@ def test_imdb_wiki_train_py_end_to_end(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     saved = check_results(tmp_path / "imdb", None)
     assert saved["args"]["dataset"] == "imdb_wiki" and saved["args"]["lds_ks"] == 5
+
+
+def test_conr_views_2_runs_two_forward_passes_per_step(data_dir, tmp_path, monkeypatch):
+    """--conr_views 2: the regression, RankSim and ConR losses all read one pass over the two views."""
+    from common.models.resnet import ResNetRegressor
+    calls = []
+    forward = ResNetRegressor.forward
+    monkeypatch.setattr(ResNetRegressor, "forward", lambda self, x, *a, **k: calls.append(x.shape[0]) or
+                        forward(self, x, *a, **k))
+    train(data_dir, tmp_path, "three", "--conr")
+    three = list(calls)
+    calls.clear()
+    train(data_dir, tmp_path, "two", "--conr", "--conr_views", "2", "--regularization_weight", "1")
+    # Training steps: two calls (the image batch B = 64, then its 2B views) by default; one call of 2B with
+    # --conr_views 2 (the first steps of the epoch, before any validation pass).
+    assert three[:4] == [64, 128, 64, 128] and calls[:3] == [128, 128, 128]
+    log = (tmp_path / "two" / "training.log").read_text()
+    assert logged_components(log) == {"l1", "conr", "ranksim"}
+
+
+def test_stats_from_training_updates_fds_without_a_second_pass(data_dir, tmp_path, monkeypatch):
+    from common.models.resnet import ResNetRegressor
+    calls = []
+    forward = ResNetRegressor.forward
+    monkeypatch.setattr(ResNetRegressor, "forward", lambda self, x, *a, **k: calls.append(self.training) or
+                        forward(self, x, *a, **k))
+    result = train(data_dir, tmp_path, "fromtrain", "--fds", "--srl", "--n_points", "20", "--embedding_dim", "8",
+                   "--epoch", "2", "--stats_from_training")
+    checkpoint = torch.load(tmp_path / "fromtrain" / "ckpt.pth.tar", weights_only=True)
+    n_train = sum(1 for line in (data_dir / "agedb.csv").read_text().splitlines() if line.endswith(",train"))
+    assert checkpoint["state_dict"]["fds.num_samples_tracked"].sum() == 2 * n_train     # both epochs' passes
+    assert checkpoint["objective"]["surrogate.running_mean"].abs().sum() > 0
+    assert math.isfinite(result["test"]["all"]["l1"])
+    # Train-mode forward passes: the training steps only (4 a epoch), no second pass over the training set.
+    n_steps = -(-n_train // 64)
+    assert sum(calls) == 2 * n_steps

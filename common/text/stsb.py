@@ -149,7 +149,7 @@ class STSTask(Task):
             from common.age import bucket_prior
             prior = bucket_prior(self.train_labels, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, bins=self.bins,
                                  truncate=a.lds_truncate)
-        return self.loss_module.build_objective(
+        objective = self.loss_module.build_objective(
             loss=a.loss, huber_beta=a.huber_beta, bmse=a.imp if a.bmse else None,
             init_noise_sigma=a.init_noise_sigma, fix_noise_sigma=a.fix_noise_sigma, gmm_file=gmm_file,
             bni_prior=prior, ranksim_weight=a.regularization_weight, interpolation_lambda=a.interpolation_lambda,
@@ -159,6 +159,8 @@ class STSTask(Task):
             embedding_dim=a.embedding_dim, n_points=a.n_points, srl_temperature=a.temperature,
             srl_homogeneity_alpha=a.srl_homogeneity_alpha, start_update=a.start_update, momentum=a.fds_mmt,
             seed=a.seed, gather=a.gather_features)
+        objective.recorded = [] if a.stats_from_training else None
+        return objective
 
     def _gmm_file(self) -> Path:
         """GAI's prior: ``--gmm``, else a mixture fitted here on the training scores / 5 (the loss's scale)."""
