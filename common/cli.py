@@ -62,6 +62,8 @@ def add_run_args(p: argparse.ArgumentParser, *, data_dir="./data", store_root="c
                    help="mixed precision: bf16 or fp16 autocast (fp16 with a gradient scaler); `--amp` alone is "
                         "auto: fp16 on CUDA, bf16 on CPU. The DIR losses compute in float32 either way")
     g.add_argument("--channels_last", action="store_true", help="channels-last memory format for image models")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (off by default: compiling "
+                   "takes minutes and needs a C++ compiler on CPU)")
     g.add_argument("--workers", type=int, default=workers, help="data loading processes (0: in the main process)")
     g.add_argument("--print_freq", type=int, default=print_freq, help="progress line every N iterations")
     g.add_argument("--resume", default="", help="checkpoint to continue training from (or to evaluate)")

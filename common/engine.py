@@ -72,7 +72,8 @@ def set_rng_state(state: dict) -> None:
 
 # -- checkpoints ----------------------------------------------------------------------------------------------
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside DataParallel / DistributedDataParallel."""
+    """The model inside DataParallel / DistributedDataParallel / ``torch.compile``."""
+    model = getattr(model, "_orig_mod", model)
     return getattr(model, "module", model)
 
 

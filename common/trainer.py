@@ -220,6 +220,8 @@ class Trainer:
         sync_bn: with several CUDA processes, BatchNorm statistics over the global batch (SyncBatchNorm).
         channels_last: the model and the 4-D tensors of each batch in channels-last memory format (faster
             convolutions on recent GPUs; same results up to float rounding).
+        compile_model: ``torch.compile`` the model for training (True, or the name of a compile backend);
+            checkpoints hold the plain model's state either way.
     """
 
     def __init__(self, task: Task, *, run_dir, epochs: int, batch_size: int, workers: int = 0, seed: int = 0,
@@ -227,7 +229,7 @@ class Trainer:
                  val_interval: int = 0, patience: int | None = None, max_vals: int | None = None,
                  grad_clip: float | None = None, print_freq: int = 10, resume=None, overwrite: bool = False,
                  config: dict | None = None, divergence_factor: float = 1e6, sync_bn: bool = False,
-                 channels_last: bool = False):
+                 channels_last: bool = False, compile_model: bool | str = False):
         self.task, self.epochs, self.batch_size, self.workers = task, epochs, batch_size, workers
         self.seed, self.device, self.amp_dtype = seed, device, amp_dtype
         self.val_interval, self.patience, self.max_vals = val_interval, patience, max_vals
@@ -246,7 +248,7 @@ class Trainer:
         if sync_bn and (self.world == 1 or self.device.type != "cuda"):
             raise RunError("--sync_bn synchronises BatchNorm across CUDA processes: launch with torchrun on GPUs, "
                            "or drop it.")
-        self.sync_bn, self.channels_last = sync_bn, channels_last
+        self.sync_bn, self.channels_last, self.compile_model = sync_bn, channels_last, compile_model
 
     # -- set-up -------------------------------------------------------------------------------------------------
     def _prepare_run_dir(self) -> None:
@@ -363,6 +365,9 @@ class Trainer:
         if self.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         objective = self.task.build_objective().to(self.device)
+        if self.compile_model:
+            backend = self.compile_model if isinstance(self.compile_model, str) else "inductor"
+            model = torch.compile(model, backend=backend)
         distributed.broadcast_state(model)
         distributed.broadcast_state(objective)
         optimizer, scheduler = self.task.build_optimizer(model, objective)
@@ -491,6 +496,11 @@ class Trainer:
                 raise
             raise RunError(f"training stopped at epoch {epoch}, step {step}: {error} The model diverged or the data "
                            f"hold non-finite values; {kept} (lower --lr or check the data).") from error
+        except Exception as error:
+            if not self.compile_model or "dynamo" not in type(error).__module__ + str(type(error)):
+                raise
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise RunError(f"--compile could not compile this model here ({first}); drop --compile.") from error
         total = sum(components.values())
         if not bool(torch.isfinite(total)):
             bad = [name for name, value in components.items() if not bool(torch.isfinite(value))]
@@ -607,7 +617,8 @@ def run(args, make_task, *, run_name, model_flags=(), defaults=None) -> dict:
                           patience=args.patience, max_vals=args.max_vals, grad_clip=args.grad_clip,
                           print_freq=args.print_freq, resume=args.resume or None, overwrite=args.overwrite,
                           config=vars(args), sync_bn=getattr(args, "sync_bn", False),
-                          channels_last=getattr(args, "channels_last", False))
+                          channels_last=getattr(args, "channels_last", False),
+                          compile_model=getattr(args, "compile", False))
         result = trainer.evaluate(args.resume) if args.evaluate else trainer.fit()
         distributed.shutdown()
         return result

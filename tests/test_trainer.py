@@ -370,3 +370,28 @@ def test_bf16_and_channels_last_runs_stay_close_to_float32(tmp_path):
     assert math.isfinite(bf16["test"]["rmse"]) and bf16["test"]["rmse"] != full
     assert bf16["test"]["rmse"] == pytest.approx(full, rel=0.05)
     assert last["test"]["rmse"] == pytest.approx(full, rel=1e-4)
+
+
+def test_compiled_model_trains_and_saves_the_plain_state(tmp_path):
+    """torch.compile (the fast 'eager' backend here) wraps the model; checkpoints keep the plain module's keys."""
+    result = trainer(VectorTask(), tmp_path, "compiled", epochs=1, compile_model="eager").fit()
+    plain = trainer(VectorTask(), tmp_path, "plain", epochs=1).fit()
+    state = engine.load_checkpoint(tmp_path / "compiled" / "ckpt.pth.tar")["state_dict"]
+    assert set(state) == set(VectorModel().state_dict())
+    assert result["test"]["all"]["mse"] == pytest.approx(plain["test"]["all"]["mse"], rel=1e-5)
+
+
+def test_a_compile_failure_is_one_sentence(tmp_path, monkeypatch):
+    import torch._dynamo
+
+    class Broken(nn.Module):          # what torch.compile returns, failing at its first call as on a bare machine
+        def __init__(self, model):
+            super().__init__()
+            self._orig_mod = model
+
+        def forward(self, *args, **kwargs):
+            raise torch._dynamo.exc.BackendCompilerFailed(lambda: None, RuntimeError("no C++ compiler found"), None)
+
+    monkeypatch.setattr(torch, "compile", lambda model, backend=None: Broken(model))
+    with pytest.raises(RunError, match=r"--compile could not compile this model here .*; drop --compile\."):
+        trainer(VectorTask(), tmp_path, epochs=1, compile_model=True).fit()
