@@ -17,6 +17,6 @@ def load_frame(data_dir, csv_name="agedb"):
     return read_split_csv(Path(data_dir) / f"{csv_name}.csv", MAX_AGE)
 
 
-def load_split(frame, data_dir, split, img_size=224, weights=None, conr_views=False) -> AgeDataset:
+def load_split(frame, data_dir, split, img_size=224, weights=None, conr_views=False, pack=None) -> AgeDataset:
     """One split: per sample ``input`` (3, S, S), ``views`` (ConR), ``target`` age (1,), ``weight`` (1,)."""
-    return AgeDataset(frame, data_dir, split, img_size, weights, conr_views)
+    return AgeDataset(frame, data_dir, split, img_size, weights, conr_views, pack)

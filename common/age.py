@@ -80,7 +80,7 @@ class AgeDataset(Dataset):
     """
 
     def __init__(self, frame: pd.DataFrame, data_dir, split: str, img_size: int, weights=None,
-                 conr_views: bool = False):
+                 conr_views: bool = False, pack=None):
         frame = frame[frame["split"] == split]
         if len(frame) == 0:
             raise RunError(f"the split CSV in {data_dir} has no '{split}' rows; re-create it with data/.")
@@ -90,7 +90,9 @@ class AgeDataset(Dataset):
         self.weights = np.ones(len(frame), np.float32) if weights is None else np.asarray(weights, np.float32)
         self.transform = age_transform(img_size, train=split == "train")
         self.conr_views = conr_views and split == "train"
-        missing = [p for p in self.paths[:1] + self.paths[-1:] if not (self.data_dir / p).is_file()]
+        self.pack = pack            # a common.pack.PackReader of this split's rows, or None: the image files
+        missing = [] if pack is not None else \
+            [p for p in self.paths[:1] + self.paths[-1:] if not (self.data_dir / p).is_file()]
         if missing:
             raise RunError(f"image {self.data_dir / missing[0]} listed in the split CSV does not exist; check "
                            "--data_dir (it must hold the CSV and the image folders).")
@@ -99,6 +101,8 @@ class AgeDataset(Dataset):
         return len(self.paths)
 
     def load(self, index: int) -> Image.Image:
+        if self.pack is not None:
+            return Image.fromarray(self.pack[index])
         path = self.data_dir / self.paths[index]
         try:
             with Image.open(path) as image:
@@ -183,8 +187,13 @@ class AgeTask(Task):
         self.train_labels = train_labels
         weights = prepare_weights(train_labels, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
                                   bins=AGE_BINS, truncate_smoothed_counts=a.lds_truncate)
-        split = lambda name, w=None, views=False: self.dataset_module.load_split(frame, a.data_dir, name, a.img_size,
-                                                                                w, views)
+        def split(name, w=None, views=False):
+            pack = None
+            if a.data_format == "hdf5":
+                from common.pack import PackReader
+                pack = PackReader(a.data_dir, a.dataset, a.img_size, frame.loc[frame["split"] == name, "path"].tolist())
+            return self.dataset_module.load_split(frame, a.data_dir, name, a.img_size, w, views, pack=pack)
+
         return {"train": split("train", weights, a.conr), "val": split("val"), "test": split("test")}
 
     # ---- model, objective, optimiser ----

@@ -16,6 +16,6 @@ def load_frame(data_dir, csv_name="imdb_wiki"):
     return read_split_csv(Path(data_dir) / f"{csv_name}.csv", MAX_AGE)
 
 
-def load_split(frame, data_dir, split, img_size=224, weights=None, conr_views=False) -> AgeDataset:
+def load_split(frame, data_dir, split, img_size=224, weights=None, conr_views=False, pack=None) -> AgeDataset:
     """The same image pipeline as AgeDB-DIR (``common.age.AgeDataset``): resize, crop, flip, [-1, 1]."""
-    return AgeDataset(frame, data_dir, split, img_size, weights, conr_views)
+    return AgeDataset(frame, data_dir, split, img_size, weights, conr_views, pack)

@@ -1,0 +1,105 @@
+"""Pack an age benchmark's decoded, resized images into one HDF5 file, read with ``--data_format hdf5``.
+
+    python -m common.pack agedb --data_dir agedb-dir/data --img_size 224      # -> data/agedb_224.h5
+
+JPEG decoding and resizing cost more than the rest of the data pipeline; the pack stores every image of the split
+CSV already decoded and resized to ``img_size`` × ``img_size`` (uint8), so loading is a read. Training from it gives
+the same tensors as from the JPEG files (the loader's resize to that size is then the identity), and the same
+numbers. The pack records the CSV's SHA-256 and the image size: a pack that does not match the split file or
+``--img_size`` is refused with one sentence.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from common.datasplit import sha256_of
+from common.engine import RunError
+
+CSV_NAMES = {"agedb": "agedb", "imdb_wiki": "imdb_wiki"}
+
+
+def pack_path(data_dir, csv_name: str, img_size: int) -> Path:
+    return Path(data_dir) / f"{csv_name}_{img_size}.h5"
+
+
+def write_pack(data_dir, csv_name: str, img_size: int) -> Path:
+    """Decode and resize every image of ``<data_dir>/<csv_name>.csv`` into ``<csv_name>_<img_size>.h5``."""
+    import h5py
+    import pandas as pd
+    from PIL import Image
+    from torchvision.transforms import Resize
+
+    data_dir = Path(data_dir)
+    csv = data_dir / f"{csv_name}.csv"
+    if not csv.is_file():
+        raise RunError(f"{csv} does not exist; create the split first (data/ scripts) or pass --data_dir.")
+    paths = pd.read_csv(csv, dtype={"path": str})["path"].tolist()
+    resize = Resize((img_size, img_size))
+    out = pack_path(data_dir, csv_name, img_size)
+    tmp = out.with_name(out.name + ".tmp")
+    with h5py.File(tmp, "w") as handle:
+        images = handle.create_dataset("images", (len(paths), img_size, img_size, 3), dtype=np.uint8,
+                                       chunks=(1, img_size, img_size, 3))
+        for i, path in enumerate(paths):
+            try:
+                with Image.open(data_dir / path) as image:
+                    images[i] = np.asarray(resize(image.convert("RGB")))
+            except OSError as error:
+                tmp.unlink(missing_ok=True)
+                raise RunError(f"image {data_dir / path} could not be read ({error}); fix the data first.") from error
+        handle.create_dataset("paths", data=np.array(paths, dtype=object), dtype=h5py.string_dtype())
+        handle.attrs.update(csv_sha256=sha256_of(csv), img_size=img_size, csv_name=csv_name)
+    tmp.replace(out)
+    return out
+
+
+class PackReader:
+    """Read images from a pack, checked against the split CSV and the image size; opened lazily in each process
+    (an HDF5 handle must not cross a fork into DataLoader workers)."""
+
+    def __init__(self, data_dir, csv_name: str, img_size: int, paths):
+        import h5py
+        self.path = pack_path(data_dir, csv_name, img_size)
+        command = f"python -m common.pack {csv_name} --data_dir {data_dir} --img_size {img_size}"
+        if not self.path.is_file():
+            raise RunError(f"--data_format hdf5 needs {self.path}; write it with `{command}`.")
+        csv = Path(data_dir) / f"{csv_name}.csv"
+        with h5py.File(self.path, "r") as handle:
+            if handle.attrs.get("csv_sha256") != sha256_of(csv) or int(handle.attrs.get("img_size", -1)) != img_size:
+                raise RunError(f"{self.path} was packed from another {csv.name} or image size; re-pack it with "
+                               f"`{command}`.")
+            index = {p.decode() if isinstance(p, bytes) else p: i for i, p in enumerate(handle["paths"][()])}
+        self.rows = [index[p] for p in paths]
+        self.handle = None
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self.handle is None:
+            import h5py
+            self.handle = h5py.File(self.path, "r")
+        return self.handle["images"][self.rows[i]]
+
+    def __getstate__(self):
+        return {**self.__dict__, "handle": None}
+
+
+def main(argv=None) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m common.pack", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
+    parser.add_argument("dataset", choices=list(CSV_NAMES))
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--img_size", type=int, default=224)
+    args = parser.parse_args(argv)
+    try:
+        out = write_pack(args.data_dir, CSV_NAMES[args.dataset], args.img_size)
+    except RunError as error:
+        raise SystemExit(f"error: {error}") from None
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
