@@ -1,0 +1,147 @@
+"""Samples per second of the full training step (forward, every loss, backward, Adam), per method, and data loading.
+
+    python benchmarks/train_step.py [--device cpu|cuda] [--model resnet50] [--img_size 224] [--batch_size 64]
+                                    [--blocks 5] [--steps 3] [--loading]
+
+Each method alone and the full stack run the same model on the same random batch (data excluded), timed in
+alternating blocks (every variant once per block, so slow drifts of a shared machine hit all alike); the table
+gives the median samples per second and each variant's overhead against vanilla. ``--loading`` also times the
+data pipeline per loader process on synthetic AgeDB-DIR: decoding JPEG files against reading the HDF5 pack
+(``python -m common.pack``), both followed by the same augmentation.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common.fds import FDS
+from common.models.resnet import ResNetRegressor
+from common.objective import build_objective
+
+VARIANTS = {
+    "vanilla": {},
+    "LDS (re-weighting)": {"weights": True},
+    "FDS": {"fds": True},
+    "RankSim": {"objective": {"ranksim_weight": 100.0, "interpolation_lambda": 2.0}},
+    "SRL": {"srl": True, "objective": {"srl_weights": (10.0, 100.0, 0.01), "n_points": 2000}},
+    "Balanced MSE (BMC)": {"objective": {"bmse": "bmc"}},
+    "ConR, 3 passes (reference)": {"views": True, "objective": {"conr_weight": 4.0}},
+    "ConR, --conr_views 2": {"views": True, "reuse": True, "objective": {"conr_weight": 4.0}},
+    "all (LDS+FDS+RankSim+SRL+ConR)": {"weights": True, "fds": True, "srl": True, "views": True,
+                                       "objective": {"ranksim_weight": 100.0, "srl_weights": (10.0, 100.0, 0.01),
+                                                     "conr_weight": 4.0}},
+}
+
+
+def build(variant: dict, args, device):
+    torch.manual_seed(0)
+    width = 64 if args.model == "resnet50" or args.img_size >= 128 else args.width
+    fds = FDS(ResNetRegressor.encoding_dim_of(args.model, width), 100, 3) if variant.get("fds") else None
+    model = ResNetRegressor(args.model, fds=fds, projection_dim=128 if variant.get("srl") else None, width=width,
+                            stem="imagenet" if args.img_size >= 128 else "cifar").to(device).train()
+    objective = build_objective(srl_num_labels=121, **variant.get("objective", {})).to(device)
+    objective.reuse_views = bool(variant.get("reuse"))
+    optimizer = torch.optim.Adam(list(model.parameters()) + list(objective.parameters()), lr=1e-4)
+    n, size = args.batch_size, args.img_size
+    x = torch.randn(n, 3, size, size, device=device)
+    batch = {"input": x, "target": torch.randint(0, 100, (n, 1), device=device).float(),
+             "weight": (torch.rand(n, 1, device=device) + 0.5) if variant.get("weights") else None}
+    if variant.get("views"):
+        batch["views"] = (x.flip(3), x.flip(2))
+    if fds is not None:      # statistics as after a first epoch, so that smoothing calibrates
+        fds.update_last_epoch_stats(1)
+    return model, objective, optimizer, batch
+
+
+def step(model, objective, optimizer, batch):
+    total = sum(objective(model, batch, 2).values())
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def training_steps(args, device) -> dict[str, list[float]]:
+    built = {name: build(variant, args, device) for name, variant in VARIANTS.items()}
+    for parts in built.values():                # warm-up
+        step(*parts)
+    rates = {name: [] for name in VARIANTS}
+    for _ in range(args.blocks):
+        for name, parts in built.items():
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                step(*parts)
+            sync(device)
+            rates[name].append(args.steps * args.batch_size / (time.perf_counter() - start))
+    return rates
+
+
+def loading(args) -> dict[str, float]:
+    """Images per second of one loader process: JPEG decoding vs the HDF5 pack, same augmentation."""
+    from common import pack
+    from common.age import AgeDataset, read_split_csv
+    from common.synthetic import write_synthetic
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        write_synthetic("agedb", data, n=600, img_size=args.stored_size, seed=0)
+        pack.write_pack(data, "agedb", args.img_size)
+        frame = read_split_csv(data / "agedb.csv", 120)
+        paths = frame.loc[frame["split"] == "train", "path"].tolist()
+        sets = {"JPEG files": AgeDataset(frame, data, "train", args.img_size),
+                "HDF5 pack": AgeDataset(frame, data, "train", args.img_size,
+                                        pack=pack.PackReader(data, "agedb", args.img_size, paths))}
+        rates = {}
+        for name, dataset in sets.items():
+            dataset[0]
+            start = time.perf_counter()
+            for i in range(len(dataset)):
+                dataset[i]
+            rates[name] = len(dataset) / (time.perf_counter() - start)
+        return rates
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", default="resnet50", choices=["resnet18", "resnet34", "resnet50"])
+    parser.add_argument("--width", type=int, default=16, help="first-stage channels when the images are small")
+    parser.add_argument("--img_size", type=int, default=224)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--blocks", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3, help="training steps per variant and block")
+    parser.add_argument("--loading", action="store_true", help="also time JPEG decoding against the HDF5 pack")
+    parser.add_argument("--stored_size", type=int, default=250, help="--loading: size of the synthetic JPEG files")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"{name}, torch {torch.__version__}, {torch.get_num_threads()} threads; {args.model}, {args.img_size} px, "
+          f"batch {args.batch_size}; median of {args.blocks} blocks of {args.steps} steps")
+    rates = training_steps(args, device)
+    base = statistics.median(rates["vanilla"])
+    print("\n| variant | samples/s | time vs vanilla |")
+    print("|---|---:|---:|")
+    for variant, values in rates.items():
+        rate = statistics.median(values)
+        print(f"| {variant} | {rate:.1f} | {base / rate:.2f}× |")
+    if args.loading:
+        speeds = loading(args)
+        print("\n| loader (one process) | images/s |")
+        print("|---|---:|")
+        for variant, rate in speeds.items():
+            print(f"| {variant} | {rate:.0f} |")
+        print(f"\nHDF5 / JPEG: {speeds['HDF5 pack'] / speeds['JPEG files']:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
