@@ -65,6 +65,10 @@ def add_run_args(p: argparse.ArgumentParser, *, data_dir="./data", store_root="c
     g.add_argument("--compile", action="store_true", help="torch.compile the model (off by default: compiling "
                    "takes minutes and needs a C++ compiler on CPU)")
     g.add_argument("--workers", type=int, default=workers, help="data loading processes (0: in the main process)")
+    g.add_argument("--persistent_workers", action="store_true",
+                   help="keep the training loader's worker processes between epochs (faster epochs; their random "
+                        "streams then carry over epochs, so a resumed run no longer repeats them exactly)")
+    g.add_argument("--prefetch", type=int, default=2, help="batches each loader process prepares ahead")
     g.add_argument("--print_freq", type=int, default=print_freq, help="progress line every N iterations")
     g.add_argument("--resume", default="", help="checkpoint to continue training from (or to evaluate)")
     g.add_argument("--evaluate", action="store_true", help="evaluate --resume on the test split and exit")

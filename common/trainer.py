@@ -222,6 +222,9 @@ class Trainer:
             convolutions on recent GPUs; same results up to float rounding).
         compile_model: ``torch.compile`` the model for training (True, or the name of a compile backend);
             checkpoints hold the plain model's state either way.
+        persistent_workers, prefetch: the training loader keeps its worker processes between epochs (their random
+            streams then carry over, so resume is exact only without it) and each worker prepares ``prefetch``
+            batches ahead. Pinned memory is on whenever the device is CUDA.
     """
 
     def __init__(self, task: Task, *, run_dir, epochs: int, batch_size: int, workers: int = 0, seed: int = 0,
@@ -229,7 +232,8 @@ class Trainer:
                  val_interval: int = 0, patience: int | None = None, max_vals: int | None = None,
                  grad_clip: float | None = None, print_freq: int = 10, resume=None, overwrite: bool = False,
                  config: dict | None = None, divergence_factor: float = 1e6, sync_bn: bool = False,
-                 channels_last: bool = False, compile_model: bool | str = False):
+                 channels_last: bool = False, compile_model: bool | str = False, persistent_workers: bool = False,
+                 prefetch: int = 2):
         self.task, self.epochs, self.batch_size, self.workers = task, epochs, batch_size, workers
         self.seed, self.device, self.amp_dtype = seed, device, amp_dtype
         self.val_interval, self.patience, self.max_vals = val_interval, patience, max_vals
@@ -249,6 +253,7 @@ class Trainer:
             raise RunError("--sync_bn synchronises BatchNorm across CUDA processes: launch with torchrun on GPUs, "
                            "or drop it.")
         self.sync_bn, self.channels_last, self.compile_model = sync_bn, channels_last, compile_model
+        self.persistent_workers, self.prefetch = persistent_workers, prefetch
 
     # -- set-up -------------------------------------------------------------------------------------------------
     def _prepare_run_dir(self) -> None:
@@ -275,9 +280,11 @@ class Trainer:
                      f"--batch_size {self.batch_size}: that sample is skipped each epoch.")
         sampler = EpochSampler(len(dataset), self.local_batch, shuffle=train, drop_last=drop_last, rank=self.rank,
                                world=self.world, pad=train)
+        workers = {"prefetch_factor": self.prefetch, "persistent_workers": train and self.persistent_workers} \
+            if self.workers > 0 else {}
         loader = DataLoader(dataset, batch_size=self.local_batch, sampler=sampler, num_workers=self.workers,
                             collate_fn=self.task.collate_fn, generator=torch.Generator(),
-                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+                            pin_memory=self.device.type == "cuda", **workers)
         return loader, sampler
 
     def _batches(self, loader):
@@ -618,7 +625,9 @@ def run(args, make_task, *, run_name, model_flags=(), defaults=None) -> dict:
                           print_freq=args.print_freq, resume=args.resume or None, overwrite=args.overwrite,
                           config=vars(args), sync_bn=getattr(args, "sync_bn", False),
                           channels_last=getattr(args, "channels_last", False),
-                          compile_model=getattr(args, "compile", False))
+                          compile_model=getattr(args, "compile", False),
+                          persistent_workers=getattr(args, "persistent_workers", False),
+                          prefetch=getattr(args, "prefetch", 2))
         result = trainer.evaluate(args.resume) if args.evaluate else trainer.fit()
         distributed.shutdown()
         return result

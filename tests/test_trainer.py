@@ -395,3 +395,14 @@ def test_a_compile_failure_is_one_sentence(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda model, backend=None: Broken(model))
     with pytest.raises(RunError, match=r"--compile could not compile this model here .*; drop --compile\."):
         trainer(VectorTask(), tmp_path, epochs=1, compile_model=True).fit()
+
+
+def test_loader_options(tmp_path):
+    t = trainer(VectorTask(), tmp_path, workers=2, persistent_workers=True, prefetch=4)
+    t.log = lambda message: None
+    train_loader, _ = t._loader(VectorData(64, 0), train=True)
+    test_loader, _ = t._loader(VectorData(16, 1), train=False)
+    assert train_loader.persistent_workers and train_loader.prefetch_factor == 4
+    assert not test_loader.persistent_workers and not train_loader.pin_memory      # pinned on CUDA only
+    result = trainer(VectorTask(), tmp_path, "persistent", workers=2, persistent_workers=True, epochs=2).fit()
+    assert math.isfinite(result["test"]["all"]["mse"])
