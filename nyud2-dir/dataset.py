@@ -180,8 +180,10 @@ class NYUD2Dataset(Dataset):
         mask: (N, H, W) evaluated pixels of the test split.
     """
 
-    def __init__(self, pairs, mode: str, scale_to: int = 240, crop=(304, 228), bucket_weights=None, mask=None):
+    def __init__(self, pairs, mode: str, scale_to: int = 240, crop=(304, 228), bucket_weights=None, mask=None,
+                 pack=None):
         self.pairs, self.mode, self.scale_to, self.crop = list(pairs), mode, scale_to, tuple(crop)
+        self.pack = pack            # a PairPack of these pairs (already scaled), or None: the image files
         self.depth_size = self.crop if mode in ("test", "val") else (self.crop[0] // 2, self.crop[1] // 2)
         self.bucket_weights = None if bucket_weights is None else torch.as_tensor(bucket_weights, dtype=torch.float32)
         self.mask = None if mask is None else torch.as_tensor(mask, dtype=torch.bool)
@@ -191,8 +193,11 @@ class NYUD2Dataset(Dataset):
 
     def __getitem__(self, index):
         image_path, depth_path = self.pairs[index]
-        image, depth = load_pair(image_path, depth_path, test=self.mode == "test")
-        image, depth = scale(image, depth, self.scale_to)
+        if self.pack is not None:
+            image, depth = self.pack[index]
+        else:
+            image, depth = load_pair(image_path, depth_path, test=self.mode == "test")
+        image, depth = scale(image, depth, self.scale_to)      # the identity for packed pairs
         if image.size[0] < self.crop[0] or image.size[1] < self.crop[1]:
             raise RunError(f"{image_path} is {image.size[0]}×{image.size[1]} after scaling to {self.scale_to}, "
                            "smaller "
@@ -316,3 +321,74 @@ def pixels_per_gmm_sample(total_pixels: int) -> int:
     """The references fit the GAI mixture on bin centres repeated count // 10⁶ times (3,513 samples on the real
     data); smaller data sets keep about as many samples."""
     return 1_000_000 if total_pixels >= 1_000_000_000 else max(1, math.ceil(total_pixels / 3513))
+
+
+# -- the HDF5 pack (--data_format hdf5) -------------------------------------------------------------------------------
+PACK_SPLITS = ("nyu2_train", "nyu2_test", "nyu2_train_FDS_subset")
+
+
+def pack_path(data_dir, scale_to: int) -> Path:
+    return Path(data_dir) / f"nyu2_pairs_{scale_to}.h5"
+
+
+def write_pack(data_dir, scale_to: int = 240, log=print) -> Path:
+    """Every pair of the three CSVs, checked, decoded and scaled (RGB uint8; depth uint8 for training, uint16 for
+    test, as in the PNGs), into ``<data_dir>/nyu2_pairs_<scale>.h5``, one group per CSV with its SHA-256."""
+    import h5py
+    from common.datasplit import sha256_of
+    data_dir = Path(data_dir)
+    out = pack_path(data_dir, scale_to)
+    tmp = out.with_name(out.name + ".tmp")
+    with h5py.File(tmp, "w") as handle:
+        handle.attrs["scale"] = scale_to
+        for name in PACK_SPLITS:
+            csv = data_dir / f"{name}.csv"
+            if not csv.is_file():
+                continue
+            pairs = read_pairs(csv, data_dir)
+            check_pairs_exist(pairs, csv)
+            test = name == "nyu2_test"
+            images, depths = [], []
+            for image_path, depth_path in pairs:
+                image, depth = scale(*load_pair(image_path, depth_path, test), scale_to)
+                images.append(np.asarray(image))
+                depths.append(np.asarray(depth))
+            if len({a.shape for a in images}) > 1:
+                tmp.unlink()
+                raise RunError(f"the images of {csv} differ in size after scaling; they cannot share one pack.")
+            group = handle.create_group(name)
+            group.create_dataset("images", data=np.stack(images), chunks=(1, *images[0].shape))
+            group.create_dataset("depths", data=np.stack(depths).astype(np.uint16 if test else np.uint8),
+                                 chunks=(1, *depths[0].shape))
+            group.attrs["csv_sha256"] = sha256_of(csv)
+            log(f"packed {len(pairs)} pairs of {csv.name}")
+    tmp.replace(out)
+    return out
+
+
+class PairPack:
+    """Scaled image/depth pairs of one CSV from the pack, checked against the CSV and ``--scale``; the HDF5 file is
+    opened lazily in each loader process."""
+
+    def __init__(self, data_dir, name: str, scale_to: int):
+        import h5py
+        from common.datasplit import sha256_of
+        self.path, self.name = pack_path(data_dir, scale_to), name
+        command = f"python data/pack_nyud2.py --data_dir {data_dir} --scale {scale_to}"
+        if not self.path.is_file():
+            raise RunError(f"--data_format hdf5 needs {self.path}; write it with `{command}`.")
+        with h5py.File(self.path, "r") as handle:
+            csv = Path(data_dir) / f"{name}.csv"
+            if name not in handle or handle[name].attrs.get("csv_sha256") != sha256_of(csv):
+                raise RunError(f"{self.path} was packed from another {csv.name}; re-pack it with `{command}`.")
+        self.handle = None
+
+    def __getitem__(self, index: int):
+        if self.handle is None:
+            import h5py
+            self.handle = h5py.File(self.path, "r")
+        group = self.handle[self.name]
+        return Image.fromarray(group["images"][index]), Image.fromarray(group["depths"][index])
+
+    def __getstate__(self):
+        return {**self.__dict__, "handle": None}

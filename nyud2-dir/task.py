@@ -63,12 +63,16 @@ class NYUD2Task(Task):
         dataset.check_pairs_exist(test_pairs, test_csv)
         mask = dataset.load_test_mask(data_dir, len(test_pairs), self.crop)
         subset_csv = data_dir / "nyu2_train_FDS_subset.csv"
+        packed = lambda name: dataset.PairPack(data_dir, name, a.scale) if a.data_format == "hdf5" else None
         make = lambda pairs, mode, **kw: dataset.NYUD2Dataset(pairs, mode, a.scale, self.crop, **kw)
-        test = make(test_pairs, "test", mask=mask)
+        test = make(test_pairs, "test", mask=mask, pack=packed("nyu2_test"))
         if a.select_on_test:
             train_pairs, val = pairs, test
             self.log("model selection: on the TEST set (--select_on_test), as the references")
         else:
+            if a.data_format == "hdf5":
+                raise RunError("--data_format hdf5 packs whole CSVs: pass --select_on_test with it, or read the "
+                               "image files (the validation scenes are carved from nyu2_train.csv).")
             train_pairs, val_pairs = dataset.split_validation_scenes(pairs, a.val_fraction)
             if not val_pairs:
                 raise RunError(f"--val_fraction {a.val_fraction} holds out no scene; raise it or pass "
@@ -76,11 +80,12 @@ class NYUD2Task(Task):
             val = make(val_pairs, "val")
             self.log(f"model selection: on {len(val_pairs)} images of held-out training scenes "
                      f"(--val_fraction {a.val_fraction}); --select_on_test selects on the test set as the references")
-        splits = {"train": make(train_pairs, "train", bucket_weights=weights), "val": val, "test": test}
+        splits = {"train": make(train_pairs, "train", bucket_weights=weights, pack=packed("nyu2_train")), "val": val,
+                  "test": test}
         if (a.fds or a.srl) and subset_csv.is_file():
             subset = dataset.read_pairs(subset_csv, data_dir)
             dataset.check_pairs_exist(subset, subset_csv)
-            splits["stats"] = make(subset, "stats")
+            splits["stats"] = make(subset, "stats", pack=packed("nyu2_train_FDS_subset"))
         elif a.fds or a.srl:
             raise RunError(f"{subset_csv} does not exist; FDS collects its statistics on that subset: fetch it with "
                            "`python data/preprocess_nyud2.py`.")

@@ -34,6 +34,8 @@ def build_parser():
     g.add_argument("--pretrained_encoder", default="imagenet",
                    help="imagenet (torchvision's V1 weights, as the references), none, or a ResNet state dict file")
     g.add_argument("--scale", type=int, default=240, help="images are resized to this shorter side")
+    g.add_argument("--data_format", default="png", choices=["png", "hdf5"],
+                   help="hdf5: read the scaled image/depth pairs packed by data/pack_nyud2.py (with --select_on_test)")
     g.add_argument("--crop", type=int, nargs=2, default=(304, 228), metavar=("W", "H"),
                    help="centre crop (W H, each divisible by 4); the training depth is half of it")
     g.add_argument("--val_fraction", type=float, default=0.05,

@@ -491,3 +491,20 @@ def test_gai_trains_with_the_fitted_prior(data_dir, tmp_path):
               "--fix_noise_sigma")
     import re
     assert re.search(r"\]\s+bmse -?\d+\.\d+\s+total", (tmp_path / "gai" / "training.log").read_text())
+
+
+@pytest.mark.slow
+def test_training_from_the_hdf5_pack_gives_the_same_numbers(data_dir, tmp_path):
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    done = subprocess.run([sys.executable, "data/pack_nyud2.py", "--data_dir", str(data), "--scale", "36"],
+                          cwd=ROOT / "nyud2-dir", capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    flags = ["--fds", "--select_on_test", "--workers", "2"]
+    png = run_nyud2(data, tmp_path, "png", *flags)
+    hdf5 = run_nyud2(data, tmp_path, "hdf5", *flags, "--data_format", "hdf5")
+    assert json.dumps(png["test"], sort_keys=True) == json.dumps(hdf5["test"], sort_keys=True)
+    with pytest.raises(SystemExit) as info:
+        run_nyud2(data, tmp_path, "scale", "--select_on_test", "--data_format", "hdf5", "--scale", "40")
+    assert "needs" in str(info.value.code) and "nyu2_pairs_40.h5" in str(info.value.code)
