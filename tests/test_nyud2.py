@@ -508,3 +508,10 @@ def test_training_from_the_hdf5_pack_gives_the_same_numbers(data_dir, tmp_path):
     with pytest.raises(SystemExit) as info:
         run_nyud2(data, tmp_path, "scale", "--select_on_test", "--data_format", "hdf5", "--scale", "40")
     assert "needs" in str(info.value.code) and "nyu2_pairs_40.h5" in str(info.value.code)
+
+
+@pytest.mark.parametrize("flags", [["--stats_from_training"], ["--conr_views", "2"]])
+def test_speed_flags_of_other_benchmarks_are_refused(flags, capsys):
+    with pytest.raises(SystemExit) as info:
+        folder_main("nyud2-dir")(flags)
+    assert info.value.code == 2 and "for the age and text benchmarks" in capsys.readouterr().err

@@ -406,3 +406,12 @@ def test_loader_options(tmp_path):
     assert not test_loader.persistent_workers and not train_loader.pin_memory      # pinned on CUDA only
     result = trainer(VectorTask(), tmp_path, "persistent", workers=2, persistent_workers=True, epochs=2).fit()
     assert math.isfinite(result["test"]["all"]["mse"])
+
+
+def test_process_setup_refusals(tmp_path, monkeypatch):
+    with pytest.raises(RunError, match="--sync_bn synchronises BatchNorm across CUDA processes"):
+        trainer(VectorTask(), tmp_path, sync_bn=True)
+    from common import distributed
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    with pytest.raises(RunError, match="--batch_size 16 .* is not divisible by the 3 processes"):
+        trainer(VectorTask(), tmp_path)
