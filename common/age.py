@@ -15,13 +15,14 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from common.objective import statistics_pass
+from common import engine
 from common.bins import AGE_BINS, LabelBins
 from common.datasplit import describe_split
 from common.engine import RunError
 from common.fds import FDS
 from common.lds import prepare_weights, smoothed_bin_counts
 from common.metrics import balanced_shot_metrics, shot_metrics, shot_table
+from common.objective import statistics_pass
 from common.trainer import Task
 
 # Shot thresholds of the age benchmarks (docs/methods.md §10.1); --evaluate keeps a checkpoint's own unless given.
@@ -207,31 +208,11 @@ class AgeTask(Task):
         model = self.resnet_module.build_model(a.model, width=a.width, stem=a.stem, fds=fds,
                                                projection_dim=a.embedding_dim if a.srl else None)
         if a.pretrained:
-            self._load_trunk(model, a.pretrained)
+            engine.load_pretrained_trunk(model, a.pretrained, part="trunk", fits=f"--model {a.model}",
+                                         flags="--model, --width and --stem", log=self.log)
         if a.retrain_fc:
-            for name, parameter in model.named_parameters():
-                parameter.requires_grad_(name.startswith("linear."))
+            engine.train_only(model, "linear.")
         return model
-
-    def _load_trunk(self, model, path) -> None:
-        """RRT: every trunk tensor of ``path`` (all but the ``linear`` head) must fit this model; a reference
-        checkpoint's FDS statistics are mapped or dropped as for evaluation (:func:`common.fds.adapt_fds_state`)."""
-        from common import engine
-        from common.fds import adapt_fds_state
-        state = adapt_fds_state(engine.load_checkpoint(path)["state_dict"], model, self.log)
-        trunk = {k: v for k, v in state.items() if not k.startswith(("linear.", "fc."))}
-        own = model.state_dict()
-        misfits = [k for k, v in trunk.items() if k not in own or own[k].shape != v.shape]
-        missing = [k for k, v in own.items() if not k.startswith("linear.") and k not in trunk]
-        if misfits or missing:
-            first = misfits[0] if misfits else missing[0]
-            shape = tuple(trunk[first].shape) if first in trunk else "absent"
-            ours = tuple(own[first].shape) if first in own else "absent"
-            raise RunError(f"the trunk of --pretrained {path} does not fit --model {self.args.model} (first "
-                           f"mismatch: {first}, checkpoint {shape}, model {ours}); pass the --model, --width and "
-                           "--stem it was trained with.")
-        model.load_state_dict(trunk, strict=False)
-        self.log(f"loaded {len(trunk)} of the model's {len(own)} tensors (the trunk) from {path}")
 
     def build_objective(self):
         a = self.args

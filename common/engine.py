@@ -229,3 +229,33 @@ def write_json(data: dict, path: Path) -> None:
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle, indent=2)
     os.replace(tmp, path)
+
+
+def load_pretrained_trunk(model: torch.nn.Module, path, *, part: str, fits: str, flags: str, log,
+                          head=("linear.", "fc.")) -> None:
+    """RRT's first step: load every tensor of checkpoint ``path`` except the regression head into ``model``.
+
+    A reference checkpoint's FDS statistics are mapped or dropped as for evaluation
+    (:func:`common.fds.adapt_fds_state`). Every trunk tensor must fit: otherwise one sentence names the first
+    mismatch and the ``flags`` to pass. ``part`` names the trunk in messages, ``fits`` the model it must fit.
+    """
+    from common.fds import adapt_fds_state
+    state = adapt_fds_state(load_checkpoint(path)["state_dict"], model, log)
+    trunk = {k: v for k, v in state.items() if not k.startswith(tuple(head))}
+    own = model.state_dict()
+    misfits = [k for k, v in trunk.items() if k not in own or own[k].shape != v.shape]
+    missing = [k for k in own if not k.startswith(tuple(head)) and k not in trunk]
+    if misfits or missing:
+        first = (misfits or missing)[0]
+        shape = tuple(trunk[first].shape) if first in trunk else "absent"
+        ours = tuple(own[first].shape) if first in own else "absent"
+        raise RunError(f"the {part} of --pretrained {path} does not fit {fits} (first mismatch: {first}, checkpoint "
+                       f"{shape}, model {ours}); pass the {flags} it was trained with.")
+    model.load_state_dict(trunk, strict=False)
+    log(f"loaded {len(trunk)} of the model's {len(own)} tensors (the {part}) from {path}")
+
+
+def train_only(model: torch.nn.Module, prefix: str) -> None:
+    """RRT's second step: only the parameters whose names start with ``prefix`` (the head) keep training."""
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith(prefix))

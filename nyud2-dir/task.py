@@ -114,8 +114,8 @@ class NYUD2Task(Task):
                                "pass the --encoder it was trained with.") from error
             self.log(f"loaded {len(state)} tensors from {a.pretrained}")
         if a.retrain_fc:
-            for name, parameter in model.named_parameters():
-                parameter.requires_grad_(name.startswith("R.conv2."))
+            from common import engine
+            engine.train_only(model, "R.conv2.")        # the last layer of the encoder-decoder
         return model
 
     def build_objective(self):

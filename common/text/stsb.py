@@ -14,7 +14,6 @@ import torch
 
 from common import engine
 from common.bins import STSB_BINS, LabelBins
-from common.engine import RunError
 from common.fds import FDS
 from common.lds import prepare_weights
 from common.metrics import correlation_shot_metrics, correlation_table
@@ -118,27 +117,12 @@ class STSTask(Task):
             embeddings=self.embeddings, train_words=bool(a.train_words) or not a.glove, fds=fds,
             projection_dim=a.embedding_dim if a.srl else None)
         if a.pretrained:
-            self._load_encoder(model, a.pretrained)
+            engine.load_pretrained_trunk(model, a.pretrained, part="pair encoder", fits="this model", head=("linear.",),
+                                         flags="--d_hid, --d_word, --n_layers_enc, --max_word_v_size and data",
+                                         log=self.log)
         if a.retrain_fc:
-            for name, parameter in model.named_parameters():
-                parameter.requires_grad_(name.startswith("linear."))
+            engine.train_only(model, "linear.")
         return model
-
-    def _load_encoder(self, model, path) -> None:
-        """RRT: every tensor of ``path`` but the ``linear`` head must fit this model (the pair encoder)."""
-        from common.fds import adapt_fds_state
-        state = adapt_fds_state(engine.load_checkpoint(path)["state_dict"], model, self.log)
-        encoder = {k: v for k, v in state.items() if not k.startswith("linear.")}
-        own = model.state_dict()
-        misfits = [k for k, v in encoder.items() if k not in own or own[k].shape != v.shape]
-        missing = [k for k in own if not k.startswith("linear.") and k not in encoder]
-        if misfits or missing:
-            first = (misfits or missing)[0]
-            raise RunError(f"the encoder of --pretrained {path} does not fit this model (first mismatch: {first}); "
-                           "pass the --d_hid, --d_word, --n_layers_enc, --max_word_v_size and data it was trained "
-                           "with.")
-        model.load_state_dict(encoder, strict=False)
-        self.log(f"loaded {len(encoder)} of the model's {len(own)} tensors (the pair encoder) from {path}")
 
     def build_objective(self):
         a = self.args

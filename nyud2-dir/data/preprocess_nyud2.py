@@ -18,7 +18,6 @@ is cached for training) and compares it with the references' hard-coded table: o
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import shutil
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.datasplit import REFERENCE_COMMIT, REFERENCE_REPO
+from common.datasplit import REFERENCE_COMMIT, REFERENCE_REPO, sha256_of
 from common.depth import balanced_mask
 
 SUBSET_SHA256 = "e2e00e2388db5a4a6917b7f1c4af68b5fd4012f2884acbbb810ffe8c0957f5b6"
@@ -62,7 +61,7 @@ def fetch(name: str, dest: Path, source_dir: str | None) -> None:
 
 
 def verify_subset(path: Path) -> None:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256_of(path)
     if digest != SUBSET_SHA256:
         path.unlink()
         raise SystemExit(f"error: the FDS subset fetched is not the published file (SHA-256 {digest}, expected "

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.datasplit import sha256_of
+
 FILES = ("train_new.tsv", "dev_new.tsv", "test_new.tsv")
 SIZES = {"train_new.tsv": 5249, "dev_new.tsv": 1000, "test_new.tsv": 1000}
 HEADER = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"]
@@ -48,15 +50,6 @@ RECORD = "split.json"
 def url_of(split: str, name: str) -> str:
     info = SPLITS[split]
     return f"https://raw.githubusercontent.com/{info['repo']}/{info['commit']}/sts-b-dir/glue_data/STS-B/{name}"
-
-
-def sha256_of(path) -> str:
-    import hashlib
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def problem(path: Path, split: str, name: str) -> str | None:
