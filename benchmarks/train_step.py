@@ -2,12 +2,14 @@
 
     python benchmarks/train_step.py [--device cpu|cuda] [--model resnet50] [--img_size 224] [--batch_size 64]
                                     [--blocks 5] [--steps 3] [--loading]
+                                    [--variants KEY ...]
 
 Each method alone and the full stack run the same model on the same random batch (data excluded), timed in
 alternating blocks (every variant once per block, so slow drifts of a shared machine hit all alike); the table
-gives the median samples per second and each variant's overhead against vanilla. ``--loading`` also times the
-data pipeline per loader process on synthetic AgeDB-DIR: decoding JPEG files against reading the HDF5 pack
-(``python -m common.pack``), both followed by the same augmentation.
+gives the median images per second (of the batch of ``--batch_size``: ConR's views and the doubled batch of the
+"vanilla, 2 × batch" row, the floor of any two-view method, are not counted) and each variant's step time against
+vanilla. ``--loading`` also times the data pipeline per loader process on synthetic AgeDB-DIR: decoding JPEG files
+against reading the HDF5 pack (``python -m common.pack``), both followed by the same augmentation.
 """
 from __future__ import annotations
 
@@ -24,18 +26,22 @@ from common.fds import FDS
 from common.models.resnet import ResNetRegressor
 from common.objective import build_objective
 
+# key (for --variants): (row label, what differs from vanilla)
 VARIANTS = {
-    "vanilla": {},
-    "LDS (re-weighting)": {"weights": True},
-    "FDS": {"fds": True},
-    "RankSim": {"objective": {"ranksim_weight": 100.0, "interpolation_lambda": 2.0}},
-    "SRL": {"srl": True, "objective": {"srl_weights": (10.0, 100.0, 0.01), "n_points": 2000}},
-    "Balanced MSE (BMC)": {"objective": {"bmse": "bmc"}},
-    "ConR, 3 passes (reference)": {"views": True, "objective": {"conr_weight": 4.0}},
-    "ConR, --conr_views 2": {"views": True, "reuse": True, "objective": {"conr_weight": 4.0}},
-    "all (LDS+FDS+RankSim+SRL+ConR)": {"weights": True, "fds": True, "srl": True, "views": True,
-                                       "objective": {"ranksim_weight": 100.0, "srl_weights": (10.0, 100.0, 0.01),
-                                                     "conr_weight": 4.0}},
+    "vanilla": ("vanilla", {}),
+    "lds": ("LDS (re-weighting)", {"weights": True}),
+    "fds": ("FDS", {"fds": True}),
+    "ranksim": ("RankSim", {"objective": {"ranksim_weight": 100.0, "interpolation_lambda": 2.0}}),
+    "srl": ("SRL", {"srl": True, "objective": {"srl_weights": (10.0, 100.0, 0.01), "n_points": 2000}}),
+    "bmc": ("Balanced MSE (BMC)", {"objective": {"bmse": "bmc"}}),
+    "conr": ("ConR, 3 passes (reference)", {"views": True, "objective": {"conr_weight": 4.0}}),
+    "conr_views2": ("ConR, `--conr_views 2`", {"views": True, "reuse": True, "objective": {"conr_weight": 4.0}}),
+    # The floor of any method that forwards two views: vanilla on twice the batch (ConR's loss itself excluded).
+    "vanilla_2x": ("vanilla, 2 × batch", {"batch_factor": 2}),
+    "all": ("all (LDS+FDS+RankSim+SRL+ConR)", {"weights": True, "fds": True, "srl": True, "views": True,
+                                               "objective": {"ranksim_weight": 100.0,
+                                                             "srl_weights": (10.0, 100.0, 0.01),
+                                                             "conr_weight": 4.0}}),
 }
 
 
@@ -48,7 +54,7 @@ def build(variant: dict, args, device):
     objective = build_objective(srl_num_labels=121, **variant.get("objective", {})).to(device)
     objective.reuse_views = bool(variant.get("reuse"))
     optimizer = torch.optim.Adam(list(model.parameters()) + list(objective.parameters()), lr=1e-4)
-    n, size = args.batch_size, args.img_size
+    n, size = args.batch_size * variant.get("batch_factor", 1), args.img_size
     x = torch.randn(n, 3, size, size, device=device)
     batch = {"input": x, "target": torch.randint(0, 100, (n, 1), device=device).float(),
              "weight": (torch.rand(n, 1, device=device) + 0.5) if variant.get("weights") else None}
@@ -72,10 +78,10 @@ def sync(device):
 
 
 def training_steps(args, device) -> dict[str, list[float]]:
-    built = {name: build(variant, args, device) for name, variant in VARIANTS.items()}
+    built = {key: build(VARIANTS[key][1], args, device) for key in args.variants}
     for parts in built.values():                # warm-up
         step(*parts)
-    rates = {name: [] for name in VARIANTS}
+    rates = {name: [] for name in built}
     for _ in range(args.blocks):
         for name, parts in built.items():
             sync(device)
@@ -120,20 +126,23 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--blocks", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="training steps per variant and block")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="KEY",
+                        help=f"the variants to time (vanilla always); default: all of {', '.join(VARIANTS)}")
     parser.add_argument("--loading", action="store_true", help="also time JPEG decoding against the HDF5 pack")
     parser.add_argument("--stored_size", type=int, default=250, help="--loading: size of the synthetic JPEG files")
     args = parser.parse_args(argv)
+    args.variants = ["vanilla"] + [name for name in args.variants if name != "vanilla"]
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"{name}, torch {torch.__version__}, {torch.get_num_threads()} threads; {args.model}, {args.img_size} px, "
           f"batch {args.batch_size}; median of {args.blocks} blocks of {args.steps} steps")
     rates = training_steps(args, device)
     base = statistics.median(rates["vanilla"])
-    print("\n| variant | samples/s | time vs vanilla |")
+    print(f"\n| variant | batch images/s (B = {args.batch_size}) | step time vs vanilla |")
     print("|---|---:|---:|")
-    for variant, values in rates.items():
+    for key, values in rates.items():
         rate = statistics.median(values)
-        print(f"| {variant} | {rate:.1f} | {base / rate:.2f}× |")
+        print(f"| {VARIANTS[key][0]} | {rate:.1f} | {base / rate:.2f}× |")
     if args.loading:
         speeds = loading(args)
         print("\n| loader (one process) | images/s |")
