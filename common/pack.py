@@ -31,14 +31,14 @@ def write_pack(data_dir, csv_name: str, img_size: int) -> Path:
     import h5py
     import pandas as pd
     from PIL import Image
-    from torchvision.transforms import Resize
+
+    from common.age import decode_resized
 
     data_dir = Path(data_dir)
     csv = data_dir / f"{csv_name}.csv"
     if not csv.is_file():
         raise RunError(f"{csv} does not exist; create the split first (data/ scripts) or pass --data_dir.")
     paths = pd.read_csv(csv, dtype={"path": str})["path"].tolist()
-    resize = Resize((img_size, img_size))
     out = pack_path(data_dir, csv_name, img_size)
     tmp = out.with_name(out.name + ".tmp")
     with h5py.File(tmp, "w") as handle:
@@ -47,7 +47,7 @@ def write_pack(data_dir, csv_name: str, img_size: int) -> Path:
         for i, path in enumerate(paths):
             try:
                 with Image.open(data_dir / path) as image:
-                    images[i] = np.asarray(resize(image.convert("RGB")))
+                    images[i] = decode_resized(image, img_size)
             except OSError as error:
                 tmp.unlink(missing_ok=True)
                 raise RunError(f"image {data_dir / path} could not be read ({error}); fix the data first.") from error

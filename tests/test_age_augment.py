@@ -1,0 +1,79 @@
+"""The age augmentation (common.age.AgeAugment) against torchvision's transform chain of the references.
+
+Both draw from torch's global generator; with the same seed they must give the same tensors bit for bit, and
+leave the generator in the same state (so everything drawn after an image is unchanged too).
+"""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms
+
+from common.age import AgeAugment, decode_resized
+
+
+def torchvision_chain(img_size: int, train: bool):
+    """The references' chain, written from their code's description (docs/methods.md, age data)."""
+    steps = [transforms.Resize((img_size, img_size))]
+    if train:
+        padding = max(1, round(16 * img_size / 224))
+        steps += [transforms.RandomCrop(img_size, padding=padding), transforms.RandomHorizontalFlip()]
+    steps += [transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)]
+    return transforms.Compose(steps)
+
+
+def photo(seed: int, width: int, height: int, mode: str = "RGB") -> Image.Image:
+    rng = np.random.default_rng(seed)
+    channels = 3 if mode == "RGB" else 1
+    pixels = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
+    return Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode)
+
+
+@pytest.mark.parametrize("img_size", [32, 64, 224])
+@pytest.mark.parametrize("train", [True, False])
+def test_equals_torchvision_bit_for_bit(img_size, train):
+    ours, theirs = AgeAugment(img_size, train), torchvision_chain(img_size, train)
+    # non-square, smaller, larger, already the right size, and a grayscale photo
+    images = [photo(0, 250, 190), photo(1, img_size // 2 + 3, img_size), photo(2, 3 * img_size, 2 * img_size),
+              photo(3, img_size, img_size), photo(4, 120, 160, "L")]
+    for seed, image in enumerate(images * 8):      # 40 draws: both flips and many crop offsets
+        torch.manual_seed(seed)
+        expected = theirs(image.convert("RGB"))
+        state = torch.get_rng_state()
+        torch.manual_seed(seed)
+        got = ours(decode_resized(image, img_size))
+        assert got.dtype == expected.dtype == torch.float32 and got.shape == (3, img_size, img_size)
+        assert torch.equal(got, expected)
+        assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_every_crop_offset_and_flip_matches():
+    """Each of the (2p + 1)² corners, flipped and not, against torchvision's functional crop of the padded image."""
+    img_size = 32
+    ours = AgeAugment(img_size, True)
+    pad = ours.padding
+    image = photo(5, img_size, img_size)
+    padded = transforms.functional.pad(image, pad, fill=0)
+    to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)])
+    seen = set()
+    for seed in range(400):
+        torch.manual_seed(seed)
+        row, col = (int(torch.randint(0, 2 * pad + 1, (1,))) for _ in range(2))
+        flip = bool(torch.rand(1) < 0.5)
+        seen.add((row, col, flip))
+        crop = transforms.functional.crop(padded, row, col, img_size, img_size)
+        expected = to_tensor(transforms.functional.hflip(crop) if flip else crop)
+        torch.manual_seed(seed)
+        assert torch.equal(ours(np.asarray(image)), expected), (row, col, flip)
+    assert len(seen) == 2 * (2 * pad + 1) ** 2      # every offset and both flips were checked
+
+
+def test_values_span_minus_one_to_one():
+    ramp = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    values = AgeAugment(16, False)(ramp)[0].flatten()
+    assert values[0] == -1.0 and values[255] == 1.0 and bool(torch.all(values.diff() > 0))
+
+
+def test_wrong_size_is_one_sentence():
+    with pytest.raises(ValueError, match=r"expected a \(32, 32, 3\) array, got \(30, 32, 3\)"):
+        AgeAugment(32, True)(np.zeros((30, 32, 3), np.uint8))
