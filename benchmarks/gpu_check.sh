@@ -1,86 +1,118 @@
 #!/usr/bin/env bash
 # One prepared check for a machine with a CUDA GPU, within about 8 minutes:
 #
-#     bash benchmarks/gpu_check.sh [--wheels DIR] [--out REPORT]
+#     bash benchmarks/gpu_check.sh [--wheels DIR] [--out REPORT] [--dry_run]
 #
 # Uses the PyTorch already installed there (torch >= 2.11) and installs nothing from the network: missing packages
 # (tensorboard_logger, pytest, ...) come from --wheels DIR, a local folder of wheels. It runs the CUDA-marked tests,
-# the loss benchmark on the GPU, a bf16 vs float32 training-step comparison, and a short synthetic AgeDB-DIR run
-# with ConR + LDS + FDS + RankSim + SRL, and writes one report (GPU model, torch version, every figure). Without a
-# CUDA GPU it says so and exits 0.
+# the loss benchmark and the training-step benchmark (every method at ResNet-50, 224 px, batch 64, and JPEG against
+# HDF5 loading) on the GPU, a bf16 vs float32 training-step comparison, and a short synthetic AgeDB-DIR run with
+# ConR + LDS + FDS + RankSim + SRL, and writes one report (GPU model, torch version, every figure). Without a CUDA
+# GPU it says so and exits 0. --dry_run runs every section on the CPU at toy sizes, to check the script itself
+# (tests/test_cuda.py does, so that it still works on the day a GPU is there).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+[[ "$PY" == */* ]] && PY=$(realpath -ms "$PY")      # the run below starts in agedb-dir/
 WHEELS=""
 OUT="gpu_check_report.txt"
+DRY=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --wheels) WHEELS="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
-        *) echo "gpu_check.sh: unknown argument $1 (use --wheels DIR, --out REPORT)" >&2; exit 2 ;;
+        --dry_run) DRY=1; shift ;;
+        *) echo "gpu_check.sh: unknown argument $1 (use --wheels DIR, --out REPORT, --dry_run)" >&2; exit 2 ;;
     esac
 done
-if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-    echo "gpu_check: no CUDA GPU visible to $PY (or no PyTorch): nothing to check."
-    exit 0
+if ! "$PY" -c "import torch" 2>/dev/null; then
+    echo "gpu_check: $PY has no PyTorch; point PYTHON= at one that has (torch >= 2.11): nothing to check."
+    [ "$DRY" = 1 ] && exit 2 || exit 0
+fi
+if [ "$DRY" = 1 ]; then
+    # The same sections on the CPU at toy sizes: a check of this script, not of a GPU.
+    export DEVICE=cpu MODEL=resnet18 WIDTH=16 IMG=32 BATCH=8 STEP_ARGS="--blocks 1 --steps 1 --stored_size 48"
+    export REPEATS=1 RUN_ARGS="--epoch 1 --img_size 32 --width 16 --batch_size 32 --workers 0"
+    export SYNTH_ARGS="--n 200 --img_size 32"
+    export TMPROOT="${TMPDIR:-/tmp}/gpu_check_dry_$$"
+else
+    if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+        echo "gpu_check: no CUDA GPU visible to $PY: nothing to check."
+        exit 0
+    fi
+    export DEVICE=cuda MODEL=resnet50 WIDTH=64 IMG=224 BATCH=64 STEP_ARGS="--blocks 5 --steps 3" REPEATS=20
+    export RUN_ARGS="--epoch 3 --img_size 64 --batch_size 128 --workers 8" SYNTH_ARGS="--n 3000 --img_size 64"
+    export TMPROOT=/tmp/gpu_check
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"     # the repo's `common`, without an install step
 if [ -n "$WHEELS" ]; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu_check_site "$WHEELS"/*.whl \
-        && export PYTHONPATH="$PYTHONPATH:/tmp/gpu_check_site"
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$TMPROOT/site" "$WHEELS"/*.whl \
+        && export PYTHONPATH="$PYTHONPATH:$TMPROOT/site"
 fi
+OUT=$(realpath -m "$OUT")
 section() { printf '\n## %s\n' "$1" | tee -a "$OUT"; }
 : > "$OUT"
 {
-    echo "# gpu_check $(date -u +%Y-%m-%dT%H:%MZ)"
-    "$PY" -c "import torch; print('torch', torch.__version__, '| CUDA', torch.version.cuda, '|', torch.cuda.get_device_name(0))"
+    echo "# gpu_check $(date -u +%Y-%m-%dT%H:%MZ)$( [ "$DRY" = 1 ] && echo ' (dry run on the CPU)')"
+    "$PY" -c "import torch; print('torch', torch.__version__, '| CUDA', torch.version.cuda, '|',
+              torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 } | tee -a "$OUT"
 
 section "CUDA tests (pytest -m cuda)"
 timeout 180 "$PY" -m pytest -q -m cuda tests 2>&1 | tail -15 | tee -a "$OUT"
 
-section "loss benchmark on the GPU (benchmarks/losses.py --device cuda)"
-timeout 120 "$PY" benchmarks/losses.py --device cuda --repeats 20 2>&1 | tail -20 | tee -a "$OUT"
+section "loss benchmark (benchmarks/losses.py --device $DEVICE)"
+timeout 120 "$PY" benchmarks/losses.py --device "$DEVICE" --repeats "$REPEATS" 2>&1 | tail -20 | tee -a "$OUT"
 
-section "bf16 vs float32 training step (ResNet-50, 224 px, batch 64, ConR + FDS)"
+section "training step per method, and loading (benchmarks/train_step.py, $MODEL, $IMG px, batch $BATCH)"
+timeout 150 "$PY" benchmarks/train_step.py --device "$DEVICE" --model "$MODEL" --img_size "$IMG" --batch_size "$BATCH" \
+    $STEP_ARGS --loading 2>&1 | tail -25 | tee -a "$OUT"
+
+section "bf16 vs float32 training step ($MODEL, $IMG px, batch $BATCH, ConR + FDS)"
 timeout 120 "$PY" - <<'PY' 2>&1 | tee -a "$OUT"
-import time, torch
+import os, time, torch
 from common.fds import FDS
 from common.models.resnet import ResNetRegressor
 from common.objective import build_objective
-device = torch.device("cuda")
-def steps(dtype, n=10):
+device = torch.device(os.environ["DEVICE"])
+name, width, size, n = os.environ["MODEL"], int(os.environ["WIDTH"]), int(os.environ["IMG"]), int(os.environ["BATCH"])
+def sync():
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+def steps(dtype, count=10):
     torch.manual_seed(0)
-    model = ResNetRegressor("resnet50", fds=FDS(2048, 100, 3)).to(device).train()
+    model = ResNetRegressor(name, fds=FDS(ResNetRegressor.encoding_dim_of(name, width), 100, 3), width=width,
+                            stem="imagenet" if size >= 128 else "cifar").to(device)
     objective = build_objective(loss="l1", conr_weight=4.0).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), 1e-4)
-    x = torch.randn(64, 3, 224, 224, device=device)
-    batch = {"input": x, "target": torch.randint(0, 100, (64, 1), device=device).float(),
-             "weight": torch.ones(64, 1, device=device), "views": (x.flip(3), x.flip(2))}
+    optimizer = torch.optim.Adam(model.train().parameters(), 1e-4)
+    x = torch.randn(n, 3, size, size, device=device)
+    batch = {"input": x, "target": torch.randint(0, 100, (n, 1), device=device).float(),
+             "weight": torch.ones(n, 1, device=device), "views": (x.flip(3), x.flip(2))}
     losses = []
-    for i in range(n + 2):
+    for i in range(count + 2):
         if i == 2:
-            torch.cuda.synchronize(); start = time.time()
-        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+            sync(); start = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             total = sum(objective(model, batch, 0).values())
         optimizer.zero_grad(); total.backward(); optimizer.step()
         losses.append(total.item())
-    torch.cuda.synchronize()
-    return (time.time() - start) / n, losses
+    sync()
+    return (time.perf_counter() - start) / count, losses
 fp32, bf16 = steps(None), steps(torch.bfloat16)
 print(f"float32 {fp32[0] * 1000:.1f} ms/step, bf16 {bf16[0] * 1000:.1f} ms/step, speed-up {fp32[0] / bf16[0]:.2f}x")
 print("loss after 12 steps: float32 %.4f, bf16 %.4f (finite: %s)" % (fp32[1][-1], bf16[1][-1],
       all(v == v and abs(v) < float("inf") for v in bf16[1])))
 PY
 
-section "synthetic AgeDB-DIR: ConR + LDS + FDS + RankSim + SRL, 3 epochs on the GPU"
-DATA=/tmp/gpu_check_agedb
-[ -f "$DATA/agedb.csv" ] || timeout 120 "$PY" -m common.synthetic agedb --out "$DATA" --n 3000 --img_size 64 >/dev/null
+section "synthetic AgeDB-DIR: ConR + LDS + FDS + RankSim + SRL, bf16, on $DEVICE ($RUN_ARGS)"
+DATA="$TMPROOT/agedb"
+[ -f "$DATA/agedb.csv" ] || timeout 120 "$PY" -m common.synthetic agedb --out "$DATA" $SYNTH_ARGS >/dev/null
 start=$(date +%s)
-(cd agedb-dir && timeout 240 "$PY" train.py --data_dir "$DATA" --store_root /tmp/gpu_check_runs --store_name stack \
-    --overwrite --device cuda --amp bf16 --model resnet18 --img_size 64 --batch_size 128 --epoch 3 --workers 8 \
+(cd agedb-dir && timeout 240 "$PY" train.py --data_dir "$DATA" --store_root "$TMPROOT/runs" --store_name stack \
+    --overwrite --device "$DEVICE" --amp bf16 --model resnet18 $RUN_ARGS \
     --reweight sqrt_inv --lds --fds --conr --regularization_weight 100 --interpolation_lambda 2 --srl \
     --many_shot_thr 25 --low_shot_thr 5 2>&1 | tail -8) | tee -a "$OUT"
 echo "wall: $(( $(date +%s) - start )) s" | tee -a "$OUT"
+[ "$DRY" = 1 ] && rm -rf "$TMPROOT"
 echo "report: $OUT"
