@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench clean-venv
+.PHONY: venv demo test test-fast bench gpu-wheels clean-venv
 
 venv: $(STAMP)
 
@@ -29,6 +29,11 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/losses.py
+
+# What a GPU machine's own PyTorch install lacks for benchmarks/gpu_check.sh (pure-Python wheels, pinned as in
+# requirements.txt), into .whl/ (ignored by git); the script installs them from there without a network.
+gpu-wheels: $(STAMP)
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: -d .whl tensorboard_logger==0.1.0 protobuf==3.20.3
 
 clean-venv:
 	rm -rf $(VENV)

@@ -4,27 +4,30 @@
 #     bash benchmarks/gpu_check.sh [--wheels DIR] [--out REPORT] [--dry_run]
 #
 # Uses the PyTorch already installed there (torch >= 2.11) and installs nothing from the network: missing packages
-# (tensorboard_logger, pytest, ...) come from --wheels DIR, a local folder of wheels. It runs the CUDA-marked tests,
+# come from --wheels DIR, a local folder of wheels (default: .whl/ when it exists; `make gpu-wheels` fills it with
+# tensorboard_logger and the protobuf < 4 it needs, which a PyTorch image usually lacks). It runs the CUDA-marked tests,
 # the loss benchmark and the training-step benchmark (every method at ResNet-50, 224 px, batch 64, and JPEG against
 # HDF5 loading) on the GPU, a bf16 vs float32 training-step comparison, and a short synthetic AgeDB-DIR run with
 # ConR + LDS + FDS + RankSim + SRL, and writes one report (GPU model, torch version, every figure). Without a CUDA
 # GPU it says so and exits 0. --dry_run runs every section on the CPU at toy sizes, to check the script itself
 # (tests/test_cuda.py does, so that it still works on the day a GPU is there).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+REPO=$(realpath -m "$(dirname "$0")/..")
 PY=${PYTHON:-python3}
-[[ "$PY" == */* ]] && PY=$(realpath -ms "$PY")      # the run below starts in agedb-dir/
 WHEELS=""
-OUT="gpu_check_report.txt"
+[ -d "$REPO/.whl" ] && WHEELS="$REPO/.whl"
+OUT="$REPO/gpu_check_report.txt"
 DRY=0
 while [ $# -gt 0 ]; do
     case "$1" in
-        --wheels) WHEELS="$2"; shift 2 ;;
-        --out) OUT="$2"; shift 2 ;;
+        --wheels) WHEELS=$(realpath -m "$2"); shift 2 ;;
+        --out) OUT=$(realpath -m "$2"); shift 2 ;;
         --dry_run) DRY=1; shift ;;
         *) echo "gpu_check.sh: unknown argument $1 (use --wheels DIR, --out REPORT, --dry_run)" >&2; exit 2 ;;
     esac
 done
+[[ "$PY" == */* ]] && PY=$(realpath -ms "$PY")      # paths given relative to where the script was called from
+cd "$REPO"
 if ! "$PY" -c "import torch" 2>/dev/null; then
     echo "gpu_check: $PY has no PyTorch; point PYTHON= at one that has (torch >= 2.11): nothing to check."
     [ "$DRY" = 1 ] && exit 2 || exit 0
@@ -46,10 +49,9 @@ else
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"     # the repo's `common`, without an install step
 if [ -n "$WHEELS" ]; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$TMPROOT/site" "$WHEELS"/*.whl \
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$TMPROOT/site" "$WHEELS"/*.whl \
         && export PYTHONPATH="$PYTHONPATH:$TMPROOT/site"
 fi
-OUT=$(realpath -m "$OUT")
 section() { printf '\n## %s\n' "$1" | tee -a "$OUT"; }
 : > "$OUT"
 {
