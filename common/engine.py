@@ -157,15 +157,20 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 
 # -- logging --------------------------------------------------------------------------------------------------
 def make_logger(run_dir: Path | None, name: str = "dir") -> logging.Logger:
-    """A logger writing to stdout and, in the main process, to ``run_dir/training.log``."""
+    """A logger writing information to stdout, warnings to stderr (once each) and both, in the main process, to
+    ``run_dir/training.log``."""
     logger = logging.getLogger(f"{name}.{run_dir}")
     logger.handlers.clear()
     logger.propagate = False
     logger.setLevel(logging.INFO)
     formatter = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
-    stream = logging.StreamHandler(sys.stdout)
-    stream.setFormatter(formatter)
-    logger.addHandler(stream)
+    stdout = logging.StreamHandler(sys.stdout)
+    stdout.addFilter(lambda record: record.levelno < logging.WARNING)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(logging.WARNING)
+    for stream in (stdout, stderr):
+        stream.setFormatter(formatter)
+        logger.addHandler(stream)
     if run_dir is not None and is_main_process():
         file_handler = logging.FileHandler(Path(run_dir) / "training.log")
         file_handler.setFormatter(formatter)

@@ -361,6 +361,7 @@ class Trainer:
         if self.rank != 0:
             logger.setLevel("WARNING")     # one log: rank 0's
         self.log = self.task.log = logger.info
+        self.warn = logger.warning
         scalars = engine.ScalarLogger(run_dir)
         self.log(f"run folder {run_dir}  device {self.device}" + (f"  processes {self.world} (global batch "
                  f"{self.batch_size} = {self.world} × {self.local_batch})" if self.world > 1 else ""))
@@ -532,7 +533,8 @@ class Trainer:
         return {**{name: value.item() for name, value in components.items()}, "total": total.item()}
 
     def _check_against_baseline(self, model, val_loader, best_score: float) -> None:
-        """Warn (log and stderr) when the best model is no better on validation than the task's trivial one."""
+        """Warn (stderr and the log file) when the best model is no better on validation than the task's trivial
+        one."""
         labels = self._val_labels if self._val_labels is not None else self.predict(model, val_loader)[1]
         baseline = self.task.baseline_predictions(labels)
         if baseline is None:
@@ -542,8 +544,8 @@ class Trainer:
             message = (f"warning: the best validation {self.task.selection_name} ({best_score:.4g}) is no better than "
                        f"predicting the training-label mean ({score:.4g}); the run failed to learn (diverged, "
                        "--lr too high or too low, or too few epochs).")
-            self.log(message)
-            print(message, file=sys.stderr)
+            if engine.is_main_process():
+                self.warn(message)
 
     def _restore(self, checkpoint: dict, **objects) -> None:
         """Load each named object's state from the checkpoint (the model from ``state_dict``)."""
@@ -558,6 +560,9 @@ class Trainer:
 
     def log(self, message: str) -> None:   # replaced by the run's logger in fit/evaluate
         logging.getLogger("dir").info(message)
+
+    def warn(self, message: str) -> None:  # replaced by the run's logger in fit
+        print(message, file=sys.stderr)
 
 
 # Flags a resumed run may change: everything else comes from the checkpoint, so the run continues exactly.

@@ -71,8 +71,11 @@ def test_a_diverging_run_stops_with_a_sentence(data_dir, tmp_path):
 
 def test_a_run_that_learns_nothing_is_reported(data_dir, tmp_path, capsys):
     agedb_main(run_args(data_dir, tmp_path, "frozen", "--lr", "1e-12"))
-    err = capsys.readouterr().err
-    assert "no better than predicting the training-label mean" in err
+    shown = capsys.readouterr()
+    warning = "no better than predicting the training-label mean"
+    # once on stderr (not again on stdout), and in the run's log file
+    assert shown.err.count(warning) == 1 and warning not in shown.out
+    assert (tmp_path / "frozen" / "training.log").read_text().count(warning) == 1
 
 
 def test_disk_full_during_a_checkpoint_is_one_sentence_and_keeps_the_old_file(tmp_path, monkeypatch):
