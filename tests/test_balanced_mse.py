@@ -336,15 +336,15 @@ def test_cuda_matches_cpu():
     calls = [lambda p, t: bmc_loss(p, t, 0.8), lambda p, t: gai_loss(p, t, gmm, 0.8),
              lambda p, t: bni_loss(p, t, 0.8, centers, probs)]
     for fn in calls:
-        out = fn(pred.cuda(), target.cuda())
+        out = fn(pred.to("cuda"), target.to("cuda"))
         assert out.device.type == "cuda"
         assert out.item() == pytest.approx(fn(pred, target).item(), rel=1e-10)
     for mod in [BMCLoss(0.8), GAILoss(0.8, gmm), BNILoss(0.8, centers, probs)]:
         mod = mod.double()
         cpu = mod(pred, target)
-        mod = mod.cuda()
+        mod = mod.to("cuda")
         assert mod.noise_sigma.device.type == "cuda"
-        out = mod(pred.cuda(), target.cuda())
+        out = mod(pred.to("cuda"), target.to("cuda"))
         assert out.device.type == "cuda"
         assert out.item() == pytest.approx(cpu.item(), rel=1e-10)
         out.backward()

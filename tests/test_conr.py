@@ -626,8 +626,8 @@ def test_dense_bad_hyperparameters_raise(hyper, match):
 def test_cuda_matches_cpu(denominator):
     f, y, yh, w = age_case(33, k=2, d=16, seed=91)
     cpu = conr_loss(f, y, yh, w, temperature=0.1, denominator=denominator)
-    fg = f.cuda().requires_grad_(True)
-    gpu = conr_loss(fg, y.cuda(), yh.cuda(), w.cuda(), temperature=0.1, denominator=denominator)
+    fg = f.to("cuda").requires_grad_(True)
+    gpu = conr_loss(fg, y.to("cuda"), yh.to("cuda"), w.to("cuda"), temperature=0.1, denominator=denominator)
     assert gpu.device.type == "cuda"
     assert gpu.item() == pytest.approx(cpu.item(), rel=1e-10)
     fc = f.clone().requires_grad_(True)
@@ -635,7 +635,7 @@ def test_cuda_matches_cpu(denominator):
     (gg,) = torch.autograd.grad(gpu, fg)
     assert gg.device.type == "cuda"
     assert torch.allclose(gg.cpu(), gc, rtol=1e-8, atol=1e-12)
-    f32 = conr_loss(f.float().cuda(), y.float().cuda(), yh.float().cuda(), w.float().cuda(), temperature=0.1,
+    f32 = conr_loss(f.float().to("cuda"), y.float().to("cuda"), yh.float().to("cuda"), w.float().to("cuda"), temperature=0.1,
                     denominator=denominator)
     assert f32.dtype == torch.float32 and f32.item() == pytest.approx(cpu.item(), rel=1e-4)
 
@@ -645,8 +645,8 @@ def test_cuda_matches_cpu(denominator):
 def test_cuda_dense_matches_cpu():
     feat, depth, output, weights = dense_case(9, c=3, h=4, w=3, seed=92)
     cpu = conr_dense_loss(feat, depth, output, weights, window=0.25)
-    gpu = conr_dense_loss(feat.cuda(), depth.cuda(), output.cuda(), weights.cuda(), window=0.25)
+    gpu = conr_dense_loss(feat.to("cuda"), depth.to("cuda"), output.to("cuda"), weights.to("cuda"), window=0.25)
     assert gpu.device.type == "cuda"
     assert gpu.item() == pytest.approx(cpu.item(), rel=1e-10)
-    ref = ConRDense(window=0.25)(feat.cuda(), depth.cuda(), output.cuda(), weights.cuda())
+    ref = ConRDense(window=0.25)(feat.to("cuda"), depth.to("cuda"), output.to("cuda"), weights.to("cuda"))
     assert ref.device.type == "cuda" and ref.item() == pytest.approx(cpu.item(), rel=1e-10)

@@ -429,7 +429,7 @@ def test_bad_kernel_arguments_raise():
 @needs_cuda
 def test_cuda_matches_cpu():
     cpu = FDS(3, bucket_num=9, bucket_start=1, start_update=0, start_smooth=1, ks=5, sigma=2)
-    gpu = FDS(3, bucket_num=9, bucket_start=1, start_update=0, start_smooth=1, ks=5, sigma=2).cuda()
+    gpu = FDS(3, bucket_num=9, bucket_start=1, start_update=0, start_smooth=1, ks=5, sigma=2).to("cuda")
     batches = _epoch_batches(11, 3, [25, 25, 25], high=9)
     for epoch, (x, y) in enumerate(batches):
         for fds, dev in ((cpu, "cpu"), (gpu, "cuda")):
@@ -439,7 +439,7 @@ def test_cuda_matches_cpu():
         assert getattr(gpu, name).device.type == "cuda"
         torch.testing.assert_close(getattr(gpu, name).cpu(), getattr(cpu, name), rtol=1e-5, atol=1e-5)
     (x, y), = _epoch_batches(12, 3, [17], high=9)
-    out = gpu.smooth(x.float().cuda(), y.float().cuda(), 2)
+    out = gpu.smooth(x.float().to("cuda"), y.float().to("cuda"), 2)
     assert out.device.type == "cuda"
     torch.testing.assert_close(out.cpu(), cpu.smooth(x.float(), y.float(), 2), rtol=1e-5, atol=1e-5)
 

@@ -435,8 +435,8 @@ def test_bad_targets_raise(targets):
 def test_cuda_matches_cpu():
     x, y = unique_case(12, 8, seed=91)
     cpu, gcpu = loss_and_grad(x, y, 2.0)
-    xg = x.cuda().requires_grad_(True)
-    gpu = ranksim_loss(xg, y.cuda(), 2.0)
+    xg = x.to("cuda").requires_grad_(True)
+    gpu = ranksim_loss(xg, y.to("cuda"), 2.0)
     assert gpu.device.type == "cuda"
     assert gpu.item() == pytest.approx(cpu.item(), rel=1e-5, abs=1e-6)
     (ggpu,) = torch.autograd.grad(gpu, xg)
@@ -445,7 +445,7 @@ def test_cuda_matches_cpu():
     # duplicates whose samples share features: the choice does not matter, CPU == CUDA
     yd = torch.tensor([1.0, 1.0, 2.0, 5.0, 5.0, 9.0])
     xd = torch.randn(4, 3, generator=torch.Generator().manual_seed(3))[[0, 0, 1, 2, 2, 3]]
-    assert ranksim_loss(xd.cuda(), yd.cuda(), 2.0).item() == pytest.approx(ranksim_loss(xd, yd, 2.0).item(), rel=1e-5)
+    assert ranksim_loss(xd.to("cuda"), yd.to("cuda"), 2.0).item() == pytest.approx(ranksim_loss(xd, yd, 2.0).item(), rel=1e-5)
 
 
 # -- the reference's tie rule ---------------------------------------------------------------------------------------

@@ -350,8 +350,8 @@ def test_cuda_matches_cpu(name, kw):
     pred, target = random_case(33, seed=50)
     w = make_weights("full", 33, 1, seed=51)
     cpu = FUNCS[name](pred, target, w, **kw)
-    gpu = FUNCS[name](pred.cuda(), target.cuda(), w.cuda(), **kw)
+    gpu = FUNCS[name](pred.to("cuda"), target.to("cuda"), w.to("cuda"), **kw)
     assert gpu.device.type == "cuda"
     assert gpu.item() == pytest.approx(cpu.item(), rel=1e-12, abs=1e-13)
-    gpu1d = FUNCS[name](pred.cuda(), target.cuda(), w.reshape(-1).cuda(), **kw)
+    gpu1d = FUNCS[name](pred.to("cuda"), target.to("cuda"), w.reshape(-1).to("cuda"), **kw)
     assert gpu1d.item() == pytest.approx(cpu.item(), rel=1e-12, abs=1e-13)

@@ -301,16 +301,16 @@ def test_module_points_buffer_and_forward():
 def test_cuda_matches_cpu():
     features, labels, surrogate, points = _random_case(9, 12, duplicates=True)
     cpu = srl_losses(features, labels, surrogate, points)
-    f = features.cuda().requires_grad_(True)
-    out = srl_losses(f, labels.cuda(), surrogate.cuda(), points.cuda())
+    f = features.to("cuda").requires_grad_(True)
+    out = srl_losses(f, labels.to("cuda"), surrogate.to("cuda"), points.to("cuda"))
     for o, c in zip(out, cpu):
         assert o.device.type == "cuda"
         assert o.item() == pytest.approx(c.item(), rel=1e-10, abs=1e-12)
     sum(out).backward()
     assert f.grad.device.type == "cuda"
-    mod = SRL(7, embedding_dim=4, n_points=20).cuda()
+    mod = SRL(7, embedding_dim=4, n_points=20).to("cuda")
     assert mod.points.device.type == "cuda"
-    got = mod(features.float().cuda(), labels.cuda(), surrogate.float().cuda())
+    got = mod(features.float().to("cuda"), labels.to("cuda"), surrogate.float().to("cuda"))
     ref = srl_losses(features.float(), labels, surrogate.float(), mod.points.cpu())
     for g, r in zip(got, ref):
         assert g.device.type == "cuda" and g.item() == pytest.approx(r.item(), rel=1e-5, abs=1e-6)
