@@ -635,8 +635,7 @@ def test_cuda_matches_cpu(denominator):
     (gg,) = torch.autograd.grad(gpu, fg)
     assert gg.device.type == "cuda"
     assert torch.allclose(gg.cpu(), gc, rtol=1e-8, atol=1e-12)
-    f32 = conr_loss(f.float().to("cuda"), y.float().to("cuda"), yh.float().to("cuda"), w.float().to("cuda"), temperature=0.1,
-                    denominator=denominator)
+    f32 = conr_loss(*(t.float().to("cuda") for t in (f, y, yh, w)), temperature=0.1, denominator=denominator)
     assert f32.dtype == torch.float32 and f32.item() == pytest.approx(cpu.item(), rel=1e-4)
 
 
