@@ -137,12 +137,12 @@ class NYUD2Task(Task):
             start_update=a.start_update, momentum=a.fds_mmt, seed=a.seed, gather=a.gather_features)
 
     def build_optimizer(self, model, objective):
-        """Adam with weight decay on the model; lr × 0.1 every 5 epochs; Balanced MSE's σ at --sigma_lr, no decay."""
+        """Adam with weight decay; lr × 0.1 every 5 epochs; Balanced MSE's σ at --sigma_lr, unscheduled, with the
+        same weight decay (its group inherits Adam's, as in the references)."""
         a = self.args
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "name": "model"}]
         if a.bmse and not a.fix_noise_sigma:
-            groups.append({"params": [objective.bmse.noise_sigma], "lr": a.sigma_lr, "weight_decay": 0.0,
-                           "name": "noise_sigma"})
+            groups.append({"params": [objective.bmse.noise_sigma], "lr": a.sigma_lr, "name": "noise_sigma"})
         optimizer = torch.optim.Adam(groups, lr=a.lr, weight_decay=a.weight_decay)
         step_decay, constant = (lambda epoch: 0.1 ** (epoch // 5)), (lambda epoch: 1.0)
         decay = [step_decay if group["name"] == "model" else constant for group in groups]

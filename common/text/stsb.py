@@ -160,11 +160,12 @@ class STSTask(Task):
 
     def build_optimizer(self, model, objective):
         """Adam with ``--weight_decay`` (L2, the reference's AllenNLP Adam; 1e-5), or SGD; no schedule. Balanced
-        MSE's σ has its own group at ``--sigma_lr``."""
+        MSE's σ has its own group at ``--sigma_lr`` with the same weight decay (inherited, as every reference's σ
+        group)."""
         a = self.args
         groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
         if a.bmse and not a.fix_noise_sigma:
-            groups.append({"params": [objective.bmse.loss.noise_sigma], "lr": a.sigma_lr, "weight_decay": 0.0})
+            groups.append({"params": [objective.bmse.loss.noise_sigma], "lr": a.sigma_lr})
         if a.optimizer == "adam":
             return torch.optim.Adam(groups, lr=a.lr, weight_decay=a.weight_decay), None
         return torch.optim.SGD(groups, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay), None
