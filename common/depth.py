@@ -21,14 +21,15 @@ SHOTS = ("all", "many", "medium", "few")
 
 
 def pixel_bucket_weights(pixel_counts, reweight: str, lds: bool = False, kernel: str = "gaussian", ks: int = 5,
-                         sigma: float = 2.0, bucket_start: int = 7) -> np.ndarray | None:
+                         sigma: float = 2.0, bucket_start: int = 7, truncate: bool = False) -> np.ndarray | None:
     """Per-bin pixel weights (B,) float32 from the training pixel histogram, as the NYUD2 references compute them.
 
     Bins below ``bucket_start`` take bin ``bucket_start``'s effective count; ``sqrt_inv`` takes square roots;
     LDS convolves bins ``bucket_start…B−1`` with the peak-1 window (``reflect`` padding) and the bins below copy
     the smoothed first one; no clipping. Weights ``s / n'_b`` with ``s = Σ N_b / Σ (N_b / n'_b)``, so the
     pixel-count-weighted mean weight is 1 (a bin whose effective count is 0 holds no training pixel and gets
-    weight 0). None for ``reweight='none'``.
+    weight 0). None for ``reweight='none'``. ``truncate`` (``--lds_truncate``) reproduces the references, whose
+    integer table smoothed with ``inverse`` comes back as integers (truncated).
     """
     if reweight not in ("none", "inverse", "sqrt_inv"):
         raise ValueError(f"pixel_bucket_weights: `reweight` must be none, inverse or sqrt_inv, got {reweight!r}.")
@@ -44,6 +45,8 @@ def pixel_bucket_weights(pixel_counts, reweight: str, lds: bool = False, kernel:
         tracked = np.sqrt(tracked)
     if lds:
         tracked = convolve1d(tracked, get_lds_kernel_window(kernel, ks, sigma), mode="reflect")
+        if truncate and reweight == "inverse":
+            tracked = np.trunc(tracked)
     effective = np.concatenate([np.full(bucket_start, tracked[0]), tracked])
     # A bin without training pixels (possible on small data, never on NYUD2) weighs no training pixel: weight 0.
     present = effective > 0

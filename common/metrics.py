@@ -23,12 +23,14 @@ def _flat(name: str, values) -> np.ndarray:
     return array
 
 
-def _errors_summary(errors: np.ndarray) -> dict:
+def _errors_summary(errors: np.ndarray, zero_error: float = 0.0) -> dict:
     if errors.size == 0:
         return {"mse": math.nan, "l1": math.nan, "gmean": math.nan, "count": 0}
     abs_errors = np.abs(errors)
-    # Geometric mean of |e|: one exact zero makes it 0, as scipy.stats.gmean (and the reference) give.
-    gmean = 0.0 if (abs_errors == 0).any() else float(np.exp(np.mean(np.log(abs_errors))))
+    # Geometric mean of |e|, an exact zero counted as `zero_error`: 0 makes the mean 0, as scipy.stats.gmean (and
+    # the age references) give; the STS-B reference counts it as 1e-10.
+    logged = np.where(abs_errors == 0, zero_error, abs_errors)
+    gmean = 0.0 if (logged == 0).any() else float(np.exp(np.mean(np.log(logged))))
     return {"mse": float(np.mean(errors ** 2)), "l1": float(np.mean(abs_errors)), "gmean": gmean,
             "count": int(errors.size)}
 
@@ -51,7 +53,8 @@ def shot_counts(labels, train_labels, bins=None) -> np.ndarray:
     return np.where(values[position] == labels, counts[position], 0)
 
 
-def shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=20, bins=None) -> dict:
+def shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=20, bins=None,
+                 zero_error: float = 0.0) -> dict:
     """MSE, L1, G-mean and sample count, overall and per shot.
 
     Args:
@@ -60,6 +63,8 @@ def shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=20
         many_shot_thr, low_shot_thr: a label is many-shot if its training count > many_shot_thr, few-shot if
             < low_shot_thr, medium-shot otherwise.
         bins: count training samples per label bin instead of per exact label (see :func:`shot_counts`).
+        zero_error: the value an exact zero error takes in the G-mean (0: the G-mean is 0, as the age
+            references; STS-B's reference uses 1e-10).
 
     Returns:
         ``{'all' | 'many' | 'medium' | 'few': {'mse', 'l1', 'gmean', 'count'}}``; an empty shot has NaN values
@@ -72,7 +77,7 @@ def shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=20
     errors = preds - labels
     masks = {"all": np.ones_like(counts, dtype=bool), "many": counts > many_shot_thr,
              "medium": (counts >= low_shot_thr) & (counts <= many_shot_thr), "few": counts < low_shot_thr}
-    return {shot: _errors_summary(errors[mask]) for shot, mask in masks.items()}
+    return {shot: _errors_summary(errors[mask], zero_error) for shot, mask in masks.items()}
 
 
 def balanced_shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=20) -> dict:
@@ -139,12 +144,14 @@ def spearman(x, y) -> float:
     return pearson(_ranks(x), _ranks(y))
 
 
-def correlation_shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=30, bins=None) -> dict:
-    """:func:`shot_metrics` plus ``pearson`` and ``spearman`` per shot (STS-B: ``bins=STSB_BINS``, 100 / 30).
+def correlation_shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=30, bins=None,
+                             zero_error: float = 1e-10) -> dict:
+    """:func:`shot_metrics` plus ``pearson`` and ``spearman`` per shot (STS-B: ``bins=STSB_BINS``, 100 / 30; an
+    exact zero error counts as 1e-10 in the G-mean, as in the STS-B reference).
 
-    An empty shot, or one with fewer than two samples, has NaN correlations.
+    An empty shot, or one with fewer than two samples, has NaN correlations (the reference: 0).
     """
-    metrics = shot_metrics(preds, labels, train_labels, many_shot_thr, low_shot_thr, bins)
+    metrics = shot_metrics(preds, labels, train_labels, many_shot_thr, low_shot_thr, bins, zero_error)
     preds, labels = _flat("preds", preds), _flat("labels", labels)
     counts = shot_counts(labels, train_labels, bins)
     masks = {"all": np.ones_like(counts, dtype=bool), "many": counts > many_shot_thr,

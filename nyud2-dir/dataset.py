@@ -302,9 +302,11 @@ def image_level_depth(depth: torch.Tensor) -> torch.Tensor:
     return depth.mean(dim=(1, 2, 3))[:, None]
 
 
-def bni_prior(pixel_counts, reweight: str, lds: bool, kernel: str, ks: int, sigma: float, bucket_start: int = 7):
+def bni_prior(pixel_counts, reweight: str, lds: bool, kernel: str, ks: int, sigma: float, bucket_start: int = 7,
+              truncate: bool = False):
     """BNI's bucket prior on depth: centres 0.05 + 0.1·b and the per-bin training pixel counts (bins below
-    ``bucket_start`` take its count; square roots for ``sqrt_inv``; LDS with reflect padding), normalised."""
+    ``bucket_start`` take its count; square roots for ``sqrt_inv``; LDS with reflect padding), normalised.
+    ``truncate`` (``--lds_truncate``): integer counts smoothed come back truncated, as in the references."""
     from scipy.ndimage import convolve1d
     from common.lds import get_lds_kernel_window
     counts = np.asarray(pixel_counts, dtype=np.float64).copy()
@@ -312,6 +314,8 @@ def bni_prior(pixel_counts, reweight: str, lds: bool, kernel: str, ks: int, sigm
     tracked = np.sqrt(counts[bucket_start:]) if reweight == "sqrt_inv" else counts[bucket_start:]
     if lds:
         tracked = convolve1d(tracked, get_lds_kernel_window(kernel, ks, sigma), mode="reflect")
+        if truncate and reweight != "sqrt_inv":
+            tracked = np.trunc(tracked)
     counts = np.concatenate([np.full(bucket_start, tracked[0]), tracked])
     centres = DEPTH_BINS.lower_edges() + DEPTH_BINS.width / 2
     return centres, counts / counts.sum()

@@ -79,7 +79,8 @@ class DepthObjective(nn.Module):
 
 def build_objective(*, bmse: str | None = None, init_noise_sigma: float = 1.0, fix_noise_sigma: bool = False,
                     gmm=None, bni_prior=None, conr_weight: float = 0.0, conr_window: float = 0.2,
-                    conr_temperature: float = 0.2, conr_eta: float = 0.2, ranksim_weight: float = 0.0,
+                    conr_temperature: float = 0.2, conr_eta: float = 0.2, conr_denominator: str = "reference",
+                    ranksim_weight: float = 0.0,
                     interpolation_lambda: float = 2.0, ranksim_ties: str = "stable", srl_weights=None,
                     embedding_dim: int = 128, n_points: int = 2000, srl_temperature: float = 0.3,
                     srl_homogeneity_alpha: float = -1.0, start_update: int = 0, momentum: float = 0.9,
@@ -97,7 +98,7 @@ def build_objective(*, bmse: str | None = None, init_noise_sigma: float = 1.0, f
     if bmse is not None:
         parts["bmse"].noise_sigma.requires_grad_(not fix_noise_sigma)
     if conr_weight:
-        parts.update(conr=ConRDense(conr_window, conr_temperature, conr_eta), conr_weight=conr_weight)
+        parts.update(conr=ConRDense(conr_window, conr_temperature, conr_eta, conr_denominator), conr_weight=conr_weight)
     if ranksim_weight > 0:
         parts.update(ranksim=RankSim(interpolation_lambda, ranksim_ties), ranksim_weight=ranksim_weight)
     if srl_weights is not None:

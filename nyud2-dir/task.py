@@ -56,7 +56,8 @@ class NYUD2Task(Task):
         self.pixel_counts = counts
         total = counts.sum()
         self.shots = shot_bins(counts, a.many_shot_fraction * total, a.low_shot_fraction * total)
-        weights = pixel_bucket_weights(counts, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, a.bucket_start)
+        weights = pixel_bucket_weights(counts, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, a.bucket_start,
+                                       truncate=a.lds_truncate)
 
         test_csv = data_dir / "nyu2_test.csv"
         test_pairs = dataset.read_pairs(test_csv, data_dir)
@@ -126,11 +127,12 @@ class NYUD2Task(Task):
             gmm = load_gmm(Path(a.gmm) if a.gmm and not a.gmm.endswith(".pkl") else Path(a.data_dir) / "gmm.npz")
         if a.bmse and a.imp == "bni":
             prior = dataset.bni_prior(self.pixel_counts, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
-                                      a.bucket_start)
+                                      a.bucket_start, truncate=a.lds_truncate)
         return loss.build_objective(
             bmse=a.imp if a.bmse else None, init_noise_sigma=a.init_noise_sigma, fix_noise_sigma=a.fix_noise_sigma,
             gmm=gmm, bni_prior=prior, conr_weight=a.conr_beta if a.conr else 0.0, conr_window=a.conr_window,
-            conr_temperature=a.conr_temperature, conr_eta=a.conr_eta, ranksim_weight=a.regularization_weight,
+            conr_temperature=a.conr_temperature, conr_eta=a.conr_eta, conr_denominator=a.conr_denominator,
+            ranksim_weight=a.regularization_weight,
             interpolation_lambda=a.interpolation_lambda, ranksim_ties=a.ranksim_ties,
             srl_weights=(a.w1, a.w2, a.w3) if a.srl else None, embedding_dim=a.embedding_dim, n_points=a.n_points,
             srl_temperature=a.temperature, srl_homogeneity_alpha=a.srl_homogeneity_alpha,

@@ -73,6 +73,12 @@ def main(argv=None) -> dict:
     if args.stats_from_training or args.conr_views != 3:
         parser.error("--stats_from_training and --conr_views are for the age and text benchmarks: NYUD2 collects FDS "
                      "statistics on its FDS subset and runs ConR on one view.")
+    if args.loss != "mse":
+        parser.error(f"--loss {args.loss}: NYUD2 trains the references' per-pixel weighted MSE; leave --loss out "
+                     "(the other losses are for the age and text benchmarks).")
+    if args.srl_num_labels != 100:
+        parser.error(f"--srl_num_labels {args.srl_num_labels}: NYUD2's SRL slots are its 100 depth bins of 0.1 m; "
+                     "leave the flag out.")
     if args.crop[0] % 4 or args.crop[1] % 4:
         parser.error(f"--crop {args.crop[0]} {args.crop[1]}: both sides must be divisible by 4.")
     from task import NYUD2Task, run_name      # this folder's task.py: flags → data, model, objective, metrics

@@ -95,6 +95,26 @@ def test_bni_prior_is_the_normalised_pixel_table():
     np.testing.assert_allclose(weights, table / table.sum(), rtol=1e-12)
 
 
+def test_lds_truncate_reproduces_the_references_integer_smoothing():
+    """--lds_truncate: the references smooth the int64 pixel table with scipy, whose integer output truncates."""
+    from scipy.ndimage import convolve1d
+    from common.lds import get_lds_kernel_window
+    table = np.asarray(dataset.REFERENCE_TRAIN_PIXELS, dtype=np.int64)
+    smoothed = convolve1d(table[7:], get_lds_kernel_window("gaussian", 5, 2), mode="reflect")
+    assert smoothed.dtype == np.int64                       # the references' truncation, done by scipy itself
+    effective = np.concatenate([np.full(7, smoothed[0]), smoothed]).astype(np.float64)
+    scale = table.sum() / (table / effective).sum()
+    got = pixel_bucket_weights(table, "inverse", True, "gaussian", 5, 2, 7, truncate=True)
+    np.testing.assert_array_equal(got, (scale / effective).astype(np.float32))
+    _, prior = dataset.bni_prior(table, "inverse", True, "gaussian", 5, 2, truncate=True)
+    np.testing.assert_array_equal(prior, effective / effective.sum())
+    _, untruncated = dataset.bni_prior(table, "inverse", True, "gaussian", 5, 2)
+    assert not np.array_equal(prior, untruncated)            # the switch changes the float64 prior
+    # sqrt_inv smooths floats in the references too: nothing to truncate
+    np.testing.assert_array_equal(pixel_bucket_weights(table, "sqrt_inv", True, truncate=True),
+                                  pixel_bucket_weights(table, "sqrt_inv", True))
+
+
 # -- metrics and masks ----------------------------------------------------------------------------------------------
 def test_depth_metrics_against_hand_computed_values():
     pred = np.array([1.0, 2.2, 3.9, 0.8, 5.5], dtype=np.float32)
@@ -510,8 +530,20 @@ def test_training_from_the_hdf5_pack_gives_the_same_numbers(data_dir, tmp_path):
     assert "needs" in str(info.value.code) and "nyu2_pairs_40.h5" in str(info.value.code)
 
 
-@pytest.mark.parametrize("flags", [["--stats_from_training"], ["--conr_views", "2"]])
-def test_speed_flags_of_other_benchmarks_are_refused(flags, capsys):
+@pytest.mark.parametrize("flags, sentence", [(["--stats_from_training"], "for the age and text benchmarks"),
+                                             (["--conr_views", "2"], "for the age and text benchmarks"),
+                                             (["--loss", "l1"], "per-pixel weighted MSE; leave --loss out"),
+                                             (["--srl_num_labels", "50"], "its 100 depth bins of 0.1 m")])
+def test_flags_of_other_benchmarks_are_refused(flags, sentence, capsys):
     with pytest.raises(SystemExit) as info:
         folder_main("nyud2-dir")(flags)
-    assert info.value.code == 2 and "for the age and text benchmarks" in capsys.readouterr().err
+    assert info.value.code == 2 and sentence in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("denominator", ["reference", "paper"])
+def test_conr_denominator_reaches_the_dense_loss(denominator):
+    task = object.__new__(folder_module("nyud2-dir", "task").NYUD2Task)
+    task.args = folder_module("nyud2-dir", "train").build_parser().parse_args(
+        ["--conr", "--conr_denominator", denominator])
+    conr = task.build_objective().conr
+    assert type(conr).__name__ == "ConRDense" and conr.denominator == denominator

@@ -137,3 +137,16 @@ def test_fds_fill_empty_buckets_from_neighbours():
     fds.update_running_stats(torch.randn(2, 3), torch.tensor([0.15, 2.5]), 2)
     torch.testing.assert_close(fds.running_mean[0], fds.running_mean[1])
     torch.testing.assert_close(fds.running_mean[49], fds.running_mean[48])
+
+
+def test_an_exact_zero_error_counts_as_1e_10_in_the_stsb_gmean():
+    """The STS-B reference replaces zero errors by 1e-10 before the G-mean; the age references let one make it 0."""
+    from common.metrics import shot_metrics
+    train = labels_from_histogram(TRAIN_PER_BIN)
+    labels = np.float32([2.0, 3.0, 4.0])
+    preds = labels + np.float32([0.0, 0.5, -0.2])
+    errors = np.abs(preds.astype(np.float64) - labels)        # the float32 sums, as the metrics see them
+    text = correlation_shot_metrics(preds, labels, train, bins=STSB_BINS)["all"]["gmean"]
+    assert text == pytest.approx(scipy.stats.gmean(np.where(errors == 0, 1e-10, errors)), rel=1e-12)
+    assert text == pytest.approx((1e-10 * 0.5 * 0.2) ** (1 / 3), rel=1e-6)      # 2.154e-4
+    assert shot_metrics(preds, labels, train, bins=STSB_BINS)["all"]["gmean"] == 0.0
