@@ -79,3 +79,13 @@ def test_fit_from_csv_needs_training_rows(tmp_path):
     (tmp_path / "a.csv").write_text("age,path,split\n3,a.jpg,val\n")
     with pytest.raises(RunError, match="too few"):
         fit_from_split_csv(tmp_path / "a.csv", 2, tmp_path / "g.npz")
+
+
+def test_nyud2_gmm_is_fitted_on_the_references_3644_points(tmp_path, capsys):
+    """docs/methods.md §5.2: bin centres repeated count // 10⁶ times, bins 0–6 taking bin 7's count: 3644 points."""
+    spec = importlib.util.spec_from_file_location("preprocess_gmm", ROOT / "nyud2-dir" / "data" / "preprocess_gmm.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["--reference_histogram", "--K", "2", "--out", str(tmp_path / "gmm.npz")])
+    assert "2 components fitted on 3644 bin centres (one per 1,000,000 pixels)" in capsys.readouterr().out
+    assert load_gmm(tmp_path / "gmm.npz")["means"].size == 2

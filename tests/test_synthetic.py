@@ -91,6 +91,14 @@ def test_agedb_counts_constants():
     assert len(AGEDB_VAL_COUNTS) == 92 and sum(AGEDB_VAL_COUNTS.values()) == 2140
 
 
+
+def test_agedb_test_ages_fall_51_16_25_into_the_shots():
+    """docs/methods.md §10.1: the 92 test ages are 51 many-shot (> 100 training images), 16 medium, 25 few (< 20)."""
+    counts = [AGEDB_TRAIN_COUNTS.get(age, 0) for age in AGEDB_VAL_COUNTS]
+    assert (sum(c > 100 for c in counts), sum(20 <= c <= 100 for c in counts), sum(c < 20 for c in counts)) == \
+        (51, 16, 25)
+
+
 def test_agedb_histograms(agedb):
     df = pd.read_csv(agedb)
     train = per_age(df, "train")
