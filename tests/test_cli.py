@@ -147,3 +147,26 @@ def test_given_flags_are_the_ones_on_the_command_line():
     again = restore_flags(parser.parse_args(argv + ["--epoch", "6"]), saved, (), {},
                           cli.given_flags(parser, argv + ["--epoch", "6"]))
     assert again.epoch == 6
+
+
+# docs/methods.md §1–§7 hyper-parameter tables: each benchmark's method defaults, as its references set them.
+AGE_METHOD_DEFAULTS = dict(lds_kernel="gaussian", lds_sigma=1.0, fds_kernel="gaussian", fds_sigma=1.0, bucket_num=100, fds_mmt=0.9,
+                           start_update=0, start_smooth=1, conr_window=1.0, conr_beta=4.0, conr_eta=0.01,
+                           conr_temperature=0.07, interpolation_lambda=1.0, imp="gai", init_noise_sigma=1.0,
+                           sigma_lr=1e-2, w1=10.0, w2=100.0, w3=0.01, temperature=0.3, n_points=2000,
+                           embedding_dim=128)
+
+
+@pytest.mark.parametrize("defaults", [AGEDB, IMDB], ids=["agedb", "imdb_wiki"])
+def test_age_method_defaults_are_the_references(defaults):
+    args = cli.build_age_parser("t", **defaults).parse_args([])
+    assert {key: getattr(args, key) for key in AGE_METHOD_DEFAULTS} == AGE_METHOD_DEFAULTS
+
+
+def test_depth_and_text_method_defaults_are_the_references():
+    nyud2 = folder_module("nyud2-dir", "train").build_parser().parse_args([])
+    expected = dict(lds_ks=5, lds_sigma=2.0, fds_ks=5, fds_sigma=2.0, bucket_num=100, bucket_start=7,
+                    conr_window=0.2, conr_beta=0.2, conr_eta=0.2, conr_temperature=0.2, srl_num_labels=100)
+    assert {key: getattr(nyud2, key) for key in expected} == expected
+    stsb = folder_module("sts-b-dir", "train").build_parser().parse_args([])
+    assert stsb.huber_beta == 0.3
