@@ -151,10 +151,10 @@ def test_given_flags_are_the_ones_on_the_command_line():
 
 # docs/methods.md §1–§7 hyper-parameter tables: each benchmark's method defaults, as its references set them.
 AGE_METHOD_DEFAULTS = dict(lds_kernel="gaussian", lds_sigma=1.0, fds_kernel="gaussian", fds_sigma=1.0,
-                           bucket_num=100, fds_mmt=0.9, start_update=0, start_smooth=1, conr_window=1.0, conr_beta=4.0, conr_eta=0.01,
-                           conr_temperature=0.07, interpolation_lambda=1.0, imp="gai", init_noise_sigma=1.0,
-                           sigma_lr=1e-2, w1=10.0, w2=100.0, w3=0.01, temperature=0.3, n_points=2000,
-                           embedding_dim=128)
+                           bucket_num=100, fds_mmt=0.9, start_update=0, start_smooth=1, conr_window=1.0,
+                           conr_beta=4.0, conr_eta=0.01, conr_temperature=0.07, interpolation_lambda=1.0, imp="gai",
+                           init_noise_sigma=1.0, sigma_lr=1e-2, w1=10.0, w2=100.0, w3=0.01, temperature=0.3,
+                           n_points=2000, embedding_dim=128)
 
 
 @pytest.mark.parametrize("defaults", [AGEDB, IMDB], ids=["agedb", "imdb_wiki"])
