@@ -34,7 +34,7 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
 fi
 if [ "$DRY" = 1 ]; then
     # The same sections on the CPU at toy sizes: a check of this script, not of a GPU.
-    export DEVICE=cpu MODEL=resnet18 WIDTH=16 IMG=32 BATCH=8 STEP_ARGS="--blocks 1 --steps 1 --stored_size 48"
+    export DEVICE=cpu MODEL=resnet18 IMG=32 BATCH=8 STEP_ARGS="--blocks 1 --steps 1 --stored_size 48"
     export REPEATS=1 RUN_ARGS="--epoch 1 --img_size 32 --width 16 --batch_size 32 --workers 0"
     export SYNTH_ARGS="--n 200 --img_size 32"
     export TMPROOT="${TMPDIR:-/tmp}/gpu_check_dry_$$"
@@ -43,7 +43,7 @@ else
         echo "gpu_check: no CUDA GPU visible to $PY: nothing to check."
         exit 0
     fi
-    export DEVICE=cuda MODEL=resnet50 WIDTH=64 IMG=224 BATCH=64 STEP_ARGS="--blocks 5 --steps 3" REPEATS=20
+    export DEVICE=cuda MODEL=resnet50 IMG=224 BATCH=64 STEP_ARGS="--blocks 5 --steps 3" REPEATS=20
     export RUN_ARGS="--epoch 3 --img_size 64 --batch_size 128 --workers 8" SYNTH_ARGS="--n 3000 --img_size 64"
     export TMPROOT=/tmp/gpu_check
 fi
@@ -72,40 +72,8 @@ timeout 150 "$PY" benchmarks/train_step.py --device "$DEVICE" --model "$MODEL" -
     $STEP_ARGS --loading 2>&1 | tail -25 | tee -a "$OUT"
 
 section "bf16 vs float32 training step ($MODEL, $IMG px, batch $BATCH, ConR + FDS)"
-timeout 120 "$PY" - <<'PY' 2>&1 | tee -a "$OUT"
-import os, time, torch
-from common.fds import FDS
-from common.models.resnet import ResNetRegressor
-from common.objective import build_objective
-device = torch.device(os.environ["DEVICE"])
-name, width, size, n = os.environ["MODEL"], int(os.environ["WIDTH"]), int(os.environ["IMG"]), int(os.environ["BATCH"])
-def sync():
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-def steps(dtype, count=10):
-    torch.manual_seed(0)
-    model = ResNetRegressor(name, fds=FDS(ResNetRegressor.encoding_dim_of(name, width), 100, 3), width=width,
-                            stem="imagenet" if size >= 128 else "cifar").to(device)
-    objective = build_objective(loss="l1", conr_weight=4.0).to(device)
-    optimizer = torch.optim.Adam(model.train().parameters(), 1e-4)
-    x = torch.randn(n, 3, size, size, device=device)
-    batch = {"input": x, "target": torch.randint(0, 100, (n, 1), device=device).float(),
-             "weight": torch.ones(n, 1, device=device), "views": (x.flip(3), x.flip(2))}
-    losses = []
-    for i in range(count + 2):
-        if i == 2:
-            sync(); start = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            total = sum(objective(model, batch, 0).values())
-        optimizer.zero_grad(); total.backward(); optimizer.step()
-        losses.append(total.item())
-    sync()
-    return (time.perf_counter() - start) / count, losses
-fp32, bf16 = steps(None), steps(torch.bfloat16)
-print(f"float32 {fp32[0] * 1000:.1f} ms/step, bf16 {bf16[0] * 1000:.1f} ms/step, speed-up {fp32[0] / bf16[0]:.2f}x")
-print("loss after 12 steps: float32 %.4f, bf16 %.4f (finite: %s)" % (fp32[1][-1], bf16[1][-1],
-      all(v == v and abs(v) < float("inf") for v in bf16[1])))
-PY
+timeout 120 "$PY" benchmarks/train_step.py --device "$DEVICE" --model "$MODEL" --img_size "$IMG" --batch_size "$BATCH" \
+    --compare_bf16 2>&1 | tail -3 | tee -a "$OUT"
 
 section "synthetic AgeDB-DIR: ConR + LDS + FDS + RankSim + SRL, bf16, on $DEVICE ($RUN_ARGS)"
 DATA="$TMPROOT/agedb"

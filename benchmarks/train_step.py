@@ -2,7 +2,7 @@
 
     python benchmarks/train_step.py [--device cpu|cuda] [--model resnet50] [--img_size 224] [--batch_size 64]
                                     [--blocks 5] [--steps 3] [--loading]
-                                    [--variants KEY ...]
+                                    [--variants KEY ...] [--compare_bf16]
 
 Each method alone and the full stack run the same model on the same random batch (data excluded), timed in
 alternating blocks (every variant once per block, so slow drifts of a shared machine hit all alike); the table
@@ -14,10 +14,12 @@ against reading the HDF5 pack (``python -m common.pack``), both followed by the 
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import statistics
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -44,6 +46,9 @@ VARIANTS = {
                                                              "conr_weight": 4.0}}),
 }
 
+# --compare_bf16: ConR (two extra views) with FDS smoothing, in float32 and under bf16 autocast.
+BF16_VARIANT = {"fds": True, "views": True, "objective": {"conr_weight": 4.0}}
+
 
 def build(variant: dict, args, device):
     torch.manual_seed(0)
@@ -65,11 +70,16 @@ def build(variant: dict, args, device):
     return model, objective, optimizer, batch
 
 
-def step(model, objective, optimizer, batch):
-    total = sum(objective(model, batch, 2).values())
+def step(model, objective, optimizer, batch, autocast_dtype=None) -> torch.Tensor:
+    """One training step (epoch 2: FDS smooths); ``autocast_dtype`` runs the forward pass under autocast."""
+    precision = nullcontext() if autocast_dtype is None else torch.autocast(batch["input"].device.type,
+                                                                             dtype=autocast_dtype)
+    with precision:
+        total = sum(objective(model, batch, 2).values())
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()
+    return total
 
 
 def sync(device):
@@ -91,6 +101,23 @@ def training_steps(args, device) -> dict[str, list[float]]:
             sync(device)
             rates[name].append(args.steps * args.batch_size / (time.perf_counter() - start))
     return rates
+
+
+def precision_comparison(args, device, count: int = 10) -> dict[str, tuple[float, list[float]]]:
+    """``--compare_bf16``: seconds per step (after two warm-up steps) and the loss of every step, for the ConR + FDS
+    step in float32 and under bf16 autocast, from the same initial model and batch."""
+    results = {}
+    for name, dtype in (("float32", None), ("bf16", torch.bfloat16)):
+        parts = build(BF16_VARIANT, args, device)
+        losses = []
+        for i in range(count + 2):
+            if i == 2:
+                sync(device)
+                start = time.perf_counter()
+            losses.append(step(*parts, autocast_dtype=dtype).item())
+        sync(device)
+        results[name] = ((time.perf_counter() - start) / count, losses)
+    return results
 
 
 def loading(args) -> dict[str, float]:
@@ -129,13 +156,23 @@ def main(argv=None):
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="KEY",
                         help=f"the variants to time (vanilla always); default: all of {', '.join(VARIANTS)}")
     parser.add_argument("--loading", action="store_true", help="also time JPEG decoding against the HDF5 pack")
+    parser.add_argument("--compare_bf16", action="store_true",
+                        help="instead of the table: the ConR + FDS step in float32 and under bf16 autocast (12 steps)")
     parser.add_argument("--stored_size", type=int, default=250, help="--loading: size of the synthetic JPEG files")
     args = parser.parse_args(argv)
     args.variants = ["vanilla"] + [name for name in args.variants if name != "vanilla"]
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"{name}, torch {torch.__version__}, {torch.get_num_threads()} threads; {args.model}, {args.img_size} px, "
-          f"batch {args.batch_size}; median of {args.blocks} blocks of {args.steps} steps")
+          f"batch {args.batch_size}" + ("" if args.compare_bf16 else
+                                        f"; median of {args.blocks} blocks of {args.steps} steps"))
+    if args.compare_bf16:
+        (fp32, fp32_losses), (bf16, bf16_losses) = precision_comparison(args, device).values()
+        print(f"float32 {fp32 * 1000:.1f} ms/step, bf16 {bf16 * 1000:.1f} ms/step, speed-up {fp32 / bf16:.2f}x")
+        finite = all(math.isfinite(value) for value in bf16_losses)
+        print(f"loss after {len(bf16_losses)} steps: float32 {fp32_losses[-1]:.4f}, bf16 {bf16_losses[-1]:.4f} "
+              f"(finite: {finite})")
+        return
     rates = training_steps(args, device)
     base = statistics.median(rates["vanilla"])
     print(f"\n| variant | batch images/s (B = {args.batch_size}) | step time vs vanilla |")
