@@ -81,13 +81,8 @@ G4_X = [[1, 2, 3], [3, 0, -1]]
 G4_M1, G4_M2, G4_V2 = [2, 1, 1], [0, 1, 2], [1, 100, 2]
 
 
-@pytest.mark.parametrize("v1,expected", [
-    ([4, 1, 0], [[-0.5, 4.16227766016838, 3.0], [0.5, -2.1622776601683795, -1.0]]),
-    ([4, 1, 0.25], [[-0.5, 4.16227766016838, 7.656854249492381], [0.5, -2.1622776601683795, -3.6568542494923806]]),
-])
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
-def test_golden_g4_calibration(v1, expected, dtype):
-    fds = FDS(3, bucket_num=10, bucket_start=0, start_smooth=1, ks=5, sigma=2).to(dtype)
+def _set_g4_statistics(fds, v1):
+    """§9 G4's last-epoch statistics in bucket 5 (label 5), with running variance ``v1``; other buckets trivial."""
     row = 5
     m1 = np.zeros((10, 3)); m1[row] = G4_M1
     var1 = np.ones((10, 3)); var1[row] = v1
@@ -95,6 +90,16 @@ def test_golden_g4_calibration(v1, expected, dtype):
     var2 = np.ones((10, 3)); var2[row] = G4_V2
     _set(fds, running_mean_last_epoch=m1, running_var_last_epoch=var1, smoothed_mean_last_epoch=m2,
          smoothed_var_last_epoch=var2)
+
+
+@pytest.mark.parametrize("v1,expected", [
+    ([4, 1, 0], [[-0.5, 4.16227766016838, 3.0], [0.5, -2.1622776601683795, -1.0]]),
+    ([4, 1, 0.25], [[-0.5, 4.16227766016838, 7.656854249492381], [0.5, -2.1622776601683795, -3.6568542494923806]]),
+])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_golden_g4_calibration(v1, expected, dtype):
+    fds = FDS(3, bucket_num=10, bucket_start=0, start_smooth=1, ks=5, sigma=2).to(dtype)
+    _set_g4_statistics(fds, v1)
     out = fds.smooth(torch.tensor(G4_X, dtype=dtype), torch.tensor([5.0, 5.0], dtype=dtype), 1)
     tol = 1e-12 if dtype == F64 else 2e-6
     np.testing.assert_allclose(_lists(out), expected, rtol=tol, atol=tol)
@@ -507,13 +512,7 @@ def test_calibration_tables_follow_load_state_dict():
 ])
 def test_golden_g4_depth_clip_bounds(v1, expected):
     fds = FDS(3, bucket_num=10, bucket_start=0, start_smooth=1, ks=5, sigma=2, clip_min=0.2, clip_max=5).double()
-    row = 5
-    m1 = np.zeros((10, 3)); m1[row] = G4_M1
-    var1 = np.ones((10, 3)); var1[row] = v1
-    m2 = np.zeros((10, 3)); m2[row] = G4_M2
-    var2 = np.ones((10, 3)); var2[row] = G4_V2
-    _set(fds, running_mean_last_epoch=m1, running_var_last_epoch=var1, smoothed_mean_last_epoch=m2,
-         smoothed_var_last_epoch=var2)
+    _set_g4_statistics(fds, v1)
     out = fds.smooth(torch.tensor(G4_X, dtype=F64), torch.tensor([5.0, 5.0], dtype=F64), 1)
     np.testing.assert_allclose(_lists(out), expected, rtol=1e-7, atol=1e-7)   # the reference's row is float32
 
