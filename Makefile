@@ -18,7 +18,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 # The main job on built-in data: synthetic AgeDB-DIR, vanilla vs ConR, table + plot (3–6 min on 2 cores; README).
 demo: $(STAMP)
-	$(PY) -m common.demo
+	$(PY) -m common.tools.demo
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -7,7 +7,7 @@ before training. Create the CSV with the scripts in ``data/``, or write a synthe
 from pathlib import Path
 
 from common.age import AgeDataset, read_split_csv
-from common.datasplit import AGEDB_SPLIT as PUBLISHED_SPLIT  # noqa: F401  (named in each run's log)
+from common.tools.datasplit import AGEDB_SPLIT as PUBLISHED_SPLIT  # noqa: F401  (named in each run's log)
 
 MAX_AGE = 120
 

@@ -9,7 +9,7 @@ alternating blocks (every variant once per block, so slow drifts of a shared mac
 gives the median images per second (of the batch of ``--batch_size``: ConR's views and the doubled batch of the
 "vanilla, 2 × batch" row, the floor of any two-view method, are not counted) and each variant's step time against
 vanilla. ``--loading`` also times the data pipeline per loader process on synthetic AgeDB-DIR: decoding JPEG files
-against reading the HDF5 pack (``python -m common.pack``), both followed by the same augmentation.
+against reading the HDF5 pack (``python -m common.tools.pack``), both followed by the same augmentation.
 """
 from __future__ import annotations
 
@@ -122,8 +122,8 @@ def precision_comparison(args, device, count: int = 10) -> dict[str, tuple[float
 
 def loading(args) -> dict[str, float]:
     """Images per second of one loader process: JPEG decoding vs the HDF5 pack, same augmentation."""
-    from common import pack
-    from common.age import AgeDataset, read_split_csv
+    from common.age import AgeDataset, PackReader, read_split_csv
+    from common.tools import pack
     from common.synthetic import write_synthetic
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -133,7 +133,7 @@ def loading(args) -> dict[str, float]:
         paths = frame.loc[frame["split"] == "train", "path"].tolist()
         sets = {"JPEG files": AgeDataset(frame, data, "train", args.img_size),
                 "HDF5 pack": AgeDataset(frame, data, "train", args.img_size,
-                                        pack=pack.PackReader(data, "agedb", args.img_size, paths))}
+                                        pack=PackReader(data, "agedb", args.img_size, paths))}
         rates = {}
         for name, dataset in sets.items():
             dataset[0]

@@ -14,10 +14,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from common import engine
+from common import checkpointing
 from common.bins import AGE_BINS, LabelBins
-from common.datasplit import describe_split
-from common.engine import RunError
+from common.runtime import sha256_of
+from common.tools.datasplit import describe_split
+from common.errors import RunError
 from common.fds import FDS
 from common.lds import prepare_weights, smoothed_bin_counts
 from common.metrics import balanced_shot_metrics, shot_metrics, shot_table
@@ -78,6 +79,40 @@ class AgeAugment:
         return channels_first.float().div(255).sub_(0.5).div_(0.5)
 
 
+def pack_path(data_dir, csv_name: str, img_size: int) -> Path:
+    """The HDF5 pack of ``<csv_name>.csv`` at ``img_size`` (written by ``python -m common.tools.pack``)."""
+    return Path(data_dir) / f"{csv_name}_{img_size}.h5"
+
+
+class PackReader:
+    """Read images from a pack, checked against the split CSV and the image size; opened lazily in each process
+    (an HDF5 handle must not cross a fork into DataLoader workers)."""
+
+    def __init__(self, data_dir, csv_name: str, img_size: int, paths):
+        import h5py
+        self.path = pack_path(data_dir, csv_name, img_size)
+        command = f"python -m common.tools.pack {csv_name} --data_dir {data_dir} --img_size {img_size}"
+        if not self.path.is_file():
+            raise RunError(f"--data_format hdf5 needs {self.path}; write it with `{command}`.")
+        csv = Path(data_dir) / f"{csv_name}.csv"
+        with h5py.File(self.path, "r") as handle:
+            if handle.attrs.get("csv_sha256") != sha256_of(csv) or int(handle.attrs.get("img_size", -1)) != img_size:
+                raise RunError(f"{self.path} was packed from another {csv.name} or image size; re-pack it with "
+                               f"`{command}`.")
+            index = {p.decode() if isinstance(p, bytes) else p: i for i, p in enumerate(handle["paths"][()])}
+        self.rows = [index[p] for p in paths]
+        self.handle = None
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self.handle is None:
+            import h5py
+            self.handle = h5py.File(self.path, "r")
+        return self.handle["images"][self.rows[i]]
+
+    def __getstate__(self):
+        return {**self.__dict__, "handle": None}
+
+
 def read_split_csv(path, max_age: float) -> pd.DataFrame:
     """A split CSV with columns ``age,path,split``; one sentence if it is missing, malformed, or holds an age
     that is empty, not a number, negative or above ``max_age``."""
@@ -122,7 +157,7 @@ class AgeDataset(Dataset):
         self.img_size = img_size
         self.transform = AgeAugment(img_size, train=split == "train")
         self.conr_views = conr_views and split == "train"
-        self.pack = pack            # a common.pack.PackReader of this split's rows, or None: the image files
+        self.pack = pack            # a PackReader of this split's rows, or None: the image files
         missing = [] if pack is not None else \
             [p for p in self.paths[:1] + self.paths[-1:] if not (self.data_dir / p).is_file()]
         if missing:
@@ -223,7 +258,6 @@ class AgeTask(Task):
         def split(name, w=None, views=False):
             pack = None
             if a.data_format == "hdf5":
-                from common.pack import PackReader
                 pack = PackReader(a.data_dir, a.dataset, a.img_size, frame.loc[frame["split"] == name, "path"].tolist())
             return self.dataset_module.load_split(frame, a.data_dir, name, a.img_size, w, views, pack=pack)
 
@@ -240,10 +274,10 @@ class AgeTask(Task):
         model = self.resnet_module.build_model(a.model, width=a.width, stem=a.stem, fds=fds,
                                                projection_dim=a.embedding_dim if a.srl else None)
         if a.pretrained:
-            engine.load_pretrained_trunk(model, a.pretrained, part="trunk", fits=f"--model {a.model}",
+            checkpointing.load_pretrained_trunk(model, a.pretrained, part="trunk", fits=f"--model {a.model}",
                                          flags="--model, --width and --stem", log=self.log)
         if a.retrain_fc:
-            engine.train_only(model, "linear.")
+            checkpointing.train_only(model, "linear.")
         return model
 
     def build_objective(self):

@@ -85,7 +85,7 @@ class LabelBins:
 
     def check_range(self, labels, where: str, error: type[Exception] = ValueError) -> None:
         """Raise ``error`` naming ``where`` if a label is non-finite or outside [start, stop] (a run passes
-        :class:`~common.engine.RunError`, which ends it with that one sentence)."""
+        :class:`~common.errors.RunError`, which ends it with that one sentence)."""
         values = np.asarray(labels, dtype=np.float64).reshape(-1)
         bad = ~np.isfinite(values) | (values < self.start) | (values > self.stop)
         if bad.any():

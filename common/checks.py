@@ -1,4 +1,5 @@
-"""Input checks shared by the losses: one clear ``ValueError`` naming the argument, never an index error.
+"""Input checks shared by the losses: one clear ``ValueError`` naming the argument, never an index error
+(:class:`~common.errors.NonFiniteError`, a ``ValueError``, for NaN or ±inf).
 
 Each check costs one reduction at most; finiteness checks synchronise with the GPU, which is the price of
 failing with a readable message instead of a NaN several steps later.
@@ -6,6 +7,8 @@ failing with a readable message instead of a NaN several steps later.
 from __future__ import annotations
 
 import torch
+
+from common.errors import NonFiniteError
 
 
 def _describe(name: str, tensor: torch.Tensor) -> str:
@@ -29,7 +32,7 @@ def check_finite(where: str, name: str, tensor: torch.Tensor) -> None:
     if tensor.numel() == 0 or not tensor.is_floating_point():
         return
     if not bool(torch.isfinite(tensor.sum())) and not bool(torch.isfinite(tensor).all()):
-        raise ValueError(f"{where}: {_describe(name, tensor)} contains NaN or infinite values.")
+        raise NonFiniteError(f"{where}: {_describe(name, tensor)} contains NaN or infinite values.")
 
 
 def check_ndim(where: str, name: str, tensor: torch.Tensor, ndims: tuple[int, ...]) -> None:

@@ -112,7 +112,7 @@ def add_image_args(p: argparse.ArgumentParser, *, model="resnet50", img_size=224
                    help="ResNet stem: imagenet (7×7/2 + max-pool, the reference) or cifar (3×3/1, small images)")
     g.add_argument("--img_size", type=int, default=img_size, help="images are resized to this square size")
     g.add_argument("--data_format", default="jpeg", choices=["jpeg", "hdf5"],
-                   help="hdf5: read the decoded, resized images packed by `python -m common.pack`")
+                   help="hdf5: read the decoded, resized images packed by `python -m common.tools.pack`")
 
 
 def add_shot_args(p: argparse.ArgumentParser, *, many=100, few=20) -> None:

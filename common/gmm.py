@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.engine import RunError
+from common.errors import RunError
 
 
 def fit_gmm_1d(values, n_components: int = 8, max_iter: int = 500, tol: float = 1e-8, reg_covar: float = 1e-6):

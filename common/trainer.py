@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from common import distributed, engine
-from common.engine import RunError
+from common import checkpointing, distributed, runtime
+from common.errors import RunError
 
 CHECKPOINT = "ckpt.pth.tar"
 BEST_CHECKPOINT = "ckpt.best.pth.tar"
@@ -296,7 +296,7 @@ class Trainer:
 
     def _load_model(self, model, checkpoint: dict, path) -> None:
         from common.fds import adapt_fds_state
-        model = engine.unwrap(model)
+        model = checkpointing.unwrap(model)
         try:
             model.load_state_dict(adapt_fds_state(checkpoint["state_dict"], model, self.log))
         except RuntimeError as error:
@@ -334,7 +334,7 @@ class Trainer:
     def evaluate(self, checkpoint_path) -> dict:
         """Test a checkpoint: print the metrics and write ``eval.json`` beside it."""
         self.log = self.task.log = print
-        checkpoint = engine.load_checkpoint(checkpoint_path)
+        checkpoint = checkpointing.load_checkpoint(checkpoint_path)
         datasets = self.task.datasets()
         model = self.task.build_model().to(self.device)
         if self.channels_last:
@@ -343,8 +343,8 @@ class Trainer:
         preds, labels = self.predict(model, self._loader(datasets["test"], train=False)[0])
         metrics = self.task.metrics(preds, labels)
         print(self.task.report("test", preds, labels, metrics))
-        if engine.is_main_process():
-            engine.write_json({"test": metrics, "epoch": checkpoint.get("epoch"), "checkpoint": str(checkpoint_path),
+        if runtime.is_main_process():
+            runtime.write_json({"test": metrics, "epoch": checkpoint.get("epoch"), "checkpoint": str(checkpoint_path),
                                "args": self.config}, Path(checkpoint_path).parent / "eval.json")
         return metrics
 
@@ -352,17 +352,17 @@ class Trainer:
     def fit(self) -> dict:
         """Train, select on validation, test the best checkpoint; returns ``{'val', 'test', 'epoch', 'step',
         'run_dir'}``."""
-        checkpoint = engine.load_checkpoint(self.resume) if self.resume else None
+        checkpoint = checkpointing.load_checkpoint(self.resume) if self.resume else None
         self._prepare_run_dir()
         distributed.barrier()
         run_dir = self.run_dir
-        engine.seed_everything(self.seed)
-        logger = engine.make_logger(run_dir)
+        runtime.seed_everything(self.seed)
+        logger = runtime.make_logger(run_dir)
         if self.rank != 0:
             logger.setLevel("WARNING")     # one log: rank 0's
         self.log = self.task.log = logger.info
         self.warn = logger.warning
-        scalars = engine.ScalarLogger(run_dir)
+        scalars = runtime.ScalarLogger(run_dir)
         self.log(f"run folder {run_dir}  device {self.device}" + (f"  processes {self.world} (global batch "
                  f"{self.batch_size} = {self.world} × {self.local_batch})" if self.world > 1 else ""))
 
@@ -397,15 +397,15 @@ class Trainer:
 
         def save(next_epoch: int, next_step: int, is_best: bool = False) -> None:
             position = {"epoch": next_epoch, "next_step": next_step}
-            payload = {"epoch": next_epoch, "state_dict": engine.unwrap(model).state_dict(),
+            payload = {"epoch": next_epoch, "state_dict": checkpointing.unwrap(model).state_dict(),
                        "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
                        "scaler": scaler.state_dict(), "trainer": {**state, **position},
-                       "rng": engine.rng_state(), "args": self.config}
-            if engine.is_main_process():
+                       "rng": runtime.rng_state(), "args": self.config}
+            if runtime.is_main_process():
                 if is_best:
-                    engine.save_checkpoint(payload, best_path)
-                engine.save_checkpoint(payload, ckpt_path)
+                    checkpointing.save_checkpoint(payload, best_path)
+                checkpointing.save_checkpoint(payload, ckpt_path)
 
         def validate(epoch: int, next_epoch: int, next_step: int) -> bool:
             """Validate, select, checkpoint; True when early stopping says to stop."""
@@ -439,21 +439,21 @@ class Trainer:
             skip = state["next_step"] if epoch == state["epoch"] else 0
             # Every epoch is a function of (seed, epoch, state): resuming at an epoch boundary is exact.
             epoch_seed = self.seed * 100_003 + epoch
-            engine.seed_everything(epoch_seed)
+            runtime.seed_everything(epoch_seed)
             train_loader.generator.manual_seed(epoch_seed)
             train_sampler.set_epoch(epoch_seed, skip)
             if skip and checkpoint is not None:
-                engine.set_rng_state(checkpoint["rng"])   # mid-epoch: continue the saved random streams
+                runtime.set_rng_state(checkpoint["rng"])   # mid-epoch: continue the saved random streams
             steps_per_epoch = skip + math.ceil(len(train_sampler) / self.local_batch)
             model.train()
             meters = {}
-            progress = engine.Progress(logger, steps_per_epoch, f"epoch {epoch}", self.print_freq)
+            progress = runtime.Progress(logger, steps_per_epoch, f"epoch {epoch}", self.print_freq)
             for step, batch in enumerate(self._batches(train_loader), start=skip):
                 components = self._step(model, objective, optimizer, scaler, batch, epoch, step, ckpt_path)
                 state["global_step"] += 1
                 n = batch_size_of(batch)
                 for name, value in components.items():
-                    meters.setdefault(name, engine.AverageMeter()).update(value, n)
+                    meters.setdefault(name, runtime.AverageMeter()).update(value, n)
                 progress.step(step, meters)
                 if self.val_interval and state["global_step"] % self.val_interval == 0:
                     if validate(epoch, epoch, step + 1):
@@ -478,7 +478,7 @@ class Trainer:
         if not best_path.is_file():
             raise RunError(f"no validation ran (--val_interval {self.val_interval} exceeds the "
                            f"{state['global_step']} training iterations); lower --val_interval or raise --epoch.")
-        best = engine.load_checkpoint(best_path)
+        best = checkpointing.load_checkpoint(best_path)
         self._load_model(model, best, best_path)
         preds, labels = self.predict(model, self._loader(datasets["test"], train=False)[0])
         test = self.task.metrics(preds, labels)
@@ -488,8 +488,8 @@ class Trainer:
         best_val = best["trainer"]["best_val"]
         result = {"val": best_val, "test": test, "epoch": state["best_epoch"], "step": state["best_step"]}
         scalars.close()
-        if engine.is_main_process():
-            engine.write_json({**result, "args": self.config}, run_dir / "results.json")
+        if runtime.is_main_process():
+            runtime.write_json({**result, "args": self.config}, run_dir / "results.json")
             self.task.save_predictions(run_dir / "test_predictions.npz", preds, labels)
         distributed.barrier()            # every process returns once rank 0's files are written
         return {**result, "run_dir": str(run_dir)}
@@ -544,7 +544,7 @@ class Trainer:
             message = (f"warning: the best validation {self.task.selection_name} ({best_score:.4g}) is no better than "
                        f"predicting the training-label mean ({score:.4g}); the run failed to learn (diverged, "
                        "--lr too high or too low, or too few epochs).")
-            if engine.is_main_process():
+            if runtime.is_main_process():
                 self.warn(message)
 
     def _restore(self, checkpoint: dict, **objects) -> None:
@@ -618,10 +618,10 @@ def run(args, make_task, *, run_name, model_flags=(), defaults=None) -> dict:
     if given is not None:
         del args.given_flags                      # a property of this command line, not of the run
     try:
-        checkpoint_args = engine.load_checkpoint(args.resume).get("args", {}) if args.resume else {}
+        checkpoint_args = checkpointing.load_checkpoint(args.resume).get("args", {}) if args.resume else {}
         checkpoint_args.pop("given_flags", None)
         args = restore_flags(args, checkpoint_args, model_flags, defaults or {}, given)
-        device = engine.resolve_device(args.device, args.gpu)
+        device = runtime.resolve_device(args.device, args.gpu)
         amp_dtype = amp_dtype_of(args.amp, device)
         trainer = Trainer(make_task(args), run_dir=Path(args.store_root) / (args.store_name or run_name(args)),
                           epochs=args.epoch, batch_size=args.batch_size, workers=args.workers, seed=args.seed,

@@ -8,7 +8,7 @@ import torch
 
 from common import cli
 from common.bins import LabelBins
-from common.engine import RunError
+from common.errors import RunError
 from common.fds import FDS
 from common.lds import prepare_weights
 from common.metrics import shot_metrics

@@ -7,7 +7,7 @@ synthetic stand-in with ``python -m common.synthetic imdb_wiki --out data``.
 from pathlib import Path
 
 from common.age import AgeDataset, read_split_csv
-from common.datasplit import IMDB_WIKI_SPLIT as PUBLISHED_SPLIT  # noqa: F401  (named in each run's log)
+from common.tools.datasplit import IMDB_WIKI_SPLIT as PUBLISHED_SPLIT  # noqa: F401  (named in each run's log)
 
 MAX_AGE = 200
 

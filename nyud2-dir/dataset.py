@@ -28,7 +28,7 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from common.bins import DEPTH_BINS
-from common.engine import RunError
+from common.errors import RunError
 
 # Training pixels per 0.1-m bin of the real NYUD2-DIR training set (50,688 un-augmented 304×228 crops), the
 # table the references hard-code; `python data/preprocess_nyud2.py --check_histogram` compares it with the
@@ -340,7 +340,7 @@ def write_pack(data_dir, scale_to: int = 240, log=print) -> Path:
     """Every pair of the three CSVs, checked, decoded and scaled (RGB uint8; depth uint8 for training, uint16 for
     test, as in the PNGs), into ``<data_dir>/nyu2_pairs_<scale>.h5``, one group per CSV with its SHA-256."""
     import h5py
-    from common.datasplit import sha256_of
+    from common.runtime import sha256_of
     data_dir = Path(data_dir)
     out = pack_path(data_dir, scale_to)
     tmp = out.with_name(out.name + ".tmp")
@@ -377,7 +377,7 @@ class PairPack:
 
     def __init__(self, data_dir, name: str, scale_to: int):
         import h5py
-        from common.datasplit import sha256_of
+        from common.runtime import sha256_of
         self.path, self.name = pack_path(data_dir, scale_to), name
         command = f"python data/pack_nyud2.py --data_dir {data_dir} --scale {scale_to}"
         if not self.path.is_file():

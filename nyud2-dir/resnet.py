@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from common.engine import RunError
+from common.errors import RunError
 from common.fds import FDS
 
 ENCODERS = ("resnet18", "resnet34", "resnet50")

@@ -19,7 +19,7 @@ import loss
 import resnet
 from common.bins import DEPTH_BINS
 from common.depth import depth_metrics, depth_table, pixel_bucket_weights, shot_bins
-from common.engine import RunError
+from common.errors import RunError
 from common.fds import FDS
 from common.trainer import Task
 
@@ -105,9 +105,9 @@ class NYUD2Task(Task):
                                    pretrained_encoder="none" if (a.resume or a.pretrained) else a.pretrained_encoder,
                                    log=self.log)
         if a.pretrained:
-            from common import engine
+            from common import checkpointing
             from common.fds import adapt_fds_state
-            state = adapt_fds_state(engine.load_checkpoint(a.pretrained)["state_dict"], model, self.log)
+            state = adapt_fds_state(checkpointing.load_checkpoint(a.pretrained)["state_dict"], model, self.log)
             try:
                 model.load_state_dict(state)
             except RuntimeError as error:
@@ -115,8 +115,8 @@ class NYUD2Task(Task):
                                "pass the --encoder it was trained with.") from error
             self.log(f"loaded {len(state)} tensors from {a.pretrained}")
         if a.retrain_fc:
-            from common import engine
-            engine.train_only(model, "R.conv2.")        # the last layer of the encoder-decoder
+            from common import checkpointing
+            checkpointing.train_only(model, "R.conv2.")        # the last layer of the encoder-decoder
         return model
 
     def build_objective(self):

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from common.datasplit import REFERENCE_COMMIT, sha256_of
+from common.runtime import sha256_of
+from common.tools.datasplit import REFERENCE_COMMIT
 from common.text import PairSplit, index_sentences, read_pair_tsv
 
 SPLIT_FILES = {"train": "train_new.tsv", "val": "dev_new.tsv", "test": "test_new.tsv"}

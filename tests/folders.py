@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDER_MODULES = ("train", "dataset", "resnet", "models", "loss")
+FOLDER_MODULES = ("train", "task", "dataset", "resnet", "models", "loss", "text")
 
 
 @contextmanager

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from common import engine
+from common import checkpointing
 from common.gmm import fit_gmm_1d, save_gmm
 from common.metrics import shot_metrics
 from common.synthetic import write_synthetic
@@ -163,7 +163,7 @@ def test_evaluate_round_trip_and_module_prefix(data_dir, tmp_path, capsys):
     checkpoint = torch.load(best, weights_only=True)
     checkpoint["state_dict"] = {f"module.{k}": v for k, v in checkpoint["state_dict"].items()}
     wrapped = tmp_path / "wrapped" / "ckpt.pth.tar"
-    engine.save_checkpoint(checkpoint, wrapped)
+    checkpointing.save_checkpoint(checkpoint, wrapped)
     again = agedb_main(["--evaluate", "--resume", str(wrapped), "--data_dir", str(data_dir),
                                 "--workers", "0"])
     assert same(again, result["test"])
@@ -257,7 +257,7 @@ def test_train_py_runs_from_its_folder_only_where_the_package_is_installed(data_
 
 
 def test_report_table_and_plot(data_dir, tmp_path, capsys):
-    from common import report
+    from common.tools import report
     train(data_dir, tmp_path, "one")
     train(data_dir, tmp_path, "two", "--conr")
     report.main([str(tmp_path / "one"), str(tmp_path / "two"), "--plot", str(tmp_path / "report.png")])

@@ -8,8 +8,9 @@ import sys
 import pytest
 import torch
 
-from common import engine, report
-from common.engine import RunError
+from common import checkpointing
+from common.tools import report
+from common.errors import RunError
 from common.synthetic import write_synthetic
 from folders import ROOT, folder_main
 
@@ -80,7 +81,7 @@ def test_a_run_that_learns_nothing_is_reported(data_dir, tmp_path, capsys):
 
 def test_disk_full_during_a_checkpoint_is_one_sentence_and_keeps_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.pth.tar"
-    engine.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+    checkpointing.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
 
     def full(*args, **kwargs):
         raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
@@ -88,7 +89,7 @@ def test_disk_full_during_a_checkpoint_is_one_sentence_and_keeps_the_old_file(tm
 
     monkeypatch.setattr(torch, "save", full)
     with pytest.raises(RunError, match=r"the disk holding .* is full \(the checkpoint needs about 4 MiB") as info:
-        engine.save_checkpoint({"state_dict": {"w": torch.zeros(2 ** 20)}}, path)
+        checkpointing.save_checkpoint({"state_dict": {"w": torch.zeros(2 ** 20)}}, path)
     assert "\n" not in str(info.value)
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))
@@ -140,7 +141,7 @@ def test_evaluating_a_checkpoint_of_another_model_names_the_flags(data_dir, tmp_
     agedb_main(run_args(data_dir, tmp_path, "plain"))
     checkpoint = torch.load(tmp_path / "plain" / "ckpt.best.pth.tar", weights_only=True)
     checkpoint["args"]["model"] = "resnet34"            # the flags say one model, the weights are another
-    engine.save_checkpoint(checkpoint, tmp_path / "odd" / "ckpt.pth.tar")
+    checkpointing.save_checkpoint(checkpoint, tmp_path / "odd" / "ckpt.pth.tar")
     message = error_of(["--evaluate", "--resume", str(tmp_path / "odd" / "ckpt.pth.tar"), "--data_dir",
                         str(data_dir), "--workers", "0"])
     assert "does not fit this model" in message and "--model" in message

@@ -1,4 +1,4 @@
-"""The DIR split (common/datasplit.py) and the data scripts of agedb-dir/data and imdb-wiki-dir/data,
+"""The DIR split (common/tools/datasplit.py) and the data scripts of agedb-dir/data and imdb-wiki-dir/data,
 run on tiny inputs written here (.mat files, synthetic AgeDB folders, local tarballs)."""
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from scipy.io import savemat
 
-from common import datasplit
-from common.datasplit import make_dir_split, split_csv
+from common.tools import datasplit
+from common.tools.datasplit import make_dir_split, split_csv
 from common.synthetic import write_synthetic
 
 REPO = Path(__file__).resolve().parents[1]

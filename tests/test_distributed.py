@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from common import distributed, engine
+from common import checkpointing, distributed
 from common.fds import FDS
 from common.models.mlp import MLPRegressor
 from common.objective import build_objective
@@ -163,5 +163,5 @@ def test_torchrun_training_resumes_exactly(tmp_path):
     assert json.dumps(full["test"], sort_keys=True) == json.dumps(resumed["test"], sort_keys=True)
     # One log, written by rank 0; a checkpoint of the 2-process run loads in one process.
     assert (tmp_path / "full" / "training.log").read_text().count("test of the best checkpoint") == 1
-    state = engine.load_checkpoint(tmp_path / "full" / "ckpt.best.pth.tar")["state_dict"]
+    state = checkpointing.load_checkpoint(tmp_path / "full" / "ckpt.best.pth.tar")["state_dict"]
     assert np.isfinite(state["linear.weight"].numpy()).all()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.engine import RunError
+from common.errors import RunError
 from common.gmm import fit_from_split_csv, fit_gmm_1d, load_gmm, save_gmm
 from common.losses import gai_loss
 

@@ -16,11 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-from common import engine
+from common import checkpointing
 from common.bins import DEPTH_BINS
 from common.depth import balanced_mask, depth_metrics, pixel_bucket_weights, shot_bins
 from common.fds import FDS
-from common.synthetic_depth import write_synthetic_nyud2
+from common.synthetic.depth import write_synthetic_nyud2
 from folders import ROOT, folder_main, folder_module
 
 dataset = folder_module("nyud2-dir", "dataset")
@@ -308,7 +308,7 @@ def test_reference_checkpoint_maps_onto_our_model(tmp_path):
     checkpoint = {"state_dict": state, "epoch": 9, "error": np.float64(1.3),
                   "metric": {shot: {"RMSE": np.float64(1.0), "NUM": 10} for shot in ("overall", "many")}}
     torch.save(checkpoint, tmp_path / "ref.pth")
-    loaded = engine.load_checkpoint(tmp_path / "ref.pth")        # numpy scalars allowed, nothing else
+    loaded = checkpointing.load_checkpoint(tmp_path / "ref.pth")        # numpy scalars allowed, nothing else
     assert loaded["error"] == 1.3
     from common.fds import adapt_fds_state
     model = resnet.DepthModel("resnet50", fds=FDS(128, 100, 7, bins=DEPTH_BINS, edge_rule="clamp"))
@@ -378,7 +378,7 @@ def test_evaluate_round_trip_and_the_references_test_py(data_dir, tmp_path, caps
     assert f"{result['test']['all']['rmse']:7.4f}" in done.stdout
     assert "TEST set (--select_on_test)" in (tmp_path / "run" / "training.log").read_text()
     # The report reads depth runs: RMSE/δ1 table and the per-bin plot over the training pixel histogram.
-    from common import report
+    from common.tools import report
     report.main([str(tmp_path / "run"), "--plot", str(tmp_path / "plots" / "depth.png")])
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| run |")][-1]   # not the header
     assert f"{result['test']['all']['rmse']:.3f}" in row and f"{result['test']['all']['delta1']:.3f}" in row
@@ -442,7 +442,7 @@ def test_bad_inputs_give_one_sentence(data_dir, tmp_path, capsys):
 def test_missing_imagenet_weights_are_one_sentence(monkeypatch, tmp_path):
     import urllib.error
     from torchvision.models import ResNet18_Weights
-    from common.engine import RunError
+    from common.errors import RunError
 
     def offline(self, *args, **kwargs):
         raise urllib.error.URLError("no network")
@@ -457,10 +457,10 @@ def test_missing_imagenet_weights_are_one_sentence(monkeypatch, tmp_path):
 
 
 def test_a_checkpoint_with_other_pickled_objects_is_refused(tmp_path):
-    from common.engine import RunError
+    from common.errors import RunError
     torch.save({"state_dict": {}, "hook": subprocess.run}, tmp_path / "evil.pth")
     with pytest.raises(RunError, match="could not be read"):
-        engine.load_checkpoint(tmp_path / "evil.pth")
+        checkpointing.load_checkpoint(tmp_path / "evil.pth")
 
 
 # The NYUD2 command lines of the DIR, BMSE and ConR READMEs, with the values they must set.

@@ -1,10 +1,10 @@
-"""The HDF5 image pack (``python -m common.pack``, ``--data_format hdf5``): the same numbers, and refusals."""
+"""The HDF5 image pack (``python -m common.tools.pack``, ``--data_format hdf5``): the same numbers, and refusals."""
 import json
 import shutil
 
 import pytest
 
-from common import pack
+from common.tools import pack
 from common.synthetic import write_synthetic
 from folders import folder_main
 
@@ -45,4 +45,4 @@ def test_a_pack_that_does_not_fit_is_refused(data_dir, tmp_path):
     lines = (changed / "agedb.csv").read_text().splitlines()
     (changed / "agedb.csv").write_text("\n".join(lines[:1] + lines[2:]) + "\n")          # one row fewer
     message = error_of(changed)
-    assert "was packed from another agedb.csv or image size; re-pack it with `python -m common.pack agedb" in message
+    assert "was packed from another agedb.csv or image size; re-pack it with `python -m common.tools.pack agedb" in message

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from common import engine
+from common import checkpointing
 from common.fds import FDS, adapt_fds_state
 from common.models.resnet import ResNetRegressor
 from common.synthetic import write_synthetic
@@ -40,7 +40,7 @@ def test_reference_state_maps_onto_our_resnet50(with_fds, tmp_path):
     checkpoint = reference_checkpoint()
     path = tmp_path / "ref.pth.tar"
     torch.save(checkpoint, path)
-    state = engine.load_checkpoint(path)["state_dict"]               # weights_only=True, `module.` stripped
+    state = checkpointing.load_checkpoint(path)["state_dict"]               # weights_only=True, `module.` stripped
     model = ResNetRegressor("resnet50", fds=FDS(2048, 100, 3) if with_fds else None)
     logged = []
     model.load_state_dict(adapt_fds_state(state, model, logged.append))   # strict: every trunk tensor fits
@@ -57,7 +57,7 @@ def test_reference_state_maps_onto_our_resnet50(with_fds, tmp_path):
 
 @needs_keys
 def test_fds_buckets_of_another_shape_are_dropped_with_a_line():
-    state = engine.strip_module_prefix(reference_checkpoint()["state_dict"])
+    state = checkpointing.strip_module_prefix(reference_checkpoint()["state_dict"])
     model = ResNetRegressor("resnet50", fds=FDS(2048, 100, 0))        # 100 buckets, the checkpoint has 97
     logged = []
     model.load_state_dict(adapt_fds_state(state, model, logged.append))

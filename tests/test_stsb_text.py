@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from common import text
-from common.engine import RunError
+from common.errors import RunError
 from common.text import (GLOVE_WHEEL, OOV, PAD, build_vocabulary, index_sentences, load_word_vectors,
                          read_pair_tsv, tokenize)
 

@@ -238,7 +238,7 @@ def test_bad_data_files_end_with_one_sentence_and_skipped_rows_are_counted(data,
 
 def test_report_reads_text_runs(data, tmp_path, capsys):
     train(data, tmp_path, "one")
-    from common import report
+    from common.tools import report
     report.main([str(tmp_path / "one"), "--plot", str(tmp_path / "plot.png")])
     out = capsys.readouterr().out
     saved = json.loads((tmp_path / "one" / "results.json").read_text())

@@ -1,4 +1,4 @@
-"""The synthetic AgeDB-DIR / IMDB-WIKI-DIR generator (common/synthetic.py): format, label histograms,
+"""The synthetic AgeDB-DIR / IMDB-WIKI-DIR generator (common/synthetic/__init__.py): format, label histograms,
 determinism, and that the age is a learned property of the image rather than a pixel value."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from common import synthetic
-from common.datasplit import make_dir_split
+from common.tools.datasplit import make_dir_split
 from common.synthetic import AGEDB_TRAIN_COUNTS, AGEDB_VAL_COUNTS, scale_counts, split_counts, write_synthetic
 
 REAL_AGEDB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "agedb-dir" / "agedb.csv"
@@ -244,7 +244,7 @@ def test_small_cnn_learns_age(tmp_path):
     torch.manual_seed(0)
     # Small enough for a few seconds on 2 CPU cores; on the default set (12,208 train images at
     # 32x32) a 4-layer CNN reaches test MAE ~6 vs ~18 for the median, with few-shot ages ~3x
-    # worse than many-shot ones (see the common/synthetic.py docstring).
+    # worse than many-shot ones (see the common/synthetic/__init__.py docstring).
     csv = write_synthetic("agedb", tmp_path, n=1500, img_size=16, seed=2)
     df = pd.read_csv(csv)
     x = torch.tensor(np.stack([np.asarray(Image.open(csv.parent / p)) for p in df["path"]]), dtype=torch.float32)

@@ -1,4 +1,4 @@
-"""What the engine writes to tensorboard (``engine.ScalarLogger``), read back from the event file.
+"""What the engine writes to tensorboard (``runtime.ScalarLogger``), read back from the event file.
 
 The reader (tests/tb_events.py) checks the TFRecord checksums with its own CRC-32C and decodes the payload with
 the ``Event`` protobuf bundled in the pinned ``tensorboard_logger`` (protobuf 3.20.3: a protobuf ≥ 4 breaks its
@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from common import engine
+from common import runtime
 from tb_events import crc32c, events, scalars_of_run
 
 
@@ -17,7 +17,7 @@ def test_crc32c_known_value():
 
 
 def test_scalar_logger_writes_float32_values_and_skips_nan(tmp_path):
-    logger = engine.ScalarLogger(tmp_path)
+    logger = runtime.ScalarLogger(tmp_path)
     written = [("train/l1", 0.8125, 0), ("train/l1", 7.123456789, 1), ("val/few/l1", math.nan, 1),
                ("train/lr", 2.5e-4, 1)]
     for tag, value, step in written:
@@ -32,7 +32,7 @@ def test_scalar_logger_writes_float32_values_and_skips_nan(tmp_path):
 
 
 def test_scalar_logger_is_silent_without_a_folder(tmp_path):
-    logger = engine.ScalarLogger(None)
+    logger = runtime.ScalarLogger(None)
     logger.log("train/l1", 1.0, 0)
     logger.close()
     assert list(tmp_path.iterdir()) == []

@@ -11,9 +11,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from common import engine
+from common import checkpointing
 from common.bins import LabelBins
-from common.engine import RunError
+from common.errors import RunError
 from common.fds import FDS
 from common.trainer import EpochSampler, Task, Trainer
 from tb_events import scalars_of_run
@@ -100,7 +100,7 @@ def test_epoch_validation_selects_and_tests_the_best_checkpoint(tmp_path):
     scores = [float(line.split("val mse ")[1].split()[0]) for line in log.splitlines() if ": val mse " in line]
     assert len(scores) == 3 and saved["epoch"] == int(np.argmin(scores))
     # The test metrics are those of the best checkpoint's model.
-    best = engine.load_checkpoint(run_dir / "ckpt.best.pth.tar")
+    best = checkpointing.load_checkpoint(run_dir / "ckpt.best.pth.tar")
     model = VectorModel()
     model.load_state_dict(best["state_dict"])
     data = VectorData(16, 2)
@@ -123,7 +123,7 @@ def test_iteration_validation_with_patience_stops_where_it_should(tmp_path):
     result = trainer(task, tmp_path, epochs=10, val_interval=3, patience=3).fit()
     assert task.validations == 5
     assert (result["step"], result["epoch"]) == (6, 1)      # 2nd validation at global step 6, in epoch 1 (4/epoch)
-    checkpoint = engine.load_checkpoint(tmp_path / "run" / "ckpt.pth.tar")
+    checkpoint = checkpointing.load_checkpoint(tmp_path / "run" / "ckpt.pth.tar")
     assert checkpoint["trainer"]["global_step"] == 15 and checkpoint["trainer"]["bad_vals"] == 3
     assert (checkpoint["epoch"], checkpoint["trainer"]["next_step"]) == (3, 3)    # stopped after step 15 = 3·4+3
     assert "early stop" in (tmp_path / "run" / "training.log").read_text()
@@ -141,14 +141,14 @@ def test_mid_epoch_resume_is_exact(tmp_path):
     Dropout draws from the global RNG, so this holds only if the sample order and the RNG streams continue."""
     full = trainer(VectorTask(dropout=0.3), tmp_path, "full", epochs=3, val_interval=3).fit()
     trainer(VectorTask(dropout=0.3), tmp_path, "part", epochs=3, val_interval=3, max_vals=2).fit()
-    part = engine.load_checkpoint(tmp_path / "part" / "ckpt.pth.tar")
+    part = checkpointing.load_checkpoint(tmp_path / "part" / "ckpt.pth.tar")
     assert (part["epoch"], part["trainer"]["next_step"]) == (1, 2)         # step 6 = epoch 1, after its 2nd batch
     resumed = trainer(VectorTask(dropout=0.3), tmp_path, epochs=3, val_interval=3,
                       resume=tmp_path / "part" / "ckpt.pth.tar").fit()
     assert json.dumps(resumed["test"]) == json.dumps(full["test"])
     assert (resumed["epoch"], resumed["step"]) == (full["epoch"], full["step"])
-    a = engine.load_checkpoint(tmp_path / "full" / "ckpt.pth.tar")["state_dict"]
-    b = engine.load_checkpoint(tmp_path / "part" / "ckpt.pth.tar")["state_dict"]
+    a = checkpointing.load_checkpoint(tmp_path / "full" / "ckpt.pth.tar")["state_dict"]
+    b = checkpointing.load_checkpoint(tmp_path / "part" / "ckpt.pth.tar")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -272,7 +272,7 @@ def test_per_pixel_task_collects_fds_statistics_per_pixel(tmp_path):
     assert math.isfinite(result["test"]["rmse"])
     # The statistics of the last epoch (momentum 0.9 over two epochs) against a loop over pixels: recompute the
     # per-bucket means of epoch 1 with the final model on the 'stats' split, fold in epoch 0's from the buffers.
-    checkpoint = engine.load_checkpoint(tmp_path / "run" / "ckpt.pth.tar")
+    checkpoint = checkpointing.load_checkpoint(tmp_path / "run" / "ckpt.pth.tar")
     model = PixelTask().build_model()
     model.load_state_dict(checkpoint["state_dict"])
     data = PixelData(6, 3)
@@ -339,7 +339,7 @@ class TokenTask(VectorTask):
 def test_token_batches_through_the_trainer(tmp_path):
     task = TokenTask(lr=0.5)
     result = trainer(task, tmp_path, epochs=4, batch_size=8, val_interval=5, grad_clip=5.0).fit()
-    best = engine.load_checkpoint(tmp_path / "run" / "ckpt.best.pth.tar")
+    best = checkpointing.load_checkpoint(tmp_path / "run" / "ckpt.best.pth.tar")
     model = BagModel()
     model.load_state_dict(best["state_dict"])
     batch = pad([Sentences(20, 2)[i] for i in range(20)])
@@ -376,7 +376,7 @@ def test_compiled_model_trains_and_saves_the_plain_state(tmp_path):
     """torch.compile (the fast 'eager' backend here) wraps the model; checkpoints keep the plain module's keys."""
     result = trainer(VectorTask(), tmp_path, "compiled", epochs=1, compile_model="eager").fit()
     plain = trainer(VectorTask(), tmp_path, "plain", epochs=1).fit()
-    state = engine.load_checkpoint(tmp_path / "compiled" / "ckpt.pth.tar")["state_dict"]
+    state = checkpointing.load_checkpoint(tmp_path / "compiled" / "ckpt.pth.tar")["state_dict"]
     assert set(state) == set(VectorModel().state_dict())
     assert result["test"]["all"]["mse"] == pytest.approx(plain["test"]["all"]["mse"], rel=1e-5)
 

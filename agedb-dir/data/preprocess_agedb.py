@@ -4,7 +4,7 @@
     cd agedb-dir && python data/preprocess_agedb.py --make_split     # data/meta/agedb.csv -> a new split
 
 Default: downloads ``agedb-dir/data/agedb.csv`` of the DIR repository (YyzHarry/imbalanced-regression) at
-the pinned commit ``common.datasplit.REFERENCE_COMMIT`` and keeps it only if its SHA-256 is the published
+the pinned commit ``common.tools.datasplit.REFERENCE_COMMIT`` and keeps it only if its SHA-256 is the published
 file's (train 12,208 / val 2,140 / test 2,140). ``--source PATH_OR_URL`` takes it from elsewhere (a local
 copy), verified the same way. Use it for any comparison with published numbers; training logs say whether
 the split in use is this file.
@@ -16,7 +16,7 @@ mode replaces an existing ``agedb.csv`` without ``--overwrite``; output is writt
 """
 import sys
 
-from common import datasplit
+from common.tools import datasplit
 
 
 def main(argv=None) -> None:

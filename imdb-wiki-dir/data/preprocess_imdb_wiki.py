@@ -4,7 +4,7 @@
     cd imdb-wiki-dir && python data/preprocess_imdb_wiki.py --make_split   # data/meta/imdb_wiki.csv -> new split
 
 Default: downloads ``imdb-wiki-dir/data/imdb_wiki.csv`` of the DIR repository (YyzHarry/imbalanced-regression)
-at the pinned commit ``common.datasplit.REFERENCE_COMMIT`` and keeps it only if it has the columns
+at the pinned commit ``common.tools.datasplit.REFERENCE_COMMIT`` and keeps it only if it has the columns
 ``age,path,split`` and the published sizes (train 191,509 / val 11,022 / test 11,022). ``--source
 PATH_OR_URL`` takes it from elsewhere, verified the same way. Training logs say whether the split in use is it.
 
@@ -15,7 +15,7 @@ replaces an existing ``imdb_wiki.csv`` without ``--overwrite``; output is writte
 """
 import sys
 
-from common import datasplit
+from common.tools import datasplit
 
 
 def main(argv=None) -> None:

@@ -7,7 +7,7 @@
 Default: downloads ``nyu2_train_FDS_subset.csv`` (600 training images whose features update FDS each epoch;
 SHA-256 ``e2e00e23…f5b6``) and ``test_balanced_mask.npy`` ((654, 228, 304) uint8: the same number of test pixels
 from every 0.1-m bin from 0.7 m on) from the DIR repository (YyzHarry/imbalanced-regression) at the pinned
-commit of ``common.datasplit.REFERENCE_COMMIT``, or from ``--source_dir`` (local copies). ``--make_subset`` and
+commit of ``common.tools.datasplit.REFERENCE_COMMIT``, or from ``--source_dir`` (local copies). ``--make_subset`` and
 ``--make_mask`` recompute them with the references' recipe (docs/datasets.md §1.3), seeded by ``--seed``; the
 references drew theirs without a seed, so a recomputed file is not the published one.
 
@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.datasplit import REFERENCE_COMMIT, REFERENCE_REPO, sha256_of
+from common.runtime import sha256_of
+from common.tools.datasplit import REFERENCE_COMMIT, REFERENCE_REPO
 from common.depth import balanced_mask
 
 SUBSET_SHA256 = "e2e00e2388db5a4a6917b7f1c4af68b5fd4012f2884acbbb810ffe8c0957f5b6"

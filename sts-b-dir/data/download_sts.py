@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.datasplit import sha256_of
+from common.runtime import sha256_of
 
 FILES = ("train_new.tsv", "dev_new.tsv", "test_new.tsv")
 SIZES = {"train_new.tsv": 5249, "dev_new.tsv": 1000, "test_new.tsv": 1000}

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import report
+from common.tools import report
 from common.synthetic import AGEDB_TRAIN_COUNTS, write_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]

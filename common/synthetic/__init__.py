@@ -577,7 +577,7 @@ def main(argv=None) -> Path:
     if args.n is not None and args.n < 1:
         parser.error(f"--n must be at least 1 (training images), got {args.n}.")
     if args.dataset == "nyud2":
-        from common.synthetic_depth import write_synthetic_nyud2
+        from common.synthetic.depth import write_synthetic_nyud2
         try:
             csv = write_synthetic_nyud2(args.out, n=args.n or 400, size=tuple(args.size), crop=tuple(args.crop),
                                         seed=args.seed)

@@ -14,7 +14,6 @@ and build a new split only with ``--make_split``.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import shutil
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from common.runtime import sha256_of
 
 SPLITS = ("train", "val", "test")
 
@@ -157,14 +158,6 @@ class PublishedSplit:
         if counts != self.sizes or len(frame) != sum(self.sizes.values()):
             return f"its split sizes are {counts}, not {self.sizes}"
         return None
-
-
-def sha256_of(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def describe_split(path, published: PublishedSplit) -> str:

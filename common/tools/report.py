@@ -1,6 +1,6 @@
 """Compare runs: a markdown table of their test metrics and the per-label error plot DIR papers show.
 
-    python -m common.report RUN_DIR [RUN_DIR ...] [--metric l1] [--plot report.png]
+    python -m common.tools.report RUN_DIR [RUN_DIR ...] [--metric l1] [--plot report.png]
 
 Reads ``results.json`` and ``test_predictions.npz`` from each run folder (written at the end of training).
 The plot shows each run's test error per label over the training label histogram, with the Many/Medium/Few

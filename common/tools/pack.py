@@ -1,6 +1,6 @@
 """Pack an age benchmark's decoded, resized images into one HDF5 file, read with ``--data_format hdf5``.
 
-    python -m common.pack agedb --data_dir agedb-dir/data --img_size 224      # -> data/agedb_224.h5
+    python -m common.tools.pack agedb --data_dir agedb-dir/data --img_size 224      # -> data/agedb_224.h5
 
 JPEG decoding and resizing cost more than the rest of the data pipeline; the pack stores every image of the split
 CSV already decoded and resized to ``img_size`` × ``img_size`` (uint8), so loading is a read. Training from it gives
@@ -16,14 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from common.datasplit import sha256_of
-from common.engine import RunError
+from common.runtime import sha256_of
+from common.age import decode_resized, pack_path
+from common.errors import RunError
 
 CSV_NAMES = {"agedb": "agedb", "imdb_wiki": "imdb_wiki"}
-
-
-def pack_path(data_dir, csv_name: str, img_size: int) -> Path:
-    return Path(data_dir) / f"{csv_name}_{img_size}.h5"
 
 
 def write_pack(data_dir, csv_name: str, img_size: int) -> Path:
@@ -32,7 +29,6 @@ def write_pack(data_dir, csv_name: str, img_size: int) -> Path:
     import pandas as pd
     from PIL import Image
 
-    from common.age import decode_resized
 
     data_dir = Path(data_dir)
     csv = data_dir / f"{csv_name}.csv"
@@ -57,37 +53,8 @@ def write_pack(data_dir, csv_name: str, img_size: int) -> Path:
     return out
 
 
-class PackReader:
-    """Read images from a pack, checked against the split CSV and the image size; opened lazily in each process
-    (an HDF5 handle must not cross a fork into DataLoader workers)."""
-
-    def __init__(self, data_dir, csv_name: str, img_size: int, paths):
-        import h5py
-        self.path = pack_path(data_dir, csv_name, img_size)
-        command = f"python -m common.pack {csv_name} --data_dir {data_dir} --img_size {img_size}"
-        if not self.path.is_file():
-            raise RunError(f"--data_format hdf5 needs {self.path}; write it with `{command}`.")
-        csv = Path(data_dir) / f"{csv_name}.csv"
-        with h5py.File(self.path, "r") as handle:
-            if handle.attrs.get("csv_sha256") != sha256_of(csv) or int(handle.attrs.get("img_size", -1)) != img_size:
-                raise RunError(f"{self.path} was packed from another {csv.name} or image size; re-pack it with "
-                               f"`{command}`.")
-            index = {p.decode() if isinstance(p, bytes) else p: i for i, p in enumerate(handle["paths"][()])}
-        self.rows = [index[p] for p in paths]
-        self.handle = None
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        if self.handle is None:
-            import h5py
-            self.handle = h5py.File(self.path, "r")
-        return self.handle["images"][self.rows[i]]
-
-    def __getstate__(self):
-        return {**self.__dict__, "handle": None}
-
-
 def main(argv=None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m common.pack", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m common.tools.pack", description=__doc__.split("\n\n")[0],
                                      allow_abbrev=False)
     parser.add_argument("dataset", choices=list(CSV_NAMES))
     parser.add_argument("--data_dir", required=True)

@@ -1,0 +1,156 @@
+"""What a run needs around the training loop: device and seeding, RNG state, logging and progress, JSON files.
+
+Side effects (log files, tensorboard scalars, result files) happen only in the main process
+(``is_main_process``), so the same code runs under ``torchrun``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.errors import RunError
+
+
+# -- device and seeding -------------------------------------------------------------------------------------
+def resolve_device(name: str = "auto", gpu: int | None = None) -> torch.device:
+    """``auto``: CUDA when present, else CPU. ``cuda`` without a GPU is a :class:`RunError`."""
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RunError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto.")
+        return torch.device("cuda", gpu or 0)
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def is_main_process() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or \
+        torch.distributed.get_rank() == 0
+
+
+def rng_state() -> dict:
+    """Python, NumPy and torch RNG states, in types that ``torch.load(weights_only=True)`` accepts."""
+    np_state = np.random.get_state()
+    state = {"python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+             "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                       "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- logging --------------------------------------------------------------------------------------------------
+def make_logger(run_dir: Path | None, name: str = "dir") -> logging.Logger:
+    """A logger writing information to stdout, warnings to stderr (once each) and both, in the main process, to
+    ``run_dir/training.log``."""
+    logger = logging.getLogger(f"{name}.{run_dir}")
+    logger.handlers.clear()
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    formatter = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    stdout = logging.StreamHandler(sys.stdout)
+    stdout.addFilter(lambda record: record.levelno < logging.WARNING)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(logging.WARNING)
+    for stream in (stdout, stderr):
+        stream.setFormatter(formatter)
+        logger.addHandler(stream)
+    if run_dir is not None and is_main_process():
+        file_handler = logging.FileHandler(Path(run_dir) / "training.log")
+        file_handler.setFormatter(formatter)
+        logger.addHandler(file_handler)
+    return logger
+
+
+class ScalarLogger:
+    """tensorboard_logger scalars in the run folder (a no-op outside the main process)."""
+
+    def __init__(self, run_dir: Path | None):
+        self._logger = None
+        if run_dir is not None and is_main_process():
+            from tensorboard_logger import Logger
+            self._logger = Logger(str(run_dir), flush_secs=5)
+
+    def log(self, name: str, value: float, step: int) -> None:
+        if self._logger is not None and value == value:   # NaN (an empty shot) is not a scalar to plot
+            self._logger.log_value(name, float(value), step)
+
+    def close(self) -> None:
+        """Close the event file (tensorboard_logger flushes after every event; this releases the handle)."""
+        writer = getattr(self._logger, "_writer", None)
+        if writer is not None and not writer.closed:
+            writer.close()
+
+
+class AverageMeter:
+    def __init__(self):
+        self.sum, self.count = 0.0, 0
+
+    def update(self, value: float, n: int = 1) -> None:
+        self.sum += value * n
+        self.count += n
+
+    @property
+    def avg(self) -> float:
+        return self.sum / self.count if self.count else math.nan
+
+
+class Progress:
+    """A progress line with the running loss and the time left in the epoch."""
+
+    def __init__(self, logger, total_steps: int, prefix: str, every: int):
+        self.logger, self.total, self.prefix, self.every = logger, total_steps, prefix, max(1, every)
+        self.start = time.time()
+
+    def step(self, i: int, meters: dict) -> None:
+        if (i + 1) % self.every and i + 1 != self.total:
+            return
+        elapsed = time.time() - self.start
+        eta = elapsed / (i + 1) * (self.total - i - 1)
+        values = "  ".join(f"{k} {m.avg:.4f}" for k, m in meters.items())
+        self.logger.info(f"{self.prefix} [{i + 1}/{self.total}]  {values}  ETA {int(eta // 60):d}:{int(eta % 60):02d}")
+
+
+def write_json(data: dict, path: Path) -> None:
+    """Atomic JSON write (temporary file + rename). Empty shots keep their NaN (Python's JSON reads it back)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2)
+    os.replace(tmp, path)
+
+
+def sha256_of(path) -> str:
+    """The SHA-256 of a file (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
