@@ -4,13 +4,13 @@
     python train.py --evaluate --resume checkpoint/<run>/ckpt.best.pth.tar
 
 Flags and defaults are the reference's (DIR base set; AgeDB: ``--lds_ks 9 --fds_ks 9 --bucket_start 3``);
-``python train.py --help`` lists them all. The data, model and loss are this folder's ``dataset.py``,
-``resnet.py`` and ``loss.py``; the training loop is the shared one (``common/trainer.py``).
+``python train.py --help`` lists them all. ``task.py`` runs this folder's ``dataset.py``, ``resnet.py`` and
+``loss.py`` on the shared training loop (``common/trainer.py``).
 """
 import sys
 
 try:
-    from common.cli import build_age_parser, parse
+    from common import cli
 except ImportError:
     sys.exit("error: the repo's `common` package is not installed in this Python; run `make venv` in the repo "
              "root and use .venv/bin/python (or `pip install -r requirements.txt && pip install -e .`).")
@@ -22,12 +22,9 @@ AGEDB_DEFAULTS = dict(
 
 
 def main(argv=None) -> dict:
-    args = parse(build_age_parser(__doc__.splitlines()[0], **AGEDB_DEFAULTS), argv)
-    import dataset
-    import loss
-    import resnet
-    from common import age
-    return age.main(args, dataset, resnet, loss)
+    args = cli.parse(cli.build_age_parser(__doc__.splitlines()[0], **AGEDB_DEFAULTS), argv)
+    from task import AgeDBTask      # after parsing: --help and flag errors answer before torch loads
+    return AgeDBTask.main(args)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Age estimation (AgeDB-DIR, IMDB-WIKI-DIR) as a task of the shared trainer.
 
-Both age benchmarks read the same CSV format with the same transforms and train the same ResNet; their
-folders hold what differs (the CSV name and label range in ``dataset.py``, defaults in ``train.py``) and the
-model and loss wiring (``resnet.py``, ``loss.py``), which :class:`AgeTask` receives as modules.
+Both age benchmarks read the same CSV format with the same transforms and train the same ResNet, so this base
+has two users: each folder's ``task.py`` subclasses :class:`AgeTask` with its own ``dataset.py`` (CSV name,
+label range, published split), ``resnet.py`` (the network) and ``loss.py`` (the objective); defaults live in
+each folder's ``train.py``.
 """
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from common import checkpointing
-from common.bins import AGE_BINS, LabelBins
+from common.bins import AGE_BINS
 from common.runtime import sha256_of
 from common.tools.datasplit import describe_split
 from common.errors import RunError
 from common.fds import FDS
-from common.lds import prepare_weights, smoothed_bin_counts
+from common.lds import bucket_prior, prepare_weights
 from common.metrics import balanced_shot_metrics, shot_metrics, shot_table
 from common.objective import statistics_pass
+from common.optim import optimizer_from_args, step_decay
 from common.trainer import Task
 
 # Shot thresholds of the age benchmarks (docs/methods.md §10.1); --evaluate keeps a checkpoint's own unless given.
@@ -188,25 +190,6 @@ class AgeDataset(Dataset):
 
 
 # -- priors -----------------------------------------------------------------------------------------------------
-# The BNI prior's grid: integer ages 0…199, ages ≥ 199 in the last bin (the reference's max_target 200).
-BNI_BINS = LabelBins(0, 1, 200)
-
-
-def bucket_prior(train_labels, lds: bool, kernel: str, ks: int, sigma: float, bins: LabelBins = BNI_BINS,
-                 truncate: bool = False):
-    """BNI prior: the bins' values (ages) and their (LDS-smoothed) training frequencies, empty bins dropped.
-
-    ``truncate`` reproduces the reference, which smooths the integer counts in integer arithmetic."""
-    counts = bins.histogram(train_labels)
-    if lds:
-        # Raw counts ("inverse" without clipping) so that the reference's integer truncation can apply.
-        counts = smoothed_bin_counts(counts, "inverse", True, kernel, ks, sigma, clip=None,
-                                     truncate_smoothed_counts=truncate)
-    counts = np.asarray(counts, dtype=np.float64)
-    keep = counts > 0
-    return bins.lower_edges()[keep], counts[keep] / counts[keep].sum()
-
-
 def gmm_path(gmm: str, data_dir) -> Path:
     """The GAI prior file. The reference's ``--gmm gmm.pkl`` (a sklearn pickle, never read here) maps to the
     ``gmm.npz`` that ``data/preprocess_gmm.py`` writes, so its published command lines run unchanged."""
@@ -216,36 +199,53 @@ def gmm_path(gmm: str, data_dir) -> Path:
     return path
 
 
-def run_name(args) -> str:
-    """A run folder name built from the flags (the reference's naming, without a timestamp)."""
-    from common.cli import method_tags
-    return "_".join([args.dataset, args.model, args.optimizer, args.loss, f"{args.lr:g}", str(args.batch_size),
-                     *method_tags(args)])
-
-
 # -- the task ---------------------------------------------------------------------------------------------------
 class AgeTask(Task):
-    """An age benchmark on the shared trainer.
+    """The age benchmarks' task on the shared trainer; each age folder's ``task.py`` subclasses it.
 
-    ``args`` (the parsed command line) is read here and nowhere else: every part is built from explicit values.
-    ``dataset``, ``resnet`` and ``loss`` are the benchmark folder's modules: ``dataset.load_frame(data_dir,
-    csv_name)`` and ``dataset.load_split(frame, data_dir, split, img_size, weights, conr_views)``,
-    ``resnet.build_model(arch, width, stem, fds, projection_dim)``, ``loss.build_objective(**settings)``.
+    ``args`` (the parsed command line) is read here and nowhere else. A subclass gives what differs between the
+    age benchmarks: :meth:`load_frame` (its split CSV and label range), :attr:`published_split`,
+    :meth:`build_network` (its ``resnet.py``) and :meth:`build_objective` (its ``loss.py``).
     """
 
-    def __init__(self, args, dataset, resnet, loss):
-        self.args, self.dataset_module, self.resnet_module, self.loss_module = args, dataset, resnet, loss
+    model_flags = MODEL_FLAGS
+    eval_defaults = SHOT_THRESHOLDS
+    #: the published split file of this benchmark (``common.tools.datasplit.PublishedSplit``), named in the log.
+    published_split = None
+
+    def __init__(self, args):
+        self.args = args
         self.many_shot_thr, self.low_shot_thr = args.many_shot_thr, args.low_shot_thr
         # As the references, --loss mse selects on MSE (with --bmse too), anything else on L1.
         self.metric = "mse" if args.loss == "mse" else "l1"
         self.selection_name = f"val {'balanced ' if args.balanced_metric else ''}{self.metric}"
         self.train_labels = None
 
+    @staticmethod
+    def run_name(args) -> str:
+        """A run folder name built from the flags (the reference's naming, without a timestamp)."""
+        from common.cli import method_tags
+        return "_".join([args.dataset, args.model, args.optimizer, args.loss, f"{args.lr:g}", str(args.batch_size),
+                         *method_tags(args)])
+
+    # ---- what a benchmark folder gives ----
+    def load_frame(self) -> pd.DataFrame:
+        """The split CSV (``age,path,split``), ages checked against the benchmark's range."""
+        raise NotImplementedError
+
+    def build_network(self, fds):
+        """The regressor (``pred``, ``encoding``, with SRL ``projection``) with ``fds`` (an :class:`FDS` or None)."""
+        raise NotImplementedError
+
+    def build_loss(self, gmm_file, bni_prior):
+        """The objective from the flags, with Balanced MSE's prior: ``gmm_file`` (GAI) or ``bni_prior`` (BNI)."""
+        raise NotImplementedError
+
     # ---- data ----
     def datasets(self) -> dict:
         a = self.args
-        frame = self.dataset_module.load_frame(a.data_dir, a.dataset)
-        self.log(describe_split(Path(a.data_dir) / f"{a.dataset}.csv", self.dataset_module.PUBLISHED_SPLIT))
+        frame = self.load_frame()
+        self.log(describe_split(Path(a.data_dir) / f"{a.dataset}.csv", self.published_split))
         train_labels = frame.loc[frame["split"] == "train", "age"].to_numpy(np.float64)
         if len(train_labels) == 0:
             raise RunError(f"the split CSV in {a.data_dir} has no 'train' rows; re-create it with data/.")
@@ -255,11 +255,12 @@ class AgeTask(Task):
         self.train_labels = train_labels
         weights = prepare_weights(train_labels, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
                                   bins=AGE_BINS, truncate_smoothed_counts=a.lds_truncate)
+
         def split(name, w=None, views=False):
             pack = None
             if a.data_format == "hdf5":
                 pack = PackReader(a.data_dir, a.dataset, a.img_size, frame.loc[frame["split"] == name, "path"].tolist())
-            return self.dataset_module.load_split(frame, a.data_dir, name, a.img_size, w, views, pack=pack)
+            return AgeDataset(frame, a.data_dir, name, a.img_size, w, views, pack)
 
         return {"train": split("train", weights, a.conr), "val": split("val"), "test": split("test")}
 
@@ -268,19 +269,21 @@ class AgeTask(Task):
         a = self.args
         fds = None
         if a.fds:
-            fds = FDS(self.resnet_module.encoding_dim(a.model, a.width), a.bucket_num, a.bucket_start,
+            from common.models.resnet import ResNetRegressor
+            fds = FDS(ResNetRegressor.encoding_dim_of(a.model, a.width), a.bucket_num, a.bucket_start,
                       a.start_update, a.start_smooth, a.fds_kernel, a.fds_ks, a.fds_sigma, a.fds_mmt,
                       alias_last_epoch=a.fds_alias_last_epoch)
-        model = self.resnet_module.build_model(a.model, width=a.width, stem=a.stem, fds=fds,
-                                               projection_dim=a.embedding_dim if a.srl else None)
+        model = self.build_network(fds)
         if a.pretrained:
             checkpointing.load_pretrained_trunk(model, a.pretrained, part="trunk", fits=f"--model {a.model}",
-                                         flags="--model, --width and --stem", log=self.log)
+                                                flags="--model, --width and --stem", log=self.log)
         if a.retrain_fc:
             checkpointing.train_only(model, "linear.")
         return model
 
     def build_objective(self):
+        """The folder's objective (:meth:`build_loss`) with Balanced MSE's prior: the GAI mixture file or the BNI
+        prior of the training ages."""
         a = self.args
         if a.bmse:
             self.log(f"--bmse replaces the regression loss; --loss {a.loss} only chooses the validation metric "
@@ -288,27 +291,13 @@ class AgeTask(Task):
         gmm_file = gmm_path(a.gmm, a.data_dir) if a.bmse and a.imp == "gai" else None
         prior = bucket_prior(self.train_labels, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, truncate=a.lds_truncate) \
             if a.bmse and a.imp == "bni" else None
-        objective = self.loss_module.build_objective(
-            loss=a.loss, bmse=a.imp if a.bmse else None, init_noise_sigma=a.init_noise_sigma,
-            fix_noise_sigma=a.fix_noise_sigma, gmm_file=gmm_file, bni_prior=prior,
-            ranksim_weight=a.regularization_weight, interpolation_lambda=a.interpolation_lambda,
-            ranksim_ties=a.ranksim_ties,
-            conr_weight=a.conr_beta if a.conr else 0.0, conr_window=a.conr_window,
-            conr_temperature=a.conr_temperature, conr_eta=a.conr_eta, conr_denominator=a.conr_denominator,
-            srl_weights=(a.w1, a.w2, a.w3) if a.srl else None, srl_num_labels=a.srl_num_labels,
-            embedding_dim=a.embedding_dim, n_points=a.n_points, srl_temperature=a.temperature,
-            srl_homogeneity_alpha=a.srl_homogeneity_alpha, start_update=a.start_update, momentum=a.fds_mmt,
-            seed=a.seed, gather=a.gather_features)
-        # The run's protocol switches: --conr_views 2 reuses the views for every loss, --stats_from_training keeps
-        # the training passes' features for the FDS/SRL update.
-        objective.reuse_views = a.conr_views == 2
-        objective.recorded = [] if a.stats_from_training else None
-        return objective
+        return self.build_loss(gmm_file, prior)
 
     def build_optimizer(self, model, objective):
-        a = self.args
-        sigma = objective.bmse.noise_sigma if a.bmse and not a.fix_noise_sigma else None
-        return build_optimizer(model, a.optimizer, a.lr, a.momentum, a.weight_decay, a.schedule, sigma, a.sigma_lr)
+        """Adam (no weight decay, as the age references) or SGD with ``--weight_decay``; lr × 0.1 at each
+        ``--schedule`` epoch; Balanced MSE's σ in its own group at ``--sigma_lr``, unscheduled."""
+        return optimizer_from_args(self.args, model, objective, adam_weight_decay=False,
+                                   lr_factor=step_decay(self.args.schedule))
 
     # ---- statistics, prediction, metrics ----
     def statistics_pass(self, model, objective, batches, epoch: int) -> None:
@@ -337,27 +326,3 @@ class AgeTask(Task):
     def save_predictions(self, path, preds, labels) -> None:
         np.savez(path, preds=preds, labels=labels, train_labels=self.train_labels,
                  many_shot_thr=self.many_shot_thr, low_shot_thr=self.low_shot_thr)
-
-
-def build_optimizer(model, name: str, lr: float, momentum: float, weight_decay: float, milestones,
-                    noise_sigma=None, sigma_lr: float = 1e-2):
-    """Adam (or SGD) on the trainable model parameters, lr × 0.1 at each milestone epoch; Balanced MSE's σ in
-    its own group at ``sigma_lr``, which the schedule leaves alone."""
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "name": "model"}]
-    if noise_sigma is not None:
-        groups.append({"params": [noise_sigma], "lr": sigma_lr, "name": "noise_sigma"})
-    if name == "adam":
-        optimizer = torch.optim.Adam(groups, lr=lr)
-    else:
-        optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    milestones = sorted(milestones)
-    decay = lambda epoch: 0.1 ** sum(epoch >= m for m in milestones)
-    lambdas = [decay if g["name"] == "model" else (lambda epoch: 1.0) for g in groups]
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
-
-
-def main(args, dataset, resnet, loss) -> dict:
-    """Train (or, with ``--evaluate``, test) one age model from parsed flags; see :func:`common.trainer.run`."""
-    from common.trainer import run
-    return run(args, lambda a: AgeTask(a, dataset, resnet, loss), run_name=run_name, model_flags=MODEL_FLAGS,
-               defaults=SHOT_THRESHOLDS)

@@ -262,11 +262,46 @@ def given_flags(parser: argparse.ArgumentParser, argv=None) -> list[str]:
             action.default = default
 
 
-def parse(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """Parse and check; outside the project's environment, one sentence saying how to set it up.
+# Flags a resumed run may change: everything else comes from the checkpoint, so the run continues exactly.
+RESUME_FLAGS = ("epoch", "resume", "workers", "device", "gpu", "print_freq", "data_dir", "evaluate")
+
+
+def restore_flags(args, checkpoint_args: dict, model_flags, defaults: dict, given=None):
+    """The flags a run continues or evaluates with.
+
+    ``--resume``: the checkpoint's flags, except those of :data:`RESUME_FLAGS` given on the command line
+    (``given``; None: all of them are taken from the command line). ``--evaluate``: the checkpoint's
+    ``model_flags`` (the architecture it was trained with) and, unless given, its ``batch_size`` (batching
+    changes float summation order, so the numbers then equal the run's own test to the last digit). Flags in
+    ``defaults`` that are still None take the checkpoint's value, else the default (the shot thresholds a run
+    was reported with)."""
+    given = None if given is None else set(given)
+    if args.evaluate:
+        for flag in model_flags:
+            if flag in checkpoint_args:
+                setattr(args, flag, checkpoint_args[flag])
+        if given is not None and "batch_size" not in given and "batch_size" in checkpoint_args:
+            args.batch_size = checkpoint_args["batch_size"]
+    elif args.resume:
+        saved = {**vars(args), **checkpoint_args}
+        saved.update({flag: getattr(args, flag) for flag in RESUME_FLAGS
+                      if hasattr(args, flag) and (given is None or flag in given or flag in ("resume", "evaluate"))})
+        args = argparse.Namespace(**saved)
+    for flag, default in defaults.items():
+        if getattr(args, flag, None) is None:
+            setattr(args, flag, checkpoint_args.get(flag) or default)
+    return args
+
+
+def parse(parser: argparse.ArgumentParser, argv=None, check=None) -> argparse.Namespace:
+    """Parse and check (:func:`check_args`, then the benchmark's own ``check(parser, args)``, which may rewrite
+    flags such as a reference alias); outside the project's environment, one sentence saying how to set it up.
 
     ``args.given_flags`` lists the flags set on the command line (see :func:`given_flags`)."""
-    args = check_args(parser, parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    if check is not None:
+        args = check(parser, args) or args
+    args = check_args(parser, args)
     args.given_flags = given_flags(parser, argv)
     try:
         import torch  # noqa: F401  (the heavy imports come after parsing, so --help stays fast)

@@ -116,3 +116,22 @@ def prepare_weights(labels, reweight: str = "none", lds: bool = False, lds_kerne
                                     truncate_smoothed_counts=truncate_smoothed_counts)
     weights = (1.0 / effective[index]).astype(np.float32)
     return (weights * (len(weights) / weights.sum())).astype(np.float32)
+
+
+# The age BNI prior's grid: integer ages 0…199, ages ≥ 199 in the last bin (the reference's max_target 200).
+BNI_BINS = LabelBins(0, 1, 200)
+
+
+def bucket_prior(train_labels, lds: bool, kernel: str, ks: int, sigma: float, bins: LabelBins = BNI_BINS,
+                 truncate: bool = False):
+    """BNI prior: the bins' values (ages) and their (LDS-smoothed) training frequencies, empty bins dropped.
+
+    ``truncate`` reproduces the reference, which smooths the integer counts in integer arithmetic."""
+    counts = bins.histogram(train_labels)
+    if lds:
+        # Raw counts ("inverse" without clipping) so that the reference's integer truncation can apply.
+        counts = smoothed_bin_counts(counts, "inverse", True, kernel, ks, sigma, clip=None,
+                                     truncate_smoothed_counts=truncate)
+    counts = np.asarray(counts, dtype=np.float64)
+    keep = counts > 0
+    return bins.lower_edges()[keep], counts[keep] / counts[keep].sum()

@@ -103,30 +103,52 @@ class DIRObjective(nn.Module):
         return components
 
 
-def build_objective(*, loss: str = "l1", bmse: str | None = None, init_noise_sigma: float = 1.0,
-                    fix_noise_sigma: bool = False, gmm_file=None, bni_prior=None, ranksim_weight: float = 0.0,
-                    interpolation_lambda: float = 1.0, ranksim_ties: str = "stable", conr_weight: float = 0.0,
-                    conr_window: float = 1.0,
-                    conr_temperature: float = 0.07, conr_eta: float = 0.01, conr_denominator: str = "reference",
-                    srl_weights=None, srl_num_labels: int = 121, embedding_dim: int = 128, n_points: int = 2000,
-                    srl_temperature: float = 0.3, srl_homogeneity_alpha: float = -1.0, start_update: int = 0,
-                    momentum: float = 0.9, seed: int = 0, srl_slot=None, gather: bool = False) -> DIRObjective:
-    """A :class:`DIRObjective` from plain values (the flags of the same names; 0 or None turns a method off).
+def settings_from_args(args) -> dict:
+    """The objective's hyper-parameters from parsed flags: the one place where flags become the keyword arguments
+    of :func:`build_parts` and :func:`build_objective`, for every benchmark. A flag the benchmark's parser does
+    not have is left out, so that hyper-parameter keeps :func:`build_parts`' default (per-benchmark defaults are
+    the parser's, set in each ``train.py``)."""
+    a = vars(args)
+    on = lambda flag: bool(a.get(flag, False))
+    settings = dict(
+        loss=a.get("loss"), bmse=a["imp"] if on("bmse") else None, init_noise_sigma=a.get("init_noise_sigma"),
+        fix_noise_sigma=a.get("fix_noise_sigma"),
+        ranksim_weight=a.get("regularization_weight"), interpolation_lambda=a.get("interpolation_lambda"),
+        ranksim_ties=a.get("ranksim_ties"),
+        conr_weight=a["conr_beta"] if on("conr") else 0.0, conr_window=a.get("conr_window"),
+        conr_temperature=a.get("conr_temperature"), conr_eta=a.get("conr_eta"),
+        conr_denominator=a.get("conr_denominator"),
+        srl_weights=(a["w1"], a["w2"], a["w3"]) if on("srl") else None, srl_num_labels=a.get("srl_num_labels"),
+        embedding_dim=a.get("embedding_dim"), n_points=a.get("n_points"), srl_temperature=a.get("temperature"),
+        srl_homogeneity_alpha=a.get("srl_homogeneity_alpha"),
+        start_update=a.get("start_update"), momentum=a.get("fds_mmt"), seed=a.get("seed"),
+        gather=a.get("gather_features"))
+    return {key: value for key, value in settings.items() if value is not None or key in ("bmse", "srl_weights")}
+
+
+def build_parts(*, bmse: str | None = None, init_noise_sigma: float = 1.0, fix_noise_sigma: bool = False,
+                gmm_file=None, bni_prior=None, ranksim_weight: float = 0.0, interpolation_lambda: float = 1.0,
+                ranksim_ties: str = "stable", conr_weight: float = 0.0, conr_window: float = 1.0,
+                conr_temperature: float = 0.07, conr_eta: float = 0.01, conr_denominator: str = "reference",
+                conr_class=None, srl_weights=None, srl_num_labels: int = 121, embedding_dim: int = 128,
+                n_points: int = 2000, srl_temperature: float = 0.3, srl_homogeneity_alpha: float = -1.0,
+                start_update: int = 0, momentum: float = 0.9, seed: int = 0) -> dict:
+    """The loss modules of every method a run stacks, by the keyword names of :class:`DIRObjective` (a depth
+    objective takes the same names); 0 or None turns a method off.
 
     Args:
-        loss: regression loss name (``l1``, ``mse``, ``focal_l1``, ``focal_mse``, ``huber``).
-        bmse: ``'gai'``, ``'bmc'`` or ``'bni'`` for Balanced MSE instead of ``loss``; ``gmm_file`` (GAI) and
-            ``bni_prior = (bucket_centers, bucket_weights)`` (BNI) are its priors.
+        bmse: ``'gai'``, ``'bmc'`` or ``'bni'`` for Balanced MSE; ``gmm_file`` (GAI) and ``bni_prior =
+            (bucket_centers, bucket_weights)`` (BNI) are its priors; σ starts at ``init_noise_sigma`` and is
+            frozen with ``fix_noise_sigma``.
         ranksim_weight, interpolation_lambda, ranksim_ties: RankSim's γ, λ and rank tie rule.
-        conr_weight, conr_window, conr_temperature, conr_eta, conr_denominator: ConR's β, w, τ, η.
+        conr_weight, conr_window, conr_temperature, conr_eta, conr_denominator: ConR's β, w, τ, η;
+            ``conr_class`` is :class:`~common.losses.ConR` (default) or the dense :class:`~common.losses.ConRDense`.
         srl_weights: ``(w1, w2, w3)`` to turn SRL on; ``srl_num_labels`` slots, ``embedding_dim``, ``n_points``,
             ``srl_temperature``, ``srl_homogeneity_alpha``; its surrogate tracks from ``start_update`` with
-            ``momentum``; ``seed`` draws its random points; ``srl_slot`` maps labels to slots (default: age
-            labels, the last slot shared by every age ≥ L − 1).
-        gather: regularise the global batch under torchrun (``--gather_features``).
+            ``momentum``; ``seed`` draws its random points.
     """
     from common.gmm import load_gmm
-    from common.losses import BMCLoss, BNILoss, ConR, GAILoss, RankSim, RegressionLoss, SRL, SRLSurrogate
+    from common.losses import BMCLoss, BNILoss, ConR, GAILoss, RankSim, SRL, SRLSurrogate
 
     parts = {}
     if bmse == "bmc":
@@ -136,23 +158,50 @@ def build_objective(*, loss: str = "l1", bmse: str | None = None, init_noise_sig
     elif bmse == "bni":
         parts["bmse"] = BNILoss(init_noise_sigma, *bni_prior)
     elif bmse is not None:
-        raise ValueError(f"build_objective: `bmse` must be 'gai', 'bmc', 'bni' or None, got {bmse!r}.")
+        raise ValueError(f"build_parts: `bmse` must be 'gai', 'bmc', 'bni' or None, got {bmse!r}.")
     if bmse is not None:
         parts["bmse"].noise_sigma.requires_grad_(not fix_noise_sigma)
-    else:
-        parts.update(regression=RegressionLoss(loss), regression_name=loss)
     if ranksim_weight > 0:
         parts.update(ranksim=RankSim(interpolation_lambda, ranksim_ties), ranksim_weight=ranksim_weight)
     if conr_weight:
-        parts.update(conr=ConR(conr_window, conr_temperature, conr_eta, conr_denominator), conr_weight=conr_weight)
+        conr = (conr_class or ConR)(conr_window, conr_temperature, conr_eta, conr_denominator)
+        parts.update(conr=conr, conr_weight=conr_weight)
     if srl_weights is not None:
-        last_slot = srl_num_labels - 1
         parts.update(srl=SRL(srl_num_labels, embedding_dim, n_points, srl_temperature, srl_homogeneity_alpha,
                              seed=seed),
                      srl_weights=srl_weights, surrogate=SRLSurrogate(srl_num_labels, embedding_dim, start_update,
-                                                                     momentum),
-                     srl_slot=srl_slot or (lambda labels: labels.clamp(max=last_slot)))
-    return DIRObjective(**parts, gather=gather)
+                                                                     momentum))
+    return parts
+
+
+def build_objective(*, loss: str = "l1", loss_options: dict | None = None, srl_slot=None, gather: bool = False,
+                    **methods) -> DIRObjective:
+    """A :class:`DIRObjective` from plain values: the regression ``loss`` (``l1``, ``mse``, ``focal_l1``,
+    ``focal_mse``, ``huber``; ``loss_options`` such as ``{'beta': 20.0}`` go to
+    :class:`~common.losses.RegressionLoss`) unless ``methods`` has ``bmse``, plus the methods of
+    :func:`build_parts` (its keyword arguments). ``srl_slot`` maps labels to SRL slots (default: age labels, the
+    last slot shared by every age ≥ L − 1); ``gather`` regularises the global batch under torchrun
+    (``--gather_features``)."""
+    from common.losses import RegressionLoss
+
+    parts = build_parts(**methods)
+    if "bmse" not in parts:
+        parts.update(regression=RegressionLoss(loss, **(loss_options or {})), regression_name=loss)
+    if "srl" in parts and srl_slot is None:
+        last_slot = methods.get("srl_num_labels", 121) - 1
+        srl_slot = lambda labels: labels.clamp(max=last_slot)   # noqa: E731
+    return DIRObjective(**parts, srl_slot=srl_slot, gather=gather)
+
+
+def objective_from_args(args, **data) -> DIRObjective:
+    """:func:`build_objective` from parsed flags (:func:`settings_from_args`); ``data`` adds what the flags do not
+    hold: ``gmm_file``, ``bni_prior``, ``srl_slot``, ``loss_options``. The run's protocol switches follow the
+    flags too: ``--conr_views 2`` reuses the ConR views for every loss, ``--stats_from_training`` records the
+    training passes' features for the FDS/SRL update."""
+    objective = build_objective(**settings_from_args(args), **data)
+    objective.reuse_views = getattr(args, "conr_views", 3) == 2
+    objective.recorded = [] if getattr(args, "stats_from_training", False) else None
+    return objective
 
 
 @torch.no_grad()

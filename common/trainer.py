@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from common import checkpointing, distributed, runtime
+from common import checkpointing, cli, distributed, runtime
 from common.errors import RunError
 
 CHECKPOINT = "ckpt.pth.tar"
@@ -38,6 +38,23 @@ class Task:
     :meth:`predict` on every batch and :meth:`metrics` / :meth:`selection_score` on the whole split.
     ``self.log`` is set by the trainer before any of them runs.
     """
+
+    #: the benchmark folder whose ``train.py`` runs this task (``"agedb-dir"``); recorded in checkpoints.
+    benchmark = ""
+    #: flags that define the model: an evaluated checkpoint keeps its own values of them.
+    model_flags: tuple[str, ...] = ()
+    #: flags whose parsed value is None unless given: a checkpoint's value, else this default (shot thresholds).
+    eval_defaults: dict = {}
+
+    @classmethod
+    def main(cls, args) -> dict:
+        """Train (or with ``--evaluate`` test) this task from parsed flags: every ``train.py``'s last line."""
+        return run(args, cls)
+
+    @staticmethod
+    def run_name(args) -> str:
+        """The run folder's name when ``--store_name`` is not given (built from the flags)."""
+        raise NotImplementedError
 
     #: shown in logs next to the selection score, e.g. ``"val L1"``.
     selection_name = "val l1"
@@ -565,38 +582,6 @@ class Trainer:
         print(message, file=sys.stderr)
 
 
-# Flags a resumed run may change: everything else comes from the checkpoint, so the run continues exactly.
-RESUME_FLAGS = ("epoch", "resume", "workers", "device", "gpu", "print_freq", "data_dir", "evaluate")
-
-
-def restore_flags(args, checkpoint_args: dict, model_flags, defaults: dict, given=None):
-    """The flags a run continues or evaluates with.
-
-    ``--resume``: the checkpoint's flags, except those of :data:`RESUME_FLAGS` given on the command line
-    (``given``; None: all of them are taken from the command line). ``--evaluate``: the checkpoint's
-    ``model_flags`` (the architecture it was trained with) and, unless given, its ``batch_size`` (batching
-    changes float summation order, so the numbers then equal the run's own test to the last digit). Flags in
-    ``defaults`` that are still None take the checkpoint's value, else the default (the shot thresholds a run
-    was reported with)."""
-    import argparse
-    given = None if given is None else set(given)
-    if args.evaluate:
-        for flag in model_flags:
-            if flag in checkpoint_args:
-                setattr(args, flag, checkpoint_args[flag])
-        if given is not None and "batch_size" not in given and "batch_size" in checkpoint_args:
-            args.batch_size = checkpoint_args["batch_size"]
-    elif args.resume:
-        saved = {**vars(args), **checkpoint_args}
-        saved.update({flag: getattr(args, flag) for flag in RESUME_FLAGS
-                      if hasattr(args, flag) and (given is None or flag in given or flag in ("resume", "evaluate"))})
-        args = argparse.Namespace(**saved)
-    for flag, default in defaults.items():
-        if getattr(args, flag, None) is None:
-            setattr(args, flag, checkpoint_args.get(flag) or default)
-    return args
-
-
 def amp_dtype_of(amp, device: torch.device):
     """``--amp`` → the autocast dtype: none → None, bf16/fp16 as named, auto (or a checkpoint's old ``True``) →
     fp16 on CUDA and bf16 on CPU."""
@@ -607,12 +592,13 @@ def amp_dtype_of(amp, device: torch.device):
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
-def run(args, make_task, *, run_name, model_flags=(), defaults=None) -> dict:
+def run(args, task_class: type[Task]) -> dict:
     """Train (or with ``--evaluate`` test) from parsed flags: the shared ``main`` of every ``train.py``.
 
-    ``make_task(args)`` builds the benchmark's :class:`Task`; ``run_name(args)`` names a new run folder under
-    ``--store_root`` unless ``--store_name`` is given. A :class:`RunError` ends the process with its one
-    sentence (exit status 1).
+    ``task_class(args)`` builds the benchmark's :class:`Task`; its ``run_name(args)`` names a new run folder under
+    ``--store_root`` unless ``--store_name`` is given, its ``model_flags`` and ``eval_defaults`` say what an
+    evaluated or resumed checkpoint keeps (:func:`common.cli.restore_flags`). A :class:`RunError` ends the
+    process with its one sentence (exit status 1).
     """
     given = getattr(args, "given_flags", None)
     if given is not None:
@@ -620,10 +606,11 @@ def run(args, make_task, *, run_name, model_flags=(), defaults=None) -> dict:
     try:
         checkpoint_args = checkpointing.load_checkpoint(args.resume).get("args", {}) if args.resume else {}
         checkpoint_args.pop("given_flags", None)
-        args = restore_flags(args, checkpoint_args, model_flags, defaults or {}, given)
+        args = cli.restore_flags(args, checkpoint_args, task_class.model_flags, task_class.eval_defaults,
+                                 given)
         device = runtime.resolve_device(args.device, args.gpu)
         amp_dtype = amp_dtype_of(args.amp, device)
-        trainer = Trainer(make_task(args), run_dir=Path(args.store_root) / (args.store_name or run_name(args)),
+        trainer = Trainer(task_class(args), run_dir=Path(args.store_root) / (args.store_name or task_class.run_name(args)),
                           epochs=args.epoch, batch_size=args.batch_size, workers=args.workers, seed=args.seed,
                           device=device, amp_dtype=amp_dtype, val_interval=args.val_interval,
                           patience=args.patience, max_vals=args.max_vals, grad_clip=args.grad_clip,

@@ -1,6 +1,11 @@
-"""The IMDB-WIKI-DIR training objective (``common.objective.build_objective``), the same wiring as AgeDB-DIR.
+"""The IMDB-WIKI-DIR training objective (``common.objective.objective_from_args``), the same wiring as AgeDB-DIR;
+SRL's 187 label slots are the ages 0–186.
 
 One difference from the reference: ConR's weight ``--beta`` is applied once (the reference adds the ConR term
-twice on this dataset, see docs/reference-differences.md).
+twice on this dataset; ``--beta 8`` reproduces it, see docs/reference-differences.md).
 """
-from common.objective import build_objective  # noqa: F401
+from common.objective import objective_from_args
+
+
+def build_objective(args, gmm_file=None, bni_prior=None):
+    return objective_from_args(args, gmm_file=gmm_file, bni_prior=bni_prior)

@@ -24,12 +24,20 @@ from common.fds import FDS
 from common.trainer import Task
 
 
-def run_name(args) -> str:
-    from common.cli import method_tags
-    return "_".join(["nyud2", args.encoder, f"{args.lr:g}", str(args.batch_size), *method_tags(args)])
+# Flags that define the model; an evaluated checkpoint keeps its own.
+MODEL_FLAGS = ("encoder", "fds", "fds_kernel", "fds_ks", "fds_sigma", "start_update", "start_smooth", "bucket_num",
+               "bucket_start", "fds_mmt", "srl", "embedding_dim", "n_points", "scale", "crop")
 
 
 class NYUD2Task(Task):
+    benchmark = "nyud2-dir"
+    model_flags = MODEL_FLAGS
+
+    @staticmethod
+    def run_name(args) -> str:
+        from common.cli import method_tags
+        return "_".join(["nyud2", args.encoder, f"{args.lr:g}", str(args.batch_size), *method_tags(args)])
+
     def __init__(self, args):
         self.args = args
         self.crop = tuple(args.crop)

@@ -20,11 +20,6 @@ except ImportError:
     sys.exit("error: the repo's `common` package is not installed in this Python; run `make venv` in the repo "
              "root and use .venv/bin/python (or `pip install -r requirements.txt && pip install -e .`).")
 
-# Flags that define the model; an evaluated checkpoint keeps its own.
-MODEL_FLAGS = ("encoder", "fds", "fds_kernel", "fds_ks", "fds_sigma", "start_update", "start_smooth", "bucket_num",
-               "bucket_start", "fds_mmt", "srl", "embedding_dim", "n_points", "scale", "crop")
-
-
 def build_parser():
     p = cli.Parser(__doc__.splitlines()[0])
     run = cli.add_run_args(p, workers=8, print_freq=10)
@@ -81,9 +76,8 @@ def main(argv=None) -> dict:
                      "leave the flag out.")
     if args.crop[0] % 4 or args.crop[1] % 4:
         parser.error(f"--crop {args.crop[0]} {args.crop[1]}: both sides must be divisible by 4.")
-    from task import NYUD2Task, run_name      # this folder's task.py: flags → data, model, objective, metrics
-    from common.trainer import run
-    return run(args, NYUD2Task, run_name=run_name, model_flags=MODEL_FLAGS)
+    from task import NYUD2Task      # this folder's task.py: flags → data, model, objective, metrics
+    return NYUD2Task.main(args)
 
 
 if __name__ == "__main__":

@@ -135,7 +135,7 @@ def test_help_is_fast_and_shows_defaults():
 
 def test_given_flags_are_the_ones_on_the_command_line():
     """A resumed run keeps the checkpoint's value of every flag the command line does not set (e.g. --epoch)."""
-    from common.trainer import restore_flags
+    from common.cli import restore_flags
     parser = cli.build_age_parser("t", **AGEDB)
     argv = ["--resume", "ck.pth.tar", "--workers", "0", "-w", "2"]
     assert cli.given_flags(parser, argv) == ["conr_window", "resume", "workers"]

@@ -69,7 +69,7 @@ def _one_per_label(labels: torch.Tensor, generator) -> torch.Tensor | None:
     return order[first].to(labels.device)
 
 
-def ranksim_loss(features, targets, interpolation_lambda=2.0, generator=None, ties="stable") -> torch.Tensor:
+def ranksim_loss(features, targets, interpolation_lambda=1.0, generator=None, ties="stable") -> torch.Tensor:
     """RankSim (docs/methods.md §6.2).
 
     Args:
@@ -108,7 +108,7 @@ class RankSim(nn.Module):
     """:func:`ranksim_loss` with ``λ`` (CLI ``--interpolation_lambda``) and the tie rule (``--ranksim_ties``);
     the weight γ is applied by the caller."""
 
-    def __init__(self, interpolation_lambda=2.0, ties="stable"):
+    def __init__(self, interpolation_lambda=1.0, ties="stable"):
         super().__init__()
         checks.check_positive("RankSim", "interpolation_lambda", interpolation_lambda, allow_zero=True)
         checks.check_choice("RankSim", "ties", ties, TIES)

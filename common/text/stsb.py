@@ -63,6 +63,10 @@ class STSTask(Task):
     """
 
     selection_name = "val mse"
+    benchmark = "sts-b-dir"
+    model_flags = MODEL_FLAGS
+    eval_defaults = SHOT_THRESHOLDS
+    run_name = staticmethod(run_name)
 
     def __init__(self, args, dataset, models, loss):
         self.args, self.dataset_module, self.models_module, self.loss_module = args, dataset, models, loss
@@ -197,5 +201,5 @@ class STSTask(Task):
 def main(args, dataset, models, loss) -> dict:
     """Train (or, with ``--evaluate``, test) one STS-B model from parsed flags; see :func:`common.trainer.run`."""
     from common.trainer import run
-    return run(args, lambda a: STSTask(a, dataset, models, loss), run_name=run_name, model_flags=MODEL_FLAGS,
-               defaults=SHOT_THRESHOLDS)
+    task = type("STSTask", (STSTask,), {"__init__": lambda self, a: STSTask.__init__(self, a, dataset, models, loss)})
+    return run(args, task)
