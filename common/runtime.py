@@ -10,7 +10,9 @@ import json
 import logging
 import math
 import os
+import platform
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -154,3 +156,33 @@ def sha256_of(path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def git_commit(folder=None) -> str:
+    """The commit of the checkout holding ``folder`` (default: this repo), ``+ uncommitted changes`` when the
+    tracked files differ from it, or ``not a git checkout``."""
+    folder = Path(folder or Path(__file__).resolve().parent)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
+                                timeout=10)
+        if commit.returncode != 0:
+            return "not a git checkout"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "not a git checkout"
+    return commit.stdout.strip() + (" + uncommitted changes" if dirty else "")
+
+
+def provenance(device: torch.device) -> dict:
+    """What produced a run, for its log and result files: the code's git commit, the library versions and the
+    device."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {"git_commit": git_commit(), "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "device": f"{device} ({name})", "command": " ".join(sys.argv)}
+
+
+def provenance_lines(info: dict, flags: dict) -> list[str]:
+    """The first lines of ``training.log``: the provenance, then every flag's value, one per line."""
+    lines = [f"{key}: {value}" for key, value in info.items()]
+    return lines + ["flags:"] + [f"  --{name} {flags[name]!r}" for name in sorted(flags)]

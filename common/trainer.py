@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from common import checkpointing, cli, distributed, runtime
-from common.errors import RunError
+from common.errors import NonFiniteError, RunError
 
 CHECKPOINT = "ckpt.pth.tar"
 BEST_CHECKPOINT = "ckpt.best.pth.tar"
@@ -206,20 +207,15 @@ def flatten_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
     return flat
 
 
-def is_divergence(error: ValueError) -> bool:
-    """The losses and FDS refuse non-finite features/predictions with this wording (common.checks)."""
-    return "NaN or infinite" in str(error)
-
-
-class Trainer:
-    """Trains (``fit``) or evaluates (``evaluate``) a :class:`Task`.
+@dataclass
+class TrainerConfig:
+    """How the :class:`Trainer` runs a task; :meth:`from_args` reads it from a ``train.py`` command line.
 
     Args:
-        task: the benchmark.
         run_dir: the run folder (created; must be new or empty unless ``overwrite``; ignored when resuming,
             where the checkpoint's folder is used).
         epochs: training epochs (an upper bound when validation runs every ``val_interval`` iterations).
-        batch_size, workers: data loaders (``workers`` processes; 0 loads in the main process).
+        batch_size, workers: data loaders (the global batch; ``workers`` processes, 0 loads in the main process).
         seed: seeds Python, NumPy and torch once, and every epoch again from ``(seed, epoch)``.
         device: a ``torch.device``.
         amp_dtype: autocast dtype (``torch.bfloat16`` or ``torch.float16``) or None for full precision; float16
@@ -231,7 +227,7 @@ class Trainer:
         print_freq: progress line every this many iterations.
         resume: checkpoint to continue from (``ckpt.pth.tar`` of an earlier run).
         overwrite: allow a non-empty ``run_dir``.
-        config: the run's settings, saved in checkpoints and results (e.g. ``vars(args)``).
+        flags: the run's settings, saved in checkpoints and results (``vars(args)``).
         divergence_factor: stop when the training loss exceeds this many times its first value (a diverged run
             whose loss stays finite, e.g. ``--lr 1e6``).
         sync_bn: with several CUDA processes, BatchNorm statistics over the global batch (SyncBatchNorm).
@@ -244,40 +240,95 @@ class Trainer:
             batches ahead. Pinned memory is on whenever the device is CUDA.
     """
 
-    def __init__(self, task: Task, *, run_dir, epochs: int, batch_size: int, workers: int = 0, seed: int = 0,
-                 device: torch.device = torch.device("cpu"), amp_dtype: torch.dtype | None = None,
-                 val_interval: int = 0, patience: int | None = None, max_vals: int | None = None,
-                 grad_clip: float | None = None, print_freq: int = 10, resume=None, overwrite: bool = False,
-                 config: dict | None = None, divergence_factor: float = 1e6, sync_bn: bool = False,
-                 channels_last: bool = False, compile_model: bool | str = False, persistent_workers: bool = False,
-                 prefetch: int = 2):
-        self.task, self.epochs, self.batch_size, self.workers = task, epochs, batch_size, workers
-        self.seed, self.device, self.amp_dtype = seed, device, amp_dtype
-        self.val_interval, self.patience, self.max_vals = val_interval, patience, max_vals
-        self.grad_clip, self.print_freq = grad_clip, print_freq
-        self.resume = Path(resume) if resume else None
-        self.run_dir = self.resume.resolve().parent if self.resume else Path(run_dir)
-        self.overwrite = overwrite
-        self.config = dict(config or {})
-        self.divergence_factor, self.first_loss, self._val_labels = divergence_factor, None, None
-        self.device = distributed.setup(device)
+    run_dir: Path | str
+    epochs: int
+    batch_size: int
+    workers: int = 0
+    seed: int = 0
+    device: torch.device = torch.device("cpu")
+    amp_dtype: torch.dtype | None = None
+    val_interval: int = 0
+    patience: int | None = None
+    max_vals: int | None = None
+    grad_clip: float | None = None
+    print_freq: int = 10
+    resume: Path | str | None = None
+    overwrite: bool = False
+    flags: dict = field(default_factory=dict)
+    divergence_factor: float = 1e6
+    sync_bn: bool = False
+    channels_last: bool = False
+    compile_model: bool | str = False
+    persistent_workers: bool = False
+    prefetch: int = 2
+
+    @classmethod
+    def from_args(cls, args, run_dir) -> "TrainerConfig":
+        """The configuration a parsed ``train.py`` command line asks for."""
+        device = runtime.resolve_device(args.device, args.gpu)
+        get = lambda flag, default: getattr(args, flag, default)   # noqa: E731 (flags a benchmark may lack)
+        return cls(run_dir=run_dir, epochs=args.epoch, batch_size=args.batch_size, workers=args.workers,
+                   seed=args.seed, device=device, amp_dtype=amp_dtype_of(args.amp, device),
+                   val_interval=args.val_interval, patience=args.patience, max_vals=args.max_vals,
+                   grad_clip=args.grad_clip, print_freq=args.print_freq, resume=args.resume or None,
+                   overwrite=args.overwrite, flags=vars(args), sync_bn=get("sync_bn", False),
+                   channels_last=get("channels_last", False), compile_model=get("compile", False),
+                   persistent_workers=get("persistent_workers", False), prefetch=get("prefetch", 2))
+
+
+@dataclass
+class LoopState:
+    """Where the loop stands, checkpointed as the ``trainer`` entry: the position to continue at (``epoch`` and
+    the ``next_step`` within it), iterations so far, the best validation so far and the early-stopping counts."""
+
+    epoch: int = 0
+    next_step: int = 0
+    global_step: int = 0
+    best_score: float = math.inf
+    best_epoch: int = -1
+    best_step: int = -1
+    best_val: dict | None = None
+    vals: int = 0
+    bad_vals: int = 0
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+
+class Trainer:
+    """Trains (:meth:`fit`) or evaluates (:meth:`evaluate`) a :class:`Task` as ``config`` says.
+
+    ``Trainer(task, config)``, or ``Trainer(task, **fields)`` with the fields of :class:`TrainerConfig`.
+    """
+
+    def __init__(self, task: Task, config: TrainerConfig | None = None, **fields):
+        config = config or TrainerConfig(**fields)
+        self.task, self.config = task, config
+        self.resume = Path(config.resume) if config.resume else None
+        self.run_dir = self.resume.resolve().parent if self.resume else Path(config.run_dir)
+        self.first_loss, self._val_labels = None, None
+        self.device = distributed.setup(config.device)
+        self.amp_dtype = config.amp_dtype
         self.rank, self.world = distributed.rank(), distributed.world_size()
-        if batch_size % self.world:
-            raise RunError(f"--batch_size {batch_size} (the global batch) is not divisible by the {self.world} "
-                           "processes; pass a multiple of the number of processes.")
-        self.local_batch = batch_size // self.world
-        if sync_bn and (self.world == 1 or self.device.type != "cuda"):
+        if config.batch_size % self.world:
+            raise RunError(f"--batch_size {config.batch_size} (the global batch) is not divisible by the "
+                           f"{self.world} processes; pass a multiple of the number of processes.")
+        self.local_batch = config.batch_size // self.world
+        if config.sync_bn and (self.world == 1 or self.device.type != "cuda"):
             raise RunError("--sync_bn synchronises BatchNorm across CUDA processes: launch with torchrun on GPUs, "
                            "or drop it.")
-        self.sync_bn, self.channels_last, self.compile_model = sync_bn, channels_last, compile_model
-        self.persistent_workers, self.prefetch = persistent_workers, prefetch
+        self.state = LoopState()
 
     # -- set-up -------------------------------------------------------------------------------------------------
     def _prepare_run_dir(self) -> None:
         if self.rank != 0:          # rank 0 checks and creates the folder; the others wait for it in fit()
             return
         run_dir = self.run_dir
-        if not self.resume and run_dir.exists() and any(run_dir.iterdir()) and not self.overwrite:
+        if not self.resume and run_dir.exists() and any(run_dir.iterdir()) and not self.config.overwrite:
             if (run_dir / CHECKPOINT).is_file():
                 raise RunError(f"run folder {run_dir} already exists; pass --overwrite to reuse it, --resume "
                                f"{run_dir / CHECKPOINT} to continue it, or another --store_name.")
@@ -289,17 +340,18 @@ class Trainer:
 
     def _loader(self, dataset, train: bool) -> tuple[DataLoader, EpochSampler]:
         """A loader of this process's share: training shards padded to equal sizes, evaluation shards exact."""
+        config = self.config
         shard = len(range(self.rank, len(dataset), self.world)) if not train else -(-len(dataset) // self.world)
         drop_last = train and shard % self.local_batch == 1
         if drop_last:
             # BatchNorm cannot train on a batch of one sample; the reference would crash after the epoch.
             self.log(f"the training set has {len(dataset)} samples, which leaves a last batch of one with "
-                     f"--batch_size {self.batch_size}: that sample is skipped each epoch.")
+                     f"--batch_size {config.batch_size}: that sample is skipped each epoch.")
         sampler = EpochSampler(len(dataset), self.local_batch, shuffle=train, drop_last=drop_last, rank=self.rank,
                                world=self.world, pad=train)
-        workers = {"prefetch_factor": self.prefetch, "persistent_workers": train and self.persistent_workers} \
-            if self.workers > 0 else {}
-        loader = DataLoader(dataset, batch_size=self.local_batch, sampler=sampler, num_workers=self.workers,
+        workers = {"prefetch_factor": config.prefetch, "persistent_workers": train and config.persistent_workers} \
+            if config.workers > 0 else {}
+        loader = DataLoader(dataset, batch_size=self.local_batch, sampler=sampler, num_workers=config.workers,
                             collate_fn=self.task.collate_fn, generator=torch.Generator(),
                             pin_memory=self.device.type == "cuda", **workers)
         return loader, sampler
@@ -307,7 +359,8 @@ class Trainer:
     def _batches(self, loader):
         for batch in loader:
             batch = to_device(batch, self.device)
-            if self.channels_last and isinstance(batch, dict) and getattr(batch.get("input"), "dim", lambda: 0)() == 4:
+            if self.config.channels_last and isinstance(batch, dict) and \
+                    getattr(batch.get("input"), "dim", lambda: 0)() == 4:
                 batch["input"] = batch["input"].contiguous(memory_format=torch.channels_last)
             yield batch
 
@@ -320,6 +373,12 @@ class Trainer:
             first = str(error).splitlines()[0]
             raise RunError(f"checkpoint {path} does not fit this model ({first}); pass the flags it was trained "
                            "with (--model, --fds, --srl, ...).") from error
+
+    def _build_model(self) -> torch.nn.Module:
+        model = self.task.build_model().to(self.device)
+        if self.config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
 
     # -- evaluation ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -353,16 +412,15 @@ class Trainer:
         self.log = self.task.log = print
         checkpoint = checkpointing.load_checkpoint(checkpoint_path)
         datasets = self.task.datasets()
-        model = self.task.build_model().to(self.device)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        model = self._build_model()
         self._load_model(model, checkpoint, checkpoint_path)
         preds, labels = self.predict(model, self._loader(datasets["test"], train=False)[0])
         metrics = self.task.metrics(preds, labels)
         print(self.task.report("test", preds, labels, metrics))
         if runtime.is_main_process():
             runtime.write_json({"test": metrics, "epoch": checkpoint.get("epoch"), "checkpoint": str(checkpoint_path),
-                               "args": self.config}, Path(checkpoint_path).parent / "eval.json")
+                                "provenance": runtime.provenance(self.device), "args": self.config.flags},
+                               Path(checkpoint_path).parent / "eval.json")
         return metrics
 
     # -- training -----------------------------------------------------------------------------------------------
@@ -370,159 +428,175 @@ class Trainer:
         """Train, select on validation, test the best checkpoint; returns ``{'val', 'test', 'epoch', 'step',
         'run_dir'}``."""
         checkpoint = checkpointing.load_checkpoint(self.resume) if self.resume else None
+        self._start_logging()
+        self._set_up(checkpoint)
+        first_epoch, first_step = self.state.epoch, self.state.next_step
+        for epoch in range(first_epoch, self.config.epochs):
+            if self.train_one_epoch(epoch, skip=first_step if epoch == first_epoch else 0):
+                break
+        return self.test_best()
+
+    def _start_logging(self) -> None:
+        """The run folder, the seed, the log (its first lines: the run's provenance) and tensorboard scalars."""
         self._prepare_run_dir()
         distributed.barrier()
-        run_dir = self.run_dir
-        runtime.seed_everything(self.seed)
-        logger = runtime.make_logger(run_dir)
+        runtime.seed_everything(self.config.seed)
+        self.logger = logger = runtime.make_logger(self.run_dir)
         if self.rank != 0:
             logger.setLevel("WARNING")     # one log: rank 0's
         self.log = self.task.log = logger.info
         self.warn = logger.warning
-        scalars = runtime.ScalarLogger(run_dir)
-        self.log(f"run folder {run_dir}  device {self.device}" + (f"  processes {self.world} (global batch "
-                 f"{self.batch_size} = {self.world} × {self.local_batch})" if self.world > 1 else ""))
+        self.provenance = runtime.provenance(self.device)
+        for line in runtime.provenance_lines(self.provenance, self.config.flags):
+            self.log(line)
+        self.scalars = runtime.ScalarLogger(self.run_dir)
+        self.log(f"run folder {self.run_dir}  device {self.device}" + (f"  processes {self.world} (global batch "
+                 f"{self.config.batch_size} = {self.world} × {self.local_batch})" if self.world > 1 else ""))
 
-        datasets = self.task.datasets()
-        model = self.task.build_model().to(self.device)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        if self.sync_bn:
+    def _set_up(self, checkpoint: dict | None) -> None:
+        """Data, model, objective, optimiser and loaders, restored from ``checkpoint`` when resuming."""
+        self.datasets = datasets = self.task.datasets()
+        model = self._build_model()
+        if self.config.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        objective = self.task.build_objective().to(self.device)
-        if self.compile_model:
-            backend = self.compile_model if isinstance(self.compile_model, str) else "inductor"
-            model = torch.compile(model, backend=backend)
-        distributed.broadcast_state(model)
-        distributed.broadcast_state(objective)
-        optimizer, scheduler = self.task.build_optimizer(model, objective)
-        scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-
-        state = {"epoch": 0, "next_step": 0, "global_step": 0, "best_score": math.inf, "best_epoch": -1,
-                 "best_step": -1, "best_val": None, "vals": 0, "bad_vals": 0}
+        self.objective = self.task.build_objective().to(self.device)
+        if self.config.compile_model:
+            backend = self.config.compile_model
+            model = torch.compile(model, backend=backend if isinstance(backend, str) else "inductor")
+        self.model = model
+        distributed.broadcast_state(self.model)
+        distributed.broadcast_state(self.objective)
+        self.optimizer, self.scheduler = self.task.build_optimizer(self.model, self.objective)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self._resume_rng = checkpoint["rng"] if checkpoint is not None else None
         if checkpoint is not None:
-            self._restore(checkpoint, model=model, objective=objective, optimizer=optimizer, scheduler=scheduler,
-                          scaler=scaler)
-            state.update(checkpoint["trainer"])
-            self.log(f"resumed from {self.resume} at epoch {state['epoch']}, step {state['next_step']}")
+            self._restore(checkpoint, model=self.model, objective=self.objective, optimizer=self.optimizer,
+                          scheduler=self.scheduler, scaler=self.scaler)
+            self.state.load_state_dict(checkpoint["trainer"])
+            self.log(f"resumed from {self.resume} at epoch {self.state.epoch}, step {self.state.next_step}")
+        self.train_loader, self.train_sampler = self._loader(datasets["train"], train=True)
+        self.stats_loader = self.train_loader if "stats" not in datasets else \
+            self._loader(datasets["stats"], train=False)[0]
+        self.val_loader = self._loader(datasets["val"], train=False)[0]
 
-        train_loader, train_sampler = self._loader(datasets["train"], train=True)
-        stats_loader = train_loader if "stats" not in datasets else self._loader(datasets["stats"], train=False)[0]
-        val_loader = self._loader(datasets["val"], train=False)[0]
-        ckpt_path, best_path = run_dir / CHECKPOINT, run_dir / BEST_CHECKPOINT
-        stop = False
+    def train_one_epoch(self, epoch: int, skip: int = 0) -> bool:
+        """One epoch from its batch ``skip`` on (a mid-epoch resume), the statistics pass and the epoch's
+        validation (or every ``val_interval`` iterations); True when early stopping says to stop."""
+        config, state, model = self.config, self.state, self.model
+        # Every epoch is a function of (seed, epoch, state): resuming at an epoch boundary is exact.
+        epoch_seed = config.seed * 100_003 + epoch
+        runtime.seed_everything(epoch_seed)
+        self.train_loader.generator.manual_seed(epoch_seed)
+        self.train_sampler.set_epoch(epoch_seed, skip)
+        if skip:
+            runtime.set_rng_state(self._resume_rng)   # mid-epoch: continue the saved random streams
+        steps_per_epoch = skip + math.ceil(len(self.train_sampler) / self.local_batch)
+        model.train()
+        meters = {}
+        progress = runtime.Progress(self.logger, steps_per_epoch, f"epoch {epoch}", config.print_freq)
+        for step, batch in enumerate(self._batches(self.train_loader), start=skip):
+            components = self._step(batch, epoch, step)
+            state.global_step += 1
+            for name, value in components.items():
+                meters.setdefault(name, runtime.AverageMeter()).update(value, batch_size_of(batch))
+            progress.step(step, meters)
+            if config.val_interval and state.global_step % config.val_interval == 0:
+                if self.validate(epoch, next_epoch=epoch, next_step=step + 1):
+                    return True
+                model.train()
+        self.task.statistics_pass(model, self.objective, self._batches(self.stats_loader), epoch)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        for name, meter in meters.items():
+            self.scalars.log(f"train/{name}", meter.avg, epoch)
+        self.scalars.log("train/lr", self.optimizer.param_groups[0]["lr"], epoch)
+        if not config.val_interval:
+            return self.validate(epoch, next_epoch=epoch + 1, next_step=0)
+        self.save(next_epoch=epoch + 1, next_step=0)
+        return False
 
-        def save(next_epoch: int, next_step: int, is_best: bool = False) -> None:
-            position = {"epoch": next_epoch, "next_step": next_step}
-            payload = {"epoch": next_epoch, "state_dict": checkpointing.unwrap(model).state_dict(),
-                       "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                       "scaler": scaler.state_dict(), "trainer": {**state, **position},
-                       "rng": runtime.rng_state(), "args": self.config}
-            if runtime.is_main_process():
-                if is_best:
-                    checkpointing.save_checkpoint(payload, best_path)
-                checkpointing.save_checkpoint(payload, ckpt_path)
+    def validate(self, epoch: int, next_epoch: int, next_step: int) -> bool:
+        """Validate, select, checkpoint (to continue at ``next_epoch``, ``next_step``); True when early stopping
+        says to stop."""
+        state, config = self.state, self.config
+        preds, labels = self.predict(self.model, self.val_loader)
+        self._val_labels = labels
+        metrics = self.task.metrics(preds, labels)
+        score = self.task.selection_score(preds, labels, metrics)
+        state.vals += 1
+        self.log(f"epoch {epoch} step {state.global_step} validation\n"
+                 + self.task.report("val", preds, labels, metrics))
+        for name, value in flatten_metrics(metrics, "val/").items():
+            self.scalars.log(name, value, state.global_step)
+        is_best = score < state.best_score
+        if is_best:
+            state.best_score, state.best_epoch, state.best_step = score, epoch, state.global_step
+            state.best_val, state.bad_vals = metrics, 0
+        else:
+            state.bad_vals += 1
+        self.log(f"epoch {epoch}: {self.task.selection_name} {score:.4f} (best {state.best_score:.4f} at "
+                 f"epoch {state.best_epoch}, step {state.best_step})")
+        self.save(next_epoch, next_step, is_best)
+        if config.patience is not None and state.bad_vals >= config.patience:
+            self.log(f"early stop: {config.patience} validations without improvement")
+            return True
+        if config.max_vals is not None and state.vals >= config.max_vals:
+            self.log(f"stop: --max_vals {config.max_vals} validations reached")
+            return True
+        return False
 
-        def validate(epoch: int, next_epoch: int, next_step: int) -> bool:
-            """Validate, select, checkpoint; True when early stopping says to stop."""
-            preds, labels = self.predict(model, val_loader)
-            self._val_labels = labels
-            metrics = self.task.metrics(preds, labels)
-            score = self.task.selection_score(preds, labels, metrics)
-            state["vals"] += 1
-            self.log(f"epoch {epoch} step {state['global_step']} validation\n"
-                     + self.task.report("val", preds, labels, metrics))
-            for name, value in flatten_metrics(metrics, "val/").items():
-                scalars.log(name, value, state["global_step"])
-            is_best = score < state["best_score"]
-            if is_best:
-                state.update(best_score=score, best_epoch=epoch, best_step=state["global_step"], best_val=metrics,
-                             bad_vals=0)
-            else:
-                state["bad_vals"] += 1
-            self.log(f"epoch {epoch}: {self.task.selection_name} {score:.4f} (best {state['best_score']:.4f} at "
-                     f"epoch {state['best_epoch']}, step {state['best_step']})")
-            save(next_epoch, next_step, is_best)
-            if self.patience is not None and state["bad_vals"] >= self.patience:
-                self.log(f"early stop: {self.patience} validations without improvement")
-                return True
-            if self.max_vals is not None and state["vals"] >= self.max_vals:
-                self.log(f"stop: --max_vals {self.max_vals} validations reached")
-                return True
-            return False
-
-        for epoch in range(state["epoch"], self.epochs):
-            skip = state["next_step"] if epoch == state["epoch"] else 0
-            # Every epoch is a function of (seed, epoch, state): resuming at an epoch boundary is exact.
-            epoch_seed = self.seed * 100_003 + epoch
-            runtime.seed_everything(epoch_seed)
-            train_loader.generator.manual_seed(epoch_seed)
-            train_sampler.set_epoch(epoch_seed, skip)
-            if skip and checkpoint is not None:
-                runtime.set_rng_state(checkpoint["rng"])   # mid-epoch: continue the saved random streams
-            steps_per_epoch = skip + math.ceil(len(train_sampler) / self.local_batch)
-            model.train()
-            meters = {}
-            progress = runtime.Progress(logger, steps_per_epoch, f"epoch {epoch}", self.print_freq)
-            for step, batch in enumerate(self._batches(train_loader), start=skip):
-                components = self._step(model, objective, optimizer, scaler, batch, epoch, step, ckpt_path)
-                state["global_step"] += 1
-                n = batch_size_of(batch)
-                for name, value in components.items():
-                    meters.setdefault(name, runtime.AverageMeter()).update(value, n)
-                progress.step(step, meters)
-                if self.val_interval and state["global_step"] % self.val_interval == 0:
-                    if validate(epoch, epoch, step + 1):
-                        stop = True
-                        break
-                    model.train()
-            if stop:
-                break
-            self.task.statistics_pass(model, objective, self._batches(stats_loader), epoch)
-            if scheduler is not None:
-                scheduler.step()
-            for name, meter in meters.items():
-                scalars.log(f"train/{name}", meter.avg, epoch)
-            scalars.log("train/lr", optimizer.param_groups[0]["lr"], epoch)
-            if not self.val_interval:
-                if validate(epoch, epoch + 1, 0):
-                    break
-            else:
-                save(epoch + 1, 0)
-
-        distributed.barrier()
-        if not best_path.is_file():
-            raise RunError(f"no validation ran (--val_interval {self.val_interval} exceeds the "
-                           f"{state['global_step']} training iterations); lower --val_interval or raise --epoch.")
-        best = checkpointing.load_checkpoint(best_path)
-        self._load_model(model, best, best_path)
-        preds, labels = self.predict(model, self._loader(datasets["test"], train=False)[0])
-        test = self.task.metrics(preds, labels)
-        self.log(f"test of the best checkpoint (epoch {state['best_epoch']}, step {state['best_step']})\n"
-                 + self.task.report("test", preds, labels, test))
-        self._check_against_baseline(model, val_loader, state["best_score"])
-        best_val = best["trainer"]["best_val"]
-        result = {"val": best_val, "test": test, "epoch": state["best_epoch"], "step": state["best_step"]}
-        scalars.close()
+    def save(self, next_epoch: int, next_step: int, is_best: bool = False) -> None:
+        """The resumable checkpoint (and, when ``is_best``, the best one), to continue at ``next_epoch``,
+        ``next_step``."""
+        self.state.epoch, self.state.next_step = next_epoch, next_step
+        payload = {"epoch": next_epoch, "state_dict": checkpointing.unwrap(self.model).state_dict(),
+                   "objective": self.objective.state_dict(), "optimizer": self.optimizer.state_dict(),
+                   "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                   "scaler": self.scaler.state_dict(), "trainer": self.state.state_dict(),
+                   "rng": runtime.rng_state(), "benchmark": self.task.benchmark, "args": self.config.flags}
         if runtime.is_main_process():
-            runtime.write_json({**result, "args": self.config}, run_dir / "results.json")
-            self.task.save_predictions(run_dir / "test_predictions.npz", preds, labels)
-        distributed.barrier()            # every process returns once rank 0's files are written
-        return {**result, "run_dir": str(run_dir)}
+            if is_best:
+                checkpointing.save_checkpoint(payload, self.run_dir / BEST_CHECKPOINT)
+            checkpointing.save_checkpoint(payload, self.run_dir / CHECKPOINT)
 
-    def _step(self, model, objective, optimizer, scaler, batch, epoch: int, step: int, ckpt_path: Path) -> dict:
+    def test_best(self) -> dict:
+        """Test the best checkpoint; write ``results.json`` and the test predictions."""
+        distributed.barrier()
+        best_path, state = self.run_dir / BEST_CHECKPOINT, self.state
+        if not best_path.is_file():
+            raise RunError(f"no validation ran (--val_interval {self.config.val_interval} exceeds the "
+                           f"{state.global_step} training iterations); lower --val_interval or raise --epoch.")
+        best = checkpointing.load_checkpoint(best_path)
+        self._load_model(self.model, best, best_path)
+        preds, labels = self.predict(self.model, self._loader(self.datasets["test"], train=False)[0])
+        test = self.task.metrics(preds, labels)
+        self.log(f"test of the best checkpoint (epoch {state.best_epoch}, step {state.best_step})\n"
+                 + self.task.report("test", preds, labels, test))
+        self._check_against_baseline(state.best_score)
+        result = {"val": best["trainer"]["best_val"], "test": test, "epoch": state.best_epoch,
+                  "step": state.best_step}
+        self.scalars.close()
+        if runtime.is_main_process():
+            runtime.write_json({**result, "provenance": self.provenance, "args": self.config.flags},
+                               self.run_dir / "results.json")
+            self.task.save_predictions(self.run_dir / "test_predictions.npz", preds, labels)
+        distributed.barrier()            # every process returns once rank 0's files are written
+        return {**result, "run_dir": str(self.run_dir)}
+
+    def _step(self, batch, epoch: int, step: int) -> dict:
+        """One optimisation step; the loss components as floats. A non-finite loss (or one more than
+        ``divergence_factor`` times the first) ends the run with one sentence."""
+        model, objective, optimizer, scaler = self.model, self.objective, self.optimizer, self.scaler
+        ckpt_path, factor = self.run_dir / CHECKPOINT, self.config.divergence_factor
         kept = f"the last good checkpoint is {ckpt_path}" if ckpt_path.exists() else "no checkpoint was written yet"
         try:
             with autocast(self.device, self.amp_dtype):
                 components = objective(model, batch, epoch)
-        except ValueError as error:
-            if not is_divergence(error):
-                raise
+        except NonFiniteError as error:
             raise RunError(f"training stopped at epoch {epoch}, step {step}: {error} The model diverged or the data "
                            f"hold non-finite values; {kept} (lower --lr or check the data).") from error
         except Exception as error:
-            if not self.compile_model or "dynamo" not in type(error).__module__ + str(type(error)):
+            if not self.config.compile_model or "dynamo" not in type(error).__module__ + str(type(error)):
                 raise
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise RunError(f"--compile could not compile this model here ({first}); drop --compile.") from error
@@ -534,25 +608,25 @@ class Trainer:
         size = abs(total.item())
         if self.first_loss is None:
             self.first_loss = max(size, 1e-6)
-        elif size > self.divergence_factor * self.first_loss:
+        elif size > factor * self.first_loss:
             raise RunError(f"the training loss grew from {self.first_loss:.4g} to {size:.4g} by epoch {epoch}, step "
-                           f"{step} (more than {self.divergence_factor:g} times): the run diverged; training "
-                           f"stopped and {kept} (lower --lr).")
+                           f"{step} (more than {factor:g} times): the run diverged; training stopped and {kept} "
+                           "(lower --lr).")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         distributed.average_gradients(list(model.parameters()) + list(objective.parameters()))
-        if self.grad_clip:
+        if self.config.grad_clip:
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip)
         scaler.step(optimizer)
         scaler.update()
         distributed.broadcast_state(model, buffers_only=True)    # rank 0's BatchNorm statistics, as DDP keeps
         return {**{name: value.item() for name, value in components.items()}, "total": total.item()}
 
-    def _check_against_baseline(self, model, val_loader, best_score: float) -> None:
+    def _check_against_baseline(self, best_score: float) -> None:
         """Warn (stderr and the log file) when the best model is no better on validation than the task's trivial
         one."""
-        labels = self._val_labels if self._val_labels is not None else self.predict(model, val_loader)[1]
+        labels = self._val_labels if self._val_labels is not None else self.predict(self.model, self.val_loader)[1]
         baseline = self.task.baseline_predictions(labels)
         if baseline is None:
             return
@@ -608,18 +682,8 @@ def run(args, task_class: type[Task]) -> dict:
         checkpoint_args.pop("given_flags", None)
         args = cli.restore_flags(args, checkpoint_args, task_class.model_flags, task_class.eval_defaults,
                                  given)
-        device = runtime.resolve_device(args.device, args.gpu)
-        amp_dtype = amp_dtype_of(args.amp, device)
-        trainer = Trainer(task_class(args), run_dir=Path(args.store_root) / (args.store_name or task_class.run_name(args)),
-                          epochs=args.epoch, batch_size=args.batch_size, workers=args.workers, seed=args.seed,
-                          device=device, amp_dtype=amp_dtype, val_interval=args.val_interval,
-                          patience=args.patience, max_vals=args.max_vals, grad_clip=args.grad_clip,
-                          print_freq=args.print_freq, resume=args.resume or None, overwrite=args.overwrite,
-                          config=vars(args), sync_bn=getattr(args, "sync_bn", False),
-                          channels_last=getattr(args, "channels_last", False),
-                          compile_model=getattr(args, "compile", False),
-                          persistent_workers=getattr(args, "persistent_workers", False),
-                          prefetch=getattr(args, "prefetch", 2))
+        run_dir = Path(args.store_root) / (args.store_name or task_class.run_name(args))
+        trainer = Trainer(task_class(args), TrainerConfig.from_args(args, run_dir))
         result = trainer.evaluate(args.resume) if args.evaluate else trainer.fit()
         distributed.shutdown()
         return result

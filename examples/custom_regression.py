@@ -13,12 +13,13 @@ from common.fds import FDS
 from common.lds import prepare_weights
 from common.metrics import shot_metrics
 from common.models.mlp import MLPRegressor
-from common.objective import build_objective
-from common.trainer import Task, run
+from common.objective import objective_from_args
+from common.trainer import Task
 
 
 class CSVTask(Task):
     """The trainer asks a task for data, model, objective and metrics; everything else is shared."""
+    run_name = staticmethod(lambda args: "custom")           # the run folder under --store_root
 
     def __init__(self, a):
         frame, rng = pd.read_csv(a.csv), np.random.default_rng(a.seed)
@@ -41,11 +42,8 @@ class CSVTask(Task):
                   sigma=self.a.fds_sigma) if self.a.fds else None
         return MLPRegressor(self.x.shape[1], self.a.hidden, fds=fds)
 
-    def build_objective(self):
-        a = self.a
-        return build_objective(loss=a.loss, ranksim_weight=a.regularization_weight, conr_weight=a.conr_beta * a.conr,
-                               interpolation_lambda=a.interpolation_lambda, conr_window=a.conr_window,
-                               conr_temperature=a.conr_temperature, conr_eta=a.conr_eta)
+    def build_objective(self):            # --loss plus every method flag the parser has (common.objective)
+        return objective_from_args(self.a)
 
     @torch.no_grad()
     def statistics_pass(self, model, objective, batches, epoch):   # FDS: per-bin feature statistics each epoch
@@ -71,7 +69,7 @@ def main(argv=None):
     cli.add_reweight_args(p, rrt=False)
     for add_method_flags in (cli.add_fds_args, cli.add_ranksim_args, cli.add_conr_args):
         add_method_flags(p)
-    return run(cli.parse(p, argv), CSVTask, run_name=lambda a: "custom")
+    return CSVTask.main(cli.parse(p, argv))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def train(data_dir, store_root, name, *flags):
 def check_results(run_dir: Path, result: dict):
     """results.json has the promised schema and its test metrics are those of the saved predictions."""
     saved = json.loads((run_dir / "results.json").read_text())
-    assert set(saved) == {"val", "test", "epoch", "step", "args"}
+    assert set(saved) == {"val", "test", "epoch", "step", "provenance", "args"}
     assert set(saved["test"]) == {"all", "many", "medium", "few"}
     predictions = np.load(run_dir / "test_predictions.npz")
     recomputed = shot_metrics(predictions["preds"], predictions["labels"], predictions["train_labels"])
@@ -61,6 +61,29 @@ def check_results(run_dir: Path, result: dict):
     assert saved["test"]["all"]["count"] == len(predictions["labels"])
     assert math.isfinite(saved["test"]["all"]["l1"])
     return saved
+
+
+def test_log_and_results_begin_with_the_provenance(data_dir, tmp_path):
+    """training.log starts with the git commit, the torch version, the device and every flag; results.json keeps
+    the same provenance."""
+    import subprocess
+
+    import torch
+    train(data_dir, tmp_path, "prov", "--lr", "0.002")
+    saved = json.loads((tmp_path / "prov" / "results.json").read_text())["provenance"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                          text=True).stdout.strip()
+    assert saved["git_commit"].split(" ")[0] == (head or "not")
+    assert saved["torch"] == torch.__version__ and saved["device"].startswith("cpu")
+    lines = [line.split(" ", 1)[1] for line in (tmp_path / "prov" / "training.log").read_text().splitlines()]
+    assert lines[0] == f"git_commit: {saved['git_commit']}" and lines[1] == f"torch: {torch.__version__}"
+    flags = lines[lines.index("flags:") + 1:lines.index("flags:") + 1 + len(saved_flags(tmp_path / "prov"))]
+    assert "  --lr 0.002" in flags and "  --conr False" in flags and "  --dataset 'agedb'" in flags
+    assert len(flags) == len(saved_flags(tmp_path / "prov")) and flags == sorted(flags)
+
+
+def saved_flags(run_dir):
+    return json.loads((run_dir / "results.json").read_text())["args"]
 
 
 METHODS = {
