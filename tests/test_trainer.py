@@ -174,6 +174,32 @@ def test_only_non_finite_errors_are_called_divergence(tmp_path):
         trainer(task, tmp_path, "diverged", overwrite=True).fit()
 
 
+def test_divergence_is_recognised_by_its_exception_type_not_its_wording(tmp_path):
+    """A loss's NonFiniteError ends the run with one sentence; a plain ValueError that happens to say "NaN or
+    infinite" (a bug elsewhere) keeps its traceback."""
+    from common.checks import check_finite
+    from common.errors import NonFiniteError
+
+    class Reporting(MSEObjective):
+        def forward(self, model, batch, epoch):
+            check_finite("loss", "features", torch.full((2, 2), float("nan")))
+
+    class Worded(MSEObjective):
+        def forward(self, model, batch, epoch):
+            raise ValueError("a lookup table holds NaN or infinite values")
+
+    with pytest.raises(NonFiniteError):
+        Reporting()(None, None, 0)
+    task = VectorTask()
+    task.build_objective = Reporting
+    with pytest.raises(RunError, match=r"training stopped at epoch 0, step 0: loss: `features` .* NaN or infinite"):
+        trainer(task, tmp_path).fit()
+    task.build_objective = Worded
+    with pytest.raises(ValueError, match="a lookup table") as raised:
+        trainer(task, tmp_path, "worded").fit()
+    assert not isinstance(raised.value, RunError)
+
+
 def test_run_folder_rules(tmp_path):
     trainer(VectorTask(), tmp_path, epochs=1).fit()
     with pytest.raises(RunError, match="--overwrite to reuse it, --resume"):
