@@ -81,19 +81,23 @@ def add_run_args(p: argparse.ArgumentParser, *, data_dir="./data", store_root="c
 
 def add_optim_args(p: argparse.ArgumentParser, *, optimizer="adam", loss="l1", lr=1e-3, epoch=90, momentum=0.9,
                    weight_decay=1e-4, schedule=(60, 80), batch_size=256, val_interval=0, patience=None,
-                   max_vals=None, grad_clip=None, aliases=None, weight_decay_help="SGD only"):
+                   max_vals=None, grad_clip=None, aliases=None, weight_decay_help="SGD only",
+                   losses=REGRESSION_LOSSES):
     """Optimisation flags. ``aliases`` adds a benchmark's own names for them (NYUD2: ``{'epoch': ['--epochs'],
-    'lr': ['--learning-rate'], 'weight_decay': ['--wd']}``)."""
+    'lr': ['--learning-rate'], 'weight_decay': ['--wd']}``). ``losses`` are the ``--loss`` choices the benchmark
+    trains (NYUD2: only ``mse``); ``schedule=None`` leaves ``--schedule`` out, for a benchmark whose learning-rate
+    schedule is fixed."""
     names = lambda flag: [f"--{flag}", *(aliases or {}).get(flag, [])]
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", default=optimizer, choices=["adam", "sgd"])
-    g.add_argument("--loss", default=loss, choices=list(REGRESSION_LOSSES), help="regression loss")
+    g.add_argument("--loss", default=loss, choices=list(losses), help="regression loss")
     g.add_argument(*names("lr"), dest="lr", type=positive_float, default=lr, help="learning rate")
     g.add_argument(*names("epoch"), dest="epoch", type=int, default=epoch, help="training epochs")
     g.add_argument("--momentum", type=float, default=momentum, help="SGD only")
     g.add_argument(*names("weight_decay"), dest="weight_decay", type=float, default=weight_decay,
                    help=weight_decay_help)
-    g.add_argument("--schedule", type=int, nargs="*", default=list(schedule), help="lr × 0.1 at these epochs")
+    if schedule is not None:
+        g.add_argument("--schedule", type=int, nargs="*", default=list(schedule), help="lr × 0.1 at these epochs")
     g.add_argument("--batch_size", type=int, default=batch_size)
     g.add_argument("--val_interval", type=int, default=val_interval,
                    help="validate every N training iterations (0: after every epoch)")
@@ -139,7 +143,10 @@ def add_reweight_args(p: argparse.ArgumentParser, *, lds_ks=5, lds_sigma=1.0, rr
         g.add_argument("--pretrained", default="", help="checkpoint whose trunk initialises RRT")
 
 
-def add_fds_args(p: argparse.ArgumentParser, *, fds_ks=5, fds_sigma=1.0, bucket_num=100, bucket_start=0) -> None:
+def add_fds_args(p: argparse.ArgumentParser, *, fds_ks=5, fds_sigma=1.0, bucket_num=100, bucket_start=0,
+                 stats_from_training=True) -> None:
+    """FDS flags; ``stats_from_training=False`` leaves that flag out (a benchmark that collects its statistics on
+    a subset of its own, NYUD2)."""
     g = p.add_argument_group("FDS (Yang et al., ICML 2021)")
     g.add_argument("--fds", action="store_true", help="feature distribution smoothing")
     g.add_argument("--fds_kernel", default="gaussian", choices=list(KERNELS))
@@ -153,24 +160,28 @@ def add_fds_args(p: argparse.ArgumentParser, *, fds_ks=5, fds_sigma=1.0, bucket_
     g.add_argument("--fds_alias_last_epoch", action="store_true",
                    help="reproduce the reference: the last-epoch statistics alias the running ones (one epoch "
                         "apart from the smoothed ones); off: copied (docs/reference-differences.md)")
-    g.add_argument("--stats_from_training", action="store_true",
-                   help="collect the FDS/SRL statistics from the epoch's training passes instead of a second pass "
-                        "over the training set after it (the references' protocol, the default)")
+    if stats_from_training:
+        g.add_argument("--stats_from_training", action="store_true",
+                       help="collect the FDS/SRL statistics from the epoch's training passes instead of a second "
+                            "pass over the training set after it (the references' protocol, the default)")
     g.add_argument("--fds_skip_invalid_buckets", action="store_true",
                    help="reproduce the NYUD2/STS-B references: a bucket with any zero-variance dimension is not "
                         "calibrated at all; off: its valid dimensions are (docs/reference-differences.md)")
 
 
-def add_bmse_args(p: argparse.ArgumentParser) -> None:
+def add_bmse_args(p: argparse.ArgumentParser, *, imps=("gai", "bmc", "bni"), balanced_metric=True) -> None:
+    """Balanced MSE flags; ``imps`` are the ``--imp`` choices the benchmark can run (NYUD2: gai and bni, BMC's
+    N×N matrix over a batch's pixels does not fit), ``balanced_metric=False`` leaves that selection flag out."""
     g = p.add_argument_group("Balanced MSE (Ren et al., CVPR 2022)")
     g.add_argument("--bmse", action="store_true", help="Balanced MSE instead of --loss")
-    g.add_argument("--imp", default="gai", choices=["gai", "bmc", "bni"], help="implementation")
+    g.add_argument("--imp", default="gai", choices=list(imps), help="implementation")
     g.add_argument("--gmm", default="", help="GMM file from data/preprocess_gmm.py (default <data_dir>/gmm.npz)")
     g.add_argument("--init_noise_sigma", type=float, default=1.0)
     g.add_argument("--sigma_lr", type=float, default=1e-2)
     g.add_argument("--fix_noise_sigma", action="store_true")
-    g.add_argument("--balanced_metric", action="store_true",
-                   help="select checkpoints by the balanced (per-label mean) val metric")
+    if balanced_metric:
+        g.add_argument("--balanced_metric", action="store_true",
+                       help="select checkpoints by the balanced (per-label mean) val metric")
 
 
 def add_ranksim_args(p: argparse.ArgumentParser, *, ties="reference") -> None:
@@ -182,7 +193,9 @@ def add_ranksim_args(p: argparse.ArgumentParser, *, ties="reference") -> None:
                         "stable (the same on every device, the STS-B reference)")
 
 
-def add_conr_args(p: argparse.ArgumentParser, *, window=1.0, beta=4.0, temperature=0.07, eta=0.01) -> None:
+def add_conr_args(p: argparse.ArgumentParser, *, window=1.0, beta=4.0, temperature=0.07, eta=0.01,
+                  views=True) -> None:
+    """ConR flags; ``views=False`` leaves out ``--conr_views`` (a benchmark whose ConR runs on one view, NYUD2)."""
     g = p.add_argument_group("ConR (Keramati et al., ICLR 2024)")
     g.add_argument("--conr", action="store_true", help="contrastive regularizer")
     g.add_argument("-w", dest="conr_window", type=float, default=window, help="label window")
@@ -190,13 +203,15 @@ def add_conr_args(p: argparse.ArgumentParser, *, window=1.0, beta=4.0, temperatu
     g.add_argument("-t", dest="conr_temperature", type=float, default=temperature, help="temperature")
     g.add_argument("-e", dest="conr_eta", type=float, default=eta, help="pushing strength")
     g.add_argument("--conr_denominator", default="reference", choices=["reference", "paper"])
-    g.add_argument("--conr_views", type=int, default=3, choices=[3, 2],
-                   help="forward passes per image with ConR: 3 (the references: the image and two views) or 2 (the "
-                        "regression loss also on the two views)")
+    if views:
+        g.add_argument("--conr_views", type=int, default=3, choices=[3, 2],
+                       help="forward passes per image with ConR: 3 (the references: the image and two views) or 2 "
+                            "(the regression loss also on the two views)")
 
 
 def add_srl_args(p: argparse.ArgumentParser, *, num_labels=121, homogeneity_alpha=-1.0, temp_alias=False) -> None:
-    """SRL flags; ``temp_alias`` also accepts ``--temp`` for ``--temperature`` (the STS-B reference's name)."""
+    """SRL flags; ``temp_alias`` also accepts ``--temp`` for ``--temperature`` (the STS-B reference's name);
+    ``num_labels=None`` leaves out ``--srl_num_labels`` (a benchmark whose slots are fixed: NYUD2's depth bins)."""
     g = p.add_argument_group("SRL (Dong, Wu et al., CVPR 2025)")
     g.add_argument("--srl", "--dfr", dest="srl", action="store_true", help="geometric losses with a surrogate")
     g.add_argument("--w1", "--loss_w1", dest="w1", type=float, default=10.0, help="contrastive weight")
@@ -206,7 +221,8 @@ def add_srl_args(p: argparse.ArgumentParser, *, num_labels=121, homogeneity_alph
     # `--n` is the flag of the reference's age scripts: an explicit alias, not an abbreviation.
     g.add_argument("--n_points", "--n", dest="n_points", type=int, default=2000, help="random points")
     g.add_argument("--embedding_dim", type=int, default=128, help="projection size")
-    g.add_argument("--srl_num_labels", type=int, default=num_labels, help="label slots L")
+    if num_labels is not None:
+        g.add_argument("--srl_num_labels", type=int, default=num_labels, help="label slots L")
     g.add_argument("--srl_homogeneity_alpha", type=float, default=homogeneity_alpha)
 
 

@@ -3,6 +3,12 @@
 Depth is in metres on the 0.1-m grid ``common.bins.DEPTH_BINS`` (bin ``min(⌊10·d⌋, 99)``, the product in float32).
 Re-weighting and LDS act on a per-bin histogram of training **pixels** (docs/methods.md §2.3); shots are sets
 of bins chosen by their training pixel counts; metrics are computed over masked pixels (docs/methods.md §10.2).
+
+Everything here stays shared because it takes the histogram, the bins and the pixels as arguments, so any
+dense-label task reuses it: the effective bin counts and pixel weights, the shot bins, the metrics and their
+table, and the balanced test mask (also written by the synthetic NYUD2 of ``common/synthetic/depth.py``, and
+common/ imports no dataset folder). What only NYUD2-DIR uses (its reference pixel table, shot fractions, file
+layout, transforms and BNI prior) lives in ``nyud2-dir/dataset.py``.
 """
 from __future__ import annotations
 
@@ -20,16 +26,34 @@ DEPTH_METRICS = ("rmse", "mse", "mae", "absrel", "log10", "delta1", "delta2", "d
 SHOTS = ("all", "many", "medium", "few")
 
 
+def effective_bin_counts(pixel_counts, sqrt: bool = False, lds: bool = False, kernel: str = "gaussian", ks: int = 5,
+                         sigma: float = 2.0, bucket_start: int = 7, truncate: bool = False) -> np.ndarray:
+    """(B,) float64 effective training pixels per bin from the (B,) pixel histogram: the references' recipe
+    behind both the pixel weights and the BNI prior on depth.
+
+    Bins ``bucket_start…B−1`` keep their counts (square roots with ``sqrt``), LDS convolves them with the peak-1
+    window (``reflect`` padding), and the bins below copy the first tracked one. ``truncate``
+    (``--lds_truncate``) reproduces the references, whose integer table comes back from the smoothing as
+    integers (truncated); square roots are floats there too, so they are never truncated.
+    """
+    tracked = np.asarray(pixel_counts, dtype=np.float64)[bucket_start:]
+    if sqrt:
+        tracked = np.sqrt(tracked)
+    if lds:
+        tracked = convolve1d(tracked, get_lds_kernel_window(kernel, ks, sigma), mode="reflect")
+        if truncate and not sqrt:
+            tracked = np.trunc(tracked)
+    return np.concatenate([np.full(bucket_start, tracked[0]), tracked])
+
+
 def pixel_bucket_weights(pixel_counts, reweight: str, lds: bool = False, kernel: str = "gaussian", ks: int = 5,
                          sigma: float = 2.0, bucket_start: int = 7, truncate: bool = False) -> np.ndarray | None:
     """Per-bin pixel weights (B,) float32 from the training pixel histogram, as the NYUD2 references compute them.
 
-    Bins below ``bucket_start`` take bin ``bucket_start``'s effective count; ``sqrt_inv`` takes square roots;
-    LDS convolves bins ``bucket_start…B−1`` with the peak-1 window (``reflect`` padding) and the bins below copy
-    the smoothed first one; no clipping. Weights ``s / n'_b`` with ``s = Σ N_b / Σ (N_b / n'_b)``, so the
-    pixel-count-weighted mean weight is 1 (a bin whose effective count is 0 holds no training pixel and gets
-    weight 0). None for ``reweight='none'``. ``truncate`` (``--lds_truncate``) reproduces the references, whose
-    integer table smoothed with ``inverse`` comes back as integers (truncated).
+    The effective counts ``n'_b`` are :func:`effective_bin_counts` (square roots for ``sqrt_inv``, LDS, the bins
+    below ``bucket_start`` copying the first tracked one, ``truncate``); no clipping. Weights ``s / n'_b`` with
+    ``s = Σ N_b / Σ (N_b / n'_b)``, so the pixel-count-weighted mean weight is 1 (a bin whose effective count is 0
+    holds no training pixel and gets weight 0). None for ``reweight='none'``.
     """
     if reweight not in ("none", "inverse", "sqrt_inv"):
         raise ValueError(f"pixel_bucket_weights: `reweight` must be none, inverse or sqrt_inv, got {reweight!r}.")
@@ -40,14 +64,7 @@ def pixel_bucket_weights(pixel_counts, reweight: str, lds: bool = False, kernel:
     counts = np.asarray(pixel_counts, dtype=np.float64)
     if not bucket_start < len(counts) or counts[bucket_start] <= 0:
         raise ValueError(f"pixel_bucket_weights: bin {bucket_start} (bucket_start) must hold training pixels.")
-    tracked = counts[bucket_start:]
-    if reweight == "sqrt_inv":
-        tracked = np.sqrt(tracked)
-    if lds:
-        tracked = convolve1d(tracked, get_lds_kernel_window(kernel, ks, sigma), mode="reflect")
-        if truncate and reweight == "inverse":
-            tracked = np.trunc(tracked)
-    effective = np.concatenate([np.full(bucket_start, tracked[0]), tracked])
+    effective = effective_bin_counts(counts, reweight == "sqrt_inv", lds, kernel, ks, sigma, bucket_start, truncate)
     # A bin without training pixels (possible on small data, never on NYUD2) weighs no training pixel: weight 0.
     present = effective > 0
     inverse = np.zeros_like(effective)

@@ -297,26 +297,14 @@ def check_reference_histogram(counts) -> list[str]:
     return problems
 
 
-def image_level_depth(depth: torch.Tensor) -> torch.Tensor:
-    """(B, 1, h, w) → (B, 1) mean depth per image: the label of ConR, RankSim and SRL on depth."""
-    return depth.mean(dim=(1, 2, 3))[:, None]
-
-
 def bni_prior(pixel_counts, reweight: str, lds: bool, kernel: str, ks: int, sigma: float, bucket_start: int = 7,
               truncate: bool = False):
-    """BNI's bucket prior on depth: centres 0.05 + 0.1·b and the per-bin training pixel counts (bins below
-    ``bucket_start`` take its count; square roots for ``sqrt_inv``; LDS with reflect padding), normalised.
-    ``truncate`` (``--lds_truncate``): integer counts smoothed come back truncated, as in the references."""
-    from scipy.ndimage import convolve1d
-    from common.lds import get_lds_kernel_window
-    counts = np.asarray(pixel_counts, dtype=np.float64).copy()
-    counts[:bucket_start] = counts[bucket_start]
-    tracked = np.sqrt(counts[bucket_start:]) if reweight == "sqrt_inv" else counts[bucket_start:]
-    if lds:
-        tracked = convolve1d(tracked, get_lds_kernel_window(kernel, ks, sigma), mode="reflect")
-        if truncate and reweight != "sqrt_inv":
-            tracked = np.trunc(tracked)
-    counts = np.concatenate([np.full(bucket_start, tracked[0]), tracked])
+    """BNI's bucket prior on depth: ``(centres, weights)``, each (100,) float64: the centres 0.05 + 0.1·b and the
+    effective training pixels per bin, normalised, by the recipe of the pixel weights
+    (:func:`common.depth.effective_bin_counts`: square roots for ``sqrt_inv``, LDS, ``truncate``)."""
+    from common.depth import effective_bin_counts
+    counts = effective_bin_counts(pixel_counts, reweight == "sqrt_inv", lds, kernel, ks, sigma, bucket_start,
+                                  truncate)
     centres = DEPTH_BINS.lower_edges() + DEPTH_BINS.width / 2
     return centres, counts / counts.sum()
 

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from common import distributed
 from common.bins import DEPTH_BINS
-from common.losses import ConRDense, RankSim, SRL, SRLSurrogate, weighted_mse_loss
+from common.losses import ConRDense, weighted_mse_loss
 
 BMSE_MIN_DEPTH = 0.7   # metres: Balanced MSE sees the pixels of the FDS/test bins 7…99
 
@@ -77,32 +77,23 @@ class DepthObjective(nn.Module):
         return components
 
 
-def build_objective(*, bmse: str | None = None, init_noise_sigma: float = 1.0, fix_noise_sigma: bool = False,
-                    gmm=None, bni_prior=None, conr_weight: float = 0.0, conr_window: float = 0.2,
-                    conr_temperature: float = 0.2, conr_eta: float = 0.2, conr_denominator: str = "reference",
-                    ranksim_weight: float = 0.0,
-                    interpolation_lambda: float = 2.0, ranksim_ties: str = "stable", srl_weights=None,
-                    embedding_dim: int = 128, n_points: int = 2000, srl_temperature: float = 0.3,
-                    srl_homogeneity_alpha: float = -1.0, start_update: int = 0, momentum: float = 0.9,
-                    seed: int = 0, gather: bool = False) -> DepthObjective:
-    """A :class:`DepthObjective` from plain values (0 or None turns a method off); ``gmm`` is a loaded GAI
-    mixture, ``bni_prior`` ``(centres, weights)``."""
-    from common.losses import BNILoss, GAILoss
-    parts = {}
-    if bmse == "gai":
-        parts["bmse"] = GAILoss(init_noise_sigma, gmm)
-    elif bmse == "bni":
-        parts["bmse"] = BNILoss(init_noise_sigma, *bni_prior)
-    elif bmse is not None:
-        raise ValueError(f"build_objective: depth Balanced MSE is 'gai' or 'bni', got {bmse!r}.")
-    if bmse is not None:
-        parts["bmse"].noise_sigma.requires_grad_(not fix_noise_sigma)
-    if conr_weight:
-        parts.update(conr=ConRDense(conr_window, conr_temperature, conr_eta, conr_denominator), conr_weight=conr_weight)
-    if ranksim_weight > 0:
-        parts.update(ranksim=RankSim(interpolation_lambda, ranksim_ties), ranksim_weight=ranksim_weight)
-    if srl_weights is not None:
-        slots = DEPTH_BINS.num_bins
-        parts.update(srl=SRL(slots, embedding_dim, n_points, srl_temperature, srl_homogeneity_alpha, seed=seed),
-                     srl_weights=srl_weights, surrogate=SRLSurrogate(slots, embedding_dim, start_update, momentum))
+def build_objective(args, *, gmm_file=None, bni_prior=None) -> DepthObjective:
+    """A :class:`DepthObjective` from parsed flags: the same flags → values mapping as every benchmark
+    (:func:`common.objective.settings_from_args`), the same loss modules (:func:`common.objective.build_parts`)
+    with the dense ConR and SRL slots that are the 100 depth bins (:meth:`DepthObjective.srl_slot`).
+
+    ``gmm_file`` is the GAI mixture's file, ``bni_prior`` BNI's ``(centres (100,), weights (100,))``; only the
+    one ``--imp`` names is read.
+    """
+    from common.objective import build_parts, settings_from_args
+    settings = settings_from_args(args)
+    # build_parts takes the methods only: the regression loss and the gathering are DepthObjective's own.
+    loss, gather = settings.pop("loss", "mse"), settings.pop("gather", False)
+    if loss != "mse":
+        raise ValueError(f"build_objective: depth trains the per-pixel weighted MSE, got loss {loss!r}.")
+    if settings["bmse"] not in (None, "gai", "bni"):
+        raise ValueError(f"build_objective: depth Balanced MSE is 'gai' or 'bni', got {settings['bmse']!r}.")
+    # The slots are fixed by srl_slot's bins; an older checkpoint's saved --srl_num_labels must not override them.
+    settings["srl_num_labels"] = DEPTH_BINS.num_bins
+    parts = build_parts(**settings, gmm_file=gmm_file, bni_prior=bni_prior, conr_class=ConRDense)
     return DepthObjective(**parts, gather=gather)

@@ -21,6 +21,7 @@ from common.bins import DEPTH_BINS
 from common.depth import depth_metrics, depth_table, pixel_bucket_weights, shot_bins
 from common.errors import RunError
 from common.fds import FDS
+from common.optim import optimizer_from_args
 from common.trainer import Task
 
 
@@ -129,34 +130,21 @@ class NYUD2Task(Task):
 
     def build_objective(self):
         a = self.args
-        gmm = prior = None
+        gmm_file = prior = None
         if a.bmse and a.imp == "gai":
-            from common.gmm import load_gmm
-            gmm = load_gmm(Path(a.gmm) if a.gmm and not a.gmm.endswith(".pkl") else Path(a.data_dir) / "gmm.npz")
+            # The references' --gmm gmm.pkl names their pickle; ours is <data_dir>/gmm.npz (data/preprocess_gmm.py).
+            gmm_file = Path(a.gmm) if a.gmm and not a.gmm.endswith(".pkl") else Path(a.data_dir) / "gmm.npz"
         if a.bmse and a.imp == "bni":
             prior = dataset.bni_prior(self.pixel_counts, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
                                       a.bucket_start, truncate=a.lds_truncate)
-        return loss.build_objective(
-            bmse=a.imp if a.bmse else None, init_noise_sigma=a.init_noise_sigma, fix_noise_sigma=a.fix_noise_sigma,
-            gmm=gmm, bni_prior=prior, conr_weight=a.conr_beta if a.conr else 0.0, conr_window=a.conr_window,
-            conr_temperature=a.conr_temperature, conr_eta=a.conr_eta, conr_denominator=a.conr_denominator,
-            ranksim_weight=a.regularization_weight,
-            interpolation_lambda=a.interpolation_lambda, ranksim_ties=a.ranksim_ties,
-            srl_weights=(a.w1, a.w2, a.w3) if a.srl else None, embedding_dim=a.embedding_dim, n_points=a.n_points,
-            srl_temperature=a.temperature, srl_homogeneity_alpha=a.srl_homogeneity_alpha,
-            start_update=a.start_update, momentum=a.fds_mmt, seed=a.seed, gather=a.gather_features)
+        return loss.build_objective(a, gmm_file=gmm_file, bni_prior=prior)
 
     def build_optimizer(self, model, objective):
-        """Adam with weight decay; lr × 0.1 every 5 epochs; Balanced MSE's σ at --sigma_lr, unscheduled, with the
-        same weight decay (its group inherits Adam's, as in the references)."""
-        a = self.args
-        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "name": "model"}]
-        if a.bmse and not a.fix_noise_sigma:
-            groups.append({"params": [objective.bmse.noise_sigma], "lr": a.sigma_lr, "name": "noise_sigma"})
-        optimizer = torch.optim.Adam(groups, lr=a.lr, weight_decay=a.weight_decay)
-        step_decay, constant = (lambda epoch: 0.1 ** (epoch // 5)), (lambda epoch: 1.0)
-        decay = [step_decay if group["name"] == "model" else constant for group in groups]
-        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+        """Adam with ``--weight_decay``, as the references (or SGD with ``--optimizer sgd``); lr × 0.1 every 5
+        epochs; Balanced MSE's σ at --sigma_lr, unscheduled, with the same weight decay (its group inherits the
+        optimiser's, as in the references)."""
+        return optimizer_from_args(self.args, model, objective, adam_weight_decay=True,
+                                   lr_factor=lambda epoch: 0.1 ** (epoch // 5))
 
     # ---- statistics, prediction, metrics ----
     @torch.no_grad()

@@ -44,16 +44,21 @@ def build_parser():
                    help="many-shot bins hold more than this fraction of the training pixels")
     g.add_argument("--low_shot_fraction", type=float, default=0.003,
                    help="few-shot bins hold less than this fraction of the training pixels")
-    cli.add_optim_args(p, optimizer="adam", loss="mse", lr=1e-4, epoch=10, weight_decay=1e-4, schedule=(),
-                       batch_size=32, aliases={"epoch": ["--epochs"], "lr": ["--learning-rate"],
-                                               "weight_decay": ["--wd"]},
+    # Only what depth can run is on the command line, so anything else is argparse's own flag error: the
+    # references' per-pixel weighted MSE (--loss takes only mse), lr × 0.1 every 5 epochs (no --schedule), FDS
+    # statistics on the FDS subset (no --stats_from_training), Balanced MSE as GAI or BNI (BMC's N×N matrix over
+    # the ~10⁵ pixels of a batch does not fit) selected on RMSE (no --balanced_metric), ConR on one view (no
+    # --conr_views) and SRL slots that are the 100 depth bins (no --srl_num_labels).
+    cli.add_optim_args(p, optimizer="adam", loss="mse", losses=("mse",), lr=1e-4, epoch=10, weight_decay=1e-4,
+                       schedule=None, batch_size=32, aliases={"epoch": ["--epochs"], "lr": ["--learning-rate"],
+                                                              "weight_decay": ["--wd"]},
                        weight_decay_help="Adam weight decay")
     cli.add_reweight_args(p, lds_ks=5, lds_sigma=2.0)
-    cli.add_fds_args(p, fds_ks=5, fds_sigma=2.0, bucket_num=100, bucket_start=7)
-    cli.add_bmse_args(p)
+    cli.add_fds_args(p, fds_ks=5, fds_sigma=2.0, bucket_num=100, bucket_start=7, stats_from_training=False)
+    cli.add_bmse_args(p, imps=("gai", "bni"), balanced_metric=False)
     cli.add_ranksim_args(p, ties="stable")
-    cli.add_conr_args(p, window=0.2, beta=0.2, temperature=0.2, eta=0.2)
-    cli.add_srl_args(p, num_labels=100)
+    cli.add_conr_args(p, window=0.2, beta=0.2, temperature=0.2, eta=0.2, views=False)
+    cli.add_srl_args(p, num_labels=None)
     return p
 
 
@@ -62,18 +67,6 @@ def main(argv=None) -> dict:
     args = cli.parse(parser, argv)
     if args.eval_model:
         args.evaluate, args.resume = True, args.eval_model
-    if args.bmse and args.imp == "bmc":
-        parser.error("--imp bmc needs an N×N matrix over the pixels of a batch (~10⁵): use --imp gai or bni on "
-                     "depth.")
-    if args.stats_from_training or args.conr_views != 3:
-        parser.error("--stats_from_training and --conr_views are for the age and text benchmarks: NYUD2 collects FDS "
-                     "statistics on its FDS subset and runs ConR on one view.")
-    if args.loss != "mse":
-        parser.error(f"--loss {args.loss}: NYUD2 trains the references' per-pixel weighted MSE; leave --loss out "
-                     "(the other losses are for the age and text benchmarks).")
-    if args.srl_num_labels != 100:
-        parser.error(f"--srl_num_labels {args.srl_num_labels}: NYUD2's SRL slots are its 100 depth bins of 0.1 m; "
-                     "leave the flag out.")
     if args.crop[0] % 4 or args.crop[1] % 4:
         parser.error(f"--crop {args.crop[0]} {args.crop[1]}: both sides must be divisible by 4.")
     from task import NYUD2Task      # this folder's task.py: flags → data, model, objective, metrics

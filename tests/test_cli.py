@@ -98,6 +98,27 @@ def test_groups_compose_and_checks_skip_absent_flags():
     assert not hasattr(args, "fds") and not hasattr(args, "retrain_fc")
 
 
+def test_groups_leave_out_what_a_benchmark_cannot_use(capsys):
+    """The keyword options drop a flag (or narrow its choices), so it is argparse's own one-sentence error."""
+    parser = cli.Parser("t")
+    cli.add_optim_args(parser, losses=("mse",), loss="mse", schedule=None)
+    cli.add_fds_args(parser, stats_from_training=False)
+    cli.add_bmse_args(parser, imps=("gai", "bni"), balanced_metric=False)
+    cli.add_conr_args(parser, views=False)
+    cli.add_srl_args(parser, num_labels=None)
+    args = parser.parse_args([])
+    for flag in ("schedule", "stats_from_training", "balanced_metric", "conr_views", "srl_num_labels"):
+        assert not hasattr(args, flag), flag
+    assert (args.loss, args.imp) == ("mse", "gai")
+    for line, words in (("--imp bmc", "argument --imp: invalid choice: 'bmc'"),
+                        ("--loss l1", "argument --loss: invalid choice: 'l1'"),
+                        ("--conr_views 2", "unrecognized arguments: --conr_views 2")):
+        with pytest.raises(SystemExit) as info:
+            parser.parse_args(line.split())
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and words in err and len(err.strip().splitlines()) == 2
+
+
 @pytest.mark.parametrize("line, words", [
     ("--lds", "--reweight"),
     ("--retrain_fc --pretrained x", "balanced objective"),
@@ -166,7 +187,9 @@ def test_age_method_defaults_are_the_references(defaults):
 def test_depth_and_text_method_defaults_are_the_references():
     nyud2 = folder_module("nyud2-dir", "train").build_parser().parse_args([])
     expected = dict(lds_ks=5, lds_sigma=2.0, fds_ks=5, fds_sigma=2.0, bucket_num=100, bucket_start=7,
-                    conr_window=0.2, conr_beta=0.2, conr_eta=0.2, conr_temperature=0.2, srl_num_labels=100)
+                    conr_window=0.2, conr_beta=0.2, conr_eta=0.2, conr_temperature=0.2)
     assert {key: getattr(nyud2, key) for key in expected} == expected
+    # NYUD2's SRL slots are its 100 depth bins, not a flag (tests/test_nyud2.py::test_srl_slots_are_the_100_depth_bins)
+    assert not hasattr(nyud2, "srl_num_labels")
     stsb = folder_module("sts-b-dir", "train").build_parser().parse_args([])
     assert stsb.huber_beta == 0.3

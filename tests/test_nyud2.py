@@ -428,7 +428,7 @@ def test_bad_inputs_give_one_sentence(data_dir, tmp_path, capsys):
     capsys.readouterr()
     with pytest.raises(SystemExit) as info:
         folder_main("nyud2-dir")(["--data_dir", str(data_dir), "--bmse", "--imp", "bmc", *base])
-    assert info.value.code == 2 and "--imp bmc" in capsys.readouterr().err
+    assert info.value.code == 2 and "argument --imp: invalid choice: 'bmc'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         folder_main("nyud2-dir")(["--data_dir", str(data_dir), "--crop", "43", "32"])
     assert "divisible by 4" in capsys.readouterr().err
@@ -530,14 +530,21 @@ def test_training_from_the_hdf5_pack_gives_the_same_numbers(data_dir, tmp_path):
     assert "needs" in str(info.value.code) and "nyu2_pairs_40.h5" in str(info.value.code)
 
 
-@pytest.mark.parametrize("flags, sentence", [(["--stats_from_training"], "for the age and text benchmarks"),
-                                             (["--conr_views", "2"], "for the age and text benchmarks"),
-                                             (["--loss", "l1"], "per-pixel weighted MSE; leave --loss out"),
-                                             (["--srl_num_labels", "50"], "its 100 depth bins of 0.1 m")])
+# NYUD2's parser leaves these out (or offers only the depth choices), so argparse itself refuses them.
+@pytest.mark.parametrize("flags, sentence", [
+    (["--stats_from_training"], "unrecognized arguments: --stats_from_training"),
+    (["--conr_views", "2"], "unrecognized arguments: --conr_views 2"),
+    (["--loss", "l1"], "argument --loss: invalid choice: 'l1'"),
+    (["--srl_num_labels", "50"], "unrecognized arguments: --srl_num_labels 50"),
+    (["--schedule", "3"], "unrecognized arguments: --schedule 3"),
+    (["--balanced_metric"], "unrecognized arguments: --balanced_metric"),
+])
 def test_flags_of_other_benchmarks_are_refused(flags, sentence, capsys):
     with pytest.raises(SystemExit) as info:
         folder_main("nyud2-dir")(flags)
-    assert info.value.code == 2 and sentence in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and sentence in err
+    assert "usage:" not in err and "--help" in err and len(err.strip().splitlines()) == 2
 
 
 @pytest.mark.parametrize("denominator", ["reference", "paper"])
@@ -547,3 +554,15 @@ def test_conr_denominator_reaches_the_dense_loss(denominator):
         ["--conr", "--conr_denominator", denominator])
     conr = task.build_objective().conr
     assert type(conr).__name__ == "ConRDense" and conr.denominator == denominator
+
+
+def test_srl_slots_are_the_100_depth_bins():
+    """No --srl_num_labels on NYUD2: the slots are DepthObjective.srl_slot's 0.1-m bins, also when a checkpoint's
+    saved flags still carry another value."""
+    task = object.__new__(folder_module("nyud2-dir", "task").NYUD2Task)
+    task.args = folder_module("nyud2-dir", "train").build_parser().parse_args(
+        ["--srl", "--n_points", "50", "--embedding_dim", "8"])
+    assert task.build_objective().srl.num_labels == 100
+    task.args.srl_num_labels = 50
+    objective = task.build_objective()
+    assert objective.srl.num_labels == 100 and objective.surrogate.running_mean.shape[0] == 100
