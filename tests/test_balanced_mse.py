@@ -355,16 +355,17 @@ def test_cuda_matches_cpu():
 def test_noise_sigma_group_inherits_the_optimizers_weight_decay(folder):
     """The references add σ's group to an optimiser built with weight decay, so σ decays too (docs/methods.md
     §5.3): one Adam step with a zero gradient moves σ only through that decay."""
-    from types import SimpleNamespace
     from folders import folder_module
-    from common.text.stsb import STSTask
     train = folder_module(folder, "train")
-    task_class = folder_module("nyud2-dir", "task").NYUD2Task if folder == "nyud2-dir" else STSTask
+    task_class = getattr(folder_module(folder, "task"), {"nyud2-dir": "NYUD2Task", "sts-b-dir": "STSTask"}[folder])
     args = train.build_parser().parse_args(["--bmse", "--imp", "gai", "--sigma_lr", "0.01", "--weight_decay", "0.1"])
     task = object.__new__(task_class)
     task.args = args
     sigma = torch.nn.Parameter(torch.tensor(1.0))
-    objective = SimpleNamespace(bmse=SimpleNamespace(noise_sigma=sigma, loss=SimpleNamespace(noise_sigma=sigma)))
+    # A module holding only σ where the objectives keep it (the shared optimiser finds it by name).
+    objective = torch.nn.Module()
+    objective.bmse = torch.nn.Module()
+    objective.bmse.noise_sigma = sigma
     optimizer, _ = task.build_optimizer(torch.nn.Linear(2, 1), objective)
     group = next(g for g in optimizer.param_groups if any(p is sigma for p in g["params"]))
     assert group["lr"] == 0.01 and group["weight_decay"] == 0.1

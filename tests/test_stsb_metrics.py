@@ -12,8 +12,9 @@ from common.bins import STSB_BINS
 from common.fds import FDS
 from common.lds import get_lds_kernel_window, prepare_weights
 from common.metrics import correlation_shot_metrics, pearson, spearman, shot_counts
-from common.text import read_pair_tsv
+from folders import folder_module
 
+read_pair_tsv = folder_module("sts-b-dir", "text").read_pair_tsv
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "sts-b-dir"
 needs_real_split = pytest.mark.skipif(not (REAL / "test_new.tsv").is_file(), reason=f"no STS-B-DIR split at {REAL}")

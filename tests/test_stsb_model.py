@@ -15,6 +15,12 @@ models = folder_module("sts-b-dir", "models")
 loss = folder_module("sts-b-dir", "loss")
 train = folder_module("sts-b-dir", "train")
 dataset = folder_module("sts-b-dir", "dataset")
+task = folder_module("sts-b-dir", "task")
+
+
+def flags(*argv):
+    """The parsed ``train.py`` flags of a command line (unchecked: the objective alone is under test)."""
+    return train.build_parser().parse_args(argv)
 
 
 def batch_of(sentences1, sentences2):
@@ -91,10 +97,10 @@ def test_losses_are_on_score_over_5_with_the_stsb_focal_and_huber_parameters():
         "huber": (weight * torch.where(e.abs() < 0.3, 0.5 * e ** 2 / 0.3, e.abs() - 0.15)).mean(),
     }
     for name, value in expected.items():
-        objective = loss.build_objective(loss=name, huber_beta=0.3)
+        objective = loss.build_objective(flags("--loss", name, "--huber_beta", "0.3"))
         torch.testing.assert_close(objective(model, batch, 0)[name], value)
     # Balanced MSE (BMC) on score/5 too: σ = 1 → the noise variance term sees the /5 errors.
-    bmc = loss.build_objective(loss="mse", bmse="bmc", init_noise_sigma=1.0)
+    bmc = loss.build_objective(flags("--loss", "mse", "--bmse", "--imp", "bmc", "--init_noise_sigma", "1.0"))
     from common.losses import bmc_loss
     torch.testing.assert_close(bmc(model, batch, 0)["bmse"], bmc_loss(pred / 5, target / 5, torch.tensor(1.0)))
 
@@ -107,9 +113,11 @@ def test_srl_slots_are_the_0_1_bins_and_ranksim_conr_see_scores():
     projection = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
     pred = labels + 0.05
     batch = {"input": None, "target": labels, "weight": None}
-    objective = loss.build_objective(loss="mse", ranksim_weight=1.0, interpolation_lambda=2.0, conr_weight=1.0,
-                                     conr_window=0.2, srl_weights=(1.0, 1.0, 1.0), srl_num_labels=50,
-                                     embedding_dim=8, n_points=20, srl_temperature=0.1, srl_homogeneity_alpha=1.0)
+    objective = loss.build_objective(flags(
+        "--loss", "mse", "--regularization_weight", "1.0", "--interpolation_lambda", "2.0", "--conr", "--beta", "1.0",
+        "-w", "0.2", "--srl", "--w1", "1.0", "--w2", "1.0", "--w3", "1.0", "--srl_num_labels", "50",
+        "--embedding_dim", "8", "--n_points", "20", "--temperature", "0.1", "--srl_homogeneity_alpha", "1.0",
+        "--seed", "0"))
     parts = objective(Fixed(pred, encoding, projection), batch, 0)
     from common.losses import conr_loss, ranksim_loss, srl_losses
     torch.testing.assert_close(parts["ranksim"], ranksim_loss(encoding, labels, 2.0))
@@ -185,17 +193,15 @@ def test_help_does_not_import_torch():
 
 
 def test_the_task_builds_fds_with_the_stsb_rules_and_the_reference_switches():
-    from common.text.stsb import STSTask, run_name
     args = train.parse(["--fds", "--fds_alias_last_epoch", "--fds_skip_invalid_buckets", "--d_hid", "3",
                         "--d_word", "4", "--dfr", "--embedding_dim", "5", "--glove", "0"])
-    task = object.__new__(STSTask)          # the model part only: no data files needed
-    task.args, task.models_module, task.vocabulary, task.embeddings = args, models, ["p", "u", "a"], None
-    task.bins = STSB_BINS
-    model = task.build_model()
+    sts = object.__new__(task.STSTask)          # the model part only: no data files needed
+    sts.args, sts.vocabulary, sts.embeddings, sts.bins = args, ["p", "u", "a"], None, STSB_BINS
+    model = sts.build_model()
     fds = model.fds
     assert (fds.feature_dim, fds.num_buckets, fds.bins, fds.edge_rule) == (24, 50, STSB_BINS, "clamp")
     assert (fds.clip_min, fds.clip_max, fds.fill_empty) == (0.5, 2.0, True)
     assert fds.alias_last_epoch and fds.skip_invalid_buckets and model.projector[0].out_features == 5
     assert model.embedding.weight.requires_grad                  # --glove 0: trained from scratch
-    assert run_name(args) == ("sts_d3_adam_mse_0.0001_128_valint400_patience10_noglove_fds_gau_5_2_0_1_0.9_"
+    assert task.STSTask.run_name(args) == ("sts_d3_adam_mse_0.0001_128_valint400_patience10_noglove_fds_gau_5_2_0_1_0.9_"
                               "srl_0.0001_0.01_0.0001_t0.1_seed111")

@@ -1,14 +1,18 @@
-"""common.text: the tokenizer, the sentence-pair TSV reader, the vocabulary and GloVe reading with its cache."""
+"""sts-b-dir/text.py: the tokenizer, the sentence-pair TSV reader, the vocabulary and GloVe reading with its
+cache."""
 import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from common import text
 from common.errors import RunError
-from common.text import (GLOVE_WHEEL, OOV, PAD, build_vocabulary, index_sentences, load_word_vectors,
-                         read_pair_tsv, tokenize)
+from folders import folder_module
+
+text = folder_module("sts-b-dir", "text")
+GLOVE_WHEEL, OOV, PAD = text.GLOVE_WHEEL, text.OOV, text.PAD
+tokenize, read_pair_tsv, build_vocabulary = text.tokenize, text.read_pair_tsv, text.build_vocabulary
+index_sentences, load_word_vectors = text.index_sentences, text.load_word_vectors
 
 HEADER = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
 

@@ -15,7 +15,7 @@ import torch
 
 from common.bins import STSB_BINS
 from common.metrics import correlation_shot_metrics
-from folders import folder_main
+from folders import folder_main, folder_module
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ def train(data, store_root, name, *flags):
 def check_results(run_dir: Path, result: dict) -> dict:
     """results.json has the common schema and its test metrics are those of the saved predictions."""
     saved = json.loads((run_dir / "results.json").read_text())
-    assert set(saved) == {"val", "test", "epoch", "step", "args"}
+    assert set(saved) == {"val", "test", "epoch", "step", "provenance", "args"}
     predictions = np.load(run_dir / "test_predictions.npz")
     recomputed = correlation_shot_metrics(predictions["preds"], predictions["labels"], predictions["train_labels"],
                                           5, 2, STSB_BINS)
@@ -150,9 +150,8 @@ def test_frozen_glove_rows_stay_and_oov_rows_follow_the_seed(data, tmp_path):
     first = torch.load(tmp_path / "a" / "ckpt.pth.tar", weights_only=True)["state_dict"]["embedding.weight"]
     second = torch.load(tmp_path / "b" / "ckpt.pth.tar", weights_only=True)["state_dict"]["embedding.weight"]
     vectors = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in glove.read_text().splitlines()}
-    from common.text import build_vocabulary
-    dataset = __import__("folders").folder_module("sts-b-dir", "dataset")
-    vocabulary = build_vocabulary(dataset.load_splits(data_dir).values())
+    dataset, text = (folder_module("sts-b-dir", name) for name in ("dataset", "text"))
+    vocabulary = text.build_vocabulary(dataset.load_splits(data_dir).values())
     for i, word in enumerate(vocabulary):
         if word in vectors:
             assert first[i].tolist() == pytest.approx(vectors[word], abs=1e-6) and torch.equal(first[i], second[i])
