@@ -17,10 +17,11 @@ from torch.utils.data import Dataset
 
 from common import checkpointing
 from common.bins import AGE_BINS
-from common.runtime import sha256_of
+from common.runtime import open_hdf5, read_hdf5, sha256_of
 from common.tools.datasplit import describe_split
 from common.errors import RunError
 from common.fds import FDS
+from common.gmm import check_fitted_on, gmm_path, labels_digest
 from common.lds import bucket_prior, prepare_weights
 from common.metrics import balanced_shot_metrics, shot_metrics, shot_table
 from common.objective import statistics_pass
@@ -88,28 +89,28 @@ def pack_path(data_dir, csv_name: str, img_size: int) -> Path:
 
 class PackReader:
     """Read images from a pack, checked against the split CSV and the image size; opened lazily in each process
-    (an HDF5 handle must not cross a fork into DataLoader workers)."""
+    (an HDF5 handle must not cross a fork into DataLoader workers). A truncated or corrupt pack is one sentence
+    saying how to re-create it."""
 
     def __init__(self, data_dir, csv_name: str, img_size: int, paths):
-        import h5py
         self.path = pack_path(data_dir, csv_name, img_size)
-        command = f"python -m common.tools.pack {csv_name} --data_dir {data_dir} --img_size {img_size}"
+        self.command = f"python -m common.tools.pack {csv_name} --data_dir {data_dir} --img_size {img_size}"
         if not self.path.is_file():
-            raise RunError(f"--data_format hdf5 needs {self.path}; write it with `{command}`.")
+            raise RunError(f"--data_format hdf5 needs {self.path}; write it with `{self.command}`.")
         csv = Path(data_dir) / f"{csv_name}.csv"
-        with h5py.File(self.path, "r") as handle:
+        with open_hdf5(self.path, self.command) as handle:
             if handle.attrs.get("csv_sha256") != sha256_of(csv) or int(handle.attrs.get("img_size", -1)) != img_size:
                 raise RunError(f"{self.path} was packed from another {csv.name} or image size; re-pack it with "
-                               f"`{command}`.")
-            index = {p.decode() if isinstance(p, bytes) else p: i for i, p in enumerate(handle["paths"][()])}
+                               f"`{self.command}`.")
+            names = read_hdf5(self.path, self.command, lambda: handle["paths"][()])
+            index = {p.decode() if isinstance(p, bytes) else p: i for i, p in enumerate(names)}
         self.rows = [index[p] for p in paths]
         self.handle = None
 
     def __getitem__(self, i: int) -> np.ndarray:
         if self.handle is None:
-            import h5py
-            self.handle = h5py.File(self.path, "r")
-        return self.handle["images"][self.rows[i]]
+            self.handle = open_hdf5(self.path, self.command)
+        return read_hdf5(self.path, self.command, lambda: self.handle["images"][self.rows[i]])
 
     def __getstate__(self):
         return {**self.__dict__, "handle": None}
@@ -190,15 +191,6 @@ class AgeDataset(Dataset):
 
 
 # -- priors -----------------------------------------------------------------------------------------------------
-def gmm_path(gmm: str, data_dir) -> Path:
-    """The GAI prior file. The reference's ``--gmm gmm.pkl`` (a sklearn pickle, never read here) maps to the
-    ``gmm.npz`` that ``data/preprocess_gmm.py`` writes, so its published command lines run unchanged."""
-    path = Path(gmm) if gmm else Path(data_dir) / "gmm.npz"
-    if path.suffix == ".pkl":
-        path = Path(data_dir) / "gmm.npz"
-    return path
-
-
 # -- the task ---------------------------------------------------------------------------------------------------
 class AgeTask(Task):
     """The age benchmarks' task on the shared trainer; each age folder's ``task.py`` subclasses it.
@@ -289,6 +281,9 @@ class AgeTask(Task):
             self.log(f"--bmse replaces the regression loss; --loss {a.loss} only chooses the validation metric "
                      f"that selects the best checkpoint ({self.selection_name}).")
         gmm_file = gmm_path(a.gmm, a.data_dir) if a.bmse and a.imp == "gai" else None
+        if gmm_file is not None:
+            check_fitted_on(gmm_file, labels_digest(self.train_labels), f"training ages ({a.dataset}.csv)",
+                            f"python data/preprocess_gmm.py --data_dir {a.data_dir}")
         prior = bucket_prior(self.train_labels, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, truncate=a.lds_truncate) \
             if a.bmse and a.imp == "bni" else None
         return self.build_loss(gmm_file, prior)

@@ -72,6 +72,18 @@ def save_checkpoint(state: dict, path: Path) -> None:
             os.remove(tmp)
 
 
+def copy_checkpoint(source: Path, dest: Path) -> None:
+    """Copy a checkpoint file atomically (a temporary file in ``dest``'s folder, then ``os.replace``)."""
+    fd, tmp = tempfile.mkstemp(prefix=Path(dest).name + ".", suffix=".tmp", dir=Path(dest).parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def numpy_scalar_globals() -> list:
     """What ``torch.load(weights_only=True)`` needs for numpy scalars: ``scalar``, ``dtype`` and the scalar dtypes."""
     scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
@@ -129,3 +141,29 @@ def train_only(model: torch.nn.Module, prefix: str) -> None:
     """RRT's second step: only the parameters whose names start with ``prefix`` (the head) keep training."""
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name.startswith(prefix))
+
+
+def non_finite_tensors(state: dict) -> list[str]:
+    """The names of the floating-point tensors of a (nested) checkpoint state that hold NaN or ±inf."""
+    bad = []
+
+    def visit(prefix, value):
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                bad.append(prefix)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(f"{prefix}.{key}" if prefix else str(key), item)
+
+    visit("", state)
+    return bad
+
+
+def is_good_checkpoint(path) -> bool:
+    """The file exists, reads, and its model and objective hold only finite values."""
+    try:
+        checkpoint = load_checkpoint(path)
+    except RunError:
+        return False
+    return not non_finite_tensors({"state_dict": checkpoint["state_dict"],
+                                   "objective": checkpoint.get("objective") or {}})

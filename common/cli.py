@@ -278,35 +278,66 @@ def given_flags(parser: argparse.ArgumentParser, argv=None) -> list[str]:
             action.default = default
 
 
-# Flags a resumed run may change: everything else comes from the checkpoint, so the run continues exactly.
-RESUME_FLAGS = ("epoch", "resume", "workers", "device", "gpu", "print_freq", "data_dir", "evaluate")
+# How a run is executed, not what it trains: a resumed or evaluated run takes them from the command line.
+RUN_FLAGS = ("resume", "evaluate", "eval_model", "workers", "device", "gpu", "cuda", "print_freq", "prefetch",
+             "persistent_workers", "compile", "channels_last", "store_root", "store_name", "overwrite", "log_file")
+# What a resumed run may change; each applies from where the run continues (the lr rescales its schedule).
+CHANGEABLE_ON_RESUME = ("epoch", "lr", "patience", "max_vals")
 
 
-def restore_flags(args, checkpoint_args: dict, model_flags, defaults: dict, given=None):
+def _same(a, b) -> bool:
+    """Flag values equal as the command line means them (a list and a tuple of the same numbers are equal)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isclose(a, b, rel_tol=1e-12))
+
+
+def restore_flags(args, checkpoint_args: dict, model_flags, defaults: dict, given=None, names=None):
     """The flags a run continues or evaluates with.
 
-    ``--resume``: the checkpoint's flags, except those of :data:`RESUME_FLAGS` given on the command line
-    (``given``; None: all of them are taken from the command line). ``--evaluate``: the checkpoint's
-    ``model_flags`` (the architecture it was trained with) and, unless given, its ``batch_size`` (batching
-    changes float summation order, so the numbers then equal the run's own test to the last digit). Flags in
-    ``defaults`` that are still None take the checkpoint's value, else the default (the shot thresholds a run
-    was reported with)."""
-    given = None if given is None else set(given)
+    ``--resume``: the checkpoint's flags; of those ``given`` on the command line (None, for a namespace built in
+    code: every run flag and changeable flag it holds, and nothing else is checked), the
+    :data:`RUN_FLAGS` and :data:`CHANGEABLE_ON_RESUME` apply, and any other whose value differs from the
+    checkpoint's is refused with one sentence (:class:`~common.errors.RunError`): a run cannot continue with
+    another objective, model or data. ``--evaluate``: the checkpoint's ``model_flags`` (the architecture it was
+    trained with) and, unless given, its ``batch_size`` (batching changes float summation order, so the numbers
+    then equal the run's own test to the last digit) and ``data_dir``. Flags in ``defaults`` that are still None
+    take the checkpoint's value, else the default (the shot thresholds a run was reported with). ``names`` maps a
+    flag's destination to its option string for messages (``conr_window`` → ``-w``)."""
+    from common.errors import RunError
+    kept = RUN_FLAGS + CHANGEABLE_ON_RESUME
+    if given is None:
+        given = {flag for flag in kept + ("batch_size", "data_dir") if hasattr(args, flag)}
+    given = set(given)
     if args.evaluate:
         for flag in model_flags:
             if flag in checkpoint_args:
                 setattr(args, flag, checkpoint_args[flag])
-        if given is not None and "batch_size" not in given and "batch_size" in checkpoint_args:
-            args.batch_size = checkpoint_args["batch_size"]
+        for flag in ("batch_size", "data_dir"):
+            if flag not in given and flag in checkpoint_args:
+                setattr(args, flag, checkpoint_args[flag])
     elif args.resume:
+        changed = [flag for flag in sorted(given - set(kept)) if flag in checkpoint_args
+                   and not _same(getattr(args, flag), checkpoint_args[flag])]
+        if changed:
+            flag = changed[0]
+            option = (names or {}).get(flag, f"--{flag}")
+            raise RunError(f"{option} cannot change on resume (the checkpoint {args.resume} was trained with "
+                           f"{checkpoint_args[flag]!r}, the command line says {getattr(args, flag)!r}): drop it to "
+                           "continue the run, or start a new run from these weights with --pretrained.")
         saved = {**vars(args), **checkpoint_args}
-        saved.update({flag: getattr(args, flag) for flag in RESUME_FLAGS
-                      if hasattr(args, flag) and (given is None or flag in given or flag in ("resume", "evaluate"))})
+        saved.update({flag: getattr(args, flag) for flag in kept
+                      if hasattr(args, flag) and (flag in given or flag in ("resume", "evaluate"))})
         args = argparse.Namespace(**saved)
     for flag, default in defaults.items():
         if getattr(args, flag, None) is None:
             setattr(args, flag, checkpoint_args.get(flag) or default)
     return args
+
+
+def option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each destination's first option string (``conr_window`` → ``-w``), for messages about flags."""
+    return {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
 
 
 def parse(parser: argparse.ArgumentParser, argv=None, check=None) -> argparse.Namespace:
@@ -319,6 +350,7 @@ def parse(parser: argparse.ArgumentParser, argv=None, check=None) -> argparse.Na
         args = check(parser, args) or args
     args = check_args(parser, args)
     args.given_flags = given_flags(parser, argv)
+    args.option_names = option_names(parser)
     try:
         import torch  # noqa: F401  (the heavy imports come after parsing, so --help stays fast)
     except ImportError:

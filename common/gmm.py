@@ -52,12 +52,43 @@ def fit_gmm_1d(values, n_components: int = 8, max_iter: int = 500, tol: float = 
             "variances": variances[order].reshape(-1, 1, 1)}
 
 
-def save_gmm(gmm: dict, path) -> None:
+def save_gmm(gmm: dict, path, fitted_on: str | None = None) -> None:
+    """Write ``gmm`` as ``.npz`` (or ``.json``); ``fitted_on`` names the content it was fitted on (the SHA-256
+    of the training labels it came from, :func:`labels_digest`), which :func:`check_fitted_on` compares."""
     path = Path(path)
+    record = {k: np.asarray(v) for k, v in gmm.items() if k in ("means", "weights", "variances")}
+    if fitted_on is not None:
+        record["fitted_on"] = np.asarray(fitted_on)
     if path.suffix == ".json":
-        path.write_text(json.dumps({k: np.asarray(v).tolist() for k, v in gmm.items()}, indent=2))
+        path.write_text(json.dumps({k: v.tolist() for k, v in record.items()}, indent=2))
     else:
-        np.savez(path, **gmm)
+        np.savez(path, **record)
+
+
+def labels_digest(values) -> str:
+    """The SHA-256 of training labels as float64 (what a GAI prior is fitted on): equal labels, equal digest."""
+    import hashlib
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(values, dtype=np.float64)).tobytes()).hexdigest()
+
+
+def check_fitted_on(path, digest: str, what: str, command: str) -> None:
+    """Refuse a GMM file that records being fitted on other labels than ``digest`` (``what`` names them in the
+    sentence, ``command`` re-creates the file). A file without the record (written before it, or by hand) is
+    accepted: there is nothing to compare."""
+    path = Path(path)
+    if not path.is_file():
+        return                               # load_gmm says that it is missing
+    try:
+        if path.suffix == ".json":
+            recorded = json.loads(path.read_text()).get("fitted_on")
+        else:
+            with np.load(path) as data:
+                recorded = str(data["fitted_on"]) if "fitted_on" in data.files else None
+    except (ValueError, OSError):
+        return                               # load_gmm says that it cannot be read
+    if recorded is not None and recorded != digest:
+        raise RunError(f"GMM file {path} was not fitted on this run's {what} (the data changed since it was "
+                       f"written); re-create it with `{command}`.")
 
 
 def load_gmm(path) -> dict:
@@ -78,6 +109,15 @@ def load_gmm(path) -> dict:
     return gmm
 
 
+def gmm_path(gmm: str, data_dir) -> Path:
+    """The GAI prior file. The reference's ``--gmm gmm.pkl`` (a sklearn pickle, never read here) maps to the
+    ``gmm.npz`` that ``data/preprocess_gmm.py`` writes, so its published command lines run unchanged."""
+    path = Path(gmm) if gmm else Path(data_dir) / "gmm.npz"
+    if path.suffix == ".pkl":
+        path = Path(data_dir) / "gmm.npz"
+    return path
+
+
 def fit_from_split_csv(csv_path, n_components: int, out_path) -> dict:
     """Fit the GMM on the training ages of an ``age,path,split`` CSV and save it (``.npz`` or ``.json``)."""
     import pandas as pd
@@ -92,7 +132,7 @@ def fit_from_split_csv(csv_path, n_components: int, out_path) -> dict:
     if ages.size < n_components:
         raise RunError(f"split file {csv_path} has {ages.size} training rows, too few for --K {n_components}.")
     gmm = fit_gmm_1d(ages, n_components)
-    save_gmm(gmm, out_path)
+    save_gmm(gmm, out_path, fitted_on=labels_digest(ages))
     return gmm
 
 

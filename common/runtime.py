@@ -140,6 +140,39 @@ class Progress:
         self.logger.info(f"{self.prefix} [{i + 1}/{self.total}]  {values}  ETA {int(eta // 60):d}:{int(eta % 60):02d}")
 
 
+def open_hdf5(path, command: str):
+    """``h5py.File(path, 'r')``, or one sentence naming the file and the ``command`` that re-creates it when the
+    file is truncated or corrupt (h5py's raw ``OSError`` otherwise)."""
+    import h5py
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise RunError(f"{path} could not be read ({str(error).split(';')[0]}): it is truncated or corrupt; "
+                       f"re-create it with `{command}`.") from error
+
+
+def read_hdf5(path, command: str, read):
+    """``read()`` (a read from an open HDF5 file), with the sentence of :func:`open_hdf5` if the data under it are
+    truncated (a file can open and still fail on a chunk that is not there)."""
+    try:
+        return read()
+    except OSError as error:
+        raise RunError(f"{path} could not be read ({str(error).split(';')[0]}): it is truncated or corrupt; "
+                       f"re-create it with `{command}`.") from error
+
+
+def make_run_dir(run_dir: Path) -> None:
+    """Create a run folder (and its parents), or say in one sentence why it cannot be (read-only, a file in the
+    way), before anything trains."""
+    try:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-")
+        probe.close()
+    except OSError as error:
+        raise RunError(f"cannot write the run folder {run_dir} ({error.strerror or error}); pass a --store_root "
+                       "where this user can write.") from error
+
+
 def write_json(data: dict, path: Path) -> None:
     """Atomic JSON write (temporary file + rename). Empty shots keep their NaN (Python's JSON reads it back)."""
     path = Path(path)
@@ -186,3 +219,86 @@ def provenance_lines(info: dict, flags: dict) -> list[str]:
     """The first lines of ``training.log``: the provenance, then every flag's value, one per line."""
     lines = [f"{key}: {value}" for key, value in info.items()]
     return lines + ["flags:"] + [f"  --{name} {flags[name]!r}" for name in sorted(flags)]
+
+
+def stop_on_sigterm():
+    """From now on SIGTERM (what a cluster scheduler sends before it kills a job) stops the run as Ctrl-C does:
+    a ``KeyboardInterrupt`` named after the signal. Returns the previous handler (None outside the main thread,
+    where signals cannot be handled)."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        interrupt = KeyboardInterrupt()
+        interrupt.signal_name = "SIGTERM"
+        raise interrupt
+
+    return signal.signal(signal.SIGTERM, stop)
+
+
+def restore_sigterm(previous) -> None:
+    import signal
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class RunLock:
+    """``<run folder>/run.lock``, holding the PID and host of the process that writes into the folder.
+
+    :meth:`acquire` creates it atomically (``O_EXCL``) or refuses with one sentence naming the holder; a lock
+    left by a process of this host that no longer runs is taken over (and :meth:`acquire` says so). Only the
+    main process locks; :meth:`release` removes the file if this process holds it."""
+
+    NAME = "run.lock"
+
+    def __init__(self, run_dir):
+        self.path, self.held = Path(run_dir) / self.NAME, False
+
+    def acquire(self) -> str | None:
+        """Take the lock; returns a note when a stale lock was taken over, else None."""
+        note = None
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and not self._stale(*holder[:2]):
+                    pid, host, since = holder
+                    raise RunError(f"run folder {self.path.parent} is in use by process {pid} on {host} (since "
+                                   f"{since}); wait for that run to end, or pass another --store_name.")
+                note = (f"took over the stale lock {self.path} of process {holder[0]} on {holder[1]}, which no longer "
+                        "runs" if holder is not None else f"replaced the unreadable lock {self.path}")
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(f"{os.getpid()} {platform.node()} {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            self.held = True
+            return note
+        raise RunError(f"could not take the lock {self.path}: another process keeps re-creating it.")
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.path.unlink(missing_ok=True)
+
+    def _holder(self):
+        try:
+            pid, host, since = self.path.read_text().strip().split(" ", 2)
+            return int(pid), host, since
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _stale(pid: int, host: str) -> bool:
+        """A lock of another host is never stale (its process cannot be seen from here)."""
+        if host != platform.node():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:     # the process runs, as another user
+            return False
+        return False

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -238,6 +239,10 @@ class TrainerConfig:
         persistent_workers, prefetch: the training loader keeps its worker processes between epochs (their random
             streams then carry over, so resume is exact only without it) and each worker prepares ``prefetch``
             batches ahead. Pinned memory is on whenever the device is CUDA.
+        branch: with ``resume``, write into ``run_dir`` (a new folder that starts from the checkpoint, its best
+            checkpoint copied) instead of continuing in the checkpoint's own folder.
+        lr: the model's learning rate the run is configured with; on resume, a value other than the checkpoint's
+            rescales the model group's schedule from where the run continues (None: keep the checkpoint's).
     """
 
     run_dir: Path | str
@@ -261,9 +266,11 @@ class TrainerConfig:
     compile_model: bool | str = False
     persistent_workers: bool = False
     prefetch: int = 2
+    branch: bool = False
+    lr: float | None = None
 
     @classmethod
-    def from_args(cls, args, run_dir) -> "TrainerConfig":
+    def from_args(cls, args, run_dir, branch: bool = False) -> "TrainerConfig":
         """The configuration a parsed ``train.py`` command line asks for."""
         device = runtime.resolve_device(args.device, args.gpu)
         get = lambda flag, default: getattr(args, flag, default)   # noqa: E731 (flags a benchmark may lack)
@@ -273,7 +280,8 @@ class TrainerConfig:
                    grad_clip=args.grad_clip, print_freq=args.print_freq, resume=args.resume or None,
                    overwrite=args.overwrite, flags=vars(args), sync_bn=get("sync_bn", False),
                    channels_last=get("channels_last", False), compile_model=get("compile", False),
-                   persistent_workers=get("persistent_workers", False), prefetch=get("prefetch", 2))
+                   persistent_workers=get("persistent_workers", False), prefetch=get("prefetch", 2),
+                   branch=branch, lr=args.lr)
 
 
 @dataclass
@@ -309,7 +317,9 @@ class Trainer:
         config = config or TrainerConfig(**fields)
         self.task, self.config = task, config
         self.resume = Path(config.resume) if config.resume else None
-        self.run_dir = self.resume.resolve().parent if self.resume else Path(config.run_dir)
+        continues = self.resume is not None and not config.branch
+        self.run_dir = self.resume.resolve().parent if continues else Path(config.run_dir)
+        self.lock = runtime.RunLock(self.run_dir)
         self.first_loss, self._val_labels = None, None
         self.device = distributed.setup(config.device)
         self.amp_dtype = config.amp_dtype
@@ -325,18 +335,30 @@ class Trainer:
 
     # -- set-up -------------------------------------------------------------------------------------------------
     def _prepare_run_dir(self) -> None:
-        if self.rank != 0:          # rank 0 checks and creates the folder; the others wait for it in fit()
+        """Rank 0 checks the folder, locks it and, with ``--overwrite``, clears what an earlier run left; the other
+        processes wait for it in :meth:`fit`."""
+        if self.rank != 0:
             return
-        run_dir = self.run_dir
-        if not self.resume and run_dir.exists() and any(run_dir.iterdir()) and not self.config.overwrite:
+        run_dir, new_run = self.run_dir, self.resume is None or self.config.branch
+        if new_run and run_dir.exists() and any(run_dir.iterdir()) and not self.config.overwrite:
             if (run_dir / CHECKPOINT).is_file():
                 raise RunError(f"run folder {run_dir} already exists; pass --overwrite to reuse it, --resume "
                                f"{run_dir / CHECKPOINT} to continue it, or another --store_name.")
             raise RunError(f"run folder {run_dir} already exists and holds no checkpoint (an earlier run stopped "
                            "before its first checkpoint); pass --overwrite to reuse it or another --store_name.")
-        run_dir.mkdir(parents=True, exist_ok=True)
+        runtime.make_run_dir(run_dir)
+        self._lock_note = self.lock.acquire()
+        if new_run:
+            # --overwrite: nothing of the earlier run may stay behind to be read as this run's (results.json).
+            for old in run_dir.iterdir():
+                if old.name != runtime.RunLock.NAME:
+                    shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
         for stale in run_dir.glob("*.pth.tar.*.tmp"):   # left by a kill during a checkpoint write
             stale.unlink()
+        if self.config.branch:
+            source = self.resume.resolve().parent / BEST_CHECKPOINT
+            if source.is_file():         # the best so far, which LoopState's best_* describe
+                checkpointing.copy_checkpoint(source, run_dir / BEST_CHECKPOINT)
 
     def _loader(self, dataset, train: bool) -> tuple[DataLoader, EpochSampler]:
         """A loader of this process's share: training shards padded to equal sizes, evaluation shards exact."""
@@ -411,16 +433,26 @@ class Trainer:
         """Test a checkpoint: print the metrics and write ``eval.json`` beside it."""
         self.log = self.task.log = print
         checkpoint = checkpointing.load_checkpoint(checkpoint_path)
+        bad = checkpointing.non_finite_tensors(checkpoint["state_dict"])
+        if bad:
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            raise RunError(f"checkpoint {checkpoint_path} holds non-finite weights ({', '.join(bad[:3])}{more}): the run "
+                           "that wrote it had diverged; evaluate an earlier checkpoint of that run.")
         datasets = self.task.datasets()
         model = self._build_model()
         self._load_model(model, checkpoint, checkpoint_path)
         preds, labels = self.predict(model, self._loader(datasets["test"], train=False)[0])
         metrics = self.task.metrics(preds, labels)
         print(self.task.report("test", preds, labels, metrics))
+        path = Path(checkpoint_path).parent / "eval.json"
         if runtime.is_main_process():
-            runtime.write_json({"test": metrics, "epoch": checkpoint.get("epoch"), "checkpoint": str(checkpoint_path),
-                                "provenance": runtime.provenance(self.device), "args": self.config.flags},
-                               Path(checkpoint_path).parent / "eval.json")
+            try:
+                runtime.write_json({"test": metrics, "epoch": checkpoint.get("epoch"),
+                                    "checkpoint": str(checkpoint_path), "provenance": runtime.provenance(self.device),
+                                    "args": self.config.flags}, path)
+            except OSError as error:     # a read-only folder: the metrics above are the result
+                print(f"warning: could not write {path} ({error.strerror or error}); the metrics above are the "
+                      "evaluation's result.", file=sys.stderr)
         return metrics
 
     # -- training -----------------------------------------------------------------------------------------------
@@ -428,13 +460,20 @@ class Trainer:
         """Train, select on validation, test the best checkpoint; returns ``{'val', 'test', 'epoch', 'step',
         'run_dir'}``."""
         checkpoint = checkpointing.load_checkpoint(self.resume) if self.resume else None
-        self._start_logging()
-        self._set_up(checkpoint)
-        first_epoch, first_step = self.state.epoch, self.state.next_step
-        for epoch in range(first_epoch, self.config.epochs):
-            if self.train_one_epoch(epoch, skip=first_step if epoch == first_epoch else 0):
-                break
-        return self.test_best()
+        previous = runtime.stop_on_sigterm()
+        try:
+            self._start_logging()
+            self._set_up(checkpoint)
+            first_epoch, first_step = self.state.epoch, self.state.next_step
+            for epoch in range(first_epoch, self.config.epochs):
+                if self.train_one_epoch(epoch, skip=first_step if epoch == first_epoch else 0):
+                    break
+            return self.test_best()
+        except KeyboardInterrupt as stop:       # Ctrl-C, or SIGTERM from a scheduler (runtime.stop_on_sigterm)
+            raise RunError(self._interrupted(stop)) from None
+        finally:
+            runtime.restore_sigterm(previous)
+            self.lock.release()
 
     def _start_logging(self) -> None:
         """The run folder, the seed, the log (its first lines: the run's provenance) and tensorboard scalars."""
@@ -449,6 +488,10 @@ class Trainer:
         self.provenance = runtime.provenance(self.device)
         for line in runtime.provenance_lines(self.provenance, self.config.flags):
             self.log(line)
+        if getattr(self, "_lock_note", None):
+            self.log(self._lock_note)
+        if self.config.branch:
+            self.log(f"a new run from {self.resume}, continued in {self.run_dir} (its folder is left as it is)")
         self.scalars = runtime.ScalarLogger(self.run_dir)
         self.log(f"run folder {self.run_dir}  device {self.device}" + (f"  processes {self.world} (global batch "
                  f"{self.config.batch_size} = {self.world} × {self.local_batch})" if self.world > 1 else ""))
@@ -474,10 +517,26 @@ class Trainer:
                           scheduler=self.scheduler, scaler=self.scaler)
             self.state.load_state_dict(checkpoint["trainer"])
             self.log(f"resumed from {self.resume} at epoch {self.state.epoch}, step {self.state.next_step}")
+            self._apply_lr()
         self.train_loader, self.train_sampler = self._loader(datasets["train"], train=True)
         self.stats_loader = self.train_loader if "stats" not in datasets else \
             self._loader(datasets["stats"], train=False)[0]
         self.val_loader = self._loader(datasets["val"], train=False)[0]
+
+    def _apply_lr(self) -> None:
+        """On resume, ``config.lr`` other than the checkpoint's: the model group's learning rate and its schedule
+        rescaled by their ratio, from where the run continues."""
+        group = self.optimizer.param_groups[0]
+        base = self.scheduler.base_lrs[0] if self.scheduler is not None else group.get("initial_lr", group["lr"])
+        if self.config.lr is None or math.isclose(self.config.lr, base, rel_tol=1e-12):
+            return
+        ratio = self.config.lr / base
+        group["lr"] *= ratio
+        if "initial_lr" in group:
+            group["initial_lr"] *= ratio
+        if self.scheduler is not None:
+            self.scheduler.base_lrs[0] *= ratio
+        self.log(f"--lr {self.config.lr:g} (the checkpoint's was {base:g}): the learning rate is now {group['lr']:g}")
 
     def train_one_epoch(self, epoch: int, skip: int = 0) -> bool:
         """One epoch from its batch ``skip`` on (a mid-epoch resume), the statistics pass and the epoch's
@@ -495,6 +554,7 @@ class Trainer:
         meters = {}
         progress = runtime.Progress(self.logger, steps_per_epoch, f"epoch {epoch}", config.print_freq)
         for step, batch in enumerate(self._batches(self.train_loader), start=skip):
+            self.position = (epoch, step)
             components = self._step(batch, epoch, step)
             state.global_step += 1
             for name, value in components.items():
@@ -588,7 +648,7 @@ class Trainer:
         ``divergence_factor`` times the first) ends the run with one sentence."""
         model, objective, optimizer, scaler = self.model, self.objective, self.optimizer, self.scaler
         ckpt_path, factor = self.run_dir / CHECKPOINT, self.config.divergence_factor
-        kept = f"the last good checkpoint is {ckpt_path}" if ckpt_path.exists() else "no checkpoint was written yet"
+        kept = self._last_good_checkpoint()
         try:
             with autocast(self.device, self.amp_dtype):
                 components = objective(model, batch, epoch)
@@ -622,6 +682,38 @@ class Trainer:
         scaler.update()
         distributed.broadcast_state(model, buffers_only=True)    # rank 0's BatchNorm statistics, as DDP keeps
         return {**{name: value.item() for name, value in components.items()}, "total": total.item()}
+
+    def _interrupted(self, stop: KeyboardInterrupt) -> str:
+        """The sentence for a run stopped by a signal: where, and the command that continues it."""
+        signal_name = getattr(stop, "signal_name", "Ctrl-C (SIGINT)")
+        epoch, step = getattr(self, "position", (self.state.epoch, self.state.next_step))
+        path = self.run_dir / CHECKPOINT
+        if not path.exists():
+            return (f"stopped by {signal_name} at epoch {epoch}, step {step}, before the first checkpoint; nothing "
+                    "to resume: start the run again.")
+        return (f"stopped by {signal_name} at epoch {epoch}, step {step}; the last checkpoint (to continue at epoch "
+                f"{self.state.epoch}, step {self.state.next_step}) is intact: continue with `python train.py "
+                f"--resume {path.resolve()}`.")
+
+    def _last_good_checkpoint(self) -> str:
+        """What a stopped run leaves to resume from, said only of a checkpoint whose tensors are all finite."""
+        path = self.run_dir / CHECKPOINT
+        if not path.exists():
+            return "no checkpoint was written yet"
+        if checkpointing.is_good_checkpoint(path):
+            return f"the last good checkpoint is {path}"
+        return f"the last checkpoint, {path}, holds non-finite values too: start again (lower --lr)"
+
+    def log_fatal(self, sentence: str) -> None:
+        """The sentence a run ends with, also as the last line of its ``training.log``."""
+        logger = getattr(self, "logger", None)
+        if logger is None:
+            return
+        record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, f"error: {sentence}", None, None)
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.emit(record)
+                handler.flush()
 
     def _check_against_baseline(self, best_score: float) -> None:
         """Warn (stderr and the log file) when the best model is no better on validation than the task's trivial
@@ -671,23 +763,51 @@ def run(args, task_class: type[Task]) -> dict:
 
     ``task_class(args)`` builds the benchmark's :class:`Task`; its ``run_name(args)`` names a new run folder under
     ``--store_root`` unless ``--store_name`` is given, its ``model_flags`` and ``eval_defaults`` say what an
-    evaluated or resumed checkpoint keeps (:func:`common.cli.restore_flags`). A :class:`RunError` ends the
-    process with its one sentence (exit status 1).
+    evaluated or resumed checkpoint keeps (:func:`common.cli.restore_flags`). ``--resume`` continues in the
+    checkpoint's folder, or, with a ``--store_name`` naming another folder, starts a new run there from the
+    checkpoint. A checkpoint of another benchmark is refused. A :class:`RunError` ends the process with its one
+    sentence (exit status 1), which is also the last line of the run's ``training.log``.
     """
-    given = getattr(args, "given_flags", None)
-    if given is not None:
-        del args.given_flags                      # a property of this command line, not of the run
+    given, names = getattr(args, "given_flags", None), getattr(args, "option_names", None)
+    for attribute in ("given_flags", "option_names"):      # properties of this command line, not of the run
+        if hasattr(args, attribute):
+            delattr(args, attribute)
+    trainer = None
     try:
-        checkpoint_args = checkpointing.load_checkpoint(args.resume).get("args", {}) if args.resume else {}
-        checkpoint_args.pop("given_flags", None)
+        checkpoint = checkpointing.load_checkpoint(args.resume) if args.resume else {}
+        check_benchmark(checkpoint, args.resume, task_class.benchmark)
+        checkpoint_args = {k: v for k, v in checkpoint.get("args", {}).items()
+                           if k not in ("given_flags", "option_names")}
+        branch = bool(args.resume) and not args.evaluate and given is not None and "store_name" in given \
+            and bool(args.store_name)
         args = cli.restore_flags(args, checkpoint_args, task_class.model_flags, task_class.eval_defaults,
-                                 given)
+                                 given, names)
         run_dir = Path(args.store_root) / (args.store_name or task_class.run_name(args))
-        trainer = Trainer(task_class(args), TrainerConfig.from_args(args, run_dir))
+        branch = branch and run_dir.resolve() != Path(args.resume).resolve().parent
+        trainer = Trainer(task_class(args), TrainerConfig.from_args(args, run_dir, branch=branch))
         result = trainer.evaluate(args.resume) if args.evaluate else trainer.fit()
         distributed.shutdown()
         return result
     except RunError as error:
         # Raised in a DataLoader worker, the message arrives wrapped in the worker's traceback: keep its sentence.
-        sentence = str(error).strip().splitlines()[-1]
-        raise SystemExit(f"error: {sentence.split('RunError: ', 1)[-1]}")
+        sentence = str(error).strip().splitlines()[-1].split("RunError: ", 1)[-1]
+        if trainer is not None:
+            trainer.log_fatal(sentence)
+        raise SystemExit(f"error: {sentence}")
+
+
+# The benchmark of a checkpoint written before checkpoints named theirs, from the flags only it has.
+_BENCHMARK_OF_DATASET = {"agedb": "agedb-dir", "imdb_wiki": "imdb-wiki-dir"}
+
+
+def check_benchmark(checkpoint: dict, path, benchmark: str) -> None:
+    """Refuse a checkpoint that another benchmark's ``train.py`` wrote (a reference checkpoint, without flags,
+    passes: its tensors are checked against the model when they load)."""
+    if not checkpoint or not benchmark:
+        return
+    saved = checkpoint.get("args") or {}
+    source = checkpoint.get("benchmark") or ("nyud2-dir" if "encoder" in saved else "sts-b-dir" if "d_hid" in saved
+                                             else _BENCHMARK_OF_DATASET.get(saved.get("dataset"), ""))
+    if source and source != benchmark:
+        raise RunError(f"checkpoint {path} was trained by {source}/train.py, not {benchmark}/train.py; run it there "
+                       f"(cd {source} && python train.py --resume {Path(path).resolve()} ...).")

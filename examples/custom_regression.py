@@ -20,6 +20,7 @@ from common.trainer import Task
 class CSVTask(Task):
     """The trainer asks a task for data, model, objective and metrics; everything else is shared."""
     run_name = staticmethod(lambda args: "custom")           # the run folder under --store_root
+    eval_defaults = {"many_shot_thr": 100, "low_shot_thr": 20}
 
     def __init__(self, a):
         frame, rng = pd.read_csv(a.csv), np.random.default_rng(a.seed)
@@ -62,8 +63,7 @@ def main(argv=None):
     p.add_argument("--label", default="label")
     p.add_argument("--bins", type=float, nargs=3, default=(0, 1, 100), metavar=("START", "WIDTH", "NUM"))
     p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--many_shot_thr", type=int, default=100)
-    p.add_argument("--low_shot_thr", type=int, default=20)
+    cli.add_shot_args(p, many=100, few=20)       # --evaluate keeps the run's own thresholds unless given
     cli.add_run_args(p, workers=0)
     cli.add_optim_args(p, epoch=20, batch_size=64)
     cli.add_reweight_args(p, rrt=False)

@@ -16,6 +16,7 @@ normalisation; the FDS subset and the test skip the augmentation, and the test k
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -260,10 +261,14 @@ def pixel_histogram(pairs, scale_to: int = 240, crop=(304, 228)) -> np.ndarray:
 
 
 def cached_pixel_histogram(data_dir, pairs, scale_to: int, crop, log=print) -> np.ndarray:
-    """The training pixel histogram, computed once and cached in ``<data_dir>/nyu2_train_pixel_histogram.json``
-    (keyed by the image list, scale and crop, so a changed split recomputes it)."""
-    key = {"images": len(pairs), "first": str(pairs[0][1].name) if pairs else "", "last": str(pairs[-1][1].name)
-           if pairs else "", "scale": scale_to, "crop": list(crop)}
+    """The training pixel histogram, computed once and cached in ``<data_dir>/nyu2_train_pixel_histogram.json``,
+    keyed on what it is derived from: every depth file's path, size and modification time, the scale and the
+    crop. A changed split or a rewritten depth map recomputes it."""
+    listing = hashlib.sha256()
+    for _, depth_path in pairs:
+        stat = depth_path.stat()
+        listing.update(f"{depth_path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    key = {"images": len(pairs), "depth_files_sha256": listing.hexdigest(), "scale": scale_to, "crop": list(crop)}
     path = Path(data_dir) / HISTOGRAM_CACHE
     if path.is_file():
         try:

@@ -21,6 +21,7 @@ from common.bins import DEPTH_BINS
 from common.depth import depth_metrics, depth_table, pixel_bucket_weights, shot_bins
 from common.errors import RunError
 from common.fds import FDS
+from common.gmm import check_fitted_on, gmm_path, labels_digest
 from common.optim import optimizer_from_args
 from common.trainer import Task
 
@@ -132,8 +133,9 @@ class NYUD2Task(Task):
         a = self.args
         gmm_file = prior = None
         if a.bmse and a.imp == "gai":
-            # The references' --gmm gmm.pkl names their pickle; ours is <data_dir>/gmm.npz (data/preprocess_gmm.py).
-            gmm_file = Path(a.gmm) if a.gmm and not a.gmm.endswith(".pkl") else Path(a.data_dir) / "gmm.npz"
+            gmm_file = gmm_path(a.gmm, a.data_dir)
+            check_fitted_on(gmm_file, labels_digest(self.pixel_counts), "training pixel histogram",
+                            f"python data/preprocess_gmm.py --data_dir {a.data_dir}")
         if a.bmse and a.imp == "bni":
             prior = dataset.bni_prior(self.pixel_counts, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
                                       a.bucket_start, truncate=a.lds_truncate)

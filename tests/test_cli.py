@@ -161,13 +161,37 @@ def test_given_flags_are_the_ones_on_the_command_line():
     argv = ["--resume", "ck.pth.tar", "--workers", "0", "-w", "2"]
     assert cli.given_flags(parser, argv) == ["conr_window", "resume", "workers"]
     assert parser.parse_args([]).epoch == 90                          # the defaults are back afterwards
-    args = parser.parse_args(argv)
     saved = {**vars(parser.parse_args([])), "epoch": 4, "workers": 8, "lr": 0.5}
-    resumed = restore_flags(args, saved, (), {}, cli.given_flags(parser, argv))
+    argv = ["--resume", "ck.pth.tar", "--workers", "0"]
+    resumed = restore_flags(parser.parse_args(argv), saved, (), {}, cli.given_flags(parser, argv))
     assert (resumed.epoch, resumed.workers, resumed.lr, resumed.resume) == (4, 0, 0.5, "ck.pth.tar")
     again = restore_flags(parser.parse_args(argv + ["--epoch", "6"]), saved, (), {},
                           cli.given_flags(parser, argv + ["--epoch", "6"]))
     assert again.epoch == 6
+
+
+@pytest.mark.parametrize("extra, refused", [
+    (["-w", "2"], "-w cannot change on resume (the checkpoint ck.pth.tar was trained with 1.0, the command line "
+                  "says 2.0)"),
+    (["--conr"], "--conr cannot change on resume"),
+    (["--reweight", "inverse"], "--reweight cannot change on resume"),
+    (["--batch_size", "8"], "--batch_size cannot change on resume"),
+    (["--data_dir", "elsewhere"], "--data_dir cannot change on resume"),
+])
+def test_a_resumed_run_refuses_a_flag_it_cannot_honour(extra, refused):
+    """A flag that would change what is trained cannot apply to a run half done: one sentence, not ignored."""
+    from common.cli import restore_flags
+    from common.errors import RunError
+    parser = cli.build_age_parser("t", **AGEDB)
+    saved = vars(parser.parse_args([]))
+    argv = ["--resume", "ck.pth.tar", *extra]
+    with pytest.raises(RunError) as info:
+        restore_flags(parser.parse_args(argv), saved, (), {}, cli.given_flags(parser, argv), cli.option_names(parser))
+    assert refused in str(info.value) and "--pretrained" in str(info.value)
+    # The same flag with the checkpoint's own value is no change, and run flags always apply.
+    same = ["--resume", "ck.pth.tar", "-w", "1.0", "--workers", "3", "--lr", "0.01", "--store_name", "b"]
+    resumed = restore_flags(parser.parse_args(same), saved, (), {}, cli.given_flags(parser, same))
+    assert (resumed.conr_window, resumed.workers, resumed.lr, resumed.store_name) == (1.0, 3, 0.01, "b")
 
 
 # docs/methods.md §1–§7 hyper-parameter tables: each benchmark's method defaults, as its references set them.

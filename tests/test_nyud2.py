@@ -6,6 +6,7 @@ ResNet-18 encoder without ImageNet weights, on CPU.
 import hashlib
 import json
 import math
+import os
 import subprocess
 import sys
 import warnings
@@ -203,6 +204,37 @@ def test_histogram_is_computed_once_and_cached(data_dir, monkeypatch):
     np.testing.assert_array_equal(counts, expected)
     monkeypatch.setattr(dataset, "pixel_histogram", lambda *a: pytest.fail("recomputed instead of cached"))
     np.testing.assert_array_equal(dataset.cached_pixel_histogram(data_dir, pairs, 36, (44, 32)), expected)
+
+
+def test_a_rewritten_depth_map_recomputes_the_cached_histogram(tmp_path):
+    """The cache is keyed on the depth files themselves: same names and count, new content, new histogram."""
+    data = tmp_path / "data"
+    write_synthetic_nyud2(data, n=8, n_test=2, size=(48, 36), crop=(44, 32), seed=0)
+    pairs = dataset.read_pairs(data / "nyu2_train.csv", data)
+    before = dataset.cached_pixel_histogram(data, pairs, 36, (44, 32))
+    depth = pairs[0][1]
+    Image.fromarray(np.full((36, 48), 250, np.uint8)).save(depth)       # every pixel at 9.8 m
+    os.utime(depth, ns=(depth.stat().st_atime_ns, depth.stat().st_mtime_ns + 10**9))
+    after = dataset.cached_pixel_histogram(data, pairs, 36, (44, 32))
+    np.testing.assert_array_equal(after, dataset.pixel_histogram(pairs, 36, (44, 32)))
+    assert after[98] > before[98] and after.sum() == before.sum()
+
+
+def test_a_gai_prior_fitted_on_another_histogram_is_refused(tmp_path):
+    data = tmp_path / "data"
+    write_synthetic_nyud2(data, n=8, n_test=2, size=(48, 36), crop=(44, 32), seed=0)
+    script = ROOT / "nyud2-dir" / "data" / "preprocess_gmm.py"
+    done = subprocess.run([sys.executable, str(script), "--data_dir", str(data), "--K", "2", "--reference_histogram"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    flags = ["--data_dir", str(data), "--store_root", str(tmp_path), "--store_name", "gai", "--encoder", "resnet18",
+             "--pretrained_encoder", "none", "--scale", "36", "--crop", "44", "32", "--epoch", "1", "--batch_size",
+             "4", "--workers", "0", "--select_on_test", "--bmse", "--imp", "gai"]
+    with pytest.raises(SystemExit) as info:
+        folder_main("nyud2-dir")(flags)
+    assert str(info.value.code) == (f"error: GMM file {data / 'gmm.npz'} was not fitted on this run's training pixel "
+                                    "histogram (the data changed since it was written); re-create it with `python "
+                                    f"data/preprocess_gmm.py --data_dir {data}`.")
 
 
 def test_samples_shapes_weights_and_masks(data_dir):

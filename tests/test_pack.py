@@ -46,3 +46,18 @@ def test_a_pack_that_does_not_fit_is_refused(data_dir, tmp_path):
     (changed / "agedb.csv").write_text("\n".join(lines[:1] + lines[2:]) + "\n")          # one row fewer
     message = error_of(changed)
     assert "was packed from another agedb.csv or image size; re-pack it with `python -m common.tools.pack agedb" in message
+
+
+def test_a_truncated_pack_is_one_sentence_naming_it(data_dir, tmp_path):
+    """A pack cut short (a copy interrupted, a full disk) is named, with the command that re-creates it."""
+    cut = tmp_path / "cut"
+    shutil.copytree(data_dir, cut)
+    path = cut / "agedb_16.h5"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(SystemExit) as info:
+        agedb_main(["--data_dir", str(cut), "--store_root", str(tmp_path), "--store_name", "x", "--data_format",
+                    "hdf5", *TINY, "--workers", "0"])
+    message = str(info.value.code)
+    assert message.startswith(f"error: {path} could not be read (") and "\n" not in message
+    assert message.endswith(f"it is truncated or corrupt; re-create it with `python -m common.tools.pack agedb "
+                            f"--data_dir {cut} --img_size 16`.")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.gmm import fit_gmm_1d, save_gmm
+from common.gmm import fit_gmm_1d, labels_digest, save_gmm
 
 
 def main(argv=None) -> None:
@@ -40,6 +40,7 @@ def main(argv=None) -> None:
             counts = dataset.cached_pixel_histogram(data_dir, pairs, args.scale, tuple(args.crop))
         except dataset.RunError as error:
             raise SystemExit(f"error: {error}") from None
+    fitted_on = labels_digest(counts)       # the histogram itself, which a run compares with its own
     counts = np.asarray(counts, dtype=np.int64).copy()
     counts[:7] = counts[7]
     unit = dataset.pixels_per_gmm_sample(int(np.asarray(counts).sum()))
@@ -48,7 +49,7 @@ def main(argv=None) -> None:
     if samples.size < args.K:
         raise SystemExit(f"error: only {samples.size} samples for {args.K} components; lower --K.")
     out = Path(args.out) if args.out else data_dir / "gmm.npz"
-    save_gmm(fit_gmm_1d(samples, args.K), out)
+    save_gmm(fit_gmm_1d(samples, args.K), out, fitted_on=fitted_on)
     print(f"wrote {out}: {args.K} components fitted on {samples.size} bin centres (one per {unit:,} pixels)")
 
 
