@@ -33,7 +33,7 @@ CONFIGS = {
     "RankSim": ["--regularization_weight", "3e-4", "--interpolation_lambda", "2"],
 }
 REDUCED = ["--word_embs_file", "glove-6b-50d", "--d_hid", "128", "--lr", "1e-3", "--batch_size", "128",
-           "--val_interval", "41", "--patience", "5", "--max_vals", "15", "--workers", "0", "--print_freq", "1000"]
+           "--val_interval", "41", "--patience", "5", "--patience_rule", "best", "--max_vals", "15", "--workers", "0", "--print_freq", "1000"]
 SEEDS = (0, 1, 2)
 SHOTS = ("all", "many", "medium", "few")
 

@@ -245,6 +245,11 @@ class AgeTask(Task):
             raise RunError(f"--srl_num_labels {a.srl_num_labels} is too small for training ages up to "
                            f"{int(train_labels.max())}; raise it to {int(train_labels.max()) + 1}.")
         self.train_labels = train_labels
+        if a.fds and train_labels.max() > a.bucket_num - 1:
+            self.log(f"warning: --fds tracks ages {a.bucket_start}–{a.bucket_num - 1} (--bucket_num {a.bucket_num}); "
+                     f"the training ages above, up to {train_labels.max():g}, are calibrated only in a batch that "
+                     f"holds age {a.bucket_num - 1} exactly, else not at all (the reference's rule); raise "
+                     f"--bucket_num to {int(train_labels.max()) + 1} to track them.")
         weights = prepare_weights(train_labels, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
                                   bins=AGE_BINS, truncate_smoothed_counts=a.lds_truncate)
 

@@ -47,8 +47,8 @@ def is_disk_full(error: BaseException) -> bool:
     return "No space left" in text or "file write failed" in text or "unexpected pos" in text
 
 
-def save_checkpoint(state: dict, path: Path) -> None:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``.
+def save_checkpoint(state: dict, path: Path) -> int:
+    """Write atomically: a temporary file in the same folder, then ``os.replace``; returns the bytes written.
 
     A full disk is a :class:`RunError` naming the folder and the space needed; the previous file at ``path``
     stays intact, and the temporary file is removed."""
@@ -58,7 +58,9 @@ def save_checkpoint(state: dict, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(state, tmp)
+        written = os.path.getsize(tmp)
         os.replace(tmp, path)
+        return written
     except (OSError, RuntimeError) as error:
         if not is_disk_full(error):
             raise

@@ -82,7 +82,7 @@ def add_run_args(p: argparse.ArgumentParser, *, data_dir="./data", store_root="c
 def add_optim_args(p: argparse.ArgumentParser, *, optimizer="adam", loss="l1", lr=1e-3, epoch=90, momentum=0.9,
                    weight_decay=1e-4, schedule=(60, 80), batch_size=256, val_interval=0, patience=None,
                    max_vals=None, grad_clip=None, aliases=None, weight_decay_help="SGD only",
-                   losses=REGRESSION_LOSSES):
+                   losses=REGRESSION_LOSSES, patience_rule="best"):
     """Optimisation flags. ``aliases`` adds a benchmark's own names for them (NYUD2: ``{'epoch': ['--epochs'],
     'lr': ['--learning-rate'], 'weight_decay': ['--wd']}``). ``losses`` are the ``--loss`` choices the benchmark
     trains (NYUD2: only ``mse``); ``schedule=None`` leaves ``--schedule`` out, for a benchmark whose learning-rate
@@ -103,7 +103,13 @@ def add_optim_args(p: argparse.ArgumentParser, *, optimizer="adam", loss="l1", l
                    help="validate every N training iterations (0: after every epoch)")
     g.add_argument("--patience", type=int, default=patience,
                    help="stop after N validations without improvement (default: never)")
+    g.add_argument("--patience_rule", default=patience_rule, choices=["best", "window"],
+                   help="best: stop after --patience validations in a row without a better score; window (the STS-B "
+                        "reference): stop at a validation at least as bad as each of the --patience before it")
     g.add_argument("--max_vals", type=int, default=max_vals, help="stop after N validations (default: no limit)")
+    g.add_argument("--save_every_minutes", type=float, default=30.0,
+                   help="with --val_interval: between validations, the resumable checkpoint is also written at an "
+                        "epoch end once this many minutes have passed since the last write (0: every epoch end)")
     g.add_argument("--grad_clip", type=float, default=grad_clip, help="clip the gradient norm (default: off)")
     return g
 
@@ -119,12 +125,14 @@ def add_image_args(p: argparse.ArgumentParser, *, model="resnet50", img_size=224
                    help="hdf5: read the decoded, resized images packed by `python -m common.tools.pack`")
 
 
-def add_shot_args(p: argparse.ArgumentParser, *, many=100, few=20) -> None:
+def add_shot_args(p: argparse.ArgumentParser, *, many=100, few=20):
+    """The shot thresholds (None unless given: the checkpoint's, else these defaults); returns the group."""
     g = p.add_argument_group("evaluation")
     g.add_argument("--many_shot_thr", type=int, default=None,
                    help=f"many-shot: more training samples than this (default {many}, or the checkpoint's)")
     g.add_argument("--low_shot_thr", type=int, default=None,
                    help=f"few-shot: fewer training samples than this (default {few}, or the checkpoint's)")
+    return g
 
 
 def add_reweight_args(p: argparse.ArgumentParser, *, lds_ks=5, lds_sigma=1.0, rrt=True) -> None:
@@ -237,7 +245,9 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
     if on("retrain_fc") and not args.pretrained:
         parser.error("--retrain_fc retrains the last layer of a trained model: pass it with --pretrained CKPT.")
     if on("retrain_fc") and getattr(args, "reweight", "none") == "none" and not on("bmse"):
-        parser.error("--retrain_fc (RRT) needs a balanced objective: add --reweight or --bmse.")
+        # Allowed, as the NYUD2 and STS-B references allow it (the age ones assert a --reweight): said, not refused.
+        print("warning: --retrain_fc without --reweight or --bmse retrains on the unweighted loss, which does not "
+              "rebalance the head (RRT is meant for a balanced objective).", file=sys.stderr)
     if on("evaluate") and not args.resume:
         parser.error("--evaluate needs the checkpoint to evaluate: add --resume CKPT.")
     if on("resume") and on("pretrained"):
@@ -262,7 +272,40 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
         parser.error("-t (ConR temperature) must be positive.")
     if on("bmse") and args.init_noise_sigma <= 0:
         parser.error("--init_noise_sigma must be positive.")
+    check_ranges(parser, args)
+    if on("conr") and getattr(args, "batch_size", 2) == 1:
+        print("warning: --conr with --batch_size 1 has no pair of samples to contrast: ConR adds nothing to the "
+              "loss (raise --batch_size).", file=sys.stderr)
     return args
+
+
+# The valid range of every numeric flag, checked for the flags a benchmark's parser has (None: not given).
+POSITIVE = ("lr", "batch_size", "epoch", "img_size", "width", "lds_sigma", "fds_sigma", "conr_temperature",
+            "temperature", "init_noise_sigma", "n_points", "embedding_dim", "grad_clip", "print_freq", "prefetch",
+            "srl_num_labels")
+NON_NEGATIVE = ("val_interval", "workers", "weight_decay", "save_every_minutes", "start_update", "start_smooth", "bucket_start",
+                "sigma_lr", "regularization_weight", "interpolation_lambda", "conr_window", "conr_beta", "conr_eta",
+                "w1", "w2", "w3", "many_shot_thr", "low_shot_thr", "gpu")
+UNIT_INTERVAL = ("fds_mmt", "momentum")
+
+
+def check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One sentence for a numeric flag out of its range (a width of 0, a σ of 0, a negative λ or clip norm, a
+    momentum above 1, shot thresholds in the wrong order), before anything loads."""
+    names = option_names(parser)
+    value = lambda flag: getattr(args, flag, None)   # noqa: E731
+    for flags, bad, rule in ((POSITIVE, lambda v: v <= 0, "> 0"), (NON_NEGATIVE, lambda v: v < 0, "≥ 0"),
+                             (UNIT_INTERVAL, lambda v: not 0 <= v <= 1, "in [0, 1]")):
+        for flag in flags:
+            if value(flag) is not None and bad(value(flag)):
+                parser.error(f"{names.get(flag, '--' + flag)} must be {rule}, got {value(flag)}.")
+    for milestone in value("schedule") or ():
+        if milestone < 0:
+            parser.error(f"--schedule epochs must be ≥ 0, got {milestone}.")
+    many, few = value("many_shot_thr"), value("low_shot_thr")
+    if many is not None and few is not None and many < few:
+        parser.error(f"--many_shot_thr ({many}) must be at least --low_shot_thr ({few}): many-shot labels have more "
+                     "training samples than few-shot ones.")
 
 
 def given_flags(parser: argparse.ArgumentParser, argv=None) -> list[str]:
@@ -282,7 +325,7 @@ def given_flags(parser: argparse.ArgumentParser, argv=None) -> list[str]:
 RUN_FLAGS = ("resume", "evaluate", "eval_model", "workers", "device", "gpu", "cuda", "print_freq", "prefetch",
              "persistent_workers", "compile", "channels_last", "store_root", "store_name", "overwrite", "log_file")
 # What a resumed run may change; each applies from where the run continues (the lr rescales its schedule).
-CHANGEABLE_ON_RESUME = ("epoch", "lr", "patience", "max_vals")
+CHANGEABLE_ON_RESUME = ("epoch", "lr", "patience", "patience_rule", "max_vals", "save_every_minutes")
 
 
 def _same(a, b) -> bool:
@@ -337,7 +380,11 @@ def restore_flags(args, checkpoint_args: dict, model_flags, defaults: dict, give
 
 def option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
     """Each destination's first option string (``conr_window`` → ``-w``), for messages about flags."""
-    return {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    names = {}
+    for action in parser._actions:       # the first action of a destination is its main flag; later ones alias it
+        if action.option_strings:
+            names.setdefault(action.dest, action.option_strings[0])
+    return names
 
 
 def parse(parser: argparse.ArgumentParser, argv=None, check=None) -> argparse.Namespace:

@@ -145,17 +145,26 @@ def spearman(x, y) -> float:
 
 
 def correlation_shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=30, bins=None,
-                             zero_error: float = 1e-10) -> dict:
+                             zero_error: float = 1e-10, shot_bins: dict | None = None) -> dict:
     """:func:`shot_metrics` plus ``pearson`` and ``spearman`` per shot (STS-B: ``bins=STSB_BINS``, 100 / 30; an
     exact zero error counts as 1e-10 in the G-mean, as in the STS-B reference).
 
+    ``shot_bins`` (``{'many': bin indices, 'medium': …, 'few': …}`` of ``bins``) gives the shots as fixed bin
+    lists instead of training counts (the references' hard-coded lists, which RankSim applies to its own split).
     An empty shot, or one with fewer than two samples, has NaN correlations (the reference: 0).
     """
-    metrics = shot_metrics(preds, labels, train_labels, many_shot_thr, low_shot_thr, bins, zero_error)
     preds, labels = _flat("preds", preds), _flat("labels", labels)
-    counts = shot_counts(labels, train_labels, bins)
-    masks = {"all": np.ones_like(counts, dtype=bool), "many": counts > many_shot_thr,
-             "medium": (counts >= low_shot_thr) & (counts <= many_shot_thr), "few": counts < low_shot_thr}
+    if shot_bins is None:
+        metrics = shot_metrics(preds, labels, train_labels, many_shot_thr, low_shot_thr, bins, zero_error)
+        counts = shot_counts(labels, train_labels, bins)
+        masks = {"all": np.ones_like(counts, dtype=bool), "many": counts > many_shot_thr,
+                 "medium": (counts >= low_shot_thr) & (counts <= many_shot_thr), "few": counts < low_shot_thr}
+    else:
+        label_bins = bins.index(labels)
+        masks = {"all": np.ones(labels.shape, dtype=bool),
+                 **{shot: np.isin(label_bins, shot_bins[shot]) for shot in ("many", "medium", "few")}}
+        errors = preds - labels
+        metrics = {shot: _errors_summary(errors[mask], zero_error) for shot, mask in masks.items()}
     for shot, mask in masks.items():
         metrics[shot]["pearson"] = pearson(preds[mask], labels[mask])
         metrics[shot]["spearman"] = spearman(preds[mask], labels[mask])

@@ -18,6 +18,7 @@ import logging
 import math
 import shutil
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,8 @@ class Task:
 
     The trainer calls, in this order: :meth:`datasets`, :meth:`build_model`, :meth:`build_objective`,
     :meth:`build_optimizer`; then per step the objective, per epoch :meth:`statistics_pass`, per validation
-    :meth:`predict` on every batch and :meth:`metrics` / :meth:`selection_score` on the whole split.
+    :meth:`predict` on every batch and :meth:`metrics` / :meth:`selection_score` on the whole split; each checkpoint
+    stores :meth:`checkpoint_extras`, which ``--evaluate`` passes to :meth:`restore_extras` before :meth:`datasets`.
     ``self.log`` is set by the trainer before any of them runs.
     """
 
@@ -122,6 +124,16 @@ class Task:
     def save_predictions(self, path: Path, preds: np.ndarray, labels: np.ndarray) -> None:
         np.savez(path, preds=preds, labels=labels)
 
+    def checkpoint_extras(self) -> dict:
+        """What evaluating a checkpoint needs besides its weights and flags (e.g. statistics of the training set),
+        saved as the checkpoint's ``task_state``: tensors and plain Python values only (checkpoints load with
+        ``weights_only=True``). Default: nothing."""
+        return {}
+
+    def restore_extras(self, state: dict) -> None:
+        """``--evaluate`` hands back the checkpoint's ``task_state`` (``{}`` for a checkpoint without one) before
+        :meth:`datasets`, so evaluation can skip data it would only read to recompute them. Default: ignored."""
+
 
 class EpochSampler(Sampler):
     """Indices of one epoch, shuffled by ``(seed, epoch)`` alone, optionally starting after ``skip`` batches.
@@ -151,6 +163,10 @@ class EpochSampler(Sampler):
         return -(-self.size // self.world) if self.pad else len(range(self.rank, self.size, self.world))
 
     def __iter__(self):
+        return iter(self.indices(self.drop_last))
+
+    def indices(self, drop_last: bool) -> list[int]:
+        """This pass's indices (the generator moves on), without the last incomplete batch if ``drop_last``."""
         if self.shuffle:
             torch.empty((), dtype=torch.int64).random_(generator=self.generator)
             order = torch.randperm(self.size, generator=self.generator).tolist()
@@ -161,14 +177,34 @@ class EpochSampler(Sampler):
             if self.pad:
                 order += order[:self.shard_size() * self.world - self.size]
             order = order[self.rank::self.world]
-        kept = len(order) - (len(order) % self.batch_size if self.drop_last else 0)
+        kept = len(order) - (len(order) % self.batch_size if drop_last else 0)
         skip, self.skip = self.skip, 0          # only the first pass after a resume starts late
-        return iter(order[skip * self.batch_size:kept])
+        return order[skip * self.batch_size:kept]
 
     def __len__(self):
         shard = self.shard_size()
         kept = shard - (shard % self.batch_size if self.drop_last else 0)
         return max(0, kept - self.skip * self.batch_size)
+
+
+class WholeEpochBatches(Sampler):
+    """Batches of every index of an :class:`EpochSampler`'s next pass, nothing dropped: a last batch of one sample
+    joins the batch before it (BatchNorm in train mode cannot take a batch of one)."""
+
+    def __init__(self, sampler: EpochSampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        order, size = self.sampler.indices(drop_last=False), self.sampler.batch_size
+        batches = [order[start:start + size] for start in range(0, len(order), size)]
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            last = batches.pop()
+            batches[-1] = batches[-1] + last
+        return iter(batches)
+
+    def __len__(self):
+        shard, size = self.sampler.shard_size(), self.sampler.batch_size
+        return max(1, shard // size) if shard % size == 1 else -(-shard // size)
 
 
 def to_device(batch, device: torch.device):
@@ -243,6 +279,13 @@ class TrainerConfig:
             checkpoint copied) instead of continuing in the checkpoint's own folder.
         lr: the model's learning rate the run is configured with; on resume, a value other than the checkpoint's
             rescales the model group's schedule from where the run continues (None: keep the checkpoint's).
+        patience_rule: ``'best'``: stop after ``patience`` validations in a row without a better score;
+            ``'window'`` (the STS-B reference): once more than ``patience`` + 1 validations have run, stop at the
+            first whose score is the worst of the last ``patience`` + 1 (greater than or equal to each of the
+            ``patience`` before it).
+        save_every_minutes: with ``val_interval``, the resumable checkpoint is written at every validation and,
+            between them, at the end of an epoch only once this many minutes have passed since the last write
+            (and after the last epoch); 0 writes at every epoch end.
     """
 
     run_dir: Path | str
@@ -268,6 +311,8 @@ class TrainerConfig:
     prefetch: int = 2
     branch: bool = False
     lr: float | None = None
+    patience_rule: str = "best"
+    save_every_minutes: float = 30.0
 
     @classmethod
     def from_args(cls, args, run_dir, branch: bool = False) -> "TrainerConfig":
@@ -281,13 +326,15 @@ class TrainerConfig:
                    overwrite=args.overwrite, flags=vars(args), sync_bn=get("sync_bn", False),
                    channels_last=get("channels_last", False), compile_model=get("compile", False),
                    persistent_workers=get("persistent_workers", False), prefetch=get("prefetch", 2),
-                   branch=branch, lr=args.lr)
+                   branch=branch, lr=args.lr, patience_rule=get("patience_rule", "best"),
+                   save_every_minutes=get("save_every_minutes", 30.0))
 
 
 @dataclass
 class LoopState:
     """Where the loop stands, checkpointed as the ``trainer`` entry: the position to continue at (``epoch`` and
-    the ``next_step`` within it), iterations so far, the best validation so far and the early-stopping counts."""
+    the ``next_step`` within it), iterations so far, the best validation so far and the early-stopping counts
+    (a checkpoint written before ``recent_scores`` existed loads with it empty)."""
 
     epoch: int = 0
     next_step: int = 0
@@ -298,6 +345,7 @@ class LoopState:
     best_val: dict | None = None
     vals: int = 0
     bad_vals: int = 0
+    recent_scores: list = field(default_factory=list)   # the last patience + 1 scores ('window' rule)
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -332,6 +380,7 @@ class Trainer:
             raise RunError("--sync_bn synchronises BatchNorm across CUDA processes: launch with torchrun on GPUs, "
                            "or drop it.")
         self.state = LoopState()
+        self.bytes_written, self.last_save = 0, time.monotonic()
 
     # -- set-up -------------------------------------------------------------------------------------------------
     def _prepare_run_dir(self) -> None:
@@ -377,6 +426,16 @@ class Trainer:
                             collate_fn=self.task.collate_fn, generator=torch.Generator(),
                             pin_memory=self.device.type == "cuda", **workers)
         return loader, sampler
+
+    def _statistics_loader(self, dataset) -> DataLoader:
+        """The training set for the FDS/SRL statistics pass, in the training loader's order and random streams (the
+        pass continues its sampler and worker seeds, as the references' second pass over their training loader),
+        every sample included: a last batch of one joins the batch before it."""
+        config = self.config
+        workers = {"prefetch_factor": config.prefetch} if config.workers > 0 else {}
+        return DataLoader(dataset, batch_sampler=WholeEpochBatches(self.train_sampler), num_workers=config.workers,
+                          collate_fn=self.task.collate_fn, generator=self.train_loader.generator,
+                          pin_memory=self.device.type == "cuda", **workers)
 
     def _batches(self, loader):
         for batch in loader:
@@ -438,6 +497,7 @@ class Trainer:
             more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
             raise RunError(f"checkpoint {checkpoint_path} holds non-finite weights ({', '.join(bad[:3])}{more}): the run "
                            "that wrote it had diverged; evaluate an earlier checkpoint of that run.")
+        self.task.restore_extras(checkpoint.get("task_state") or {})
         datasets = self.task.datasets()
         model = self._build_model()
         self._load_model(model, checkpoint, checkpoint_path)
@@ -519,7 +579,7 @@ class Trainer:
             self.log(f"resumed from {self.resume} at epoch {self.state.epoch}, step {self.state.next_step}")
             self._apply_lr()
         self.train_loader, self.train_sampler = self._loader(datasets["train"], train=True)
-        self.stats_loader = self.train_loader if "stats" not in datasets else \
+        self.stats_loader = self._statistics_loader(datasets["train"]) if "stats" not in datasets else \
             self._loader(datasets["stats"], train=False)[0]
         self.val_loader = self._loader(datasets["val"], train=False)[0]
 
@@ -572,7 +632,8 @@ class Trainer:
         self.scalars.log("train/lr", self.optimizer.param_groups[0]["lr"], epoch)
         if not config.val_interval:
             return self.validate(epoch, next_epoch=epoch + 1, next_step=0)
-        self.save(next_epoch=epoch + 1, next_step=0)
+        if epoch + 1 == config.epochs or time.monotonic() - self.last_save >= 60 * config.save_every_minutes:
+            self.save(next_epoch=epoch + 1, next_step=0)
         return False
 
     def validate(self, epoch: int, next_epoch: int, next_step: int) -> bool:
@@ -596,12 +657,29 @@ class Trainer:
             state.bad_vals += 1
         self.log(f"epoch {epoch}: {self.task.selection_name} {score:.4f} (best {state.best_score:.4f} at "
                  f"epoch {state.best_epoch}, step {state.best_step})")
+        if config.patience is not None:
+            state.recent_scores = (state.recent_scores + [score])[-(config.patience + 1):]
         self.save(next_epoch, next_step, is_best)
-        if config.patience is not None and state.bad_vals >= config.patience:
-            self.log(f"early stop: {config.patience} validations without improvement")
+        if self._out_of_patience(score):
             return True
         if config.max_vals is not None and state.vals >= config.max_vals:
             self.log(f"stop: --max_vals {config.max_vals} validations reached")
+            return True
+        return False
+
+    def _out_of_patience(self, score: float) -> bool:
+        patience, state = self.config.patience, self.state
+        if patience is None:
+            return False
+        if self.config.patience_rule == "window":
+            # As the reference's check: only once more than patience + 1 validations have run.
+            if state.vals > patience + 1 and score >= max(state.recent_scores):
+                self.log(f"early stop: validation {score:.4f} is the worst of the last {patience + 1} (the "
+                         "window rule, --patience_rule window)")
+                return True
+            return False
+        if state.bad_vals >= patience:
+            self.log(f"early stop: {patience} validations without improvement")
             return True
         return False
 
@@ -609,15 +687,20 @@ class Trainer:
         """The resumable checkpoint (and, when ``is_best``, the best one), to continue at ``next_epoch``,
         ``next_step``."""
         self.state.epoch, self.state.next_step = next_epoch, next_step
-        payload = {"epoch": next_epoch, "state_dict": checkpointing.unwrap(self.model).state_dict(),
-                   "objective": self.objective.state_dict(), "optimizer": self.optimizer.state_dict(),
+        # The best checkpoint holds what evaluation, RRT and the final test read; the resumable one also the
+        # optimiser, schedule, scaler and random streams (on STS-B the optimiser is two thirds of its size).
+        best = {"epoch": next_epoch, "state_dict": checkpointing.unwrap(self.model).state_dict(),
+                "objective": self.objective.state_dict(), "trainer": self.state.state_dict(),
+                "benchmark": self.task.benchmark, "args": self.config.flags,
+                "task_state": self.task.checkpoint_extras()}
+        payload = {**best, "optimizer": self.optimizer.state_dict(),
                    "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                   "scaler": self.scaler.state_dict(), "trainer": self.state.state_dict(),
-                   "rng": runtime.rng_state(), "benchmark": self.task.benchmark, "args": self.config.flags}
+                   "scaler": self.scaler.state_dict(), "rng": runtime.rng_state()}
         if runtime.is_main_process():
             if is_best:
-                checkpointing.save_checkpoint(payload, self.run_dir / BEST_CHECKPOINT)
-            checkpointing.save_checkpoint(payload, self.run_dir / CHECKPOINT)
+                self.bytes_written += checkpointing.save_checkpoint(best, self.run_dir / BEST_CHECKPOINT)
+            self.bytes_written += checkpointing.save_checkpoint(payload, self.run_dir / CHECKPOINT)
+        self.last_save = time.monotonic()
 
     def test_best(self) -> dict:
         """Test the best checkpoint; write ``results.json`` and the test predictions."""
@@ -633,6 +716,7 @@ class Trainer:
         self.log(f"test of the best checkpoint (epoch {state.best_epoch}, step {state.best_step})\n"
                  + self.task.report("test", preds, labels, test))
         self._check_against_baseline(state.best_score)
+        self.log(f"checkpoints written by this run: {self.bytes_written / 2 ** 20:.1f} MiB")
         result = {"val": best["trainer"]["best_val"], "test": test, "epoch": state.best_epoch,
                   "step": state.best_step}
         self.scalars.close()
@@ -647,14 +731,14 @@ class Trainer:
         """One optimisation step; the loss components as floats. A non-finite loss (or one more than
         ``divergence_factor`` times the first) ends the run with one sentence."""
         model, objective, optimizer, scaler = self.model, self.objective, self.optimizer, self.scaler
-        ckpt_path, factor = self.run_dir / CHECKPOINT, self.config.divergence_factor
-        kept = self._last_good_checkpoint()
+        factor = self.config.divergence_factor
+        kept = self._last_good_checkpoint       # read only when the run stops: it loads the checkpoint
         try:
             with autocast(self.device, self.amp_dtype):
                 components = objective(model, batch, epoch)
         except NonFiniteError as error:
             raise RunError(f"training stopped at epoch {epoch}, step {step}: {error} The model diverged or the data "
-                           f"hold non-finite values; {kept} (lower --lr or check the data).") from error
+                           f"hold non-finite values; {kept()} (lower --lr or check the data).") from error
         except Exception as error:
             if not self.config.compile_model or "dynamo" not in type(error).__module__ + str(type(error)):
                 raise
@@ -664,13 +748,13 @@ class Trainer:
         if not bool(torch.isfinite(total)):
             bad = [name for name, value in components.items() if not bool(torch.isfinite(value))]
             raise RunError(f"the {' and '.join(bad) or 'total'} loss became non-finite at epoch {epoch}, step "
-                           f"{step}; training stopped and {kept} (lower --lr or check the data).")
+                           f"{step}; training stopped and {kept()} (lower --lr or check the data).")
         size = abs(total.item())
         if self.first_loss is None:
             self.first_loss = max(size, 1e-6)
         elif size > factor * self.first_loss:
             raise RunError(f"the training loss grew from {self.first_loss:.4g} to {size:.4g} by epoch {epoch}, step "
-                           f"{step} (more than {factor:g} times): the run diverged; training stopped and {kept} "
+                           f"{step} (more than {factor:g} times): the run diverged; training stopped and {kept()} "
                            "(lower --lr).")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()

@@ -4,9 +4,9 @@
     python train.py --bmse --imp bni --init_noise_sigma 10. --retrain_fc --pretrained <ckpt> --lr 1e-4 --epoch 10
     python train.py --evaluate --resume checkpoint/<run>/ckpt.best.pth.tar
 
-Flags and defaults are the reference's DIR base set (``--lds_ks 5 --lds_sigma 1 --bucket_start 0``);
-``python train.py --help`` lists them all. ``task.py`` runs this folder's ``dataset.py``, ``resnet.py`` and
-``loss.py`` on the shared training loop (``common/trainer.py``).
+The defaults are the reference's DIR base set (``--lds_ks 5 --lds_sigma 1 --bucket_start 0``), each shown by
+``python train.py --help``. This folder's ``task.py`` wires ``dataset.py`` (``imdb_wiki.csv``, ages 0–200),
+``resnet.py`` and ``loss.py`` into the loop every benchmark shares.
 """
 import sys
 

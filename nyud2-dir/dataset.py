@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from common.bins import DEPTH_BINS
 from common.errors import RunError
+from common.runtime import open_hdf5, read_hdf5
 
 # Training pixels per 0.1-m bin of the real NYUD2-DIR training set (50,688 un-augmented 304×228 crops), the
 # table the references hard-code; `python data/preprocess_nyud2.py --check_histogram` compares it with the
@@ -52,6 +53,9 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PCA_EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
 PCA_EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
 HISTOGRAM_CACHE = "nyu2_train_pixel_histogram.json"
+TEST_MASK = "test_balanced_mask.npy"
+# Written by `python -m common.synthetic nyud2` (common/synthetic/depth.py): the --scale and --crop its mask is for.
+SYNTHETIC_MARKER = "SYNTHETIC_nyud2.json"
 
 
 # -- files ------------------------------------------------------------------------------------------------------
@@ -235,7 +239,9 @@ def split_validation_scenes(pairs, fraction: float, seed: int = 0):
 
 
 def load_test_mask(data_dir, n_test: int, crop) -> np.ndarray:
-    path = Path(data_dir) / "test_balanced_mask.npy"
+    """(N, H, W) bool: the evaluated test pixels, checked against the split and the crop; a mask that selects
+    nothing is refused (every metric would be over no pixel)."""
+    path = Path(data_dir) / TEST_MASK
     if not path.is_file():
         raise RunError(f"{path} does not exist; fetch it (or re-create it) with `python data/preprocess_nyud2.py`.")
     try:
@@ -246,7 +252,41 @@ def load_test_mask(data_dir, n_test: int, crop) -> np.ndarray:
     if mask.shape != expected:
         raise RunError(f"{path} has shape {mask.shape}, but the test split has {n_test} images cropped to "
                        f"{crop[0]}×{crop[1]}: expected {expected}; re-create it with data/preprocess_nyud2.py.")
+    if not mask.any():
+        raise RunError(f"{path} is all zeros: it selects no test pixel, so every test metric would be over no pixel; "
+                       "delete it and fetch the published mask with `python data/preprocess_nyud2.py` (or recompute "
+                       "one with `--make_mask`).")
     return mask.astype(bool)
+
+
+def check_test_pixels(test: "NYUD2Dataset", data_dir) -> None:
+    """Refuse a test split whose depth is 0 (no measurement) at every pixel the mask selects: no pixel would be
+    evaluated. Reads test images only up to the first one with an evaluated pixel (normally the first)."""
+    for index in np.flatnonzero(test.mask.flatten(1).any(1).numpy()):
+        if bool(test[int(index)]["mask"].any()):
+            return
+    raise RunError(f"the test depth maps listed in {Path(data_dir) / 'nyu2_test.csv'} are 0 (no depth) at every pixel "
+                   f"{Path(data_dir) / TEST_MASK} selects, so every test metric would be over no pixel: check that they "
+                   "are the 16-bit millimetre maps of the test split, or recompute the mask for them with `python "
+                   "data/preprocess_nyud2.py --make_mask`.")
+
+
+def check_synthetic_geometry(data_dir, scale_to: int, crop) -> None:
+    """Refuse ``--scale``/``--crop`` other than those a synthetic data folder was written for (its test mask
+    covers exactly that crop), naming the values to pass. Real data (no marker file) are not checked here."""
+    path = Path(data_dir) / SYNTHETIC_MARKER
+    if not path.is_file():
+        return
+    try:
+        written = json.loads(path.read_text())
+        size, want_scale, want_crop = written["size"], int(written["scale"]), [int(v) for v in written["crop"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RunError(f"{path} could not be read ({error}); write the synthetic data again with `python -m "
+                       "common.synthetic nyud2`.") from error
+    if (scale_to, list(crop)) != [want_scale, want_crop]:
+        raise RunError(f"{data_dir} holds synthetic NYUD2 images of {size[0]}×{size[1]} whose test mask covers the "
+                       f"centre {want_crop[0]}×{want_crop[1]} ({path.name}): pass --scale {want_scale} --crop "
+                       f"{want_crop[0]} {want_crop[1]} (this run has --scale {scale_to} --crop {crop[0]} {crop[1]}).")
 
 
 # -- the training pixel histogram ------------------------------------------------------------------------------------
@@ -369,24 +409,30 @@ class PairPack:
     opened lazily in each loader process."""
 
     def __init__(self, data_dir, name: str, scale_to: int):
-        import h5py
         from common.runtime import sha256_of
         self.path, self.name = pack_path(data_dir, scale_to), name
-        command = f"python data/pack_nyud2.py --data_dir {data_dir} --scale {scale_to}"
+        self.command = f"python data/pack_nyud2.py --data_dir {data_dir} --scale {scale_to}"
         if not self.path.is_file():
-            raise RunError(f"--data_format hdf5 needs {self.path}; write it with `{command}`.")
-        with h5py.File(self.path, "r") as handle:
-            csv = Path(data_dir) / f"{name}.csv"
-            if name not in handle or handle[name].attrs.get("csv_sha256") != sha256_of(csv):
-                raise RunError(f"{self.path} was packed from another {csv.name}; re-pack it with `{command}`.")
+            raise RunError(f"--data_format hdf5 needs {self.path}; write it with `{self.command}`.")
+        # A truncated or corrupt pack is one sentence naming it and the command that re-writes it.
+        csv = Path(data_dir) / f"{name}.csv"
+        with open_hdf5(self.path, self.command) as handle:
+            packed_from = read_hdf5(self.path, self.command,
+                                    lambda: handle[name].attrs.get("csv_sha256") if name in handle else None)
+            if packed_from != sha256_of(csv):
+                raise RunError(f"{self.path} was packed from another {csv.name}; re-pack it with `{self.command}`.")
         self.handle = None
 
     def __getitem__(self, index: int):
         if self.handle is None:
-            import h5py
-            self.handle = h5py.File(self.path, "r")
-        group = self.handle[self.name]
-        return Image.fromarray(group["images"][index]), Image.fromarray(group["depths"][index])
+            self.handle = open_hdf5(self.path, self.command)
+
+        def read():          # a truncated file can fail at the group as well as at a chunk
+            group = self.handle[self.name]
+            return group["images"][index], group["depths"][index]
+
+        image, depth = read_hdf5(self.path, self.command, read)
+        return Image.fromarray(image), Image.fromarray(depth)
 
     def __getstate__(self):
         return {**self.__dict__, "handle": None}

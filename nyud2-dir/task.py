@@ -29,6 +29,8 @@ from common.trainer import Task
 # Flags that define the model; an evaluated checkpoint keeps its own.
 MODEL_FLAGS = ("encoder", "fds", "fds_kernel", "fds_ks", "fds_sigma", "start_update", "start_smooth", "bucket_num",
                "bucket_start", "fds_mmt", "srl", "embedding_dim", "n_points", "scale", "crop")
+# What RRT re-initialises and trains (--rrt_head R, the references'): the head R and SRL's projector on R's features.
+RRT_HEAD = ("R.", "projector.")
 
 
 class NYUD2Task(Task):
@@ -38,36 +40,60 @@ class NYUD2Task(Task):
     @staticmethod
     def run_name(args) -> str:
         from common.cli import method_tags
-        return "_".join(["nyud2", args.encoder, f"{args.lr:g}", str(args.batch_size), *method_tags(args)])
+        tags = method_tags(args)
+        if args.retrain_fc and args.rrt_head != "R":      # the two RRT variants get different folders
+            tags = [f"rrt_{args.rrt_head}" if tag == "rrt" else tag for tag in tags]
+        return "_".join(["nyud2", args.encoder, f"{args.lr:g}", str(args.batch_size), *tags])
 
     def __init__(self, args):
         self.args = args
         self.crop = tuple(args.crop)
         self.selection_name = "test rmse" if args.select_on_test else "val rmse"
         self.pixel_counts = self.shots = None
+        self.restored_counts = None     # an evaluated checkpoint's training pixel histogram (restore_extras)
+
+    # ---- what an evaluated checkpoint carries ----
+    def checkpoint_extras(self) -> dict:
+        """The training pixel histogram the run was weighted and reported with, (100,) ints: the shot bins of an
+        evaluation then come from it, without the 50,688 training files."""
+        return {"train_pixel_counts": [int(n) for n in self.pixel_counts]}
+
+    def restore_extras(self, state: dict) -> None:
+        if "train_pixel_counts" in state:
+            self.restored_counts = np.asarray(state["train_pixel_counts"], dtype=np.int64)
 
     # ---- data ----
-    def datasets(self) -> dict:
-        a, data_dir = self.args, Path(self.args.data_dir)
-        train_csv = data_dir / "nyu2_train.csv"
-        pairs = dataset.read_pairs(train_csv, data_dir)
-        dataset.check_pairs_exist(pairs, train_csv)
+    def training_pixel_counts(self, data_dir: Path):
+        """``(counts, pairs)``: the (100,) training pixel histogram and the training pairs, read and checked only
+        when something needs them (training always; an evaluation only when its checkpoint holds no histogram
+        and the references' table is not asked for; then ``pairs`` is None)."""
+        a, train_csv, pairs = self.args, data_dir / "nyu2_train.csv", None
+        if a.evaluate and self.restored_counts is not None:
+            self.log("training pixel histogram: the one stored in the checkpoint (the run's own)")
+            return self.restored_counts, None
+        if not (a.evaluate and a.pixel_histogram == "reference"):
+            pairs = dataset.read_pairs(train_csv, data_dir)
+            dataset.check_pairs_exist(pairs, train_csv)
         if a.pixel_histogram == "reference":
-            counts = dataset.REFERENCE_TRAIN_PIXELS.copy()
             self.log("training pixel histogram: the references' table")
-        else:
-            counts = dataset.cached_pixel_histogram(data_dir, pairs, a.scale, self.crop, self.log)
-            problems = dataset.check_reference_histogram(counts)
-            self.log("training pixel histogram: computed from the data, " + (
-                "equal to the references' table" if not problems else f"not the references' ({problems[0]})"))
+            return dataset.REFERENCE_TRAIN_PIXELS.copy(), pairs
+        counts = dataset.cached_pixel_histogram(data_dir, pairs, a.scale, self.crop, self.log)
+        problems = dataset.check_reference_histogram(counts)
+        self.log("training pixel histogram: computed from the data, " + (
+            "equal to the references' table" if not problems else f"not the references' ({problems[0]})"))
+        return counts, pairs
+
+    def datasets(self) -> dict:
+        """The training, validation, test and FDS-subset splits; with ``--evaluate`` the test split alone."""
+        a, data_dir = self.args, Path(self.args.data_dir)
+        dataset.check_synthetic_geometry(data_dir, a.scale, self.crop)
+        counts, pairs = self.training_pixel_counts(data_dir)
         if counts[a.bucket_start] <= 0:
             raise RunError(f"no training pixel lies in bin {a.bucket_start} ({a.bucket_start / 10:g}–"
                            f"{(a.bucket_start + 1) / 10:g} m); re-weighting and FDS need it: check the depth data.")
         self.pixel_counts = counts
         total = counts.sum()
         self.shots = shot_bins(counts, a.many_shot_fraction * total, a.low_shot_fraction * total)
-        weights = pixel_bucket_weights(counts, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, a.bucket_start,
-                                       truncate=a.lds_truncate)
 
         test_csv = data_dir / "nyu2_test.csv"
         test_pairs = dataset.read_pairs(test_csv, data_dir)
@@ -77,6 +103,11 @@ class NYUD2Task(Task):
         packed = lambda name: dataset.PairPack(data_dir, name, a.scale) if a.data_format == "hdf5" else None
         make = lambda pairs, mode, **kw: dataset.NYUD2Dataset(pairs, mode, a.scale, self.crop, **kw)
         test = make(test_pairs, "test", mask=mask, pack=packed("nyu2_test"))
+        dataset.check_test_pixels(test, data_dir)
+        if a.evaluate:
+            return {"test": test}
+        weights = pixel_bucket_weights(counts, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, a.bucket_start,
+                                       truncate=a.lds_truncate)
         if a.select_on_test:
             train_pairs, val = pairs, test
             self.log("model selection: on the TEST set (--select_on_test), as the references")
@@ -114,8 +145,19 @@ class NYUD2Task(Task):
         model = resnet.build_model(a.encoder, fds=fds, projection_dim=a.embedding_dim if a.srl else None,
                                    pretrained_encoder="none" if (a.resume or a.pretrained) else a.pretrained_encoder,
                                    log=self.log)
+        from common import checkpointing
+        if a.retrain_fc and a.rrt_head == "R":
+            # The references' RRT: the checkpoint's E, D and MFF, frozen; R as just built (fresh weights and FDS
+            # statistics), all of it trained. SRL's projector reads R's features, so it is new and trained too.
+            checkpointing.load_pretrained_trunk(model, a.pretrained, part="encoder-decoder (E, D, MFF)",
+                                                fits=f"--encoder {a.encoder}", flags="--encoder and --srl",
+                                                log=self.log, head=RRT_HEAD)
+            checkpointing.train_only(model, RRT_HEAD)
+            trained = [name for name, p in model.named_parameters() if p.requires_grad]
+            self.log(f"RRT: R re-initialised and trained ({len(trained)} tensors), E, D and MFF frozen (the "
+                     "references'; --rrt_head conv2 keeps the checkpoint's R and trains its last convolution)")
+            return model
         if a.pretrained:
-            from common import checkpointing
             from common.fds import adapt_fds_state
             state = adapt_fds_state(checkpointing.load_checkpoint(a.pretrained)["state_dict"], model, self.log)
             try:
@@ -124,8 +166,7 @@ class NYUD2Task(Task):
                 raise RunError(f"--pretrained {a.pretrained} does not fit this model ({str(error).splitlines()[0]}); "
                                "pass the --encoder it was trained with.") from error
             self.log(f"loaded {len(state)} tensors from {a.pretrained}")
-        if a.retrain_fc:
-            from common import checkpointing
+        if a.retrain_fc:                                      # --rrt_head conv2
             checkpointing.train_only(model, "R.conv2.")        # the last layer of the encoder-decoder
         return model
 

@@ -44,6 +44,10 @@ def build_parser():
                    help="many-shot bins hold more than this fraction of the training pixels")
     g.add_argument("--low_shot_fraction", type=float, default=0.003,
                    help="few-shot bins hold less than this fraction of the training pixels")
+    g.add_argument("--rrt_head", default="R", choices=["R", "conv2"],
+                   help="with --retrain_fc: R re-initialises and trains the whole head R on the frozen E, D and MFF "
+                        "of --pretrained (the references); conv2 keeps the checkpoint's R and trains its last "
+                        "convolution only")
     # Only what depth can run is on the command line, so anything else is argparse's own flag error: the
     # references' per-pixel weighted MSE (--loss takes only mse), lr × 0.1 every 5 epochs (no --schedule), FDS
     # statistics on the FDS subset (no --stats_from_training), Balanced MSE as GAI or BNI (BMC's N×N matrix over
@@ -62,13 +66,33 @@ def build_parser():
     return p
 
 
-def main(argv=None) -> dict:
-    parser = build_parser()
-    args = cli.parse(parser, argv)
-    if args.eval_model:
-        args.evaluate, args.resume = True, args.eval_model
+def check(parser, args):
+    """NYUD2's own flags, one sentence each (``parser.error``), before anything loads."""
+    if args.scale <= 0:
+        parser.error(f"--scale must be > 0 (the shorter image side in pixels), got {args.scale}.")
+    if min(args.crop) <= 0:
+        parser.error(f"--crop must be > 0 on both sides, got {args.crop[0]} {args.crop[1]}.")
     if args.crop[0] % 4 or args.crop[1] % 4:
         parser.error(f"--crop {args.crop[0]} {args.crop[1]}: both sides must be divisible by 4.")
+    if not 0 < args.val_fraction < 1:
+        parser.error(f"--val_fraction must be in (0, 1) (the share of training scenes held out), got "
+                     f"{args.val_fraction}.")
+    for flag in ("many_shot_fraction", "low_shot_fraction"):
+        if not 0 < getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be in (0, 1) (a share of the training pixels), got {getattr(args, flag)}.")
+    if args.low_shot_fraction > args.many_shot_fraction:
+        parser.error(f"--low_shot_fraction ({args.low_shot_fraction}) must not exceed --many_shot_fraction "
+                     f"({args.many_shot_fraction}): few-shot bins hold fewer training pixels than many-shot ones.")
+    if args.rrt_head != "R" and not args.retrain_fc:
+        parser.error("--rrt_head chooses what --retrain_fc retrains: add --retrain_fc --pretrained CKPT, or drop it.")
+    return args
+
+
+def main(argv=None) -> dict:
+    parser = build_parser()
+    args = cli.parse(parser, argv, check=check)
+    if args.eval_model:
+        args.evaluate, args.resume = True, args.eval_model
     from task import NYUD2Task      # this folder's task.py: flags → data, model, objective, metrics
     return NYUD2Task.main(args)
 

@@ -29,7 +29,26 @@ DIR_SPLIT = {"repo": "YyzHarry/imbalanced-regression", "commit": REFERENCE_COMMI
 # RankSim's realisation, which RankSim and SRL published on (no hash is published: it is recorded at download).
 RANKSIM_SPLIT = {"repo": "BorealisAI/ranksim-imbalanced-regression",
                  "commit": "b08052da550d61837b1218106f688a732d06bcca", "sha256": None}
+# The references' hard-coded shot lists of 0.1-wide score bins (docs/datasets.md §1.4): on DIR's train_new they are
+# exactly the bins with > 100 / 30–100 / < 30 training pairs; RankSim applies them to its own split unchanged.
+REFERENCE_SHOT_BINS = {"many": [0, *range(10, 49, 2), 49], "medium": [2, 4, 6, 8, 27, 35, 37],
+                       "few": [b for b in range(1, 48, 2) if b not in (27, 35, 37)]}
 RECORD = "split.json"          # written by data/download_sts.py: which split the folder holds, with hashes
+
+
+def split_held(data_dir) -> str | None:
+    """Which split ``data_dir`` holds: ``'dir'`` (DIR's published files, by SHA-256), ``'ranksim'`` or
+    ``'recreated'`` (as ``data/download_sts.py`` recorded them, hashes matching), else None."""
+    data_dir = Path(data_dir)
+    digests = {name: sha256_of(data_dir / name) for name in SPLIT_FILES.values() if (data_dir / name).is_file()}
+    if digests == DIR_SPLIT["sha256"]:
+        return "dir"
+    try:
+        saved = json.loads((data_dir / RECORD).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return saved.get("split") if saved.get("sha256") == digests and saved.get("split") in ("ranksim", "recreated") \
+        else None
 
 
 def describe_split(data_dir) -> str:

@@ -25,7 +25,7 @@ from common.optim import optimizer_from_args
 from common.trainer import Task
 
 # Shot thresholds of STS-B-DIR (docs/datasets.md §1.4: they give the reference's hard-coded lists).
-SHOT_THRESHOLDS = {"many_shot_thr": 100, "low_shot_thr": 30}
+SHOT_THRESHOLDS = {"many_shot_thr": 100, "low_shot_thr": 30, "shot_rule": "auto"}
 # Flags that define the model; an evaluated checkpoint keeps its own.
 MODEL_FLAGS = ("d_word", "d_hid", "n_layers_enc", "n_layers_highway", "dropout", "max_seq_len", "max_word_v_size",
                "fds", "fds_kernel", "fds_ks", "fds_sigma", "start_update", "start_smooth", "bucket_num",
@@ -79,6 +79,10 @@ class STSTask(Task):
         self.messages = []
         note = self.messages.append
         note(dataset.describe_split(args.data_dir))
+        lists = args.shot_rule == "lists" or (args.shot_rule == "auto" and dataset.split_held(args.data_dir) == "ranksim")
+        self.shot_bins = dataset.REFERENCE_SHOT_BINS if lists else None
+        note("shots: the references' hard-coded 0.1-bin lists (--shot_rule lists)" if lists else
+             f"shots: by training pairs per 0.1 bin (many > {self.many_shot_thr}, few < {self.low_shot_thr})")
         self.splits = dataset.load_splits(args.data_dir, args.max_seq_len)
         for name, split in self.splits.items():
             skipped = f", {split.skipped} rows skipped (empty sentence or score)" if split.skipped else ""
@@ -168,7 +172,7 @@ class STSTask(Task):
     def metrics(self, preds, labels) -> dict:
         """MSE, L1, G-mean, Pearson and Spearman, overall and per shot of the 0.1-wide score bins."""
         return correlation_shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr,
-                                        bins=STSB_BINS)
+                                        bins=STSB_BINS, shot_bins=self.shot_bins)
 
     def selection_score(self, preds, labels, metrics) -> float:
         return metrics["all"]["mse"]

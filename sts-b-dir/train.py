@@ -51,24 +51,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--suffix", default="", help="appended to the run folder name")
     run.add_argument("--task", default="sts-b", choices=["sts-b"], help="the reference's only task")
     run.add_argument("--log_file", default="training.log", help="accepted; the log is <run folder>/training.log")
-    cli.add_shot_args(p, many=100, few=30)
+    shots = cli.add_shot_args(p, many=100, few=30)
+    shots.add_argument("--shot_rule", default=None, choices=["auto", "counts", "lists"],
+                       help="counts: a bin's shot from its training pairs (> --many_shot_thr, < --low_shot_thr); lists: "
+                            "the references' hard-coded bin lists; auto (default, or the checkpoint's): the lists on "
+                            "RankSim/SRL's split, as RankSim evaluated, else counts (the same on DIR's split)")
     text = add_text_args(p)
     text.add_argument("--d_hid", type=int, default=1500, help="LSTM hidden size per direction")
     text.add_argument("--n_layers_enc", type=int, default=2, help="BiLSTM layers")
     text.add_argument("--n_layers_highway", type=int, default=0, help="highway layers on the embeddings")
     text.add_argument("--dropout", type=float, default=0.2, help="after the embeddings and after the BiLSTM")
     text.add_argument("--dropout_embs", type=float, default=0.2, help="accepted; unused, as in the reference")
-    cli.add_optim_args(p, optimizer="adam", loss="mse", lr=1e-4, epoch=1000, weight_decay=1e-5, schedule=(),
-                       batch_size=128, val_interval=400, patience=10, max_vals=100, grad_clip=5.0)
+    # No --schedule (the reference keeps Adam's lr constant), no --balanced_metric (selection is on val MSE),
+    # no --conr_views (a text pair has one view): the groups leave out what this benchmark cannot use.
+    cli.add_optim_args(p, optimizer="adam", loss="mse", lr=1e-4, epoch=1000, weight_decay=1e-5, schedule=None,
+                       batch_size=128, val_interval=400, patience=10, max_vals=100, grad_clip=5.0,
+                       patience_rule="window")
     p.add_argument("--max_grad_norm", dest="grad_clip", type=float, default=argparse.SUPPRESS,
                    help="alias of --grad_clip")
     p.add_argument("--huber_beta", type=float, default=0.3, help="β of --loss huber (on score/5)")
     cli.add_reweight_args(p, lds_ks=5, lds_sigma=2.0)
     cli.add_fds_args(p, fds_ks=5, fds_sigma=2.0, bucket_num=50, bucket_start=0)
-    cli.add_bmse_args(p)
+    cli.add_bmse_args(p, balanced_metric=False)
     cli.add_ranksim_args(p, ties="stable")
     # ConR has no STS-B reference: a window of 0.2 score points (one step of the averaged ratings), untuned.
-    cli.add_conr_args(p, window=0.2, beta=0.01, temperature=0.07, eta=0.01)
+    cli.add_conr_args(p, window=0.2, beta=0.01, temperature=0.07, eta=0.01, views=False)
     cli.add_srl_args(p, num_labels=50, homogeneity_alpha=1.0, temp_alias=True)
     p.add_argument("--projector_dim", dest="embedding_dim", type=int, default=argparse.SUPPRESS,
                    help="alias of --embedding_dim (SRL's projector)")

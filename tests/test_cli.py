@@ -217,3 +217,36 @@ def test_depth_and_text_method_defaults_are_the_references():
     assert not hasattr(nyud2, "srl_num_labels")
     stsb = folder_module("sts-b-dir", "train").build_parser().parse_args([])
     assert stsb.huber_beta == 0.3
+
+
+# Numeric flags out of range, on every benchmark whose parser has the flag: (flags, the sentence's words).
+OUT_OF_RANGE = [
+    ("--width 0", "--width must be > 0, got 0."),
+    ("--fds_sigma 0", "--fds_sigma must be > 0, got 0.0."),
+    ("--lds_sigma 0", "--lds_sigma must be > 0, got 0.0."),
+    ("--interpolation_lambda -1", "--interpolation_lambda must be ≥ 0, got -1.0."),
+    ("--grad_clip -1", "--grad_clip must be > 0, got -1.0."),
+    ("--fds_mmt 1.5", "--fds_mmt must be in [0, 1], got 1.5."),
+    ("--conr -t 0", "-t (ConR temperature) must be positive."),
+    ("-e -0.1", "-e must be ≥ 0, got -0.1."),
+    ("--srl --n_points 0", "--n_points must be > 0, got 0."),
+    ("--many_shot_thr 5 --low_shot_thr 10", "--many_shot_thr (5) must be at least --low_shot_thr (10)"),
+]
+
+
+@pytest.mark.parametrize("folder", ["agedb-dir", "imdb-wiki-dir", "nyud2-dir", "sts-b-dir"])
+@pytest.mark.parametrize("line, words", OUT_OF_RANGE)
+def test_numeric_flags_out_of_range_are_one_sentence_on_every_benchmark(folder, line, words, capsys):
+    from folders import folder_main
+    with pytest.raises(SystemExit) as info:
+        folder_main(folder)(shlex.split(line))
+    err = capsys.readouterr().err
+    if "unrecognized arguments" in err:           # the benchmark has no such flag (NYUD2: --width, shots)
+        assert folder in ("nyud2-dir", "sts-b-dir") and info.value.code == 2
+        return
+    assert info.value.code == 2 and words in err and len(err.strip().splitlines()) == 2
+
+
+def test_conr_on_a_batch_of_one_says_it_adds_nothing(capsys):
+    agedb("--conr --batch_size 1")
+    assert "warning: --conr with --batch_size 1 has no pair of samples to contrast" in capsys.readouterr().err

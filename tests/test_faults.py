@@ -10,33 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from age_runs import agedb_main, error_of, run_args, synthetic_agedb
 from common import checkpointing
-from common.synthetic import write_synthetic
-from folders import folder_main
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--model", "resnet18", "--width", "4", "--img_size", "16", "--batch_size", "64", "--workers", "0",
-        "--print_freq", "100", "--lr", "1e-2"]
-agedb_main = folder_main("agedb-dir")
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("agedb") / "data"
-    write_synthetic("agedb", out, n=240, img_size=16, seed=3)
-    return out
-
-
-def run_args(data_dir, root, name, *flags):
-    return ["--data_dir", str(data_dir), "--store_root", str(root), "--store_name", name, *TINY, *flags]
-
-
-def error_of(argv) -> str:
-    with pytest.raises(SystemExit) as info:
-        agedb_main(argv)
-    return str(info.value.code)
+    return synthetic_agedb(tmp_path_factory.mktemp("agedb") / "data")
 
 
 @pytest.mark.parametrize("signum, name", [(signal.SIGINT, "Ctrl-C (SIGINT)"), (signal.SIGTERM, "SIGTERM")])
@@ -91,3 +75,10 @@ def test_evaluate_prints_the_metrics_even_when_eval_json_cannot_be_written(data_
     assert json.dumps(metrics, sort_keys=True) == json.dumps(result["test"], sort_keys=True)
     assert "* test" in out and f"warning: could not write {tmp_path / 'run' / 'eval.json'}" in err
     assert checkpointing.non_finite_tensors(checkpointing.load_checkpoint(tmp_path / "run" / "ckpt.pth.tar")) == []
+
+
+def test_fds_buckets_below_the_training_ages_are_said_once(data_dir, tmp_path):
+    agedb_main(run_args(data_dir, tmp_path, "fds", "--epoch", "1", "--fds", "--bucket_num", "30"))
+    log = (tmp_path / "fds" / "training.log").read_text()
+    assert log.count("warning: --fds tracks ages 3–29 (--bucket_num 30); the training ages above, up to ") == 1
+    assert "raise --bucket_num to" in log

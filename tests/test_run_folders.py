@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from age_runs import TINY, agedb_main, error_of, run_args, synthetic_agedb
 from common import checkpointing
 from common.synthetic import write_synthetic
 from folders import folder_main
@@ -18,30 +19,19 @@ from folders import folder_main
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--model", "resnet18", "--width", "4", "--img_size", "16", "--batch_size", "64", "--workers", "0",
-        "--print_freq", "100", "--lr", "1e-2"]
-agedb_main = folder_main("agedb-dir")
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("agedb") / "data"
-    write_synthetic("agedb", out, n=240, img_size=16, seed=3)
-    return out
+    return synthetic_agedb(tmp_path_factory.mktemp("agedb") / "data")
 
 
 def train(data_dir, root, name, *flags):
-    return agedb_main(["--data_dir", str(data_dir), "--store_root", str(root), "--store_name", name, *TINY, *flags])
+    return agedb_main(run_args(data_dir, root, name, *flags))
 
 
 def digests(folder: Path) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-def error_of(argv) -> str:
-    with pytest.raises(SystemExit) as info:
-        agedb_main(argv)
-    return str(info.value.code)
 
 
 def test_resume_with_a_new_store_name_branches_and_leaves_the_original_folder_alone(data_dir, tmp_path):

@@ -151,3 +151,27 @@ def test_an_exact_zero_error_counts_as_1e_10_in_the_stsb_gmean():
     assert text == pytest.approx(scipy.stats.gmean(np.where(errors == 0, 1e-10, errors)), rel=1e-12)
     assert text == pytest.approx((1e-10 * 0.5 * 0.2) ** (1 / 3), rel=1e-6)      # 2.154e-4
     assert shot_metrics(preds, labels, train, bins=STSB_BINS)["all"]["gmean"] == 0.0
+
+
+def test_the_reference_shot_lists_are_the_folders_and_the_counts_on_dirs_split():
+    lists = folder_module("sts-b-dir", "dataset").REFERENCE_SHOT_BINS
+    assert (lists["many"], lists["medium"], lists["few"]) == (MANY, MEDIUM, FEW)
+    counts = np.asarray(TRAIN_PER_BIN)
+    assert np.flatnonzero(counts > 100).tolist() == MANY and np.flatnonzero(counts < 30).tolist() == FEW
+
+
+def test_shot_lists_decide_the_shots_where_the_counts_would_not():
+    """RankSim's split: bin 25 with 35 training pairs (medium by count) that the lists call few, and bin 44 with 5
+    (few by count) that they call many."""
+    train = np.repeat([0.05, 2.55, 4.45], [150, 35, 5])           # bins 0 (150), 25 (35), 44 (5)
+    labels = np.array([0.0, 0.05, 2.5, 2.55, 4.45, 4.4])
+    preds = labels + np.array([0.1, -0.2, 0.3, 0.4, -0.5, 0.6])
+    lists = {"many": MANY, "medium": MEDIUM, "few": FEW}
+    by_lists = correlation_shot_metrics(preds, labels, train, bins=STSB_BINS, shot_bins=lists)
+    by_counts = correlation_shot_metrics(preds, labels, train, bins=STSB_BINS)
+    assert [by_counts[shot]["count"] for shot in ("many", "medium", "few")] == [2, 2, 2]
+    assert [by_lists[shot]["count"] for shot in ("many", "medium", "few")] == [4, 0, 2]
+    few = np.isin(STSB_BINS.index(labels), FEW)
+    assert by_lists["few"]["mse"] == pytest.approx(float(np.mean((preds - labels)[few] ** 2)), rel=1e-12)
+    assert by_lists["few"]["pearson"] == pytest.approx(pearson(preds[few], labels[few]), rel=1e-12)
+    assert math.isnan(by_lists["medium"]["mse"]) and by_lists["all"] == by_counts["all"]

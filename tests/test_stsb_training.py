@@ -264,3 +264,27 @@ def test_real_split_smoke(tmp_path):
     log = (tmp_path / "real" / "training.log").read_text()
     assert "DIR's published STS-B-DIR split" in log and "SHA-256 verified" in log
     assert "train: 5249 pairs" in log and re.search(r"word vectors: \d+ of 17009 words", log)
+
+
+def test_a_ranksim_split_is_evaluated_with_the_reference_shot_lists(data, tmp_path):
+    """A folder that data/download_sts.py recorded as RankSim/SRL's split: training and --evaluate both group the
+    shots by the references' hard-coded lists, as RankSim's published numbers do; --shot_rule counts overrides."""
+    data_dir, glove = data
+    ranksim = tmp_path / "ranksim"
+    shutil.copytree(data_dir, ranksim, ignore=shutil.ignore_patterns("cache"))
+    dataset = folder_module("sts-b-dir", "dataset")
+    digests = {name: dataset.sha256_of(ranksim / name) for name in dataset.SPLIT_FILES.values()}
+    (ranksim / dataset.RECORD).write_text(json.dumps({"split": "ranksim", "sha256": digests}))
+    result = train((ranksim, glove), tmp_path, "lists")
+    log = (tmp_path / "lists" / "training.log").read_text()
+    assert "shots: the references' hard-coded 0.1-bin lists" in log
+    predictions = np.load(tmp_path / "lists" / "test_predictions.npz")
+    lists = correlation_shot_metrics(predictions["preds"], predictions["labels"], predictions["train_labels"],
+                                     bins=STSB_BINS, shot_bins=dataset.REFERENCE_SHOT_BINS)
+    assert json.dumps(result["test"], sort_keys=True) == json.dumps(lists, sort_keys=True)
+    evaluated = sts_main(["--evaluate", "--resume", str(tmp_path / "lists" / "ckpt.best.pth.tar")])
+    assert json.dumps(evaluated, sort_keys=True) == json.dumps(lists, sort_keys=True)
+    counted = train((ranksim, glove), tmp_path, "counts", "--shot_rule", "counts")
+    assert "shots: by training pairs per 0.1 bin" in (tmp_path / "counts" / "training.log").read_text()
+    shots = ("many", "medium", "few")
+    assert [counted["test"][s]["count"] for s in shots] != [lists[s]["count"] for s in shots]

@@ -4,6 +4,7 @@ Nothing here knows about ages or images: these tasks are what a new benchmark wo
 """
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -441,3 +442,75 @@ def test_process_setup_refusals(tmp_path, monkeypatch):
     monkeypatch.setattr(distributed, "world_size", lambda: 3)
     with pytest.raises(RunError, match="--batch_size 16 .* is not divisible by the 3 processes"):
         trainer(VectorTask(), tmp_path)
+
+
+def window_rule_stop(scores, patience):
+    """The STS-B reference's rule, stated literally: append each validation score to the history; once the
+    history is longer than patience + 1, stop at the first score at least the largest of the last patience + 1.
+    Returns the number of validations run."""
+    history = []
+    for score in scores:
+        history.append(score)
+        if len(history) > patience + 1 and max(history[-(patience + 1):]) <= score:
+            return len(history)
+    return len(scores)
+
+
+def best_rule_stop(scores, patience):
+    """The default rule: stop after ``patience`` validations in a row without a better score."""
+    best, bad = math.inf, 0
+    for count, score in enumerate(scores, start=1):
+        best, bad = (score, 0) if score < best else (best, bad + 1)
+        if bad >= patience:
+            return count
+    return len(scores)
+
+
+def test_the_window_patience_rule_stops_where_its_literal_statement_does(tmp_path):
+    """Random validation curves with many ties (scores from five values): the trainer's stop and best checkpoint
+    equal the rule's, and the two rules disagree somewhere (so the test can tell them apart)."""
+    rng = np.random.default_rng(0)
+    differ = 0
+    for case in range(12):
+        patience = int(rng.integers(1, 4))
+        scores = [float(s) for s in rng.integers(0, 5, size=30)]
+        task = VectorTask(scores=scores)
+        result = trainer(task, tmp_path, f"w{case}", epochs=100, val_interval=2, patience=patience,
+                         patience_rule="window").fit()
+        assert task.validations == window_rule_stop(scores, patience), (scores, patience)
+        run_scores = scores[:task.validations]
+        assert result["step"] == 2 * (1 + run_scores.index(min(run_scores)))   # the first lowest is the best
+        differ += best_rule_stop(scores, patience) != task.validations
+    assert differ > 0
+
+
+def test_the_statistics_pass_sees_every_training_sample(tmp_path):
+    """33 samples with batch 16: training skips the last sample (a batch of one), the statistics pass does not."""
+    seen = []
+
+    class Counting(VectorTask):
+        def statistics_pass(self, model, objective, batches, epoch):
+            seen.append(sum(len(batch["target"]) for batch in batches))
+
+    trainer(Counting(n_train=33, batch_norm=True), tmp_path, epochs=2).fit()
+    assert seen == [33, 33]
+
+
+def test_checkpoints_are_written_at_validations_and_the_best_one_is_small(tmp_path, monkeypatch):
+    """Validating every 6 iterations of 4-iteration epochs: the resumable checkpoint at each validation and after
+    the last epoch, not at every epoch end (unless --save_every_minutes 0); the best one without optimiser state."""
+    from common import checkpointing as module
+    writes = []
+    save = module.save_checkpoint
+    monkeypatch.setattr(module, "save_checkpoint", lambda state, path: writes.append(Path(path).name) or
+                        save(state, path))
+    trainer(VectorTask(), tmp_path, "timed", epochs=6, val_interval=6).fit()
+    resumable = [name for name in writes if name == "ckpt.pth.tar"]
+    assert len(resumable) == 4 + 1                   # validations at steps 6, 12, 18, 24, then after epoch 5
+    writes.clear()
+    trainer(VectorTask(), tmp_path, "every", epochs=6, val_interval=6, save_every_minutes=0).fit()
+    assert writes.count("ckpt.pth.tar") == 4 + 6
+    best = torch.load(tmp_path / "timed" / "ckpt.best.pth.tar", weights_only=True)
+    assert set(best) == {"epoch", "state_dict", "objective", "trainer", "benchmark", "args"}
+    assert {"optimizer", "scheduler", "scaler", "rng"} <= set(torch.load(tmp_path / "timed" / "ckpt.pth.tar",
+                                                                           weights_only=True))

@@ -9,9 +9,14 @@ with distance, so a small network can learn it. Written as the DenseDepth layout
 * ``nyu2_test/<5 digits>_colors.png`` + ``_depth.png`` (16-bit millimetres);
 * ``nyu2_train.csv``, ``nyu2_test.csv``, ``nyu2_train_FDS_subset.csv`` (headerless, paths starting ``data/``);
 * ``test_balanced_mask.npy`` over the centre ``crop`` of the test depths (images are written with their
-  shorter side already at the loader's ``--scale``, so that crop is what the loader evaluates).
+  shorter side already at the loader's ``--scale``, so that crop is what the loader evaluates);
+* ``SYNTHETIC_nyud2.json``: a marker saying the data are fake, with the image ``size``, the ``scale`` and ``crop``
+  the mask is for (``nyud2-dir/train.py`` refuses other ``--scale``/``--crop`` values, naming these) and the
+  arguments that wrote it.
 """
 from __future__ import annotations
+
+import json
 
 import numpy as np
 from pathlib import Path
@@ -95,6 +100,9 @@ def write_synthetic_nyud2(out, n: int = 400, n_test: int | None = None, size=(80
     subset = rng.choice(len(train_rows), size=min(600, max(1, len(train_rows) // 4)), replace=False)
     write_pairs(out / "nyu2_test.csv", test_rows)
     write_pairs(out / "nyu2_train_FDS_subset.csv", [train_rows[i] for i in sorted(subset)])
+    (out / "SYNTHETIC_nyud2.json").write_text(json.dumps({
+        "note": "synthetic NYUD2-DIR (not real images), written by `python -m common.synthetic nyud2`; safe to delete",
+        "size": list(size), "scale": min(size), "crop": list(crop), "n": n, "n_test": n_test, "seed": seed}) + "\n")
     write_pairs(out / "nyu2_train.csv", train_rows)           # last: its presence means the folder is complete
     return out / "nyu2_train.csv"
 
