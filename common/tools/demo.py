@@ -19,7 +19,7 @@ from pathlib import Path
 from common.tools import report
 from common.synthetic import AGEDB_TRAIN_COUNTS, write_synthetic
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main(argv=None):
