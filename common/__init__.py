@@ -1,6 +1,11 @@
-"""Shared code of the DIR benchmarks: losses, LDS/FDS, label bins, metrics, the training engine, synthetic data.
+"""What every DIR benchmark shares, in three rooms (README "Layout"):
 
-Every dataset folder (``imdb-wiki-dir/``, ``agedb-dir/``, ``nyud2-dir/``, ``sts-b-dir/``) imports from here.
-Each method's behaviour is written down in ``docs/methods.md``; the deliberate differences from the public
-reference code are listed in ``docs/reference-differences.md``.
+* the loop: ``trainer`` (Task, Trainer), ``cli``, ``runtime``, ``checkpointing``, ``distributed``, ``errors``;
+* the methods: ``losses/``, ``objective``, ``optim``, ``lds``, ``fds``, ``gmm``, ``bins``, ``metrics``, ``depth``,
+  ``checks``, ``models/``, and ``age`` (the base of the two age benchmarks);
+* tools: ``synthetic/`` (``python -m common.synthetic``) and ``tools/`` (pack, datasplit, report, demo).
+
+Every dataset folder (``imdb-wiki-dir/``, ``agedb-dir/``, ``nyud2-dir/``, ``sts-b-dir/``) imports from here; nothing
+here imports a dataset folder. Each method's behaviour is written down in ``docs/methods.md``; the deliberate
+differences from the public reference code are listed in ``docs/reference-differences.md``.
 """
