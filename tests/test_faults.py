@@ -82,3 +82,27 @@ def test_fds_buckets_below_the_training_ages_are_said_once(data_dir, tmp_path):
     log = (tmp_path / "fds" / "training.log").read_text()
     assert log.count("warning: --fds tracks ages 3–29 (--bucket_num 30); the training ages above, up to ") == 1
     assert "raise --bucket_num to" in log
+
+
+def immutable(folder: Path) -> bool:
+    """Make ``folder`` unwritable even for root (``chattr +i``, ext4); False where that is not possible."""
+    import shutil
+    if shutil.which("chattr") is None:
+        return False
+    return subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+
+
+def test_a_read_only_run_folder_is_one_sentence_on_resume_and_a_warning_on_evaluate(data_dir, tmp_path, capsys):
+    result = agedb_main(run_args(data_dir, tmp_path, "run", "--epoch", "1"))
+    run_dir = tmp_path / "run"
+    if not immutable(run_dir):
+        pytest.skip("chattr +i is not available here")
+    try:
+        message = error_of(["--resume", str(run_dir / "ckpt.pth.tar"), "--epoch", "2", "--data_dir", str(data_dir)])
+        assert message.startswith(f"error: cannot write the run folder {run_dir} (") and "\n" not in message
+        capsys.readouterr()
+        metrics = agedb_main(["--evaluate", "--resume", str(run_dir / "ckpt.best.pth.tar"), "--workers", "0"])
+        assert json.dumps(metrics, sort_keys=True) == json.dumps(result["test"], sort_keys=True)
+        assert f"warning: could not write {run_dir / 'eval.json'}" in capsys.readouterr().err
+    finally:
+        subprocess.run(["chattr", "-i", str(run_dir)])
