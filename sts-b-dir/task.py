@@ -19,7 +19,7 @@ from common import checkpointing
 from common.bins import STSB_BINS, LabelBins
 from common.fds import FDS
 from common.lds import bucket_prior, prepare_weights
-from common.metrics import correlation_shot_metrics, correlation_table
+from common.metrics import CORRELATION_SELECTABLE, correlation_shot_metrics, correlation_table, selection_from_args
 from common.objective import statistics_pass
 from common.optim import optimizer_from_args
 from common.trainer import Task
@@ -75,6 +75,8 @@ class STSTask(Task):
     def __init__(self, args):
         self.args = args
         self.many_shot_thr, self.low_shot_thr = args.many_shot_thr, args.low_shot_thr
+        self.selection = selection_from_args(args, "mse", CORRELATION_SELECTABLE)
+        self.selection_name = self.selection.name
         self.bins = label_bins(args.bucket_num)
         self.messages = []
         note = self.messages.append
@@ -139,6 +141,8 @@ class STSTask(Task):
         """``loss.build_objective`` with Balanced MSE's prior from the training scores: GAI's mixture file or
         BNI's bins (in score units; the loss rescales them)."""
         a = self.args
+        if a.bmse and a.loss != "mse":
+            self.log(f"--bmse replaces the regression loss: --loss {a.loss} is not used (selection stays on val MSE).")
         gmm_file = self._gmm_file() if a.bmse and a.imp == "gai" else None
         prior = None
         if a.bmse and a.imp == "bni":
@@ -172,10 +176,10 @@ class STSTask(Task):
     def metrics(self, preds, labels) -> dict:
         """MSE, L1, G-mean, Pearson and Spearman, overall and per shot of the 0.1-wide score bins."""
         return correlation_shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr,
-                                        bins=STSB_BINS, shot_bins=self.shot_bins)
+                                        bins=STSB_BINS, shot_bins=self.shot_bins, balanced=True)
 
     def selection_score(self, preds, labels, metrics) -> float:
-        return metrics["all"]["mse"]
+        return self.selection.score(metrics)
 
     def report(self, name, preds, labels, metrics) -> str:
         return correlation_table(name, metrics)

@@ -288,3 +288,23 @@ def test_a_ranksim_split_is_evaluated_with_the_reference_shot_lists(data, tmp_pa
     assert "shots: by training pairs per 0.1 bin" in (tmp_path / "counts" / "training.log").read_text()
     shots = ("many", "medium", "few")
     assert [counted["test"][s]["count"] for s in shots] != [lists[s]["count"] for s in shots]
+
+
+def test_bad_checkpoints_and_ignored_flags_are_said_on_sts_b_too(data, tmp_path):
+    """The same classes of input as on the age benchmarks: --bmse says --loss is not used; a checkpoint with
+    non-finite weights is named before evaluating; an age checkpoint is refused."""
+    train(data, tmp_path, "bmse", "--bmse", "--imp", "bmc", "--loss", "l1")
+    assert "--bmse replaces the regression loss: --loss l1 is not used" in \
+        (tmp_path / "bmse" / "training.log").read_text()
+    checkpoint = torch.load(tmp_path / "bmse" / "ckpt.best.pth.tar", weights_only=False)
+    checkpoint["state_dict"]["linear.weight"].fill_(float("nan"))
+    torch.save(checkpoint, tmp_path / "nan.pth.tar")
+    with pytest.raises(SystemExit) as info:
+        sts_main(["--evaluate", "--resume", str(tmp_path / "nan.pth.tar")])
+    assert "holds non-finite weights (linear.weight)" in str(info.value.code)
+    checkpoint["args"] = {"dataset": "agedb", "model": "resnet18"}
+    del checkpoint["benchmark"]
+    torch.save(checkpoint, tmp_path / "age.pth.tar")
+    with pytest.raises(SystemExit) as info:
+        sts_main(["--evaluate", "--resume", str(tmp_path / "age.pth.tar")])
+    assert "was trained by agedb-dir/train.py, not sts-b-dir/train.py" in str(info.value.code)
