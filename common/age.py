@@ -288,7 +288,7 @@ class AgeTask(Task):
         gmm_file = gmm_path(a.gmm, a.data_dir) if a.bmse and a.imp == "gai" else None
         if gmm_file is not None:
             check_fitted_on(gmm_file, labels_digest(self.train_labels), f"training ages ({a.dataset}.csv)",
-                            f"python data/preprocess_gmm.py --data_dir {a.data_dir}")
+                            f"re-create it with `python data/preprocess_gmm.py --data_dir {a.data_dir}`")
         prior = bucket_prior(self.train_labels, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, truncate=a.lds_truncate) \
             if a.bmse and a.imp == "bni" else None
         return self.build_loss(gmm_file, prior)

@@ -71,9 +71,9 @@ def labels_digest(values) -> str:
     return hashlib.sha256(np.ascontiguousarray(np.asarray(values, dtype=np.float64)).tobytes()).hexdigest()
 
 
-def check_fitted_on(path, digest: str, what: str, command: str) -> None:
+def check_fitted_on(path, digest: str, what: str, remedy: str) -> None:
     """Refuse a GMM file that records being fitted on other labels than ``digest`` (``what`` names them in the
-    sentence, ``command`` re-creates the file). A file without the record (written before it, or by hand) is
+    sentence, ``remedy`` says what to do, e.g. the command that re-creates the file). A file without the record (written before it, or by hand) is
     accepted: there is nothing to compare."""
     path = Path(path)
     if not path.is_file():
@@ -88,7 +88,7 @@ def check_fitted_on(path, digest: str, what: str, command: str) -> None:
         return                               # load_gmm says that it cannot be read
     if recorded is not None and recorded != digest:
         raise RunError(f"GMM file {path} was not fitted on this run's {what} (the data changed since it was "
-                       f"written); re-create it with `{command}`.")
+                       f"written); {remedy}.")
 
 
 def load_gmm(path) -> dict:

@@ -176,7 +176,7 @@ class NYUD2Task(Task):
         if a.bmse and a.imp == "gai":
             gmm_file = gmm_path(a.gmm, a.data_dir)
             check_fitted_on(gmm_file, labels_digest(self.pixel_counts), "training pixel histogram",
-                            f"python data/preprocess_gmm.py --data_dir {a.data_dir}")
+                            f"re-create it with `python data/preprocess_gmm.py --data_dir {a.data_dir}`")
         if a.bmse and a.imp == "bni":
             prior = dataset.bni_prior(self.pixel_counts, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
                                       a.bucket_start, truncate=a.lds_truncate)

@@ -152,13 +152,17 @@ class STSTask(Task):
 
     def _gmm_file(self) -> Path:
         """GAI's prior: ``--gmm``, else a mixture fitted here on the training scores / 5 (the loss's scale)."""
-        from common.gmm import fit_gmm_1d, save_gmm
+        from common.gmm import check_fitted_on, fit_gmm_1d, labels_digest, save_gmm
+        digest = labels_digest(self.train_labels)
         if self.args.gmm:
+            check_fitted_on(self.args.gmm, digest, "training scores",
+                            "drop --gmm, and the run fits one on its own training scores")
             return Path(self.args.gmm)
-        path = cache_folder(self.args) / f"gmm_{len(self.train_labels)}_{self.train_labels.sum():.3f}.npz"
+        # Keyed on the training scores themselves: other data, another file.
+        path = cache_folder(self.args) / f"gmm_{digest[:16]}.npz"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_gmm(fit_gmm_1d(self.train_labels / loss.SCORE_SCALE, 8), path)
+            save_gmm(fit_gmm_1d(self.train_labels / loss.SCORE_SCALE, 8), path, fitted_on=digest)
             self.log(f"GAI prior: an 8-component mixture fitted on the training scores / 5, saved to {path}")
         return path
 
