@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 # The choices of the method flags; tests/test_cli.py checks them against common.lds and common.losses.
@@ -328,8 +329,11 @@ RUN_FLAGS = ("resume", "evaluate", "eval_model", "workers", "device", "gpu", "cu
 CHANGEABLE_ON_RESUME = ("epoch", "lr", "patience", "patience_rule", "max_vals", "save_every_minutes")
 
 
-def _same(a, b) -> bool:
-    """Flag values equal as the command line means them (a list and a tuple of the same numbers are equal)."""
+def _same(flag: str, a, b) -> bool:
+    """Flag values equal as the command line means them (a list and a tuple of the same numbers are equal; two
+    spellings of one folder are the same ``--data_dir``)."""
+    if flag.endswith("_dir") and isinstance(a, str) and isinstance(b, str):
+        return os.path.realpath(a) == os.path.realpath(b)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return list(a) == list(b)
     return a == b or (isinstance(a, float) and isinstance(b, float) and math.isclose(a, b, rel_tol=1e-12))
@@ -361,7 +365,7 @@ def restore_flags(args, checkpoint_args: dict, model_flags, defaults: dict, give
                 setattr(args, flag, checkpoint_args[flag])
     elif args.resume:
         changed = [flag for flag in sorted(given - set(kept)) if flag in checkpoint_args
-                   and not _same(getattr(args, flag), checkpoint_args[flag])]
+                   and not _same(flag, getattr(args, flag), checkpoint_args[flag])]
         if changed:
             flag = changed[0]
             option = (names or {}).get(flag, f"--{flag}")

@@ -178,7 +178,7 @@ def test_given_flags_are_the_ones_on_the_command_line():
     (["--batch_size", "8"], "--batch_size cannot change on resume"),
     (["--data_dir", "elsewhere"], "--data_dir cannot change on resume"),
 ])
-def test_a_resumed_run_refuses_a_flag_it_cannot_honour(extra, refused):
+def test_a_resumed_run_refuses_a_flag_it_cannot_honour(extra, refused, monkeypatch):
     """A flag that would change what is trained cannot apply to a run half done: one sentence, not ignored."""
     from common.cli import restore_flags
     from common.errors import RunError
@@ -189,7 +189,9 @@ def test_a_resumed_run_refuses_a_flag_it_cannot_honour(extra, refused):
         restore_flags(parser.parse_args(argv), saved, (), {}, cli.given_flags(parser, argv), cli.option_names(parser))
     assert refused in str(info.value) and "--pretrained" in str(info.value)
     # The same flag with the checkpoint's own value is no change, and run flags always apply.
-    same = ["--resume", "ck.pth.tar", "-w", "1.0", "--workers", "3", "--lr", "0.01", "--store_name", "b"]
+    same = ["--resume", "ck.pth.tar", "-w", "1.0", "--workers", "3", "--lr", "0.01", "--store_name", "b",
+            "--data_dir", str(ROOT / "agedb-dir" / "data")]                   # "./data" from the folder, spelt out
+    monkeypatch.chdir(ROOT / "agedb-dir")
     resumed = restore_flags(parser.parse_args(same), saved, (), {}, cli.given_flags(parser, same))
     assert (resumed.conr_window, resumed.workers, resumed.lr, resumed.store_name) == (1.0, 3, 0.01, "b")
 
