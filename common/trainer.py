@@ -126,8 +126,8 @@ class Task:
 
     def checkpoint_extras(self) -> dict:
         """What evaluating a checkpoint needs besides its weights and flags (e.g. statistics of the training set),
-        saved as the checkpoint's ``task_state``: tensors and plain Python values only (checkpoints load with
-        ``weights_only=True``). Default: nothing."""
+        saved as the checkpoint's ``task_state`` when not empty: tensors and plain Python values only (checkpoints
+        load with ``weights_only=True``). Default: nothing."""
         return {}
 
     def restore_extras(self, state: dict) -> None:
@@ -689,10 +689,11 @@ class Trainer:
         self.state.epoch, self.state.next_step = next_epoch, next_step
         # The best checkpoint holds what evaluation, RRT and the final test read; the resumable one also the
         # optimiser, schedule, scaler and random streams (on STS-B the optimiser is two thirds of its size).
+        extras = self.task.checkpoint_extras()      # written only by a task that has some
         best = {"epoch": next_epoch, "state_dict": checkpointing.unwrap(self.model).state_dict(),
                 "objective": self.objective.state_dict(), "trainer": self.state.state_dict(),
                 "benchmark": self.task.benchmark, "args": self.config.flags,
-                "task_state": self.task.checkpoint_extras()}
+                **({"task_state": extras} if extras else {})}
         payload = {**best, "optimizer": self.optimizer.state_dict(),
                    "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                    "scaler": self.scaler.state_dict(), "rng": runtime.rng_state()}

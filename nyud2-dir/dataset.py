@@ -265,9 +265,10 @@ def check_test_pixels(test: "NYUD2Dataset", data_dir) -> None:
     for index in np.flatnonzero(test.mask.flatten(1).any(1).numpy()):
         if bool(test[int(index)]["mask"].any()):
             return
-    raise RunError(f"the test depth maps listed in {Path(data_dir) / 'nyu2_test.csv'} are 0 (no depth) at every pixel "
-                   f"{Path(data_dir) / TEST_MASK} selects, so every test metric would be over no pixel: check that they "
-                   "are the 16-bit millimetre maps of the test split, or recompute the mask for them with `python "
+    data_dir = Path(data_dir)
+    raise RunError(f"the test depth maps listed in {data_dir / 'nyu2_test.csv'} are 0 (no depth) at every pixel "
+                   f"{data_dir / TEST_MASK} selects, so every test metric would be over no pixel: check that they are "
+                   "the 16-bit millimetre maps of the test split, or recompute the mask for them with `python "
                    "data/preprocess_nyud2.py --make_mask`.")
 
 
@@ -283,7 +284,7 @@ def check_synthetic_geometry(data_dir, scale_to: int, crop) -> None:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise RunError(f"{path} could not be read ({error}); write the synthetic data again with `python -m "
                        "common.synthetic nyud2`.") from error
-    if (scale_to, list(crop)) != [want_scale, want_crop]:
+    if scale_to != want_scale or list(crop) != want_crop:
         raise RunError(f"{data_dir} holds synthetic NYUD2 images of {size[0]}×{size[1]} whose test mask covers the "
                        f"centre {want_crop[0]}×{want_crop[1]} ({path.name}): pass --scale {want_scale} --crop "
                        f"{want_crop[0]} {want_crop[1]} (this run has --scale {scale_to} --crop {crop[0]} {crop[1]}).")

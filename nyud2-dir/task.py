@@ -86,7 +86,6 @@ class NYUD2Task(Task):
     def datasets(self) -> dict:
         """The training, validation, test and FDS-subset splits; with ``--evaluate`` the test split alone."""
         a, data_dir = self.args, Path(self.args.data_dir)
-        dataset.check_synthetic_geometry(data_dir, a.scale, self.crop)
         counts, pairs = self.training_pixel_counts(data_dir)
         if counts[a.bucket_start] <= 0:
             raise RunError(f"no training pixel lies in bin {a.bucket_start} ({a.bucket_start / 10:g}–"
@@ -98,11 +97,14 @@ class NYUD2Task(Task):
         test_csv = data_dir / "nyu2_test.csv"
         test_pairs = dataset.read_pairs(test_csv, data_dir)
         dataset.check_pairs_exist(test_pairs, test_csv)
+        packed = lambda name: dataset.PairPack(data_dir, name, a.scale) if a.data_format == "hdf5" else None
+        test_pack = packed("nyu2_test")       # a missing pack, or one of another --scale, is said first
+        # Synthetic data at the real --scale/--crop would fail on the mask's shape: name the values that fit.
+        dataset.check_synthetic_geometry(data_dir, a.scale, self.crop)
         mask = dataset.load_test_mask(data_dir, len(test_pairs), self.crop)
         subset_csv = data_dir / "nyu2_train_FDS_subset.csv"
-        packed = lambda name: dataset.PairPack(data_dir, name, a.scale) if a.data_format == "hdf5" else None
         make = lambda pairs, mode, **kw: dataset.NYUD2Dataset(pairs, mode, a.scale, self.crop, **kw)
-        test = make(test_pairs, "test", mask=mask, pack=packed("nyu2_test"))
+        test = make(test_pairs, "test", mask=mask, pack=test_pack)
         dataset.check_test_pixels(test, data_dir)
         if a.evaluate:
             return {"test": test}
@@ -149,7 +151,7 @@ class NYUD2Task(Task):
         if a.retrain_fc and a.rrt_head == "R":
             # The references' RRT: the checkpoint's E, D and MFF, frozen; R as just built (fresh weights and FDS
             # statistics), all of it trained. SRL's projector reads R's features, so it is new and trained too.
-            checkpointing.load_pretrained_trunk(model, a.pretrained, part="encoder-decoder (E, D, MFF)",
+            checkpointing.load_pretrained_trunk(model, a.pretrained, part="encoder, decoder and MFF",
                                                 fits=f"--encoder {a.encoder}", flags="--encoder and --srl",
                                                 log=self.log, head=RRT_HEAD)
             checkpointing.train_only(model, RRT_HEAD)

@@ -121,7 +121,6 @@ def test_groups_leave_out_what_a_benchmark_cannot_use(capsys):
 
 @pytest.mark.parametrize("line, words", [
     ("--lds", "--reweight"),
-    ("--retrain_fc --pretrained x", "balanced objective"),
     ("--resume a --pretrained b", "only one"),
     ("--fds_ks 4", "odd"),
     ("--bmse --loss focal_l1", "--bmse replaces"),
@@ -247,6 +246,19 @@ def test_numeric_flags_out_of_range_are_one_sentence_on_every_benchmark(folder, 
         assert folder in ("nyud2-dir", "sts-b-dir") and info.value.code == 2
         return
     assert info.value.code == 2 and words in err and len(err.strip().splitlines()) == 2
+
+
+def test_rrt_without_a_balanced_objective_is_a_warning(capsys):
+    """The NYUD2 and STS-B references run RRT on any loss: accepted on every benchmark, with one warning line;
+    with --reweight or --bmse nothing is said."""
+    args = agedb("--retrain_fc --pretrained x")
+    assert args.retrain_fc and args.reweight == "none"
+    assert capsys.readouterr().err == ("warning: --retrain_fc without --reweight or --bmse retrains on the unweighted "
+                                       "loss, which does not rebalance the head (RRT is meant for a balanced "
+                                       "objective).\n")
+    for line in ("--retrain_fc --pretrained x --reweight sqrt_inv", "--retrain_fc --pretrained x --bmse"):
+        agedb(line)
+        assert capsys.readouterr().err == ""
 
 
 def test_conr_on_a_batch_of_one_says_it_adds_nothing(capsys):

@@ -47,6 +47,13 @@ def data_dir(tmp_path_factory):
     return out
 
 
+def copy_of(data_dir, folder):
+    """A copy of the synthetic data folder that a test may change."""
+    import shutil
+    shutil.copytree(data_dir, folder)
+    return folder
+
+
 # -- the references' table, shots and weights --------------------------------------------------------------------
 def test_reference_histogram_facts():
     table = dataset.REFERENCE_TRAIN_PIXELS
@@ -274,7 +281,8 @@ def test_published_subset_is_verified_by_its_hash(tmp_path):
     source = tmp_path / "source"
     source.mkdir()
     (source / "nyu2_train_FDS_subset.csv").write_bytes((SHARED / "nyu2_train_FDS_subset.csv").read_bytes())
-    np.save(source / "test_balanced_mask.npy", np.zeros((654, 228, 304), np.uint8))
+    # A placeholder mask already in place (the published one is not stored here): only the subset is fetched.
+    np.save(tmp_path / "test_balanced_mask.npy", np.zeros((654, 228, 304), np.uint8))
     done = subprocess.run([sys.executable, str(script), "--data_dir", str(tmp_path), "--source_dir", str(source)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -285,6 +293,30 @@ def test_published_subset_is_verified_by_its_hash(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 1 and "not the published file" in done.stderr
     assert not (tmp_path / "nyu2_train_FDS_subset.csv").exists()
+
+
+def test_a_fetched_mask_is_verified_by_its_git_blob_id(tmp_path):
+    """The published mask's blob id is known by its first 8 hex digits; a file of the right shape and dtype but
+    other content is refused and deleted. The blob id is git's own (`git hash-object`)."""
+    import runpy
+    git_blob_id = runpy.run_path(str(ROOT / "nyud2-dir" / "data" / "preprocess_nyud2.py"))["git_blob_id"]
+    sample = tmp_path / "sample.bin"
+    sample.write_bytes(bytes(range(256)) * 5000)
+    hashed = subprocess.run(["git", "hash-object", str(sample)], capture_output=True, text=True, check=True)
+    assert git_blob_id(sample) == hashed.stdout.strip()
+    data, source = tmp_path / "data", tmp_path / "source"
+    data.mkdir()
+    source.mkdir()
+    (data / "nyu2_test.csv").write_text("data/nyu2_test/00000_colors.png,data/nyu2_test/00000_depth.png\n" * 2)
+    (data / "nyu2_train_FDS_subset.csv").write_text("in place\n")          # only the mask is fetched
+    np.save(source / "test_balanced_mask.npy", np.ones((2, 228, 304), np.uint8))
+    done = subprocess.run([sys.executable, str(ROOT / "nyud2-dir" / "data" / "preprocess_nyud2.py"), "--data_dir",
+                           str(data), "--source_dir", str(source)], capture_output=True, text=True)
+    blob = git_blob_id(source / "test_balanced_mask.npy")
+    assert done.returncode == 1 and done.stderr.strip() == (
+        f"error: the mask fetched is not the published file (git blob id {blob}, the published one begins "
+        "156c67de); nothing was kept.")
+    assert not (data / "test_balanced_mask.npy").exists()
 
 
 def test_labeled_mat_conversion(tmp_path):
@@ -527,6 +559,26 @@ def test_published_nyud2_lines_parse_with_their_meaning(line, expected):
         (10, 1e-4, 1e-4, 32, "mse")
 
 
+def test_the_reproduce_rows_run_as_the_references_did():
+    """docs/reproduce.md's NYUD2 rows (`$R …`): each parses, on 4 processes of 8 images (the references' 4 GPUs
+    of 8), with test-set selection, the references' pixel table, their integer LDS wherever LDS is on, their FDS
+    calibration wherever FDS is, and ConR over the gathered batch."""
+    import re
+    import shlex
+    from common import cli
+    text = (ROOT / "docs" / "reproduce.md").read_text()
+    section = text[text.index("## NYUD2-DIR"):text.index("## ConR (Keramati")]
+    processes, prefix = re.search(r'^R="torchrun --nproc_per_node=(\d+) train.py (.*)"$', section, re.M).groups()
+    rows = re.findall(r"`\$R ([^`]*)`", section)
+    assert len(rows) == 7
+    parser = folder_module("nyud2-dir", "train").build_parser()
+    for row in rows:
+        args = cli.check_args(parser, parser.parse_args(shlex.split(f"{prefix} {row}")))
+        assert args.batch_size // int(processes) == 8 and args.select_on_test and args.pixel_histogram == "reference"
+        assert (args.lds_truncate, args.fds_skip_invalid_buckets, args.gather_features) == (args.lds, args.fds,
+                                                                                           args.conr), row
+
+
 @pytest.mark.slow
 def test_gai_trains_with_the_fitted_prior(data_dir, tmp_path):
     """data/preprocess_gmm.py fits the mixture on the data's pixel histogram; --gmm gmm.pkl reads it."""
@@ -545,14 +597,18 @@ def test_gai_trains_with_the_fitted_prior(data_dir, tmp_path):
     assert re.search(r"\]\s+bmse -?\d+\.\d+\s+total", (tmp_path / "gai" / "training.log").read_text())
 
 
-@pytest.mark.slow
-def test_training_from_the_hdf5_pack_gives_the_same_numbers(data_dir, tmp_path):
-    import shutil
-    data = tmp_path / "data"
-    shutil.copytree(data_dir, data)
+def packed_copy(data_dir, tmp_path):
+    """A copy of the synthetic data folder with its HDF5 pack (`data/pack_nyud2.py --scale 36`)."""
+    data = copy_of(data_dir, tmp_path / "data")
     done = subprocess.run([sys.executable, "data/pack_nyud2.py", "--data_dir", str(data), "--scale", "36"],
                           cwd=ROOT / "nyud2-dir", capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    return data
+
+
+@pytest.mark.slow
+def test_training_from_the_hdf5_pack_gives_the_same_numbers(data_dir, tmp_path):
+    data = packed_copy(data_dir, tmp_path)
     flags = ["--fds", "--select_on_test", "--workers", "2"]
     png = run_nyud2(data, tmp_path, "png", *flags)
     hdf5 = run_nyud2(data, tmp_path, "hdf5", *flags, "--data_format", "hdf5")
@@ -598,3 +654,164 @@ def test_srl_slots_are_the_100_depth_bins():
     task.args.srl_num_labels = 50
     objective = task.build_objective()
     assert objective.srl.num_labels == 100 and objective.surrogate.running_mean.shape[0] == 100
+
+
+# -- RRT: the references re-initialise and train the whole head R on the frozen E, D and MFF -------------------------
+def rrt_model(checkpoint, *flags):
+    """The model NYUD2Task builds for `--retrain_fc --pretrained checkpoint` with ``flags``, and its log."""
+    logged = []
+    task = folder_module("nyud2-dir", "task").NYUD2Task(folder_module("nyud2-dir", "train").build_parser().parse_args(
+        ["--encoder", "resnet18", "--pretrained_encoder", "none", "--retrain_fc", "--pretrained", str(checkpoint),
+         *flags]))
+    task.log = logged.append
+    return task.build_model(), logged
+
+
+def test_rrt_reinitialises_r_and_its_fds_and_trains_all_of_it_on_the_frozen_encoder(tmp_path):
+    fds = lambda: FDS(resnet.feature_dim("resnet18"), 100, 7, bins=DEPTH_BINS, edge_rule="clamp")  # noqa: E731
+    torch.manual_seed(0)
+    stage1 = resnet.DepthModel("resnet18", fds=fds())
+    with torch.no_grad():
+        for name, tensor in stage1.state_dict().items():
+            if tensor.is_floating_point():
+                tensor.add_(0.5)          # every trained value differs from a freshly built model's
+        stage1.R.fds.running_mean.fill_(3.0)
+    saved = {k: v.clone() for k, v in stage1.state_dict().items()}
+    torch.save({"state_dict": saved}, tmp_path / "stage1.pth.tar")
+    fresh = resnet.DepthModel("resnet18", fds=fds()).state_dict()
+
+    model, logged = rrt_model(tmp_path / "stage1.pth.tar", "--fds")
+    for name, value in model.state_dict().items():
+        if name.startswith("R."):
+            assert not torch.equal(value, saved[name]) or torch.equal(value, fresh[name]), name
+        else:
+            assert torch.equal(value, saved[name]), name
+    assert torch.equal(model.R.fds.running_mean, torch.zeros_like(model.R.fds.running_mean))
+    for name, parameter in model.named_parameters():
+        assert parameter.requires_grad == name.startswith("R."), name
+    assert any("R re-initialised and trained (8 tensors), E, D and MFF frozen" in line for line in logged)
+
+    # --rrt_head conv2 (this repo's earlier RRT): the checkpoint's R, only its last convolution trains.
+    model, _ = rrt_model(tmp_path / "stage1.pth.tar", "--fds", "--rrt_head", "conv2")
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, saved[name]), name
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["R.conv2.weight", "R.conv2.bias"]
+
+
+def test_rrt_from_a_checkpoint_of_another_encoder_is_one_sentence(tmp_path):
+    from common.errors import RunError
+    torch.save({"state_dict": resnet.DepthModel("resnet34").state_dict()}, tmp_path / "r34.pth.tar")
+    with pytest.raises(RunError, match=r"the encoder, decoder and MFF of --pretrained .*r34.pth.tar does not fit "
+                                       r"--encoder resnet18 \(first mismatch: E\..*\); pass the --encoder and --srl"):
+        rrt_model(tmp_path / "r34.pth.tar")
+
+
+@pytest.mark.slow
+def test_rrt_without_a_balanced_objective_trains_r_and_warns(data_dir, tmp_path, capsys):
+    """The references run RRT with any loss: the unweighted one is accepted with a warning; the second stage keeps
+    stage 1's E, D and MFF and trains R from scratch."""
+    run_nyud2(data_dir, tmp_path, "base", "--fds")
+    capsys.readouterr()
+    run_nyud2(data_dir, tmp_path, "rrt", "--fds", "--retrain_fc", "--pretrained",
+              str(tmp_path / "base" / "ckpt.best.pth.tar"))
+    assert "warning: --retrain_fc without --reweight or --bmse retrains on the unweighted loss" in \
+        capsys.readouterr().err
+    base = torch.load(tmp_path / "base" / "ckpt.best.pth.tar", weights_only=True)["state_dict"]
+    rrt = torch.load(tmp_path / "rrt" / "ckpt.pth.tar", weights_only=True)["state_dict"]
+    statistics = ("running_mean", "running_var", "num_batches_tracked")   # they move in train mode, frozen or not
+    for name, value in base.items():
+        if name.endswith(statistics) or ".fds." in name:
+            continue
+        assert torch.equal(rrt[name], value) != name.startswith("R."), name
+    assert json.loads((tmp_path / "rrt" / "results.json").read_text())["args"]["rrt_head"] == "R"
+
+
+# -- evaluation reads the test split and the checkpoint only -------------------------------------------------------------
+@pytest.mark.slow
+def test_evaluation_needs_no_training_data(data_dir, tmp_path):
+    """The checkpoint carries the training pixel histogram (its shots): with every training file deleted, the
+    evaluation gives the run's own test metrics; a checkpoint from before that (no task_state) still reads the
+    training data, as before."""
+    import shutil
+    data = copy_of(data_dir, tmp_path / "data")
+    result = run_nyud2(data, tmp_path, "run", "--select_on_test")
+    best = tmp_path / "run" / "ckpt.best.pth.tar"
+    checkpoint = torch.load(best, weights_only=True)
+    assert checkpoint["task_state"]["train_pixel_counts"] == np.load(
+        tmp_path / "run" / "test_predictions.npz")["train_pixel_counts"].tolist()
+    old = dict(checkpoint)
+    del old["task_state"]
+    torch.save(old, tmp_path / "old.pth.tar")
+    shutil.rmtree(data / "nyu2_train")
+    for name in ("nyu2_train.csv", "nyu2_train_FDS_subset.csv", "nyu2_train_pixel_histogram.json"):
+        (data / name).unlink()
+    def evaluate(path, *flags):
+        return folder_main("nyud2-dir")(["--evaluate", "--resume", str(path), "--workers", "0", *flags])
+
+    assert json.dumps(evaluate(best), sort_keys=True) == json.dumps(result["test"], sort_keys=True)
+    with pytest.raises(SystemExit, match="nyu2_train.csv does not exist"):
+        evaluate(tmp_path / "old.pth.tar")
+    table = evaluate(tmp_path / "old.pth.tar", "--pixel_histogram", "reference")   # other shots, the same pixels
+    assert [table["all"][key] for key in ("rmse", "mae", "count")] == \
+        [result["test"]["all"][key] for key in ("rmse", "mae", "count")]
+
+
+# -- NYUD2 bad input: one sentence each ----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_truncated_pack_is_one_sentence_naming_it(data_dir, tmp_path):
+    data = packed_copy(data_dir, tmp_path)
+    pack = data / "nyu2_pairs_36.h5"
+    pack.write_bytes(pack.read_bytes()[:pack.stat().st_size // 2])
+    message = error_of(["--data_dir", str(data), "--store_root", str(tmp_path), "--store_name", "cut", *SMALL,
+                        "--select_on_test", "--data_format", "hdf5"])
+    assert message.startswith(f"error: {pack} could not be read (") and "\n" not in message
+    assert message.endswith(f"it is truncated or corrupt; re-create it with `python data/pack_nyud2.py --data_dir "
+                            f"{data} --scale 36`.")
+
+
+@pytest.mark.slow
+def test_a_mask_or_test_depths_that_leave_no_pixel_are_refused(data_dir, tmp_path):
+    empty = copy_of(data_dir, tmp_path / "empty")
+    np.save(empty / "test_balanced_mask.npy", np.zeros((6, 32, 44), np.uint8))
+    message = error_of(["--data_dir", str(empty), "--store_root", str(tmp_path), "--store_name", "a", *SMALL])
+    assert message == (f"error: {empty / 'test_balanced_mask.npy'} is all zeros: it selects no test pixel, so every "
+                       "test metric would be over no pixel; delete it and fetch the published mask with `python "
+                       "data/preprocess_nyud2.py` (or recompute one with `--make_mask`).")
+    blank = copy_of(data_dir, tmp_path / "blank")
+    for _, depth in dataset.read_pairs(blank / "nyu2_test.csv", blank):
+        Image.fromarray(np.zeros((36, 48), np.uint16)).save(depth)
+    message = error_of(["--data_dir", str(blank), "--store_root", str(tmp_path), "--store_name", "b", *SMALL])
+    assert message == (f"error: the test depth maps listed in {blank / 'nyu2_test.csv'} are 0 (no depth) at every "
+                       f"pixel {blank / 'test_balanced_mask.npy'} selects, so every test metric would be over no "
+                       "pixel: check that they are the 16-bit millimetre maps of the test split, or recompute the "
+                       "mask for them with `python data/preprocess_nyud2.py --make_mask`.")
+
+
+def test_synthetic_data_name_the_scale_and_crop_they_were_written_for(data_dir, tmp_path):
+    marker = json.loads((data_dir / "SYNTHETIC_nyud2.json").read_text())
+    assert (marker["size"], marker["scale"], marker["crop"]) == ([48, 36], 36, [44, 32])
+    message = error_of(["--data_dir", str(data_dir), "--store_root", str(tmp_path), "--store_name", "real_sizes",
+                        "--encoder", "resnet18", "--pretrained_encoder", "none", "--workers", "0"])
+    assert message == (f"error: {data_dir} holds synthetic NYUD2 images of 48×36 whose test mask covers the centre "
+                       "44×32 (SYNTHETIC_nyud2.json): pass --scale 36 --crop 44 32 (this run has --scale 240 --crop "
+                       "304 228).")
+
+
+@pytest.mark.parametrize("line, sentence", [
+    ("--val_fraction 0", "--val_fraction must be in (0, 1) (the share of training scenes held out), got 0.0."),
+    ("--val_fraction 1", "--val_fraction must be in (0, 1) (the share of training scenes held out), got 1.0."),
+    ("--many_shot_fraction 0", "--many_shot_fraction must be in (0, 1) (a share of the training pixels), got 0.0."),
+    ("--low_shot_fraction 1.5", "--low_shot_fraction must be in (0, 1) (a share of the training pixels), got 1.5."),
+    ("--low_shot_fraction 0.01", "--low_shot_fraction (0.01) must not exceed --many_shot_fraction (0.0077): few-shot "
+                                 "bins hold fewer training pixels than many-shot ones."),
+    ("--scale 0", "--scale must be > 0 (the shorter image side in pixels), got 0."),
+    ("--crop 0 32", "--crop must be > 0 on both sides, got 0 32."),
+    ("--crop 44 -4", "--crop must be > 0 on both sides, got 44 -4."),
+    ("--rrt_head conv2", "--rrt_head chooses what --retrain_fc retrains: add --retrain_fc --pretrained CKPT, or drop "
+                         "it."),
+])
+def test_nyud2_flags_out_of_range_are_one_sentence(line, sentence, capsys):
+    with pytest.raises(SystemExit) as info:
+        folder_main("nyud2-dir")(line.split())
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and sentence in err and len(err.strip().splitlines()) == 2

@@ -6,7 +6,8 @@
 
 Default: downloads ``nyu2_train_FDS_subset.csv`` (600 training images whose features update FDS each epoch;
 SHA-256 ``e2e00e23…f5b6``) and ``test_balanced_mask.npy`` ((654, 228, 304) uint8: the same number of test pixels
-from every 0.1-m bin from 0.7 m on) from the DIR repository (YyzHarry/imbalanced-regression) at the pinned
+from every 0.1-m bin from 0.7 m on; its git blob id begins ``156c67de``, the part of it the reference notes give)
+from the DIR repository (YyzHarry/imbalanced-regression) at the pinned
 commit of ``common.tools.datasplit.REFERENCE_COMMIT``, or from ``--source_dir`` (local copies). ``--make_subset`` and
 ``--make_mask`` recompute them with the references' recipe (docs/datasets.md §1.3), seeded by ``--seed``; the
 references drew theirs without a seed, so a recomputed file is not the published one.
@@ -18,6 +19,7 @@ is cached for training) and compares it with the references' hard-coded table: o
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import shutil
 import sys
@@ -31,6 +33,9 @@ from common.tools.datasplit import REFERENCE_COMMIT, REFERENCE_REPO
 from common.depth import balanced_mask
 
 SUBSET_SHA256 = "e2e00e2388db5a4a6917b7f1c4af68b5fd4012f2884acbbb810ffe8c0957f5b6"
+# The published mask's git blob id, as far as the notes on the reference repositories give it (docs/datasets.md:
+# "blob 156c67de…"; the file itself, 45 MB, was not available). 32 bits of SHA-1 over the whole content.
+MASK_BLOB_PREFIX = "156c67de"
 SUBSET, MASK = "nyu2_train_FDS_subset.csv", "test_balanced_mask.npy"
 SUBSET_SIZE = 600
 
@@ -69,12 +74,32 @@ def verify_subset(path: Path) -> None:
                          f"{SUBSET_SHA256}); nothing was kept.")
 
 
+def git_blob_id(path: Path) -> str:
+    """The id git gives a file's content: SHA-1 of ``b"blob <size>\\0"`` followed by the bytes (hex)."""
+    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def verify_mask(path: Path, n_test: int) -> None:
-    mask = np.load(path)
+    """Keep the fetched mask only if it is the published one: its shape and dtype, then its content (the git
+    blob id's known prefix); otherwise delete it and stop with one sentence."""
+    try:
+        mask = np.load(path)
+    except (OSError, ValueError) as error:
+        path.unlink()
+        raise SystemExit(f"error: the mask fetched could not be read ({error}); nothing was kept.") from None
     if mask.shape != (n_test, 228, 304) or mask.dtype != np.uint8:
         path.unlink()
         raise SystemExit(f"error: the mask fetched has shape {mask.shape} and dtype {mask.dtype}; the published mask "
                          f"is ({n_test}, 228, 304) uint8; nothing was kept.")
+    blob = git_blob_id(path)
+    if not blob.startswith(MASK_BLOB_PREFIX):
+        path.unlink()
+        raise SystemExit(f"error: the mask fetched is not the published file (git blob id {blob}, the published one "
+                         f"begins {MASK_BLOB_PREFIX}); nothing was kept.")
 
 
 def make_subset(data_dir: Path, seed: int) -> None:
@@ -143,7 +168,7 @@ def main(argv=None) -> None:
     elif not (data_dir / MASK).is_file():
         fetch(MASK, data_dir / MASK, args.source_dir)
         verify_mask(data_dir / MASK, n_test)
-        print(f"wrote {data_dir / MASK}: the published balanced test mask")
+        print(f"wrote {data_dir / MASK}: the published balanced test mask, verified")
 
 
 if __name__ == "__main__":
