@@ -193,7 +193,8 @@ def add_bmse_args(p: argparse.ArgumentParser, *, imps=("gai", "bmc", "bni"), bal
                        help="select checkpoints by the balanced (per-label mean) val metric")
 
 
-def add_ranksim_args(p: argparse.ArgumentParser, *, ties="reference") -> None:
+def add_ranksim_args(p: argparse.ArgumentParser, *, ties="stable") -> None:
+    """RankSim flags; ``ties`` is the benchmark's default tie rule (the age benchmarks pass ``reference``)."""
     g = p.add_argument_group("RankSim (Gong et al., ICML 2022)")
     g.add_argument("--regularization_weight", type=float, default=0.0, help="γ; 0 turns RankSim off")
     g.add_argument("--interpolation_lambda", type=float, default=1.0)
