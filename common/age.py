@@ -23,7 +23,7 @@ from common.errors import RunError
 from common.fds import FDS
 from common.gmm import check_fitted_on, gmm_path, labels_digest
 from common.lds import bucket_prior, prepare_weights
-from common.metrics import balanced_shot_metrics, shot_metrics, shot_table
+from common.metrics import SHOT_SELECTABLE, balanced_shot_metrics, selection_from_args, shot_metrics, shot_table
 from common.objective import statistics_pass
 from common.optim import optimizer_from_args, step_decay
 from common.trainer import Task
@@ -208,9 +208,13 @@ class AgeTask(Task):
     def __init__(self, args):
         self.args = args
         self.many_shot_thr, self.low_shot_thr = args.many_shot_thr, args.low_shot_thr
-        # As the references, --loss mse selects on MSE (with --bmse too), anything else on L1.
+        # As the references, --loss mse selects on MSE (with --bmse too), anything else on L1; --balanced_metric on
+        # the per-label mean of it (bMSE, bMAE); --select_on on the metric it names.
         self.metric = "mse" if args.loss == "mse" else "l1"
-        self.selection_name = f"val {'balanced ' if args.balanced_metric else ''}{self.metric}"
+        default = ("bmse" if self.metric == "mse" else "bmae") if args.balanced_metric else self.metric
+        balanced = "balanced " if args.balanced_metric else ""
+        self.selection = selection_from_args(args, default, SHOT_SELECTABLE, name=f"val {balanced}{self.metric}")
+        self.selection_name = self.selection.name
         self.train_labels = None
 
     @staticmethod
@@ -305,19 +309,18 @@ class AgeTask(Task):
         statistics_pass(model, objective, batches, epoch, self.args.start_update)
 
     def metrics(self, preds, labels) -> dict:
-        return shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr)
+        return shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr, balanced=True)
 
     def selection_score(self, preds, labels, metrics) -> float:
-        if self.args.balanced_metric:
-            metrics = balanced_shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr)
-        return metrics["all"][self.metric]
+        return self.selection.score(metrics)
 
     def report(self, name, preds, labels, metrics) -> str:
-        """The shot table; with ``--balanced_metric`` also the balanced one (the mean over labels, bMSE/bMAE)."""
+        """The shot table and its balanced rows; with ``--balanced_metric`` also the shot table of the balanced
+        metrics (the mean over labels, bMSE/bMAE, as ``balanced_shot_metrics`` gives it)."""
         table = shot_table(name, metrics)
         if self.args.balanced_metric:
             balanced = balanced_shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr)
-            table += "\n" + shot_table("bal.", balanced)
+            table += "\n" + shot_table("bal.", balanced, balanced=False)
         return table
 
     def baseline_predictions(self, labels):

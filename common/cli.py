@@ -56,6 +56,14 @@ def add_run_args(p: argparse.ArgumentParser, *, data_dir="./data", store_root="c
     g.add_argument("--store_name", default="", help="run folder name, used verbatim; empty: built from the flags")
     g.add_argument("--overwrite", action="store_true", help="reuse an existing run folder")
     g.add_argument("--seed", type=int, default=seed, help="seeds Python, NumPy and torch (and every epoch)")
+    g.add_argument("--select_on", default=None, metavar="METRIC",
+                   choices=["l1", "mse", "gmean", "bmae", "bmse", "sera", "pearson", "spearman", "rmse", "mae",
+                            "absrel", "log10", "delta1", "delta2", "delta3"],
+                   help="the overall validation metric that selects the best checkpoint (lowest wins; pearson, "
+                        "spearman and delta* highest): l1, mse, gmean, bmae, bmse (balanced: the mean over label "
+                        "bins), sera; STS-B also pearson, spearman; depth rmse, mse, mae, absrel, log10, delta1-3, "
+                        "bmae, bmse, sera (default: the benchmark's own, l1 or mse for ages, mse for STS-B, rmse for "
+                        "depth)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: CUDA when a GPU is visible, else CPU")
     g.add_argument("--gpu", type=int, default=None, help="CUDA device index (reference flag)")
@@ -256,6 +264,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
         parser.error("--resume continues a run and --pretrained starts a new one: pass only one of them.")
     if on("bmse") and has("loss") and args.loss not in ("l1", "mse"):
         parser.error("--bmse replaces the regression loss: drop --loss.")
+    if on("balanced_metric") and getattr(args, "select_on", None) is not None:
+        parser.error("--balanced_metric means --select_on bmae (bmse with --loss mse): pass only one of them.")
     for flag in ("lds_ks", "fds_ks"):
         if has(flag) and (getattr(args, flag) < 1 or getattr(args, flag) % 2 == 0):
             parser.error(f"--{flag} must be a positive odd kernel size, got {getattr(args, flag)}.")

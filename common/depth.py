@@ -23,6 +23,8 @@ from common.bins import DEPTH_BINS, LabelBins
 from common.lds import get_lds_kernel_window
 
 DEPTH_METRICS = ("rmse", "mse", "mae", "absrel", "log10", "delta1", "delta2", "delta3", "count")
+#: the overall depth metrics ``--select_on`` can name (``common.metrics.selection_from_args``).
+DEPTH_SELECTABLE = DEPTH_METRICS[:-1] + ("bmae", "bmse", "sera")
 SHOTS = ("all", "many", "medium", "few")
 
 
@@ -104,13 +106,18 @@ def _summary(pred: np.ndarray, target: np.ndarray) -> dict:
             "delta3": float(ratio.le(1.25 ** 3).float().sum() / n), "count": n}
 
 
-def depth_metrics(preds, labels, shots: dict[str, np.ndarray], bins: LabelBins = DEPTH_BINS) -> dict:
+def depth_metrics(preds, labels, shots: dict[str, np.ndarray], bins: LabelBins = DEPTH_BINS,
+                  pixel_counts=None) -> dict:
     """RMSE, MSE, MAE, AbsRel, log10, δ1–δ3 and the pixel count, overall and per shot.
 
     Args:
         preds, labels: (P,) predicted and ground-truth depths (metres) of the evaluated (masked) pixels.
         shots: ``{'many', 'medium', 'few'}`` → bin indices (:func:`shot_bins`); a pixel's shot is its
             ground-truth bin's.
+        pixel_counts: the (B,) training pixel histogram over ``bins``. Given, each shot also has the per-pixel
+            balanced metrics of ``common.metrics``: ``bmae`` and ``bmse`` (the mean over the depth bins that hold
+            evaluated pixels of each bin's mean |e| and e², in float64), ``sera`` (Σ φ e² over the pixels, φ = 1 −
+            n_b / max n the bin's relevance from this histogram) and ``bins`` (how many depth bins).
 
     An empty shot, or log10 with a non-positive prediction, is NaN with a warning, never an exception.
     """
@@ -125,6 +132,8 @@ def depth_metrics(preds, labels, shots: dict[str, np.ndarray], bins: LabelBins =
     for shot in SHOTS[1:]:
         keep = np.isin(label_bins, shots[shot])
         out[shot] = _summary(preds[keep], labels[keep])
+    if pixel_counts is not None:
+        _add_balanced_depth(out, preds, labels, label_bins, shots, pixel_counts)
     empty = [shot for shot in SHOTS if out[shot]["count"] == 0]
     if empty:
         warnings.warn(f"depth_metrics: no evaluated pixel is {', '.join(empty)}-shot; those metrics are NaN.")
@@ -133,14 +142,30 @@ def depth_metrics(preds, labels, shots: dict[str, np.ndarray], bins: LabelBins =
     return out
 
 
+def _add_balanced_depth(out: dict, preds, labels, label_bins, shots, pixel_counts) -> None:
+    """``bmae``, ``bmse``, ``sera`` and ``bins`` of every shot into ``out`` (see :func:`depth_metrics`)."""
+    from common.metrics import add_balanced
+    counts = np.asarray(pixel_counts, dtype=np.float64).reshape(-1)
+    if counts.size <= int(label_bins.max(initial=0)) or (counts < 0).any():
+        raise ValueError(f"depth_metrics: `pixel_counts` must hold one non-negative count per depth bin, got "
+                         f"{counts.size} values for bins up to {int(label_bins.max(initial=0))}.")
+    peak = counts.max(initial=0.0)
+    phi = np.ones(label_bins.shape) if peak == 0 else 1.0 - counts[label_bins] / peak
+    masks = {"all": np.ones(label_bins.shape, dtype=bool),
+             **{shot: np.isin(label_bins, shots[shot]) for shot in SHOTS[1:]}}
+    errors = preds.astype(np.float64) - labels.astype(np.float64)
+    add_balanced(out, errors, label_bins, phi, masks)
+
+
 def depth_table(name: str, metrics: dict) -> str:
-    """The metrics of :func:`depth_metrics` as a text table, one row per shot."""
+    """The metrics of :func:`depth_metrics` as a text table, one row per shot (then the balanced rows, if any)."""
+    from common.metrics import balanced_table
     head = f" * {name:5s}  " + " ".join(f"{k.upper():>7s}" for k in DEPTH_METRICS[:-1]) + f" {'pixels':>9s}"
     rows = [head]
     for shot in SHOTS:
         m = metrics[shot]
         rows.append(f"   {shot:6s} " + " ".join(f"{m[k]:7.4f}" for k in DEPTH_METRICS[:-1]) + f" {m['count']:9d}")
-    return "\n".join(rows)
+    return "\n".join(rows) + balanced_table(name, metrics)
 
 
 def balanced_mask(depths, first_bin: int = 7, bins: LabelBins = DEPTH_BINS, seed: int = 0) -> np.ndarray:

@@ -1,8 +1,22 @@
-"""Evaluation metrics of the age benchmarks: MSE, L1 and G-mean, overall and per shot (docs/methods.md §10.1).
+"""Evaluation metrics: MSE, L1 and G-mean, their balanced forms and SERA, overall and per shot (docs/methods.md §10).
 
 A test label's shot is decided by how many *training* samples carry it: many-shot above ``many_shot_thr``
-(100), few-shot below ``low_shot_thr`` (20), medium-shot otherwise. Per shot the errors are averaged over
-samples (not over labels).
+(100), few-shot below ``low_shot_thr`` (20), medium-shot otherwise. MSE, L1 and G-mean are averaged over samples.
+
+The balanced metrics weigh the test *label bins* equally instead (an exact label for ages, a bin of the label grid
+for STS-B and depth): ``bmae`` and ``bmse`` are the mean over the test bins of a shot of each bin's mean |e| and
+e², as Balanced MSE (Ren et al., CVPR 2022), HCA and Dist Loss report them; ``bins`` is how many bins that is.
+``sera`` is Ribeiro & Moniz's squared error–relevance area (Machine Learning 109, 2020),
+
+    SERA = ∫₀¹ SER_t dt,   SER_t = Σ_{i: φ(y_i) ≥ t} (ŷ_i − y_i)²,
+
+with the density relevance φ(y) = 1 − n(y) / max_b n(b), n the training histogram the shots count (a label
+without training samples has φ = 1, the most frequent one φ = 0): DenseWeight's relevance (Steininger et al.,
+Machine Learning 110, 2021; α = 1, ε = 0) on that histogram instead of a kernel density estimate, normalised
+by its maximum. (Ribeiro & Moniz's own φ interpolates box-plot control points and marks only the extremes as
+relevant; DIR's rare labels are rare by density, interior gaps included.) SER_t is a step function of t, so the
+integral is exact as a finite sum: ∫₀¹ 1[t ≤ φ_i] dt = φ_i, hence SERA = Σ_i φ(y_i) (ŷ_i − y_i)². It is a sum,
+so it grows with the number of test samples: compare it between runs on the same test set only.
 """
 from __future__ import annotations
 
@@ -12,6 +26,13 @@ import numpy as np
 import torch
 
 SHOTS = ("all", "many", "medium", "few")
+#: what :func:`add_balanced` adds to each shot's metrics.
+BALANCED_KEYS = ("bmae", "bmse", "sera", "bins")
+#: the overall metrics ``--select_on`` can name, per kind of metrics (:func:`selection_from_args`).
+SHOT_SELECTABLE = ("l1", "mse", "gmean", "bmae", "bmse", "sera")
+CORRELATION_SELECTABLE = SHOT_SELECTABLE + ("pearson", "spearman")
+#: metrics where higher is better: their selection score is the negated value.
+HIGHER_IS_BETTER = ("pearson", "spearman", "delta1", "delta2", "delta3")
 
 
 def _flat(name: str, values) -> np.ndarray:
@@ -53,9 +74,71 @@ def shot_counts(labels, train_labels, bins=None) -> np.ndarray:
     return np.where(values[position] == labels, counts[position], 0)
 
 
+def shot_masks(counts: np.ndarray, many_shot_thr, low_shot_thr) -> dict[str, np.ndarray]:
+    """Boolean masks of the samples (or labels) in each shot, from their training counts."""
+    return {"all": np.ones_like(counts, dtype=bool), "many": counts > many_shot_thr,
+            "medium": (counts >= low_shot_thr) & (counts <= many_shot_thr), "few": counts < low_shot_thr}
+
+
+def training_peak(train_labels, bins=None) -> int:
+    """The largest training count of one label (without ``bins``: integer-cast labels, as :func:`shot_counts`) or
+    of one bin: the n(b) that normalises the relevance."""
+    train = _flat("train_labels", train_labels)
+    if bins is not None:
+        return int(np.max(bins.histogram(train), initial=0))
+    return int(np.max(np.unique(train.astype(np.int64), return_counts=True)[1], initial=0))
+
+
+def relevance(labels, train_labels, bins=None) -> np.ndarray:
+    """(N,) density relevance φ(y) = 1 − n(y) / max_b n(b) of each test label, in [0, 1] (the module docstring).
+
+    ``n(y)`` is the training count :func:`shot_counts` gives the label (its bin's with ``bins``). Without training
+    labels every φ is 1."""
+    return _phi(shot_counts(labels, train_labels, bins), training_peak(train_labels, bins))
+
+
+def _phi(counts: np.ndarray, peak: int) -> np.ndarray:
+    return np.ones(counts.shape) if peak == 0 else 1.0 - counts / peak
+
+
+def sera(preds, labels, phi) -> float:
+    """Squared error–relevance area ∫₀¹ SER_t dt, exactly: Σ_i φ_i (ŷ_i − y_i)² (the module docstring).
+
+    ``phi``: (N,) relevance of each sample in [0, 1] (:func:`relevance`)."""
+    preds, labels, phi = _flat("preds", preds), _flat("labels", labels), _flat("phi", phi)
+    if not preds.shape == labels.shape == phi.shape:
+        raise ValueError(f"sera: `preds`, `labels` and `phi` must have one value per sample, got {preds.size}, "
+                         f"{labels.size} and {phi.size}.")
+    if ((phi < 0) | (phi > 1)).any():
+        raise ValueError("sera: `phi` must lie in [0, 1] (a relevance).")
+    return float(np.sum(phi * (preds - labels) ** 2))
+
+
+def add_balanced(metrics: dict, errors: np.ndarray, groups: np.ndarray, phi: np.ndarray, masks: dict) -> dict:
+    """Add ``bmae``, ``bmse``, ``sera`` and ``bins`` to each shot's entry of ``metrics`` (in place; returned).
+
+    ``errors``, ``groups`` (each sample's label bin: any sortable value), ``phi`` (each sample's relevance) are
+    (N,); ``masks`` maps each shot to its (N,) sample mask. A bin belongs to a shot when one of its samples does
+    (every sample of a bin shares its shot); bins without test samples do not count. An empty shot has NaN values
+    and 0 bins."""
+    values, inverse = np.unique(groups, return_inverse=True)
+    per_bin_count = np.bincount(inverse)
+    per_bin_mse = np.bincount(inverse, weights=errors ** 2) / per_bin_count
+    per_bin_l1 = np.bincount(inverse, weights=np.abs(errors)) / per_bin_count
+    for shot, mask in masks.items():
+        present = np.zeros(len(values), dtype=bool)
+        present[inverse[mask]] = True
+        empty = not present.any()
+        metrics[shot].update(bmae=math.nan if empty else float(per_bin_l1[present].mean()),
+                             bmse=math.nan if empty else float(per_bin_mse[present].mean()),
+                             sera=math.nan if empty else float(np.sum(phi[mask] * errors[mask] ** 2)),
+                             bins=int(present.sum()))
+    return metrics
+
+
 def shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=20, bins=None,
-                 zero_error: float = 0.0) -> dict:
-    """MSE, L1, G-mean and sample count, overall and per shot.
+                 zero_error: float = 0.0, balanced: bool = False) -> dict:
+    """MSE, L1, G-mean and sample count, their balanced forms and SERA, overall and per shot.
 
     Args:
         preds, labels: predictions and test labels, any shapes with N elements (numpy or torch).
@@ -65,51 +148,58 @@ def shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=20
         bins: count training samples per label bin instead of per exact label (see :func:`shot_counts`).
         zero_error: the value an exact zero error takes in the G-mean (0: the G-mean is 0, as the age
             references; STS-B's reference uses 1e-10).
+        balanced: also ``bmae``, ``bmse``, ``sera`` and ``bins`` (the module docstring; the label bins are the
+            exact labels without ``bins``, else its bins). Every benchmark's task asks for them.
 
     Returns:
-        ``{'all' | 'many' | 'medium' | 'few': {'mse', 'l1', 'gmean', 'count'}}``; an empty shot has NaN values
-        and count 0.
+        ``{'all' | 'many' | 'medium' | 'few': {'mse', 'l1', 'gmean', 'count'[, 'bmae', 'bmse', 'sera', 'bins']}}``;
+        an empty shot has NaN values and counts 0.
     """
     preds, labels = _flat("preds", preds), _flat("labels", labels)
     if preds.shape != labels.shape:
         raise ValueError(f"shot_metrics: `preds` has {preds.size} values but `labels` has {labels.size}.")
     counts = shot_counts(labels, train_labels, bins)
     errors = preds - labels
-    masks = {"all": np.ones_like(counts, dtype=bool), "many": counts > many_shot_thr,
-             "medium": (counts >= low_shot_thr) & (counts <= many_shot_thr), "few": counts < low_shot_thr}
-    return {shot: _errors_summary(errors[mask], zero_error) for shot, mask in masks.items()}
+    masks = shot_masks(counts, many_shot_thr, low_shot_thr)
+    metrics = {shot: _errors_summary(errors[mask], zero_error) for shot, mask in masks.items()}
+    if not balanced:
+        return metrics
+    groups = labels if bins is None else bins.index(labels)
+    return add_balanced(metrics, errors, groups, _phi(counts, training_peak(train_labels, bins)), masks)
 
 
 def balanced_shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=20) -> dict:
     """Balanced MSE/L1 (Ren et al., CVPR 2022): per shot, the mean over labels of each label's mean error.
 
-    Same shots and return shape as :func:`shot_metrics` (``gmean`` stays the sample G-mean); ``count`` is the
-    number of distinct labels in the shot.
+    Same shots and return shape as :func:`shot_metrics` (``gmean`` stays the sample G-mean); ``mse``, ``l1`` and
+    ``count`` are :func:`shot_metrics`' ``bmse``, ``bmae`` and ``bins`` (the number of distinct labels in the shot).
     """
-    preds, labels = _flat("preds", preds), _flat("labels", labels)
-    metrics = shot_metrics(preds, labels, train_labels, many_shot_thr, low_shot_thr)
-    values, inverse = np.unique(labels, return_inverse=True)
-    errors = preds - labels
-    per_label_count = np.bincount(inverse)
-    per_label_mse = np.bincount(inverse, weights=errors ** 2) / per_label_count
-    per_label_l1 = np.bincount(inverse, weights=np.abs(errors)) / per_label_count
-    counts = shot_counts(values, train_labels)
-    masks = {"all": np.ones(len(values), bool), "many": counts > many_shot_thr,
-             "medium": (counts >= low_shot_thr) & (counts <= many_shot_thr), "few": counts < low_shot_thr}
-    for shot, mask in masks.items():
-        empty = not mask.any()
-        metrics[shot].update(mse=math.nan if empty else float(per_label_mse[mask].mean()),
-                             l1=math.nan if empty else float(per_label_l1[mask].mean()), count=int(mask.sum()))
+    metrics = shot_metrics(preds, labels, train_labels, many_shot_thr, low_shot_thr, balanced=True)
+    for shot in metrics.values():
+        shot.update(mse=shot["bmse"], l1=shot["bmae"], count=shot["bins"])
     return metrics
 
 
-def shot_table(name: str, metrics: dict) -> str:
-    """The metrics of :func:`shot_metrics` as a small text table (MSE, L1, G-mean, count per shot)."""
+def shot_table(name: str, metrics: dict, balanced: bool = True) -> str:
+    """The metrics of :func:`shot_metrics` as a small text table (MSE, L1, G-mean, count per shot), followed by
+    :func:`balanced_table` when they hold the balanced metrics and ``balanced``."""
     rows = [f" * {name:5s}  {'MSE':>8s} {'L1':>8s} {'G-Mean':>8s} {'count':>6s}"]
     for shot in SHOTS:
         m = metrics[shot]
         rows.append(f"   {shot:6s} {m['mse']:8.3f} {m['l1']:8.3f} {m['gmean']:8.3f} {m['count']:6d}")
-    return "\n".join(rows)
+    return "\n".join(rows) + (balanced_table(name, metrics) if balanced else "")
+
+
+def balanced_table(name: str, metrics: dict) -> str:
+    """The balanced rows of a metrics dict (bMAE, bMSE, SERA, label bins per shot), each line starting with a
+    newline; empty when the metrics have no ``bmae``."""
+    if "bmae" not in metrics["all"]:
+        return ""
+    rows = [f" * {name:5s}  {'bMAE':>8s} {'bMSE':>8s} {'SERA':>12s} {'bins':>6s}"]
+    for shot in SHOTS:
+        m = metrics[shot]
+        rows.append(f"   {shot:6s} {m['bmae']:8.3f} {m['bmse']:8.3f} {m['sera']:12.3f} {m['bins']:6d}")
+    return "".join("\n" + row for row in rows)
 
 
 # -- correlations (STS-B-DIR, docs/methods.md §10.3) ---------------------------------------------------------------
@@ -145,26 +235,27 @@ def spearman(x, y) -> float:
 
 
 def correlation_shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=30, bins=None,
-                             zero_error: float = 1e-10, shot_bins: dict | None = None) -> dict:
+                             zero_error: float = 1e-10, shot_bins: dict | None = None, balanced: bool = False) -> dict:
     """:func:`shot_metrics` plus ``pearson`` and ``spearman`` per shot (STS-B: ``bins=STSB_BINS``, 100 / 30; an
     exact zero error counts as 1e-10 in the G-mean, as in the STS-B reference).
 
     ``shot_bins`` (``{'many': bin indices, 'medium': …, 'few': …}`` of ``bins``) gives the shots as fixed bin
     lists instead of training counts (the references' hard-coded lists, which RankSim applies to its own split).
-    An empty shot, or one with fewer than two samples, has NaN correlations (the reference: 0).
+    An empty shot, or one with fewer than two samples, has NaN correlations (the reference: 0). ``balanced``: the
+    balanced metrics and SERA too, per bin of ``bins`` (:func:`shot_metrics`).
     """
     preds, labels = _flat("preds", preds), _flat("labels", labels)
     if shot_bins is None:
-        metrics = shot_metrics(preds, labels, train_labels, many_shot_thr, low_shot_thr, bins, zero_error)
-        counts = shot_counts(labels, train_labels, bins)
-        masks = {"all": np.ones_like(counts, dtype=bool), "many": counts > many_shot_thr,
-                 "medium": (counts >= low_shot_thr) & (counts <= many_shot_thr), "few": counts < low_shot_thr}
+        metrics = shot_metrics(preds, labels, train_labels, many_shot_thr, low_shot_thr, bins, zero_error, balanced)
+        masks = shot_masks(shot_counts(labels, train_labels, bins), many_shot_thr, low_shot_thr)
     else:
         label_bins = bins.index(labels)
         masks = {"all": np.ones(labels.shape, dtype=bool),
                  **{shot: np.isin(label_bins, shot_bins[shot]) for shot in ("many", "medium", "few")}}
         errors = preds - labels
         metrics = {shot: _errors_summary(errors[mask], zero_error) for shot, mask in masks.items()}
+        if balanced:
+            add_balanced(metrics, errors, label_bins, relevance(labels, train_labels, bins), masks)
     for shot, mask in masks.items():
         metrics[shot]["pearson"] = pearson(preds[mask], labels[mask])
         metrics[shot]["spearman"] = spearman(preds[mask], labels[mask])
@@ -178,4 +269,32 @@ def correlation_table(name: str, metrics: dict) -> str:
         m = metrics[shot]
         rows.append(f"   {shot:6s} {m['mse']:8.3f} {m['l1']:8.3f} {m['gmean']:8.3f} {100 * m['pearson']:8.2f} "
                     f"{100 * m['spearman']:8.2f} {m['count']:6d}")
-    return "\n".join(rows)
+    return "\n".join(rows) + balanced_table(name, metrics)
+
+
+# -- model selection (--select_on) ----------------------------------------------------------------------------------
+class Selection:
+    """The validation metric that selects the best checkpoint: the overall ``metric`` of a split's metrics, negated
+    where higher is better (the trainer keeps the lowest score)."""
+
+    def __init__(self, metric: str, split: str = "val", name: str | None = None):
+        self.metric, self.split = metric, split
+        self.sign = -1.0 if metric in HIGHER_IS_BETTER else 1.0
+        self.name = name or f"{split} {'-' if self.sign < 0 else ''}{metric}"
+
+    def score(self, metrics: dict) -> float:
+        return self.sign * float(metrics["all"][self.metric])
+
+
+def selection_from_args(args, default: str, available, split: str = "val", name: str | None = None) -> Selection:
+    """The :class:`Selection` of a run: ``--select_on`` when given, else the benchmark's ``default``; every
+    benchmark's task reads the flag here. ``available`` are the metric names this benchmark reports; another one
+    is refused with one sentence (:class:`~common.errors.RunError`). ``name``: the log's name of the default."""
+    from common.errors import RunError
+    chosen = getattr(args, "select_on", None)
+    if chosen is None:
+        return Selection(default, split, name)
+    if chosen not in available:
+        raise RunError(f"--select_on {chosen}: this benchmark does not report {chosen}; choose one of "
+                       f"{', '.join(available)}.")
+    return Selection(chosen, split)

@@ -18,10 +18,11 @@ import dataset
 import loss
 import resnet
 from common.bins import DEPTH_BINS
-from common.depth import depth_metrics, depth_table, pixel_bucket_weights, shot_bins
+from common.depth import DEPTH_SELECTABLE, depth_metrics, depth_table, pixel_bucket_weights, shot_bins
 from common.errors import RunError
 from common.fds import FDS
 from common.gmm import check_fitted_on, gmm_path, labels_digest
+from common.metrics import selection_from_args
 from common.optim import optimizer_from_args
 from common.trainer import Task
 
@@ -48,7 +49,8 @@ class NYUD2Task(Task):
     def __init__(self, args):
         self.args = args
         self.crop = tuple(args.crop)
-        self.selection_name = "test rmse" if args.select_on_test else "val rmse"
+        self.selection = selection_from_args(args, "rmse", DEPTH_SELECTABLE, "test" if args.select_on_test else "val")
+        self.selection_name = self.selection.name
         self.pixel_counts = self.shots = None
         self.restored_counts = None     # an evaluated checkpoint's training pixel histogram (restore_extras)
 
@@ -227,13 +229,13 @@ class NYUD2Task(Task):
         import warnings
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            metrics = depth_metrics(preds, labels, self.shots)
+            metrics = depth_metrics(preds, labels, self.shots, pixel_counts=self.pixel_counts)
         for warning in caught:
             self.log(f"warning: {warning.message}")
         return metrics
 
     def selection_score(self, preds, labels, metrics) -> float:
-        return metrics["all"]["rmse"]
+        return self.selection.score(metrics)
 
     def format_metrics(self, name, metrics) -> str:
         return depth_table(name, metrics)
