@@ -2,6 +2,7 @@
 
     python -m common.synthetic agedb --out demo/agedb-dir/data
     python -m common.synthetic imdb_wiki --out demo/imdb-wiki-dir/data --n 20000 --img_size 32 --seed 0
+    python -m common.synthetic agedb --out demo/agedb-dir/data --protocol blind_spot    # -> agedb_blind_spot.csv
 
 What is written (docs/datasets.md §1.1, §1.2):
 
@@ -24,6 +25,13 @@ vanish. Val and test follow the real per-age val/test counts (``AGEDB_VAL_COUNTS
 min(n_age // 3, 30) rule: 30 for most ages, tapering at both ends) times the same factor
 n / 12,208, rounded, at least 1 for every age the real val/test have, identical for val and test.
 With the default n = 12,208 every count equals the real one (16,488 images).
+
+AgeDB with ``--protocol P`` (``balanced_extrapolation``, ``bimodal_interpolation``, ``blind_spot``): a pool with
+the real per-age totals (train + val + test, 16,488 images) scaled to round(16,488 · n / 12,208) images by
+largest remainder is split by ``common.tools.datasplit.protocol_split`` (docs/datasets.md §1.5), its test cap
+scaled to max(1, round(50 · n / 12,208)) images per age and its generator seeded from ``seed``; the unused images
+are not drawn. The CSV is ``DIR/agedb_P.csv`` (train with ``--dataset agedb_P``); with the default n the split has
+the real data's counts.
 
 IMDB-WIKI: the real label file was not available (§1.1), so the full-size per-age histogram
 (ages 0–100, 213,553 images = 191,509 train + 2 · 11,022 val/test) is a documented
@@ -415,19 +423,35 @@ def _render(p: dict, size: int, rng: np.random.Generator) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- writing
 
-def _rows(dataset: str, n: int, rng: np.random.Generator):
+def protocol_rows(n: int, protocol: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(ages, splits) of the used images of a synthetic AgeDB protocol split (the module docstring)."""
+    from common.tools.datasplit import TEST_CAP, protocol_split
+    real = sum(AGEDB_TRAIN_COUNTS.values())
+    totals = {a: AGEDB_TRAIN_COUNTS.get(a, 0) + 2 * AGEDB_VAL_COUNTS.get(a, 0)
+              for a in sorted(set(AGEDB_TRAIN_COUNTS) | set(AGEDB_VAL_COUNTS))}
+    pool = scale_counts(totals, round(sum(totals.values()) * n / real))
+    ages = np.repeat(list(pool), list(pool.values())).astype(np.int64)
+    splits = np.array(protocol_split(ages, protocol, seed=int(rng.integers(2 ** 31)),
+                                     test_cap=max(1, round(TEST_CAP * n / real))))
+    return ages[splits != ""], splits[splits != ""]
+
+
+def _rows(dataset: str, n: int, rng: np.random.Generator, protocol: str | None = None):
     """Labels, splits and file paths of all images, plus each image's identity.
 
     Returns:
         ages (M,) int, splits (M,) str, paths (list of M str), who (M,) int identity index,
         female (n_ids,) bool per identity.
     """
-    train, val = split_counts(dataset, n)
-    ages = np.concatenate([np.repeat(list(train), list(train.values())),
-                           np.repeat(list(val), list(val.values())),
-                           np.repeat(list(val), list(val.values()))]).astype(np.int64)
-    n_val = sum(val.values())
-    splits = np.array(["train"] * n + ["val"] * n_val + ["test"] * n_val)
+    if protocol is not None:
+        ages, splits = protocol_rows(n, protocol, rng)
+    else:
+        train, val = split_counts(dataset, n)
+        ages = np.concatenate([np.repeat(list(train), list(train.values())),
+                               np.repeat(list(val), list(val.values())),
+                               np.repeat(list(val), list(val.values()))]).astype(np.int64)
+        n_val = sum(val.values())
+        splits = np.array(["train"] * n + ["val"] * n_val + ["test"] * n_val)
     perm = rng.permutation(len(ages))  # the csv is not sorted by split or age
     ages, splits = ages[perm], splits[perm]
     m = len(ages)
@@ -476,12 +500,21 @@ def _rows(dataset: str, n: int, rng: np.random.Generator):
     return ages, splits, paths, who, rng.random(n_ids) < 0.4
 
 
+def _csv_names(dataset: str) -> list[str]:
+    """Every CSV a synthetic data set of ``dataset`` may write (AgeDB: also one per protocol)."""
+    if dataset != "agedb":
+        return [CSV_NAME[dataset]]
+    from common.tools.datasplit import PROTOCOLS
+    return [CSV_NAME[dataset], *(f"agedb_{protocol}.csv" for protocol in PROTOCOLS)]
+
+
 def _check_out(dataset: str, out: Path) -> None:
-    """Refuse to write over anything that is not earlier synthetic output; clear that output."""
+    """Refuse to write over anything that is not earlier synthetic output; clear that output (every CSV of it:
+    they list the images written again)."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file; give a folder for the synthetic {dataset} data.")
     marker = out / f"SYNTHETIC_{dataset}.txt"
-    ours = [out / CSV_NAME[dataset], *(out / d for d in IMAGE_DIRS[dataset])]
+    ours = [*(out / name for name in _csv_names(dataset)), *(out / d for d in IMAGE_DIRS[dataset])]
     present = [q for q in ours if q.exists()]
     if present and not marker.exists():
         raise FileExistsError(
@@ -491,7 +524,8 @@ def _check_out(dataset: str, out: Path) -> None:
         shutil.rmtree(q) if q.is_dir() else q.unlink()
 
 
-def write_synthetic(dataset: str, out, n: int | None = None, img_size: int = 32, seed: int = 0) -> Path:
+def write_synthetic(dataset: str, out, n: int | None = None, img_size: int = 32, seed: int = 0,
+                    protocol: str | None = None) -> Path:
     """Write a synthetic AgeDB-DIR or IMDB-WIKI-DIR data folder.
 
     Args:
@@ -501,12 +535,14 @@ def write_synthetic(dataset: str, out, n: int | None = None, img_size: int = 32,
             test add about n · 2140 / 12208 (agedb) or n · 0.11 (imdb_wiki) images.
         img_size: image side in pixels (square RGB JPEGs).
         seed: seed of the numpy Generator; same arguments give byte-identical files.
+        protocol: AgeDB only: a split of the DIR re-evaluation instead of DIR's (the module docstring), written as
+            ``out/agedb_<protocol>.csv``.
 
     Returns:
-        path of the written csv (``out/agedb.csv`` or ``out/imdb_wiki.csv``).
+        path of the written csv (``out/agedb.csv``, ``out/agedb_<protocol>.csv`` or ``out/imdb_wiki.csv``).
 
     Raises:
-        ValueError: unknown dataset, n < 1 or img_size < 8.
+        ValueError: unknown dataset or protocol, a protocol for imdb_wiki, n < 1 or img_size < 8.
         FileExistsError: ``out`` holds data that this function did not write.
     """
     if dataset not in DATASETS:
@@ -516,16 +552,19 @@ def write_synthetic(dataset: str, out, n: int | None = None, img_size: int = 32,
         raise ValueError(f"n (training images) must be at least 1, got {n}.")
     if img_size < MIN_IMG_SIZE:
         raise ValueError(f"img_size must be at least {MIN_IMG_SIZE} pixels, got {img_size}.")
+    if protocol is not None and dataset != "agedb":
+        raise ValueError(f"--protocol splits AgeDB only, not {dataset}.")
     out = Path(out)
     _check_out(dataset, out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"SYNTHETIC_{dataset}.txt").write_text(
         f"Synthetic {dataset} data (not real faces), written by `python -m common.synthetic {dataset} "
-        f"--out <this folder> --n {n} --img_size {img_size} --seed {seed}`; safe to delete.\n")
+        f"--out <this folder> --n {n} --img_size {img_size} --seed {seed}"
+        f"{'' if protocol is None else ' --protocol ' + protocol}`; safe to delete.\n")
 
     ss = np.random.SeedSequence(seed)
     label_seed, ident_seed, image_seed, pixel_seed = ss.spawn(4)
-    ages, splits, paths, who, female = _rows(dataset, n, np.random.default_rng(label_seed))
+    ages, splits, paths, who, female = _rows(dataset, n, np.random.default_rng(label_seed), protocol)
     ident = _identity_params(np.random.default_rng(ident_seed), female)
     params = _image_params(np.random.default_rng(image_seed), ages, ident, who)
 
@@ -549,7 +588,7 @@ def write_synthetic(dataset: str, out, n: int | None = None, img_size: int = 32,
         list(pool.map(write_chunk, range(len(starts))))
 
     # The csv goes last and atomically: its presence means the image folder is complete.
-    csv = out / CSV_NAME[dataset]
+    csv = out / (CSV_NAME[dataset] if protocol is None else f"agedb_{protocol}.csv")
     tmp = csv.with_name(csv.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         f.write("age,path,split\n")
@@ -573,7 +612,13 @@ def main(argv=None) -> Path:
     parser.add_argument("--crop", type=int, nargs=2, default=(76, 56), metavar=("W", "H"),
                         help="nyud2: the loader's --crop, over which the balanced test mask is drawn")
     parser.add_argument("--seed", type=int, default=0)
+    from common.tools.datasplit import PROTOCOLS
+    parser.add_argument("--protocol", default=None, choices=list(PROTOCOLS),
+                        help="agedb: a split of the DIR re-evaluation (docs/datasets.md §1.5), written as "
+                             "agedb_<protocol>.csv; train with --dataset agedb_<protocol>")
     args = parser.parse_args(argv)
+    if args.protocol is not None and args.dataset != "agedb":
+        parser.error(f"--protocol splits AgeDB only, not {args.dataset}.")
     if args.n is not None and args.n < 1:
         parser.error(f"--n must be at least 1 (training images), got {args.n}.")
     if args.dataset == "nyud2":
@@ -588,8 +633,9 @@ def main(argv=None) -> Path:
     if args.img_size < MIN_IMG_SIZE:
         parser.error(f"--img_size must be at least {MIN_IMG_SIZE} pixels, got {args.img_size}.")
     try:
-        csv = write_synthetic(args.dataset, args.out, n=args.n, img_size=args.img_size, seed=args.seed)
-    except OSError as e:  # FileExistsError from _check_out, or an unwritable --out
+        csv = write_synthetic(args.dataset, args.out, n=args.n, img_size=args.img_size, seed=args.seed,
+                              protocol=args.protocol)
+    except (OSError, ValueError) as e:  # FileExistsError from _check_out, an unwritable --out, a protocol's split
         raise SystemExit(f"error: {e}") from None
     print(f"wrote {csv} ({sum(1 for _ in open(csv)) - 1} images)")
     return csv

@@ -11,6 +11,10 @@ upstream scripts walked the images in filesystem order, so a re-run of this proc
 need not reproduce the published files: the ``data/preprocess_*.py`` scripts therefore fetch
 those from the reference repository by default (:func:`fetch_published_split`) and verify them,
 and build a new split only with ``--make_split``.
+
+:func:`protocol_split` builds the harder splits of the DIR re-evaluation (Puetz et al., *Deconstructing deep
+imbalanced regression*, Artificial Intelligence Review 2026): ``balanced_extrapolation``,
+``bimodal_interpolation`` and ``blind_spot`` (:data:`PROTOCOLS`; docs/datasets.md §1.5 says exactly how).
 """
 from __future__ import annotations
 
@@ -23,11 +27,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from common.runtime import sha256_of
 
 SPLITS = ("train", "val", "test")
+
+
+def _whole_years(ages: Iterable) -> list[int]:
+    """The ages as ints; ValueError naming the first one with a fractional part."""
+    int_ages = []
+    for a in ages:
+        if int(a) != a:
+            raise ValueError(f"ages must be whole years, got {a!r}")
+        int_ages.append(int(a))
+    return int_ages
 
 
 def make_dir_split(ages: Iterable[int], cap: int, seed: int = 666, max_age: int = 120) -> list[str]:
@@ -50,11 +65,7 @@ def make_dir_split(ages: Iterable[int], cap: int, seed: int = 666, max_age: int 
     """
     if cap < 0:
         raise ValueError(f"cap must be >= 0, got {cap}")
-    int_ages = []
-    for a in ages:
-        if int(a) != a:
-            raise ValueError(f"ages must be whole years, got {a!r}")
-        int_ages.append(int(a))
+    int_ages = _whole_years(ages)
 
     by_age: dict[int, list[int]] = defaultdict(list)
     for i, a in enumerate(int_ages):
@@ -94,6 +105,13 @@ def split_csv(meta_csv, out_csv, cap: int, seed: int = 666, overwrite: bool = Fa
     Raises:
         SystemExit: ``meta_csv`` missing or malformed, or ``out_csv`` exists and not ``overwrite``.
     """
+    return _split_and_write(meta_csv, out_csv, lambda ages: make_dir_split(ages, cap=cap, seed=seed), overwrite)
+
+
+def _split_and_write(meta_csv, out_csv, assign, overwrite: bool) -> pd.DataFrame:
+    """Read ``meta_csv`` (``age,path`` first), give each row ``assign(ages)``'s split, write the rows that got one
+    to ``out_csv`` atomically; a missing or malformed input, or an existing output without ``overwrite``, is one
+    sentence (``SystemExit``)."""
     meta_csv, out_csv = Path(meta_csv), Path(out_csv)
     if out_csv.exists() and not overwrite:
         raise SystemExit(f"error: {out_csv} already exists (it may be the published split); "
@@ -110,18 +128,111 @@ def split_csv(meta_csv, out_csv, cap: int, seed: int = 666, overwrite: bool = Fa
         found = ",".join(map(str, df.columns))
         raise SystemExit(f"error: {meta_csv} must have the columns age,path, found {found}; "
                          f"re-create it with the create_*.py script.")
-    try:  # make_dir_split validates first: a cast would silently truncate 7.5 to 7
-        split = make_dir_split(df["age"].tolist(), cap=cap, seed=seed)
+    try:  # validated first: a cast would silently truncate 7.5 to 7
+        _whole_years(df["age"].tolist())
         df = df.astype({"age": "int64"})
     except (ValueError, TypeError) as e:
         raise SystemExit(f"error: {meta_csv} has a non-integer age ({e}); "
                          f"re-create it with the create_*.py script.") from None
+    split = assign(df["age"].tolist())
     out = pd.DataFrame({"age": df["age"], "path": df["path"], "split": split})
+    out = out[out["split"] != ""]
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_csv.with_name(out_csv.name + ".tmp")
     out.to_csv(tmp, index=False)
     os.replace(tmp, out_csv)
     return out
+
+
+# -- the re-evaluation's AgeDB-DIR protocols (Puetz et al., 2026) ------------------------------------------------
+@dataclass(frozen=True)
+class Protocol:
+    """A split of the re-evaluation: which ages are tested, and how the training ages are drawn.
+
+    ``peaks``: the ages of the Gaussian bumps of the training draw (none: every image left is drawn, the data's own
+    distribution); ``removed``: the ages (inclusive) that get no training or validation image; ``test_ages``: the
+    ages (inclusive) tested, at most the test cap of each."""
+
+    peaks: tuple[int, ...]
+    removed: tuple[int, int] | None
+    test_ages: tuple[int, int] = (16, 85)
+
+    def weight(self, age: int) -> float:
+        """The training draw's relative weight of ``age``: the sum of the bumps exp(−(a − μ)² / (2 · 50)), or 1
+        without peaks; 0 for a removed age."""
+        if self.removed is not None and self.removed[0] <= age <= self.removed[1]:
+            return 0.0
+        if not self.peaks:
+            return 1.0
+        return float(sum(np.exp(-(age - peak) ** 2 / (2 * PEAK_VARIANCE)) for peak in self.peaks))
+
+
+#: the variance (years²) of each training bump: σ = √50 ≈ 7.1 years, the public protocol script's exp(−0.01 (a − μ)²).
+PEAK_VARIANCE = 50.0
+#: most test images per age.
+TEST_CAP = 50
+#: the share of the training draw that becomes the validation split.
+VAL_FRACTION = 0.1
+PROTOCOLS = {
+    "balanced_extrapolation": Protocol(peaks=(50,), removed=None),
+    "bimodal_interpolation": Protocol(peaks=(25, 80), removed=(36, 64)),
+    "blind_spot": Protocol(peaks=(), removed=(47, 53)),
+}
+
+
+def protocol_split(ages: Iterable[int], protocol: str, seed: int = 666, test_cap: int = TEST_CAP,
+                   val_fraction: float = VAL_FRACTION) -> list[str]:
+    """Assign each image to ``train``, ``val``, ``test`` or ``""`` (unused) by a protocol of :data:`PROTOCOLS`.
+
+    1. Within each age (in increasing order) the images are shuffled once by ``numpy.random.default_rng(seed)``.
+    2. Test: the first min(n_a, ``test_cap``) images of every age a in the protocol's ``test_ages``.
+    3. Training draw: of the m_a images left at age a, the next t_a = min(m_a, ⌊M · w(a) + ½⌋), with w the
+       protocol's :meth:`Protocol.weight` and M the largest m_μ over its peak ages μ (the fuller peak is drawn
+       whole, the other as high as its images allow); without peaks t_a = m_a outside the removed ages.
+    4. Validation: ⌊``val_fraction`` · T + ½⌋ of the T drawn images, chosen uniformly without replacement by the
+       same generator; the rest is ``train``. Validation thus follows the training distribution and never holds
+       a removed age. Every other image is unused.
+
+    Raises:
+        ValueError: an unknown protocol, a non-integral age, a negative cap, a fraction outside [0, 1), or no
+            image left at any peak age.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if test_cap < 0:
+        raise ValueError(f"test_cap must be >= 0, got {test_cap}")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    spec = PROTOCOLS[protocol]
+    int_ages = np.asarray(_whole_years(ages), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    split = np.full(len(int_ages), "", dtype=object)
+    left = {}
+    for age in np.unique(int_ages):
+        order = rng.permutation(np.flatnonzero(int_ages == age))
+        tested = min(len(order), test_cap) if spec.test_ages[0] <= age <= spec.test_ages[1] else 0
+        split[order[:tested]] = "test"
+        left[int(age)] = order[tested:]
+    if spec.peaks:
+        height = max(len(left.get(peak, ())) for peak in spec.peaks)
+        if height == 0:
+            raise ValueError(f"protocol {protocol}: no image of the peak ages {spec.peaks} is left for training")
+        take = {age: min(len(rest), int(np.floor(height * spec.weight(age) + 0.5))) for age, rest in left.items()}
+    else:
+        take = {age: len(rest) if spec.weight(age) > 0 else 0 for age, rest in left.items()}
+    drawn = np.concatenate([left[age][:take[age]] for age in left] or [np.zeros(0, np.int64)])
+    split[drawn] = "train"
+    held = rng.choice(drawn, size=int(np.floor(val_fraction * len(drawn) + 0.5)), replace=False)
+    split[held] = "val"
+    return split.tolist()
+
+
+def protocol_csv(meta_csv, out_csv, protocol: str, seed: int = 666, test_cap: int = TEST_CAP,
+                 overwrite: bool = False) -> pd.DataFrame:
+    """:func:`protocol_split` of an ``age,path[,…]`` list (every row is in the pool; a ``split`` column is
+    ignored), written as ``age,path,split`` with the used rows in their input order, atomically."""
+    return _split_and_write(meta_csv, out_csv, lambda ages: protocol_split(ages, protocol, seed, test_cap),
+                            overwrite)
 
 
 # The published split files: the DIR repository (YyzHarry/imbalanced-regression) at a pinned commit.
@@ -204,11 +315,13 @@ def fetch_published_split(published: PublishedSplit, dest, source: str | None = 
     print(f"wrote {dest}: the published split, verified")
 
 
-def main(argv, csv_name: str, cap: int, published: PublishedSplit) -> None:
+def main(argv, csv_name: str, cap: int, published: PublishedSplit, protocols: bool = False) -> None:
     """The ``data/preprocess_*.py`` command of each age benchmark.
 
     Default: fetch the published ``<csv_name>.csv`` from the reference repository's pinned commit and verify it.
-    ``--make_split``: build a split from ``meta/<csv_name>.csv`` with the DIR procedure (seeded)."""
+    ``--make_split``: build a split from ``meta/<csv_name>.csv`` with the DIR procedure (seeded). With
+    ``protocols``, ``--protocol P`` writes ``<csv_name>_P.csv`` by :func:`protocol_split` from
+    ``meta/<csv_name>.csv`` (or, without it, from every row of ``<csv_name>.csv``)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=f"Get the {csv_name}.csv split: the published one (default) or a "
@@ -220,12 +333,35 @@ def main(argv, csv_name: str, cap: int, published: PublishedSplit) -> None:
     parser.add_argument("--make_split", action="store_true",
                         help=f"create a split from meta/{csv_name}.csv instead (not the published one)")
     parser.add_argument("--cap", type=int, default=cap, help="--make_split: most images per age in val (and test)")
-    parser.add_argument("--seed", type=int, default=666, help="--make_split: seed of the split")
+    parser.add_argument("--seed", type=int, default=666, help="--make_split, --protocol: seed of the split")
     parser.add_argument("--overwrite", action="store_true", help=f"replace an existing {csv_name}.csv")
+    if protocols:
+        parser.add_argument("--protocol", default=None, choices=list(PROTOCOLS),
+                            help=f"write {csv_name}_<protocol>.csv, a split of the DIR re-evaluation (Puetz et al., "
+                                 "2026), from meta/" + f"{csv_name}.csv (else every row of {csv_name}.csv); train "
+                                 f"with --dataset {csv_name}_<protocol>")
+        parser.add_argument("--test_cap", type=int, default=TEST_CAP, help="--protocol: most test images per age")
     args = parser.parse_args(argv)
     if args.cap < 0:
         parser.error(f"--cap must be >= 0, got {args.cap}.")
     data_dir = Path(args.data_dir)
+    if getattr(args, "protocol", None):
+        if args.make_split:
+            parser.error("--protocol and --make_split build different splits: pass only one of them.")
+        if args.test_cap < 0:
+            parser.error(f"--test_cap must be >= 0, got {args.test_cap}.")
+        source = data_dir / "meta" / f"{csv_name}.csv"
+        source = source if source.is_file() else data_dir / f"{csv_name}.csv"
+        target = data_dir / f"{csv_name}_{args.protocol}.csv"
+        try:
+            out = protocol_csv(source, target, args.protocol, args.seed, args.test_cap, args.overwrite)
+        except ValueError as error:        # e.g. no image at a peak age
+            raise SystemExit(f"error: {source}: {error}.") from None
+        counts = out["split"].value_counts()
+        summary = ", ".join(f"{s} {counts.get(s, 0)}" for s in SPLITS)
+        print(f"wrote {target}: {summary} (protocol {args.protocol} from {source}; train with --dataset "
+              f"{csv_name}_{args.protocol})")
+        return
     if not args.make_split:
         fetch_published_split(published, data_dir / f"{csv_name}.csv", args.source, args.overwrite)
         return
