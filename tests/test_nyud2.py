@@ -419,7 +419,8 @@ def test_each_method_trains_and_reports(method, data_dir, tmp_path):
     assert names == components
     predictions = np.load(run_dir / "test_predictions.npz")
     shots = {k: predictions[f"{k}_bins"] for k in ("many", "medium", "few")}
-    recomputed = depth_metrics(predictions["preds"], predictions["labels"], shots)
+    recomputed = depth_metrics(predictions["preds"], predictions["labels"], shots,
+                               pixel_counts=predictions["train_pixel_counts"])
     assert json.dumps(recomputed, sort_keys=True) == json.dumps(saved["test"], sort_keys=True)
     assert saved["test"]["all"]["count"] == int(np.load(data_dir / "test_balanced_mask.npy").sum())
     assert result["test"]["all"]["rmse"] == saved["test"]["all"]["rmse"]

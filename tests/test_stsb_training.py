@@ -72,9 +72,10 @@ def check_results(run_dir: Path, result: dict) -> dict:
     assert set(saved) == {"val", "test", "epoch", "step", "provenance", "args"}
     predictions = np.load(run_dir / "test_predictions.npz")
     recomputed = correlation_shot_metrics(predictions["preds"], predictions["labels"], predictions["train_labels"],
-                                          5, 2, STSB_BINS)
+                                          5, 2, STSB_BINS, balanced=True)
     for shot in ("all", "many", "medium", "few"):
-        assert set(saved["test"][shot]) == {"mse", "l1", "gmean", "pearson", "spearman", "count"}
+        assert set(saved["test"][shot]) == {"mse", "l1", "gmean", "pearson", "spearman", "count", "bmae", "bmse",
+                                            "sera", "bins"}
         for key, value in recomputed[shot].items():
             got = saved["test"][shot][key]
             assert (math.isnan(got) and math.isnan(value)) or got == pytest.approx(value, rel=1e-9), (shot, key)
@@ -280,7 +281,7 @@ def test_a_ranksim_split_is_evaluated_with_the_reference_shot_lists(data, tmp_pa
     assert "shots: the references' hard-coded 0.1-bin lists" in log
     predictions = np.load(tmp_path / "lists" / "test_predictions.npz")
     lists = correlation_shot_metrics(predictions["preds"], predictions["labels"], predictions["train_labels"],
-                                     bins=STSB_BINS, shot_bins=dataset.REFERENCE_SHOT_BINS)
+                                     bins=STSB_BINS, shot_bins=dataset.REFERENCE_SHOT_BINS, balanced=True)
     assert json.dumps(result["test"], sort_keys=True) == json.dumps(lists, sort_keys=True)
     evaluated = sts_main(["--evaluate", "--resume", str(tmp_path / "lists" / "ckpt.best.pth.tar")])
     assert json.dumps(evaluated, sort_keys=True) == json.dumps(lists, sort_keys=True)

@@ -1,23 +1,41 @@
 """Compare runs: a markdown table of their test metrics and the per-label error plot DIR papers show.
 
     python -m common.tools.report RUN_DIR [RUN_DIR ...] [--metric l1] [--plot report.png]
+        [--columns l1 bmae mse sera] [--shots all few] [--per_run]
 
 Reads ``results.json`` and ``test_predictions.npz`` from each run folder (written at the end of training).
 The plot shows each run's test error per label over the training label histogram, with the Many/Medium/Few
 label ranges shaded.
+
+Runs whose flags (``results.json``'s ``args``) differ only in ``--seed`` and in how they were run
+(``common.cli.RUN_FLAGS``: the folder, workers, device, …) form a group: when a group has more than one run, the
+table has one row per group with the mean ± sample standard deviation over its runs and their number n (a run
+whose value is NaN, e.g. an empty shot, is left out of that cell's mean), and the plot draws each group's mean
+error per label with a band of ± one standard deviation. ``--per_run`` lists every run instead.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 
+from common.cli import RUN_FLAGS
 from common.metrics import SHOTS, shot_counts
 
 METRIC_NAMES = {"l1": "MAE", "mse": "MSE", "gmean": "G-Mean"}
+#: table headers of every metric a results.json can hold.
+COLUMN_NAMES = {**METRIC_NAMES, "bmae": "bMAE", "bmse": "bMSE", "sera": "SERA", "bins": "bins", "count": "count",
+                "pearson": "Pearson", "spearman": "Spearman", "rmse": "RMSE", "mae": "MAE", "absrel": "AbsRel",
+                "log10": "log10", "delta1": "δ1", "delta2": "δ2", "delta3": "δ3"}
+# The default columns: the first group always, the second where the runs hold it.
+DEFAULT_COLUMNS = (("l1", "mse", "gmean"), ("bmae", "bmse", "sera"))
+DEFAULT_DEPTH_COLUMNS = (("rmse", "delta1"), ("bmae", "bmse", "sera"))
+#: flags that do not make runs different settings: the seed, and how a run is executed.
+NOT_SETTINGS = frozenset({"seed", *RUN_FLAGS})
 
 
 def load_run(run_dir) -> dict:
@@ -32,7 +50,7 @@ def load_run(run_dir) -> dict:
                          "interrupted while writing it: evaluate its ckpt.best.pth.tar with --evaluate --resume.")
     if not isinstance(results, dict) or "test" not in results:
         raise SystemExit(f"error: {path} holds no 'test' metrics; it is not the results.json of a finished run.")
-    results["name"] = run_dir.name
+    results["name"], results["path"] = run_dir.name, str(run_dir.resolve())
     predictions = run_dir / "test_predictions.npz"
     if predictions.is_file():
         try:
@@ -60,17 +78,29 @@ def is_depth(run: dict) -> bool:
     return "rmse" in run["test"]["all"]
 
 
-def depth_markdown_table(runs: list[dict], split: str = "test") -> str:
-    """One row per depth run: RMSE and δ1 for All / Many / Medium / Few, and the evaluated pixels."""
-    header = ["run"] + [f"RMSE {shot}" for shot in SHOTS] + [f"δ1 {shot}" for shot in SHOTS] + ["pixels"]
+def depth_markdown_table(runs: list[dict], split: str = "test", columns=None, shots=SHOTS) -> str:
+    """One row per depth run: RMSE and δ1 (and, where the runs hold them, bMAE, bMSE, SERA) for All / Many /
+    Medium / Few, and the evaluated pixels."""
+    columns = default_columns(runs, split) if columns is None else columns
+    header = ["run"] + [f"{COLUMN_NAMES[m]} {shot}" for m in columns for shot in shots] + ["pixels"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
     for run in runs:
         metrics = run[split]
-        value = lambda v: "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
-        cells = [run["name"]] + [value(metrics[s]["rmse"]) for s in SHOTS] + [value(metrics[s]["delta1"])
-                                                                             for s in SHOTS]
+        cells = [run["name"]] + [_number(metrics[s].get(m)) for m in columns for s in shots]
         lines.append("| " + " | ".join(cells + [str(metrics["all"]["count"])]) + " |")
     return "\n".join(lines)
+
+
+def _number(value) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def default_columns(runs: list[dict], split: str = "test") -> tuple[str, ...]:
+    """The table's metrics: MAE, MSE, G-mean (depth: RMSE, δ1), then bMAE, bMSE and SERA when every run has
+    them (runs written before they existed do not)."""
+    first, extra = DEFAULT_DEPTH_COLUMNS if runs and is_depth(runs[0]) else DEFAULT_COLUMNS
+    present = all("bmae" in run[split]["all"] for run in runs)
+    return first + (extra if present else ())
 
 
 def depth_plot(runs: list[dict], path) -> None:
@@ -93,12 +123,14 @@ def depth_plot(runs: list[dict], path) -> None:
     for shot, colour in colours.items():
         for b in first[f"{shot}_bins"]:
             ax.axvspan(b / 10, b / 10 + 0.1, color=colour, alpha=0.08, lw=0, zorder=0)
-    for run in runs:
+    def rmse_per_bin(run):
         preds, labels = run["predictions"]["preds"], run["predictions"]["labels"]
         bins = DEPTH_BINS.index(labels)
         present = np.unique(bins)
         rmse = [math.sqrt(float(np.mean((preds[bins == b] - labels[bins == b]) ** 2))) for b in present]
-        ax.plot(present / 10 + 0.05, rmse, marker=".", lw=1.2, label=run["name"])
+        return present / 10 + 0.05, np.array(rmse)
+
+    draw_groups(ax, runs, rmse_per_bin)
     ax.set_zorder(hist_ax.get_zorder() + 1)
     ax.patch.set_visible(False)
     ax.set_xlabel("ground-truth depth (m)")
@@ -114,22 +146,80 @@ def depth_plot(runs: list[dict], path) -> None:
     plt.close(fig)
 
 
-def markdown_table(runs: list[dict], split: str = "test") -> str:
-    """One row per run: MAE, MSE and G-Mean for All / Many / Medium / Few (depth runs: RMSE and δ1)."""
-    if runs and all(is_depth(run) for run in runs):
-        return depth_markdown_table(runs, split)
-    if any(is_depth(run) for run in runs):
+def check_same_kind(runs: list[dict]) -> None:
+    if any(is_depth(run) for run in runs) and not all(is_depth(run) for run in runs):
         raise SystemExit("error: these runs mix depth and age/text benchmarks; report them separately.")
-    header = ["run"] + [f"{METRIC_NAMES[m]} {shot}" for m in ("l1", "mse", "gmean") for shot in SHOTS]
+
+
+def markdown_table(runs: list[dict], split: str = "test", columns=None, shots=SHOTS) -> str:
+    """One row per run: MAE, MSE and G-Mean (and bMAE, bMSE, SERA where the runs hold them) for All / Many /
+    Medium / Few (depth runs: RMSE and δ1, …); ``columns`` and ``shots`` choose others."""
+    check_same_kind(runs)
+    if runs and is_depth(runs[0]):
+        return depth_markdown_table(runs, split, columns, shots)
+    columns = default_columns(runs, split) if columns is None else columns
+    header = ["run"] + [f"{COLUMN_NAMES[m]} {shot}" for m in columns for shot in shots]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
     for run in runs:
         metrics = run[split]
-        cells = [run["name"]]
-        for m in ("l1", "mse", "gmean"):
-            for shot in SHOTS:
-                value = metrics[shot][m]
-                cells.append("—" if value is None or (isinstance(value, float) and math.isnan(value))
-                             else f"{value:.3f}")
+        lines.append("| " + " | ".join([run["name"]] + [_number(metrics[s].get(m)) for m in columns
+                                                        for s in shots]) + " |")
+    return "\n".join(lines)
+
+
+# -- seeds ------------------------------------------------------------------------------------------------------
+def settings_key(run: dict) -> str:
+    """What a run trained, as text: its flags without :data:`NOT_SETTINGS` (a run without saved flags is its own
+    group)."""
+    flags = run.get("args")
+    if not isinstance(flags, dict):
+        return f"folder {run.get('path', run['name'])}"
+    return json.dumps({k: v for k, v in flags.items() if k not in NOT_SETTINGS}, sort_keys=True, default=str)
+
+
+def group_runs(runs: list[dict]) -> list[list[dict]]:
+    """The runs grouped by :func:`settings_key`, groups and runs in the order given."""
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(settings_key(run), []).append(run)
+    return list(groups.values())
+
+
+def group_name(group: list[dict]) -> str:
+    """The group's run folder name without its ``seed<k>`` part (``conr_seed1`` → ``conr``), or the first run's
+    name when that leaves the names different or nothing."""
+    stripped = {re.sub(r"[_.-]?seed\d+", "", run["name"]).strip("_.-") for run in group}
+    return stripped.pop() if len(stripped) == 1 and "" not in stripped else group[0]["name"]
+
+
+def mean_sd(values) -> tuple[float, float, int]:
+    """(mean, sample standard deviation, n) of the finite values; sd is NaN for n < 2, both NaN for n = 0."""
+    finite = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if finite.size == 0:
+        return math.nan, math.nan, 0
+    return float(finite.mean()), float(finite.std(ddof=1)) if finite.size > 1 else math.nan, int(finite.size)
+
+
+def _mean_sd_cell(values) -> str:
+    mean, sd, n = mean_sd(values)
+    if n == 0:
+        return "—"
+    return f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {sd:.3f}"
+
+
+def seed_table(groups: list[list[dict]], split: str = "test", columns=None, shots=SHOTS) -> str:
+    """One row per group of :func:`group_runs`: its seeds, n, and mean ± sample sd over its runs of each metric
+    per shot."""
+    runs = [run for group in groups for run in group]
+    check_same_kind(runs)
+    if columns is None:
+        columns = default_columns(runs, split)
+    header = ["run", "seeds", "n"] + [f"{COLUMN_NAMES[m]} {shot}" for m in columns for shot in shots]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|---:|" + "---:|" * (len(header) - 3)]
+    for group in groups:
+        seeds = ", ".join(str(run.get("args", {}).get("seed", "?")) for run in group)
+        cells = [group_name(group), seeds, str(len(group))]
+        cells += [_mean_sd_cell([run[split][s].get(m) for run in group]) for m in columns for s in shots]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -150,6 +240,27 @@ def per_label_error(predictions: dict, metric: str = "l1"):
     errors = np.abs(preds - labels) if metric == "l1" else (preds - labels) ** 2
     values = np.unique(labels)
     return values, np.array([errors[labels == v].mean() for v in values])
+
+
+def draw_groups(ax, runs: list[dict], curve) -> None:
+    """One line per group of :func:`group_runs`: a lone run's ``curve(run)`` (x, y), or, for several runs, the
+    mean of their y at each x with a band of ± one sample standard deviation (where two or more runs have it)."""
+    for group in group_runs(runs):
+        curves = [curve(run) for run in group]
+        if len(curves) == 1:
+            ax.plot(*curves[0], marker=".", lw=1.2, label=group[0]["name"])
+            continue
+        xs = np.unique(np.concatenate([np.asarray(x, dtype=np.float64) for x, _ in curves]))
+        table = np.full((len(curves), len(xs)), np.nan)
+        for row, (x, y) in zip(table, curves):
+            row[np.searchsorted(xs, np.asarray(x, dtype=np.float64))] = y
+        present = np.isfinite(table)
+        n = present.sum(axis=0)
+        mean = np.where(present, table, 0).sum(axis=0) / np.maximum(n, 1)
+        spread = np.where(present, (table - mean) ** 2, 0).sum(axis=0) / np.maximum(n - 1, 1)
+        sd = np.where(n > 1, np.sqrt(spread), 0.0)
+        line, = ax.plot(xs, mean, marker=".", lw=1.2, label=f"{group_name(group)} (mean ± sd, {len(group)} seeds)")
+        ax.fill_between(xs, mean - sd, mean + sd, color=line.get_color(), alpha=0.2, lw=0)
 
 
 def plot(runs: list[dict], path, metric: str = "l1") -> None:
@@ -181,9 +292,7 @@ def plot(runs: list[dict], path, metric: str = "l1") -> None:
         shot = "many" if count > many else "few" if count < low else "medium"
         left = label - width / 2 if bins is None else bins.start + bins.index(label) * width
         ax.axvspan(left, left + width, color=colours[shot], alpha=0.08, lw=0, zorder=0)
-    for run in runs:
-        values, errors = per_label_error(run["predictions"], metric)
-        ax.plot(values, errors, marker=".", lw=1.2, label=run["name"])
+    draw_groups(ax, runs, lambda run: per_label_error(run["predictions"], metric))
     ax.set_zorder(hist_ax.get_zorder() + 1)
     ax.patch.set_visible(False)
     ax.set_xlabel("label")
@@ -207,11 +316,29 @@ def plot(runs: list[dict], path, metric: str = "l1") -> None:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run folders (each with results.json)")
-    parser.add_argument("--metric", default="l1", choices=list(METRIC_NAMES))
+    parser.add_argument("--metric", default="l1", choices=list(METRIC_NAMES),
+                        help="the plot's error per label")
     parser.add_argument("--plot", default="report.png", help="where to save the per-label error plot")
+    parser.add_argument("--columns", nargs="+", default=None, choices=list(COLUMN_NAMES), metavar="METRIC",
+                        help="the table's metrics (default: l1 mse gmean, depth rmse delta1, then bmae bmse sera "
+                             "where the runs have them); any of " + ", ".join(COLUMN_NAMES))
+    parser.add_argument("--shots", nargs="+", default=list(SHOTS), choices=list(SHOTS), help="the table's shots")
+    parser.add_argument("--per_run", action="store_true",
+                        help="one row per run, also where runs differ only in --seed")
     args = parser.parse_args(argv)
     runs = [load_run(r) for r in args.runs]
-    print(markdown_table(runs))
+    check_same_kind(runs)
+    missing = [(run["name"], m) for run in runs for m in args.columns or () if m not in run["test"]["all"]]
+    if missing:
+        raise SystemExit(f"error: {missing[0][0]} has no {missing[0][1]} in its test metrics; choose --columns "
+                         f"among {', '.join(k for k in runs[0]['test']['all'] if k in COLUMN_NAMES)}.")
+    groups = group_runs(runs)
+    if args.per_run or all(len(group) == 1 for group in groups):
+        print(markdown_table(runs, columns=args.columns, shots=args.shots))
+    else:
+        print(seed_table(groups, columns=args.columns, shots=args.shots))
+        print("\nmean ± sample standard deviation over the n runs of each row (their flags differ only in --seed); "
+              "--per_run lists every run")
     note = shot_note(runs)
     if note:
         print(f"\n{note}")
