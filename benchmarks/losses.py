@@ -4,8 +4,9 @@
 
 Each row is the median wall time of one forward + backward (or one update) and its ratio to a floor:
 ConR against L2-normalise + ``F·Fᵀ`` on the same features; FDS smooth and update against one elementwise
-affine pass over the same tensor. The reference's per-bucket Python loop for FDS smooth is timed as well, to
-show what the vectorised version replaces.
+affine pass over the same tensor; RnC against its pairwise distance matrix and one log-sum-exp per row. The
+reference's per-bucket Python loop for FDS smooth is timed as well, to show what the vectorised version
+replaces, and so is RnC's direct, cubic statement (one masked log-sum-exp over the batch per positive).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from common.fds import FDS
-from common.losses import bmc_loss, conr_loss, ranksim_loss
+from common.losses import bmc_loss, conr_loss, ranksim_loss, rnc_loss
 
 
 def _timed(step, device):
@@ -76,6 +77,25 @@ def looped_fds_update(fds, features, labels):
             continue
         group = features[rows == row]
         group.mean(0), group.var(0, unbiased=group.shape[0] > 1)
+
+
+def looped_rnc(features, labels, temperature=2.0):
+    """RnC as its formula reads, O(M³): for each positive column j of the off-diagonal table, one masked
+    log-sum-exp over every anchor's row (for timing, and checked against :func:`rnc_loss`)."""
+    m = features.shape[0]
+    off_diagonal = ~torch.eye(m, dtype=torch.bool, device=features.device)
+    logits = (-torch.cdist(features, features) / temperature)[off_diagonal].view(m, m - 1)
+    distance = (labels - labels.T).abs()[off_diagonal].view(m, m - 1)
+    total = logits.new_zeros(())
+    for j in range(m - 1):
+        negatives = distance >= distance[:, j:j + 1]
+        total = total + (logits[:, j] - torch.logsumexp(logits.masked_fill(~negatives, -torch.inf), 1)).sum()
+    return -total / (m * (m - 1))
+
+
+def rnc_floor(features):
+    """What RnC cannot beat: the (M, M) distance matrix and one log-sum-exp pass over its rows."""
+    return torch.logsumexp(-torch.cdist(features, features) / 2.0, dim=1).sum()
 
 
 def main():
@@ -148,6 +168,21 @@ def main():
     bmc = median_seconds(forward_backward(lambda: bmc_loss(bpred, btarget, sigma ** 2), bpred, sigma),
                          device=device, repeats=args.repeats)
     record("BMC (N=256), fwd+bwd", bmc)
+
+    # RnC: M = 512 (2 views of a batch of 256), D = 2048; ages 0..99, so label-distance ties abound.
+    for m, dim, with_loop in ((512, 2048, False), (128, 512, True)):
+        rfeat = torch.randn(m, dim, generator=gen).to(device).requires_grad_()
+        rage = torch.randint(0, 100, (m, 1), generator=gen).float().to(device)
+        steps = [forward_backward(lambda: rnc_floor(rfeat), rfeat),
+                 forward_backward(lambda: rnc_loss(rfeat, rage), rfeat)]
+        if with_loop:
+            torch.testing.assert_close(looped_rnc(rfeat, rage), rnc_loss(rfeat, rage), rtol=1e-4, atol=1e-5)
+            steps.append(forward_backward(lambda: looped_rnc(rfeat, rage), rfeat))
+        floor, *timed = median_seconds(*steps, device=device, repeats=args.repeats)
+        record(f"RnC (M={m}, D={dim}), fwd+bwd", timed[0], "distances + row log-sum-exp", floor)
+        if with_loop:
+            record(f"  direct loop over positives (M={m}), fwd+bwd", timed[1], "distances + row log-sum-exp",
+                   floor)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"device: {args.device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "

@@ -514,3 +514,149 @@ def ranksim_loop(features, targets, interpolation_lambda=2.0, keep=None, tie_dec
     if gx is None:
         gx = _regression_torch.zeros_like(x)
     return loss, gx.detach()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Slow loop references for RnC, UVOTE and VIR, written from the papers' formulas (common/losses/rnc.py,
+# uvote.py, vir.py docstrings): explicit Python loops over samples, pairs and heads in float64 torch scalars
+# (so autograd differentiates them); nothing vectorised, nothing taken from another code base.
+# ---------------------------------------------------------------------------------------------------------
+import math as _dir3_math
+
+import torch as _dir3_torch
+
+
+def rnc_loop(features, labels, temperature=2.0, feature_sim="l2"):
+    """Rank-N-Contrast, O(M³): for every anchor i and positive j ≠ i, the negatives are every k ≠ i with
+    Σ|y_i − y_k| ≥ Σ|y_i − y_j|. ``features`` (M, D) rows; ``labels`` (M,), (M, 1) or (M, K)."""
+    f = features.double()
+    m, d = f.shape
+    y = labels.detach().double().reshape(m, -1).tolist()
+
+    def label_distance(a, b):
+        return sum(abs(p - q) for p, q in zip(y[a], y[b]))
+
+    def similarity(a, b):
+        if feature_sim == "l2":
+            squared = sum((f[a, c] - f[b, c]) ** 2 for c in range(d))
+            # At distance 0 (duplicated rows) the norm takes the subgradient 0, as torch's norms do.
+            distance = _dir3_torch.sqrt(squared) if float(squared.detach()) > 0 else squared * 0.0
+            return -distance / temperature
+        norm_a = _dir3_torch.sqrt(sum(f[a, c] ** 2 for c in range(d)))
+        norm_b = _dir3_torch.sqrt(sum(f[b, c] ** 2 for c in range(d)))
+        return sum(f[a, c] * f[b, c] for c in range(d)) / (norm_a * norm_b) / temperature
+
+    s = [[similarity(a, b) if a != b else None for b in range(m)] for a in range(m)]
+    total = f.sum() * 0.0
+    for i in range(m):
+        for j in range(m):
+            if j == i:
+                continue
+            negatives = [k for k in range(m) if k != i and label_distance(i, k) >= label_distance(i, j)]
+            # log Σ exp(s_ik), shifted by the largest logit so that small temperatures do not underflow
+            top = max(float(s[i][k].detach()) for k in negatives)
+            denominator = 0.0
+            for k in negatives:
+                denominator = denominator + _dir3_torch.exp(s[i][k] - top)
+            total = total - (s[i][j] - top - _dir3_torch.log(denominator))
+    return total / (m * (m - 1))
+
+
+def uvote_exponents_loop(num_heads):
+    return [0.0] if num_heads == 1 else [i / (num_heads - 1) for i in range(num_heads)]
+
+
+def uvote_head_weights_loop(train_labels, labels, num_heads, num_bins=121, lds=False, kernel="gaussian", ks=5,
+                            sigma=2.0, clip=(5, 1000)):
+    """(N, M) list of lists: head i weights bin counts n^(−r_i) (clipped for r ≥ 1, none for r = 0), optional
+    LDS on the powered counts (zero outside the grid), mean 1 over the training labels; integer bins."""
+    def bin_of(y):
+        return min(num_bins - 1, max(0, int(_dir3_math.floor(y))))
+
+    counts = [0] * num_bins
+    for y in train_labels:
+        counts[bin_of(y)] += 1
+    window = lds_kernel_window_loop(kernel, ks, sigma, "max") if lds else None
+    half = (ks - 1) // 2
+    out = [[0.0] * num_heads for _ in labels]
+    for head, r in enumerate(uvote_exponents_loop(num_heads)):
+        if r == 0:
+            for n in range(len(labels)):
+                out[n][head] = 1.0
+            continue
+        base = [float(min(max(c, clip[0]), clip[1])) if r >= 1 else float(c) for c in counts]
+        powered = [b ** r for b in base]
+        if lds:
+            smoothed = []
+            for b in range(num_bins):
+                acc = 0.0
+                for j in range(ks):
+                    src = b - (j - half)
+                    if 0 <= src < num_bins:
+                        acc += window[j] * powered[src]
+                smoothed.append(acc)
+            powered = smoothed
+        scale = len(train_labels) / sum(1.0 / powered[bin_of(y)] for y in train_labels)
+        for n, y in enumerate(labels):
+            out[n][head] = scale / powered[bin_of(y)]
+    return out
+
+
+def uvote_loop(mus, log_sigmas, target, head_weights=None, epoch=None, epochs=None, dynamic=False):
+    """UVOTE: per head i, mean_n w_ni (log 2σ + |y − μ|/σ) with log σ clamped to [−5, 5]; Σ_i, or
+    L_0 + (e/E)² Σ_{i>0} with the dynamic schedule."""
+    n, m = mus.shape
+    y = target.reshape(-1)
+    heads = []
+    for i in range(m):
+        total = mus.sum() * 0.0
+        for k in range(n):
+            s = _dir3_torch.clamp(log_sigmas[k, i], -5.0, 5.0)
+            term = _dir3_math.log(2.0) + s + _dir3_torch.abs(y[k] - mus[k, i]) / _dir3_torch.exp(s)
+            w = 1.0 if head_weights is None else head_weights[k, i]
+            total = total + w * term
+        heads.append(total / n)
+    if not dynamic:
+        return sum(heads[1:], heads[0])
+    factor = 1.0 - (1.0 - (epoch / epochs) ** 2)
+    return heads[0] + factor * sum(heads[1:], heads[0] * 0.0)
+
+
+def uvote_predict_loop(mus, log_sigmas, rule="minvar"):
+    """Per sample: the head of least σ (first on ties), the mean, or the σ⁻²-weighted mean; the scale is
+    combined with the same weights."""
+    n, m = mus.shape
+    preds, scales = [], []
+    for k in range(n):
+        sig = [_dir3_math.exp(min(max(float(log_sigmas[k, i]), -5.0), 5.0)) for i in range(m)]
+        mu = [float(mus[k, i]) for i in range(m)]
+        if rule == "minvar":
+            best = 0
+            for i in range(1, m):
+                if sig[i] < sig[best]:
+                    best = i
+            coef = [1.0 if i == best else 0.0 for i in range(m)]
+        elif rule == "avg":
+            coef = [1.0 / m] * m
+        else:
+            inv = [1.0 / (s * s) for s in sig]
+            coef = [v / sum(inv) for v in inv]
+        preds.append(sum(c * u for c, u in zip(coef, mu)))
+        scales.append(sum(c * s for c, s in zip(coef, sig)))
+    return preds, scales
+
+
+def vir_loop(gamma, nu, alpha, beta, target, weights=None, reg_weight=0.01):
+    """VIR's NIG loss: mean_n w_n (NIG NLL + λ |y − γ|(2ν + α)), sample by sample."""
+    n = gamma.shape[0]
+    total = gamma.sum() * 0.0
+    for k in range(n):
+        g, v, a, b, y = gamma[k], nu[k], alpha[k], beta[k], target[k]
+        omega = 2.0 * b * (1.0 + v)
+        nll = (0.5 * _dir3_torch.log(_dir3_math.pi / v) - a * _dir3_torch.log(omega)
+               + (a + 0.5) * _dir3_torch.log((y - g) ** 2 * v + omega)
+               + _dir3_torch.lgamma(a) - _dir3_torch.lgamma(a + 0.5))
+        reg = _dir3_torch.abs(y - g) * (2.0 * v + a)
+        w = 1.0 if weights is None else weights[k]
+        total = total + w * (nll + reg_weight * reg)
+    return total / n

@@ -1,0 +1,283 @@
+"""UVOTE: uncertainty voting ensemble for imbalanced deep regression (Jiang et al., GCPR 2024).
+
+A shared backbone feeds M heads; head i predicts a location ``μ_i`` and a log scale ``log σ_i`` per sample
+and is trained with the Laplace negative log-likelihood of the label, the samples re-weighted by the inverse
+training-label frequency raised to the power ``r_i``, the exponents spread linearly over [0, 1]
+(``r_i = i / (M − 1)``: head 0 is the plain, un-weighted head, head M − 1 the fully inverse-weighted one):
+
+    ℓ_ni = log(2σ_ni) + |y_n − μ_ni| / σ_ni,          log σ clamped to [−5, 5]
+    L_i  = mean_n w_ni ℓ_ni,                          w_ni ∝ n(y_n)^(−r_i), mean 1 over the training set
+    L    = Σ_i L_i,   or with the dynamic schedule   L = L_0 + (1 − α) Σ_{i>0} L_i,   α = 1 − (e / E)²
+
+(epoch e of E: the re-weighted heads join gradually, the plain head trains from the start). At inference every
+sample takes the prediction of the head that is least uncertain about it (``'minvar'``, the paper's vote).
+
+The clamp bounds ``σ`` to [e⁻⁵, e⁵]; outside it the log scale gets no gradient (``torch.clamp``), which is
+what keeps ``|y − μ|/σ`` from exploding early in training.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from common import checks
+from common.bins import AGE_BINS, LabelBins
+from common.lds import KERNELS, smoothed_bin_counts
+
+LOG_SIGMA_MIN, LOG_SIGMA_MAX = -5.0, 5.0
+RULES = ("minvar", "avg", "avgvar")
+_LOG_2 = float(np.log(2.0))
+
+
+def uvote_exponents(num_heads: int) -> list[float]:
+    """The re-weighting exponents ``r_i = i / (M − 1)``, i = 0 … M − 1 (``[0.0]`` for one head)."""
+    if int(num_heads) != num_heads or num_heads < 1:
+        raise ValueError(f"uvote_exponents: `num_heads` must be a positive integer, got {num_heads}.")
+    num_heads = int(num_heads)
+    return [0.0] if num_heads == 1 else [i / (num_heads - 1) for i in range(num_heads)]
+
+
+def uvote_head_weights(train_labels, labels, num_heads: int, bins: LabelBins = AGE_BINS, *,
+                       lds: bool = False, lds_kernel: str = "gaussian", lds_ks: int = 5, lds_sigma: float = 2,
+                       clip=(5, 1000)) -> np.ndarray:
+    """Per-sample, per-head training weights ``w_ni ∝ n(y_n)^(−r_i)`` from the training-label histogram.
+
+    For head i with exponent ``r = r_i`` (:func:`uvote_exponents`) and ``n_b`` training labels in bin b:
+
+    * ``r = 0``: every weight is 1 (no histogram, no smoothing);
+    * ``0 < r < 1``: effective counts ``n_b^r``, unclipped (for r = 1/2 this is the repo's ``sqrt_inv``);
+    * ``r ≥ 1``: effective counts ``clip(n_b, *clip)^r`` (for r = 1 the repo's ``inverse``, clipped to [5, 1000]);
+
+    with ``lds`` the effective counts are convolved with the LDS window (zero padding), as
+    :func:`common.lds.smoothed_bin_counts` does. The weight of a label in bin b is ``1 / effective_b``, scaled
+    per head so that the mean weight over ``train_labels`` is 1 (:func:`common.lds.prepare_weights`' rule): for
+    ``labels = train_labels`` head ``r = 1/2`` equals ``prepare_weights(…, 'sqrt_inv')`` and head ``r = 1``
+    ``prepare_weights(…, 'inverse')``.
+
+    Args:
+        train_labels: (T,) training labels, binned on ``bins``.
+        labels: (N,) labels to weight (a data set's labels); None: ``train_labels``.
+        num_heads: M.
+        bins: the label grid (default the age grid ``LabelBins(0, 1, 121)``).
+        lds, lds_kernel, lds_ks, lds_sigma: label distribution smoothing of the effective counts.
+        clip: bounds of the counts for exponents ≥ 1 (None: no clipping).
+
+    Returns:
+        (N, M) float32 array.
+    """
+    where = "uvote_head_weights"
+    exponents = uvote_exponents(num_heads)
+    checks.check_choice(where, "lds_kernel", lds_kernel, KERNELS)
+    train = np.asarray(train_labels.detach().cpu() if isinstance(train_labels, torch.Tensor) else train_labels,
+                       dtype=np.float64).reshape(-1)
+    if train.size == 0:
+        raise ValueError(f"{where}: `train_labels` is empty; pass the training labels.")
+    if not np.isfinite(train).all():
+        raise ValueError(f"{where}: `train_labels` must be finite.")
+    if labels is None:
+        values = train
+    else:
+        values = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels,
+                            dtype=np.float64).reshape(-1)
+        if not np.isfinite(values).all():
+            raise ValueError(f"{where}: `labels` must be finite.")
+    counts = bins.histogram(train).astype(np.float64)
+    train_bin, label_bin = bins.index(train), bins.index(values)
+    columns = []
+    for r in exponents:
+        if r == 0:
+            columns.append(np.ones(values.shape[0]))
+            continue
+        base = np.clip(counts, *clip) if r >= 1 and clip is not None else counts
+        # reweight='none' leaves the counts as given: only the LDS convolution applies.
+        effective = smoothed_bin_counts(base ** r, "none", lds, lds_kernel, lds_ks, lds_sigma)
+        with np.errstate(divide="ignore"):
+            per_bin = 1.0 / effective
+        if not np.isfinite(per_bin[label_bin]).all():
+            first = int(np.flatnonzero(~np.isfinite(per_bin[label_bin]))[0])
+            raise ValueError(f"{where}: `labels` holds {values[first]} (position {first}), whose bin has no "
+                             f"training label: its weight n^(−{r:g}) is infinite (pass `clip` or `lds`).")
+        columns.append(per_bin[label_bin] * (train.shape[0] / per_bin[train_bin].sum()))
+    return np.stack(columns, axis=1).astype(np.float32)
+
+
+def _clamped(log_sigma: torch.Tensor) -> torch.Tensor:
+    return log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+
+
+def _laplace_terms(mu, log_sigma, target):
+    """Elementwise ``log 2 + s + |y − μ| e^(−s)``, s = clamped log σ."""
+    s = _clamped(log_sigma)
+    return _LOG_2 + s + (target - mu).abs() * torch.exp(-s)
+
+
+def _column(where, name, value, n, ref_name):
+    """(N,) or (N, 1) → (N,), finite."""
+    value = checks.labels_1d(where, name, value, n, ref_name)
+    checks.check_finite(where, name, value)
+    return value
+
+
+def laplace_nll(mu, log_sigma, target, weights=None) -> torch.Tensor:
+    """Weighted Laplace NLL ``mean_n w_n (log(2σ_n) + |y_n − μ_n| / σ_n)``, log σ clamped to [−5, 5].
+
+    Args:
+        mu, log_sigma: (N,) or (N, 1) location and log scale.
+        target: (N,) or (N, 1) labels.
+        weights: None (ones), a scalar, (N,) or (N, 1); the mean is over N, not normalised by ``Σ w``.
+
+    Returns:
+        0-d loss in float32 (half-precision inputs, autocast) or the inputs' dtype.
+    """
+    where = "laplace_nll"
+    mu = checks.as_tensor(where, "mu", mu)
+    checks.check_floating(where, "mu", mu)
+    checks.check_nonempty(where, "mu", mu)
+    n = mu.shape[0]
+    mu = _column(where, "mu", mu, n, "target")
+    log_sigma = _column(where, "log_sigma", log_sigma, n, "mu")
+    target = _column(where, "target", target, n, "mu")
+    dtype = checks.compute_dtype(mu)
+    with torch.autocast(mu.device.type, enabled=False):
+        mu = mu.to(dtype)
+        weights = checks.sample_weights(where, weights, n, mu, "mu")
+        terms = _laplace_terms(mu, log_sigma.to(dtype), target.to(device=mu.device, dtype=dtype))
+        return (weights * terms).mean()
+
+
+def _heads(where, mus, log_sigmas, target, head_weights):
+    mus = checks.feature_batch(where, "mus", mus, 2)
+    n, m = mus.shape
+    log_sigmas = checks.as_tensor(where, "log_sigmas", log_sigmas)
+    checks.check_same_shape(where, "log_sigmas", log_sigmas, "mus", mus)
+    checks.check_finite(where, "mus", mus)
+    checks.check_finite(where, "log_sigmas", log_sigmas)
+    if target is not None:
+        target = _column(where, "target", target, n, "mus")
+    if head_weights is not None:
+        head_weights = checks.as_tensor(where, "head_weights", head_weights)
+        if tuple(head_weights.shape) != (n, m):
+            raise ValueError(f"{where}: `head_weights` has shape {tuple(head_weights.shape)}; pass one weight "
+                             f"per sample and head, {(n, m)} like `mus` (uvote_head_weights).")
+        checks.check_finite(where, "head_weights", head_weights)
+        if bool((head_weights < 0).any()):
+            raise ValueError(f"{where}: `head_weights` must be non-negative.")
+    return mus, log_sigmas, target, head_weights
+
+
+def uvote_head_losses(mus, log_sigmas, target, head_weights=None) -> torch.Tensor:
+    """The M per-head losses ``L_i = mean_n w_ni ℓ_ni`` (module docstring).
+
+    Args:
+        mus, log_sigmas: (N, M) locations and log scales of the M heads.
+        target: (N,) or (N, 1) labels.
+        head_weights: None (ones) or (N, M) per-sample weights of each head (:func:`uvote_head_weights`).
+
+    Returns:
+        (M,) losses, float32 (half precision, autocast) or the inputs' dtype.
+    """
+    mus, log_sigmas, target, head_weights = _heads("uvote_head_losses", mus, log_sigmas, target, head_weights)
+    dtype = checks.compute_dtype(mus)
+    with torch.autocast(mus.device.type, enabled=False):
+        mus = mus.to(dtype)
+        terms = _laplace_terms(mus, log_sigmas.to(dtype), target.to(device=mus.device, dtype=dtype)[:, None])
+        if head_weights is not None:
+            terms = terms * head_weights.to(device=mus.device, dtype=dtype)
+        return terms.mean(0)
+
+
+def _check_schedule(where, dynamic, epoch, epochs):
+    if not dynamic:
+        return
+    if epoch is None or epochs is None:
+        raise ValueError(f"{where}: `dynamic` needs `epoch` and `epochs` (α = 1 − (epoch / epochs)²).")
+    checks.check_positive(where, "epochs", epochs)
+    if not 0 <= epoch <= epochs:
+        raise ValueError(f"{where}: `epoch` must lie in [0, epochs = {epochs}], got {epoch}.")
+
+
+def uvote_loss(mus, log_sigmas, target, head_weights=None, epoch=None, epochs=None,
+               dynamic: bool = False) -> torch.Tensor:
+    """The UVOTE training loss (module docstring).
+
+    Args:
+        mus, log_sigmas, target, head_weights: as :func:`uvote_head_losses`.
+        epoch, epochs: e and E of the dynamic schedule (e counted from 0; read only when ``dynamic``).
+        dynamic: ``L_0 + (e/E)² Σ_{i>0} L_i`` instead of ``Σ_i L_i``.
+
+    Returns:
+        0-d loss.
+    """
+    _check_schedule("uvote_loss", dynamic, epoch, epochs)
+    heads = uvote_head_losses(mus, log_sigmas, target, head_weights)
+    if not dynamic:
+        return heads.sum()
+    alpha = 1.0 - (epoch / epochs) ** 2
+    return heads[0] + (1.0 - alpha) * heads[1:].sum()
+
+
+def uvote_predict(mus, log_sigmas, rule: str = "minvar"):
+    """Combine the heads into one prediction and scale per sample.
+
+    With ``σ_ni = exp(clamp(log σ_ni))`` and combination weights ``c_ni`` (Σ_i c_ni = 1), the prediction is
+    ``Σ_i c_ni μ_ni`` and its scale ``Σ_i c_ni σ_ni`` (in Laplace-scale units, between the heads' smallest and
+    largest: the heads share a backbone, so their errors are not treated as independent):
+
+    * ``'minvar'`` (the paper): ``c`` one-hot at the head of least σ (the first such head on ties);
+    * ``'avg'``: ``c = 1/M``, the plain ensemble mean;
+    * ``'avgvar'``: ``c ∝ σ⁻²``, inverse-variance weighting (the Laplace variance is 2σ²).
+
+    Args:
+        mus, log_sigmas: (N, M).
+        rule: ``'minvar'``, ``'avg'`` or ``'avgvar'``.
+
+    Returns:
+        ``(pred, sigma)``, two (N,) tensors in float32 (half precision) or the inputs' dtype.
+    """
+    where = "uvote_predict"
+    checks.check_choice(where, "rule", rule, RULES)
+    mus, log_sigmas, _, _ = _heads(where, mus, log_sigmas, None, None)
+    dtype = checks.compute_dtype(mus)
+    with torch.autocast(mus.device.type, enabled=False):
+        mus, s = mus.to(dtype), _clamped(log_sigmas.to(dtype))
+        if rule == "minvar":
+            best = s.argmin(1, keepdim=True)
+            return mus.gather(1, best)[:, 0], s.gather(1, best)[:, 0].exp()
+        if rule == "avg":
+            return mus.mean(1), s.exp().mean(1)
+        coef = torch.softmax(-2 * s, dim=1)   # σ⁻² / Σ σ⁻², without overflow
+        return (coef * mus).sum(1), (coef * s.exp()).sum(1)
+
+
+class UVOTELoss(nn.Module):
+    """:func:`uvote_loss` for M heads, with the dynamic schedule's switch and length.
+
+    ``UVOTELoss(4, dynamic=True, epochs=90)(mus, log_sigmas, target, head_weights, epoch=e)``;
+    :meth:`predict` is :func:`uvote_predict`.
+    """
+
+    def __init__(self, num_heads: int, dynamic: bool = False, epochs=None):
+        super().__init__()
+        self.exponents = uvote_exponents(num_heads)
+        if dynamic:
+            if epochs is None:
+                raise ValueError("UVOTELoss: `dynamic` needs `epochs` (the E of α = 1 − (epoch / E)²).")
+            checks.check_positive("UVOTELoss", "epochs", epochs)
+        self.num_heads, self.dynamic, self.epochs = int(num_heads), dynamic, epochs
+
+    def _check_heads(self, mus):
+        if isinstance(mus, torch.Tensor) and mus.dim() == 2 and mus.shape[1] != self.num_heads:
+            raise ValueError(f"UVOTELoss: `mus` has {mus.shape[1]} heads (columns); this loss was built for "
+                             f"num_heads={self.num_heads}.")
+
+    def forward(self, mus, log_sigmas, target, head_weights=None, epoch=None):
+        self._check_heads(mus)
+        return uvote_loss(mus, log_sigmas, target, head_weights, epoch, self.epochs, self.dynamic)
+
+    def predict(self, mus, log_sigmas, rule: str = "minvar"):
+        self._check_heads(mus)
+        return uvote_predict(mus, log_sigmas, rule)
+
+    def extra_repr(self):
+        return f"num_heads={self.num_heads}, dynamic={self.dynamic}, epochs={self.epochs}"

@@ -1,0 +1,189 @@
+"""VIR: variational imbalanced regression (Wang & Wang, NeurIPS 2023), the Normal-Inverse-Gamma head's loss.
+
+The predictor outputs, per sample, the four parameters of a Normal-Inverse-Gamma (NIG) distribution over the
+label's mean and variance, ``(γ, ν, α, β)`` with ν > 0, α > 1, β > 0. Its marginal likelihood of a label is a
+Student-t with 2α degrees of freedom, location γ and squared scale ``β(1 + ν) / (να)``, whose negative log is
+(deep evidential regression, Amini et al., NeurIPS 2020; ``Ω = 2β(1 + ν)``)
+
+    NLL = ½ log(π/ν) − α log Ω + (α + ½) log((y − γ)² ν + Ω) + log Γ(α) − log Γ(α + ½)
+
+and the evidence regulariser ``R = |y − γ| (2ν + α)`` penalises confidence (ν, α: pseudo-counts of the
+observations behind the mean and the variance) where the mean is wrong. The loss is ``mean(w ⊙ (NLL + λR))``,
+λ = 0.01.
+
+VIR makes the head imbalance-aware through the pseudo-counts: in training, a sample whose label is rare adds
+more pseudo-observations, ``ν = ν₀ + n``, ``α = α₀ + n/2`` with n the sample's LDS re-weighting weight
+(:func:`vir_nig_update`: the NIG conjugate update with n observations). The predictions are the mean γ, the
+aleatoric variance ``E[σ²] = β/(α − 1)`` and the epistemic variance ``Var[μ] = β/(ν(α − 1))``
+(:func:`vir_predict`).
+
+Not here: VIR's probabilistic FDS (per-bucket statistics of the latent means and variances, smoothed with the
+LDS kernel and the variances with its square), which belongs with :mod:`common.fds`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from common import checks
+
+_LOG_PI = math.log(math.pi)
+
+
+def _vector(where, name, value, like):
+    """(N,) or (N, 1) → finite (N,) in ``like``'s dtype and device, N = ``len(like)``."""
+    value = checks.labels_1d(where, name, value, like.shape[0], "gamma")
+    checks.check_finite(where, name, value)
+    return value.to(device=like.device, dtype=like.dtype)
+
+
+def _nig(where, gamma, nu, alpha, beta=None, target=None):
+    """The NIG parameters given (and the labels) as (N,) tensors of one compute dtype and device; ν, α, β
+    must be > 0."""
+    gamma = checks.as_tensor(where, "gamma", gamma)
+    checks.check_floating(where, "gamma", gamma)
+    checks.check_nonempty(where, "gamma", gamma)
+    like = torch.empty(gamma.shape[0], dtype=checks.compute_dtype(gamma), device=gamma.device)
+    parts = []
+    for name, value in (("gamma", gamma), ("nu", nu), ("alpha", alpha), ("beta", beta), ("target", target)):
+        if value is None:
+            continue
+        value = _vector(where, name, value, like)
+        if name in ("nu", "alpha", "beta") and bool((value <= 0).any()):
+            raise ValueError(f"{where}: `{name}` must be > 0 (an NIG parameter), got minimum {value.min().item()}.")
+        parts.append(value)
+    return parts
+
+
+def _nll(gamma, nu, alpha, beta, target):
+    omega = 2 * beta * (1 + nu)
+    return (0.5 * (_LOG_PI - torch.log(nu)) - alpha * torch.log(omega)
+            + (alpha + 0.5) * torch.log((target - gamma) ** 2 * nu + omega)
+            + torch.lgamma(alpha) - torch.lgamma(alpha + 0.5))
+
+
+def nig_nll(gamma, nu, alpha, beta, target) -> torch.Tensor:
+    """Per-sample NIG negative log-likelihood (module docstring), ``−log St(y; 2α, γ, β(1 + ν)/(να))``.
+
+    Args:
+        gamma, nu, alpha, beta: (N,) or (N, 1) NIG parameters; ν, α, β > 0 (α > 0 suffices here).
+        target: (N,) or (N, 1) labels.
+
+    Returns:
+        (N,) NLL, float32 (half precision, autocast) or the inputs' dtype.
+    """
+    gamma, nu, alpha, beta, target = _nig("nig_nll", gamma, nu, alpha, beta, target)
+    with torch.autocast(gamma.device.type, enabled=False):
+        return _nll(gamma, nu, alpha, beta, target)
+
+
+def nig_regularizer(gamma, nu, alpha, target) -> torch.Tensor:
+    """Per-sample evidence regulariser ``|y − γ| (2ν + α)``; shapes as :func:`nig_nll`, (N,) result."""
+    gamma, nu, alpha, target = _nig("nig_regularizer", gamma, nu, alpha, target=target)
+    with torch.autocast(gamma.device.type, enabled=False):
+        return (target - gamma).abs() * (2 * nu + alpha)
+
+
+def vir_nig_update(gamma, nu, alpha, beta, counts, obs_mean=None, obs_var=None):
+    """The NIG conjugate update with n (possibly fractional) pseudo-observations per sample.
+
+    ``ν = ν₀ + n`` and ``α = α₀ + n/2`` always. VIR passes the sample's LDS weight as n and no observation
+    statistics: γ and β are then returned unchanged. With the n observations' mean ``x̄`` (``obs_mean``) and
+    biased variance ``s²`` (``obs_var``, i.e. ``Σ(x − x̄)² / n``), the full update also moves
+
+        γ = (ν₀ γ₀ + n x̄) / (ν₀ + n),        β = β₀ + n s² / 2 + n ν₀ (x̄ − γ₀)² / (2 (ν₀ + n)),
+
+    so that updating with two sets of observations in turn equals one update with their union.
+
+    Args:
+        gamma, nu, alpha, beta: (N,) or (N, 1) prior parameters (ν₀, α₀, β₀ > 0).
+        counts: n ≥ 0, a scalar, (N,) or (N, 1) (the LDS weights of the batch).
+        obs_mean: None, or (N,)/(N, 1) observation means (with it, ``obs_var`` defaults to 0).
+        obs_var: None, or (N,)/(N, 1) non-negative biased observation variances (needs ``obs_mean``).
+
+    Returns:
+        ``(gamma, nu, alpha, beta)``, four (N,) tensors (differentiable in every input).
+    """
+    where = "vir_nig_update"
+    gamma, nu, alpha, beta = _nig(where, gamma, nu, alpha, beta)
+    n = gamma.shape[0]
+    if isinstance(counts, torch.Tensor) and counts.dim() > 0:
+        counts = _vector(where, "counts", counts, gamma)
+    else:
+        if not isinstance(counts, (int, float, torch.Tensor)):
+            raise ValueError(f"{where}: `counts` must be a number or a tensor, got {type(counts).__name__}.")
+        counts = torch.as_tensor(float(counts), dtype=gamma.dtype, device=gamma.device).expand(n)
+        checks.check_finite(where, "counts", counts)
+    if bool((counts < 0).any()):
+        raise ValueError(f"{where}: `counts` (pseudo-observations per sample) must be ≥ 0.")
+    if obs_var is not None and obs_mean is None:
+        raise ValueError(f"{where}: `obs_var` needs `obs_mean` (the observations' mean).")
+    with torch.autocast(gamma.device.type, enabled=False):
+        new_nu, new_alpha = nu + counts, alpha + counts / 2
+        if obs_mean is None:
+            return gamma, new_nu, new_alpha, beta
+        mean = _vector(where, "obs_mean", obs_mean, gamma)
+        var = torch.zeros_like(mean) if obs_var is None else _vector(where, "obs_var", obs_var, gamma)
+        if bool((var < 0).any()):
+            raise ValueError(f"{where}: `obs_var` must be ≥ 0 (a biased variance of the observations).")
+        new_gamma = (nu * gamma + counts * mean) / new_nu
+        new_beta = beta + counts * var / 2 + counts * nu * (mean - gamma) ** 2 / (2 * new_nu)
+        return new_gamma, new_nu, new_alpha, new_beta
+
+
+def vir_loss(gamma, nu, alpha, beta, target, weights=None, counts=None, reg_weight: float = 0.01) -> torch.Tensor:
+    """VIR's NIG loss ``mean_n w_n (NLL_n + λ R_n)`` (module docstring).
+
+    Args:
+        gamma, nu, alpha, beta: (N,) or (N, 1) NIG parameters from the head.
+        target: (N,) or (N, 1) labels.
+        weights: None (ones), a scalar, (N,) or (N, 1) per-sample loss weights (VIR re-weights through
+            ``counts`` instead; the two can be combined).
+        counts: None, or the pseudo-counts n of :func:`vir_nig_update` (scalar, (N,) or (N, 1)), added to
+            ν and α/2 before the loss (γ and β unchanged).
+        reg_weight: λ of the evidence regulariser (0.01).
+
+    Returns:
+        0-d loss, float32 (half precision, autocast) or the inputs' dtype.
+    """
+    where = "vir_loss"
+    checks.check_positive(where, "reg_weight", reg_weight, allow_zero=True)
+    if counts is not None:
+        gamma, nu, alpha, beta = vir_nig_update(gamma, nu, alpha, beta, counts)
+    gamma, nu, alpha, beta, target = _nig(where, gamma, nu, alpha, beta, target)
+    with torch.autocast(gamma.device.type, enabled=False):
+        weights = checks.sample_weights(where, weights, gamma.shape[0], gamma, "gamma")
+        per_sample = _nll(gamma, nu, alpha, beta, target) + reg_weight * (target - gamma).abs() * (2 * nu + alpha)
+        return (weights * per_sample).mean()
+
+
+def vir_predict(gamma, nu, alpha, beta):
+    """Prediction and uncertainties of an NIG head.
+
+    Returns:
+        ``(mean, aleatoric, epistemic)``: γ, ``β/(α − 1)`` and ``β/(ν(α − 1))``, three (N,) tensors; the two
+        variances are +inf where α ≤ 1 (undefined). Their sum is the Student-t predictive variance
+        ``β(1 + ν)/(ν(α − 1))``.
+    """
+    gamma, nu, alpha, beta = _nig("vir_predict", gamma, nu, alpha, beta)
+    with torch.autocast(gamma.device.type, enabled=False):
+        excess = alpha - 1
+        aleatoric = torch.where(excess > 0, beta / excess.clamp_min(torch.finfo(beta.dtype).tiny), torch.inf)
+        return gamma, aleatoric, aleatoric / nu
+
+
+class VIRLoss(nn.Module):
+    """:func:`vir_loss` with its regulariser weight λ (0.01)."""
+
+    def __init__(self, reg_weight: float = 0.01):
+        super().__init__()
+        checks.check_positive("VIRLoss", "reg_weight", reg_weight, allow_zero=True)
+        self.reg_weight = reg_weight
+
+    def forward(self, gamma, nu, alpha, beta, target, weights=None, counts=None):
+        return vir_loss(gamma, nu, alpha, beta, target, weights, counts, self.reg_weight)
+
+    def extra_repr(self):
+        return f"reg_weight={self.reg_weight}"
