@@ -11,7 +11,7 @@ from common.bins import LabelBins
 from common.errors import RunError
 from common.fds import FDS
 from common.lds import prepare_weights
-from common.metrics import shot_metrics
+from common.metrics import SHOT_SELECTABLE, selection_from_args, shot_metrics
 from common.models.mlp import MLPRegressor
 from common.objective import objective_from_args
 from common.trainer import Task
@@ -54,7 +54,11 @@ class CSVTask(Task):
             model.fds.update_running_stats(torch.cat(features), torch.cat(labels), epoch)
 
     def metrics(self, preds, labels):     # All / Many / Medium / Few by the training count of each label's bin
-        return shot_metrics(preds, labels, self.train_labels, self.a.many_shot_thr, self.a.low_shot_thr, self.bins)
+        return shot_metrics(preds, labels, self.train_labels, self.a.many_shot_thr, self.a.low_shot_thr, self.bins,
+                            balanced=True)
+
+    def selection_score(self, preds, labels, metrics):    # val L1, or the metric --select_on names
+        return selection_from_args(self.a, "l1", SHOT_SELECTABLE).score(metrics)
 
 
 def main(argv=None):

@@ -40,7 +40,8 @@ def test_example_trains_with_stacked_methods_and_reports_shots(tmp_path):
     split = np.random.default_rng(0).choice(["train", "val", "test"], len(frame), p=[0.8, 0.1, 0.1])
     assert np.allclose(np.sort(predictions["labels"]), np.sort(frame["price"][split == "test"].to_numpy(np.float32)))
     recomputed = shot_metrics(predictions["preds"], predictions["labels"],
-                              frame["price"][split == "train"].to_numpy(np.float32), 40, 10, LabelBins(0, 0.5, 20))
+                              frame["price"][split == "train"].to_numpy(np.float32), 40, 10, LabelBins(0, 0.5, 20),
+                              balanced=True)
     assert json.dumps(recomputed, sort_keys=True) == json.dumps(saved["test"], sort_keys=True)
     assert saved["test"]["many"]["count"] > 0 and saved["test"]["few"]["count"] > 0
     # It learned something: better than predicting the training mean.
