@@ -128,3 +128,11 @@ def gather_objects(value) -> list:
     out = [None] * world_size()
     dist.all_gather_object(out, value)
     return out
+
+
+def share(tensor: torch.Tensor, gather: bool, with_gradient: bool = True) -> torch.Tensor:
+    """The global batch's ``tensor`` under torchrun with ``--gather_features`` (``gather``), else this process's;
+    ``with_gradient`` keeps each process's rows differentiable (:func:`gather_features`)."""
+    if not gather:
+        return tensor
+    return gather_features(tensor) if with_gradient else gather_cat(tensor)

@@ -49,9 +49,7 @@ class DIRObjective(nn.Module):
     def _share(self, tensor, with_gradient: bool = True):
         """The global batch's ``tensor`` with ``gather`` under torchrun, else this process's."""
         from common import distributed
-        if not self.gather:
-            return tensor
-        return distributed.gather_features(tensor) if with_gradient else distributed.gather_cat(tensor)
+        return distributed.share(tensor, self.gather, with_gradient)
 
     def forward(self, model, batch: dict, epoch: int) -> dict[str, torch.Tensor]:
         targets, weights = batch["target"], batch.get("weight")

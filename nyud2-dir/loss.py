@@ -14,18 +14,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from common import distributed
+from common.distributed import share
 from common.bins import DEPTH_BINS
 from common.losses import ConRDense, weighted_mse_loss
 
 BMSE_MIN_DEPTH = 0.7   # metres: Balanced MSE sees the pixels of the FDS/test bins 7…99
-
-
-def share(tensor, gather: bool, with_gradient: bool = True):
-    """The global batch's ``tensor`` under torchrun with ``--gather_features``, else this process's."""
-    if not gather:
-        return tensor
-    return distributed.gather_features(tensor) if with_gradient else distributed.gather_cat(tensor)
 
 
 class DepthObjective(nn.Module):
