@@ -144,11 +144,7 @@ def open_hdf5(path, command: str):
     """``h5py.File(path, 'r')``, or one sentence naming the file and the ``command`` that re-creates it when the
     file is truncated or corrupt (h5py's raw ``OSError`` otherwise)."""
     import h5py
-    try:
-        return h5py.File(path, "r")
-    except OSError as error:
-        raise RunError(f"{path} could not be read ({str(error).split(';')[0]}): it is truncated or corrupt; "
-                       f"re-create it with `{command}`.") from error
+    return read_hdf5(path, command, lambda: h5py.File(path, "r"))
 
 
 def read_hdf5(path, command: str, read):
