@@ -94,6 +94,13 @@ def labels_1d(where: str, name: str, labels, n: int, ref_name: str) -> torch.Ten
     return labels
 
 
+def finite_labels_1d(where: str, name: str, labels, n: int, ref_name: str) -> torch.Tensor:
+    """:func:`labels_1d`, refusing NaN and ±inf."""
+    labels = labels_1d(where, name, labels, n, ref_name)
+    check_finite(where, name, labels)
+    return labels
+
+
 def labels_2d(where: str, name: str, labels: torch.Tensor, n: int, ref_name: str) -> torch.Tensor:
     """Labels of shape (N,), (N,1) or (N,K) as an (N,K) tensor."""
     check_ndim(where, name, labels, (1, 2))

@@ -112,13 +112,6 @@ def _laplace_terms(mu, log_sigma, target):
     return _LOG_2 + s + (target - mu).abs() * torch.exp(-s)
 
 
-def _column(where, name, value, n, ref_name):
-    """(N,) or (N, 1) → (N,), finite."""
-    value = checks.labels_1d(where, name, value, n, ref_name)
-    checks.check_finite(where, name, value)
-    return value
-
-
 def laplace_nll(mu, log_sigma, target, weights=None) -> torch.Tensor:
     """Weighted Laplace NLL ``mean_n w_n (log(2σ_n) + |y_n − μ_n| / σ_n)``, log σ clamped to [−5, 5].
 
@@ -135,9 +128,9 @@ def laplace_nll(mu, log_sigma, target, weights=None) -> torch.Tensor:
     checks.check_floating(where, "mu", mu)
     checks.check_nonempty(where, "mu", mu)
     n = mu.shape[0]
-    mu = _column(where, "mu", mu, n, "target")
-    log_sigma = _column(where, "log_sigma", log_sigma, n, "mu")
-    target = _column(where, "target", target, n, "mu")
+    mu = checks.finite_labels_1d(where, "mu", mu, n, "target")
+    log_sigma = checks.finite_labels_1d(where, "log_sigma", log_sigma, n, "mu")
+    target = checks.finite_labels_1d(where, "target", target, n, "mu")
     dtype = checks.compute_dtype(mu)
     with torch.autocast(mu.device.type, enabled=False):
         mu = mu.to(dtype)
@@ -154,7 +147,7 @@ def _heads(where, mus, log_sigmas, target, head_weights):
     checks.check_finite(where, "mus", mus)
     checks.check_finite(where, "log_sigmas", log_sigmas)
     if target is not None:
-        target = _column(where, "target", target, n, "mus")
+        target = checks.finite_labels_1d(where, "target", target, n, "mus")
     if head_weights is not None:
         head_weights = checks.as_tensor(where, "head_weights", head_weights)
         if tuple(head_weights.shape) != (n, m):

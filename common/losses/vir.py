@@ -34,8 +34,7 @@ _LOG_PI = math.log(math.pi)
 
 def _vector(where, name, value, like):
     """(N,) or (N, 1) → finite (N,) in ``like``'s dtype and device, N = ``len(like)``."""
-    value = checks.labels_1d(where, name, value, like.shape[0], "gamma")
-    checks.check_finite(where, name, value)
+    value = checks.finite_labels_1d(where, name, value, like.shape[0], "gamma")
     return value.to(device=like.device, dtype=like.dtype)
 
 
