@@ -1,12 +1,15 @@
 """The AgeDB-DIR training objective: ``--loss`` (weighted L1 by default, focal β 0.2) or Balanced MSE, plus
-RankSim, ConR and SRL, from the flags (``common.objective.objective_from_args``).
+RankSim, ConR, RnC and SRL (or UVOTE's or VIR's likelihood), from the flags (``common.objective.objective_from_args``).
 
 ConR runs on two extra augmentations of every image (forwarded without FDS), as the reference; SRL's label
 slots are the integer ages 0…``--srl_num_labels`` − 1 (102 here: ages 0–101), the last slot shared by older ages.
 """
+from common.bins import AGE_BINS
 from common.objective import objective_from_args
 
 
-def build_objective(args, gmm_file=None, bni_prior=None):
-    """The objective module; ``gmm_file`` is GAI's mixture, ``bni_prior`` BNI's ``(ages, frequencies)``."""
-    return objective_from_args(args, gmm_file=gmm_file, bni_prior=bni_prior)
+def build_objective(args, gmm_file=None, bni_prior=None, uvote_table=None):
+    """The objective module; ``gmm_file`` is GAI's mixture, ``bni_prior`` BNI's ``(ages, frequencies)``,
+    ``uvote_table`` UVOTE's (121, M) head weights on the age grid."""
+    return objective_from_args(args, gmm_file=gmm_file, bni_prior=bni_prior, uvote_table=uvote_table,
+                               label_bins=AGE_BINS)

@@ -20,11 +20,12 @@ from common.bins import AGE_BINS
 from common.runtime import open_hdf5, read_hdf5, sha256_of
 from common.tools.datasplit import describe_split
 from common.errors import RunError
-from common.fds import FDS
+from common.fds import FDS, ProbabilisticFDS
 from common.gmm import check_fitted_on, gmm_path, labels_digest
 from common.lds import bucket_prior, prepare_weights
-from common.metrics import SHOT_SELECTABLE, balanced_shot_metrics, selection_from_args, shot_metrics, shot_table
-from common.objective import statistics_pass
+from common.metrics import (SHOT_SELECTABLE, balanced_shot_metrics, selection_from_args, shot_metrics, shot_table,
+                            uncertainty)
+from common.objective import statistics_pass, uvote_table_from_args
 from common.optim import optimizer_from_args, step_decay
 from common.trainer import Task
 
@@ -33,7 +34,7 @@ SHOT_THRESHOLDS = {"many_shot_thr": 100, "low_shot_thr": 20}
 # Flags that define the model; an evaluated checkpoint keeps its own.
 MODEL_FLAGS = ("model", "width", "stem", "fds", "fds_kernel", "fds_ks", "fds_sigma", "start_update", "start_smooth",
                "bucket_num", "bucket_start", "fds_mmt", "srl", "embedding_dim", "srl_num_labels", "n_points",
-               "img_size")
+               "img_size", "uvote", "num_branch", "vir")
 
 
 # -- data ------------------------------------------------------------------------------------------------------
@@ -80,6 +81,23 @@ class AgeAugment:
         # ToTensor and Normalize's own float32 operations, in their order.
         channels_first = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
         return channels_first.float().div(255).sub_(0.5).div_(0.5)
+
+
+class RnCAugment:
+    """RnC's augmentation of a view (Zha et al., NeurIPS 2023) on a resized (S, S, 3) uint8 array: a random
+    resized crop of 20–100 % of the area back to S, a horizontal flip (p 0.5), colour jitter (brightness,
+    contrast, saturation 0.4, hue 0.1; p 0.8), grayscale (p 0.2), then normalisation to [-1, 1]; (3, S, S)
+    float32. torchvision's transforms, drawing from torch's generator."""
+
+    def __init__(self, img_size: int):
+        from torchvision.transforms import v2
+        self.transform = v2.Compose([
+            v2.RandomResizedCrop(img_size, scale=(0.2, 1.0), antialias=True), v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), v2.RandomGrayscale(p=0.2)])
+
+    def __call__(self, pixels: np.ndarray) -> torch.Tensor:
+        channels_first = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+        return self.transform(channels_first).float().div(255).sub_(0.5).div_(0.5)
 
 
 def pack_path(data_dir, csv_name: str, img_size: int) -> Path:
@@ -143,13 +161,13 @@ def read_split_csv(path, max_age: float) -> pd.DataFrame:
 class AgeDataset(Dataset):
     """One split of an age benchmark; each sample is a dict.
 
-    ``input``: (3, S, S) float32 image in [-1, 1]; ``views``: two more augmentations for ConR (an empty tuple
-    otherwise); ``target``: (1,) float32 age in years; ``weight``: (1,) float32 (re-weighting/LDS on the
+    ``input``: (3, S, S) float32 image in [-1, 1]; ``views``: two more augmentations for ConR and RnC (an empty
+    tuple otherwise; ``view_transform``, default the main augmentation); ``target``: (1,) float32 age in years; ``weight``: (1,) float32 (re-weighting/LDS on the
     training split, else 1).
     """
 
     def __init__(self, frame: pd.DataFrame, data_dir, split: str, img_size: int, weights=None,
-                 conr_views: bool = False, pack=None):
+                 conr_views: bool = False, pack=None, view_transform=None):
         frame = frame[frame["split"] == split]
         if len(frame) == 0:
             raise RunError(f"the split CSV in {data_dir} has no '{split}' rows; re-create it with data/.")
@@ -160,6 +178,8 @@ class AgeDataset(Dataset):
         self.img_size = img_size
         self.transform = AgeAugment(img_size, train=split == "train")
         self.conr_views = conr_views and split == "train"
+        # The views' augmentation: the main one (ConR, as its reference) or RnC's (RnCAugment).
+        self.view_transform = view_transform or self.transform
         self.pack = pack            # a PackReader of this split's rows, or None: the image files
         missing = [] if pack is not None else \
             [p for p in self.paths[:1] + self.paths[-1:] if not (self.data_dir / p).is_file()]
@@ -185,7 +205,7 @@ class AgeDataset(Dataset):
 
     def __getitem__(self, index):
         image = self.load(index)
-        views = tuple(self.transform(image) for _ in range(2)) if self.conr_views else ()
+        views = tuple(self.view_transform(image) for _ in range(2)) if self.conr_views else ()
         return {"input": self.transform(image), "views": views, "target": torch.tensor([self.labels[index]]),
                 "weight": torch.tensor([self.weights[index]])}
 
@@ -233,8 +253,9 @@ class AgeTask(Task):
         """The regressor (``pred``, ``encoding``, with SRL ``projection``) with ``fds`` (an :class:`FDS` or None)."""
         raise NotImplementedError
 
-    def build_loss(self, gmm_file, bni_prior):
-        """The objective from the flags, with Balanced MSE's prior: ``gmm_file`` (GAI) or ``bni_prior`` (BNI)."""
+    def build_loss(self, gmm_file, bni_prior, uvote_table=None):
+        """The objective from the flags, with Balanced MSE's prior: ``gmm_file`` (GAI) or ``bni_prior`` (BNI), and
+        UVOTE's head weights ``uvote_table`` (bins of ``AGE_BINS``, M)."""
         raise NotImplementedError
 
     # ---- data ----
@@ -254,16 +275,20 @@ class AgeTask(Task):
                      f"the training ages above, up to {train_labels.max():g}, are calibrated only in a batch that "
                      f"holds age {a.bucket_num - 1} exactly, else not at all (the reference's rule); raise "
                      f"--bucket_num to {int(train_labels.max()) + 1} to track them.")
-        weights = prepare_weights(train_labels, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
-                                  bins=AGE_BINS, truncate_smoothed_counts=a.lds_truncate)
+        # With --uvote, --lds smooths the heads' own counts (uvote_table_from_args), not sample weights.
+        weights = prepare_weights(train_labels, a.reweight, a.lds and not a.uvote, a.lds_kernel, a.lds_ks,
+                                  a.lds_sigma, bins=AGE_BINS, truncate_smoothed_counts=a.lds_truncate)
+        view_transform = RnCAugment(a.img_size) if a.rnc else None
+        if a.rnc and a.conr:
+            self.log("--rnc with --conr: both regularisers read the same two views, drawn with RnC's augmentation")
 
         def split(name, w=None, views=False):
             pack = None
             if a.data_format == "hdf5":
                 pack = PackReader(a.data_dir, a.dataset, a.img_size, frame.loc[frame["split"] == name, "path"].tolist())
-            return AgeDataset(frame, a.data_dir, name, a.img_size, w, views, pack)
+            return AgeDataset(frame, a.data_dir, name, a.img_size, w, views, pack, view_transform)
 
-        return {"train": split("train", weights, a.conr), "val": split("val"), "test": split("test")}
+        return {"train": split("train", weights, a.conr or a.rnc), "val": split("val"), "test": split("test")}
 
     # ---- model, objective, optimiser ----
     def build_model(self):
@@ -271,15 +296,20 @@ class AgeTask(Task):
         fds = None
         if a.fds:
             from common.models.resnet import ResNetRegressor
-            fds = FDS(ResNetRegressor.encoding_dim_of(a.model, a.width), a.bucket_num, a.bucket_start,
-                      a.start_update, a.start_smooth, a.fds_kernel, a.fds_ks, a.fds_sigma, a.fds_mmt,
-                      alias_last_epoch=a.fds_alias_last_epoch)
+            dim = ResNetRegressor.encoding_dim_of(a.model, a.width)
+            if a.vir:       # VIR's probabilistic smoothing of the latent mean and variance
+                fds = ProbabilisticFDS(dim, a.bucket_num, a.bucket_start, a.start_update, a.start_smooth,
+                                       a.fds_kernel, a.fds_ks, a.fds_sigma, a.fds_mmt)
+            else:
+                fds = FDS(dim, a.bucket_num, a.bucket_start, a.start_update, a.start_smooth, a.fds_kernel, a.fds_ks,
+                          a.fds_sigma, a.fds_mmt, alias_last_epoch=a.fds_alias_last_epoch)
         model = self.build_network(fds)
+        model.detach_head = a.rnc_stage == "encoder"
         if a.pretrained:
             checkpointing.load_pretrained_trunk(model, a.pretrained, part="trunk", fits=f"--model {a.model}",
                                                 flags="--model, --width and --stem", log=self.log)
         if a.retrain_fc:
-            checkpointing.train_only(model, "linear.")
+            checkpointing.train_only(model, "linear.", frozen_in_eval=a.rnc_stage == "linear")
         return model
 
     def build_objective(self):
@@ -295,7 +325,8 @@ class AgeTask(Task):
                             f"re-create it with `python data/preprocess_gmm.py --data_dir {a.data_dir}`")
         prior = bucket_prior(self.train_labels, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, truncate=a.lds_truncate) \
             if a.bmse and a.imp == "bni" else None
-        return self.build_loss(gmm_file, prior)
+        table = uvote_table_from_args(a, AGE_BINS.histogram(self.train_labels)) if a.uvote else None
+        return self.build_loss(gmm_file, prior, table)
 
     def build_optimizer(self, model, objective):
         """Adam (no weight decay, as the age references) or SGD with ``--weight_decay``; lr × 0.1 at each
@@ -326,6 +357,6 @@ class AgeTask(Task):
     def baseline_predictions(self, labels):
         return np.full_like(labels, self.train_labels.mean())
 
-    def save_predictions(self, path, preds, labels) -> None:
+    def save_predictions(self, path, preds, labels, sigma=None) -> None:
         np.savez(path, preds=preds, labels=labels, train_labels=self.train_labels,
-                 many_shot_thr=self.many_shot_thr, low_shot_thr=self.low_shot_thr)
+                 many_shot_thr=self.many_shot_thr, low_shot_thr=self.low_shot_thr, **uncertainty(sigma))

@@ -139,10 +139,26 @@ def load_pretrained_trunk(model: torch.nn.Module, path, *, part: str, fits: str,
     log(f"loaded {len(trunk)} of the model's {len(own)} tensors (the {part}) from {path}")
 
 
-def train_only(model: torch.nn.Module, prefix: str) -> None:
-    """RRT's second step: only the parameters whose names start with ``prefix`` (the head) keep training."""
+def train_only(model: torch.nn.Module, prefix, frozen_in_eval: bool = False) -> None:
+    """RRT's second step: only the parameters whose names start with ``prefix`` (a string or a tuple of them;
+    the head) keep training.
+
+    ``frozen_in_eval`` (RnC's linear stage, a probe on a fixed encoder): the batch-norm and dropout layers outside
+    ``prefix`` also behave as in evaluation while the model trains (running statistics used and not updated, no
+    dropout), through a forward pre-hook that clears their ``training`` flag, so the frozen part computes exactly
+    the features it computes at test time."""
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name.startswith(prefix))
+    if not frozen_in_eval:
+        return
+    kinds = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.Dropout)
+    for name, module in model.named_modules():
+        if isinstance(module, kinds) and not f"{name}.".startswith(prefix):
+            module.register_forward_pre_hook(_evaluation_mode)
+
+
+def _evaluation_mode(module, _inputs) -> None:
+    module.training = False
 
 
 def non_finite_tensors(state: dict) -> list[str]:

@@ -244,17 +244,85 @@ def add_srl_args(p: argparse.ArgumentParser, *, num_labels=121, homogeneity_alph
     g.add_argument("--srl_homogeneity_alpha", type=float, default=homogeneity_alpha)
 
 
+RNC_STAGES = ("none", "encoder", "linear")
+UVOTE_RULES = ("minvar", "avg", "avgvar")
+
+
+def add_rnc_args(p: argparse.ArgumentParser) -> None:
+    """RnC (Rank-N-Contrast), one stage (a regulariser beside the regression loss) or the paper's two stages."""
+    g = p.add_argument_group("RnC (Zha et al., NeurIPS 2023)")
+    g.add_argument("--rnc", action="store_true", help="Rank-N-Contrast on the encoding, weighted by --rnc_weight")
+    g.add_argument("--rnc_weight", type=float, default=1.0, help="weight of RnC beside the regression loss")
+    g.add_argument("--rnc_temp", type=float, default=2.0, help="τ of the similarity −‖f_i − f_j‖ / τ (RnC's --temp)")
+    g.add_argument("--rnc_feature_sim", default="l2", choices=["l2", "cosine"], help="RnC's --feature_sim")
+    g.add_argument("--rnc_stage", default="none", choices=list(RNC_STAGES),
+                   help="the paper's two stages: 'encoder' trains the trunk with RnC alone (the head is a linear "
+                        "probe on detached features), 'linear' trains the head on the frozen trunk of --pretrained")
+
+
+def add_uvote_args(p: argparse.ArgumentParser, *, num_branch: int = 2) -> None:
+    g = p.add_argument_group("UVOTE (Jiang et al., GCPR 2024)")
+    g.add_argument("--uvote", action="store_true", help="M heads with Laplace NLL, head i re-weighted by n^(−i/(M−1))")
+    g.add_argument("--num_branch", type=int, default=num_branch, help="M, the number of heads")
+    g.add_argument("--dynamic_loss", action="store_true",
+                   help="the re-weighted heads join with weight (epoch / epochs)²")
+    g.add_argument("--uvote_rule", default="minvar", choices=list(UVOTE_RULES),
+                   help="how the heads vote at inference: the head of least σ (UVOTE), the mean, or σ⁻²-weighted")
+    g.add_argument("--uvote_var_lr", type=float, default=0.1,
+                   help="learning-rate factor of the log-scale heads (UVOTE's 0.1)")
+
+
+def add_vir_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("VIR (Wang & Wang, NeurIPS 2023)")
+    g.add_argument("--vir", action="store_true",
+                   help="NIG head with LDS-scaled pseudo-counts; with --fds, VIR's probabilistic smoothing")
+    g.add_argument("--vir_reg_weight", type=float, default=0.01, help="λ of the NIG evidence regulariser")
+
+
+def check_methods(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The combinations of RnC, UVOTE and VIR with the other methods: one sentence for each that cannot work."""
+    on = lambda flag: bool(getattr(args, flag, False))   # noqa: E731
+    stage = getattr(args, "rnc_stage", "none")
+    if on("uvote") and on("vir"):
+        parser.error("--uvote and --vir each replace the regression head: pass only one of them.")
+    for method in ("uvote", "vir"):
+        if on(method) and on("bmse"):
+            parser.error(f"--{method} trains its own likelihood in place of the regression loss: drop --bmse.")
+    if on("uvote") and getattr(args, "reweight", "none") != "none":
+        parser.error("--uvote re-weights each head itself (head i by n^(−i/(M−1))): drop --reweight (--lds then "
+                     "smooths the heads' counts).")
+    if on("dynamic_loss") and not on("uvote"):
+        parser.error("--dynamic_loss schedules UVOTE's heads: add --uvote.")
+    if getattr(args, "num_branch", 1) < 1:
+        parser.error(f"--num_branch must be ≥ 1, got {args.num_branch}.")
+    if stage != "none":
+        args.rnc = True
+        if on("uvote") or on("vir") or on("bmse"):
+            parser.error(f"--rnc_stage {stage} is RnC's two-stage protocol with an L1 linear head: drop --uvote, "
+                         "--vir and --bmse (or use --rnc alone, the one-stage regulariser).")
+    if stage == "encoder" and on("retrain_fc"):
+        parser.error("--rnc_stage encoder trains the trunk; --retrain_fc trains the head of --pretrained: pass "
+                     "--rnc_stage linear for RnC's second stage.")
+    if stage == "linear":
+        if not getattr(args, "pretrained", ""):
+            parser.error("--rnc_stage linear trains a head on a frozen RnC encoder: add --pretrained CKPT (the "
+                         "ckpt.pth.tar of an --rnc_stage encoder run).")
+        args.retrain_fc = True
+
+
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     """Reject combinations that cannot work, one sentence each (``parser.error`` exits with status 2).
 
     Only the flags the parser defines are checked, so every benchmark can use this."""
     has = lambda flag: hasattr(args, flag)
     on = lambda flag: bool(getattr(args, flag, False))
-    if on("lds") and args.reweight == "none":
+    check_methods(parser, args)
+    if on("lds") and args.reweight == "none" and not on("uvote"):
         parser.error("--lds smooths the re-weighting histogram: add --reweight inverse or --reweight sqrt_inv.")
     if on("retrain_fc") and not args.pretrained:
         parser.error("--retrain_fc retrains the last layer of a trained model: pass it with --pretrained CKPT.")
-    if on("retrain_fc") and getattr(args, "reweight", "none") == "none" and not on("bmse"):
+    if on("retrain_fc") and getattr(args, "reweight", "none") == "none" and not on("bmse") \
+            and getattr(args, "rnc_stage", "none") != "linear":
         # Allowed, as the NYUD2 and STS-B references allow it (the age ones assert a --reweight): said, not refused.
         print("warning: --retrain_fc without --reweight or --bmse retrains on the unweighted loss, which does not "
               "rebalance the head (RRT is meant for a balanced objective).", file=sys.stderr)
@@ -294,10 +362,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
 # The valid range of every numeric flag, checked for the flags a benchmark's parser has (None: not given).
 POSITIVE = ("lr", "batch_size", "epoch", "img_size", "width", "lds_sigma", "fds_sigma", "conr_temperature",
             "temperature", "init_noise_sigma", "n_points", "embedding_dim", "grad_clip", "print_freq", "prefetch",
-            "srl_num_labels")
+            "srl_num_labels", "rnc_temp", "uvote_var_lr")
 NON_NEGATIVE = ("val_interval", "workers", "weight_decay", "save_every_minutes", "start_update", "start_smooth", "bucket_start",
                 "sigma_lr", "regularization_weight", "interpolation_lambda", "conr_window", "conr_beta", "conr_eta",
-                "w1", "w2", "w3", "many_shot_thr", "low_shot_thr", "gpu")
+                "w1", "w2", "w3", "many_shot_thr", "low_shot_thr", "gpu", "rnc_weight", "vir_reg_weight")
 UNIT_INTERVAL = ("fds_mmt", "momentum")
 
 
@@ -429,7 +497,7 @@ AGE_DEFAULTS = dict(
     batch_size=256, print_freq=10, img_size=224, workers=32,
     lds_ks=5, lds_sigma=1.0, fds_ks=5, fds_sigma=1.0, bucket_num=100, bucket_start=0,
     conr_window=1.0, conr_beta=4.0, conr_temperature=0.07, conr_eta=0.01,
-    srl_num_labels=121, srl_homogeneity_alpha=-1.0,
+    srl_num_labels=121, srl_homogeneity_alpha=-1.0, num_branch=2,
 )
 
 
@@ -456,6 +524,9 @@ def build_age_parser(description: str, **overrides) -> argparse.ArgumentParser:
     add_conr_args(p, window=d["conr_window"], beta=d["conr_beta"], temperature=d["conr_temperature"],
                   eta=d["conr_eta"])
     add_srl_args(p, num_labels=d["srl_num_labels"], homogeneity_alpha=d["srl_homogeneity_alpha"])
+    add_rnc_args(p)
+    add_uvote_args(p, num_branch=d["num_branch"])
+    add_vir_args(p)
     return p
 
 
@@ -478,6 +549,13 @@ def method_tags(args) -> list[str]:
         tags.append(f"conr_{args.conr_beta:g}_w{args.conr_window:g}_t{args.conr_temperature:g}_e{args.conr_eta:g}")
     if get("srl"):
         tags.append(f"srl_{args.w1:g}_{args.w2:g}_{args.w3:g}_t{args.temperature:g}")
-    if get("retrain_fc"):
+    if get("rnc"):
+        stage = get("rnc_stage", "none")
+        tags.append(f"rnc_{args.rnc_weight:g}_t{args.rnc_temp:g}" + ("" if stage == "none" else f"_{stage}"))
+    if get("uvote"):
+        tags.append(f"uvote_{args.num_branch}" + ("_dyn" if get("dynamic_loss") else ""))
+    if get("vir"):
+        tags.append(f"vir_{args.vir_reg_weight:g}")
+    if get("retrain_fc") and get("rnc_stage", "none") != "linear":
         tags.append("rrt")
     return tags + [f"seed{args.seed}"]

@@ -374,3 +374,112 @@ class FDSStatistics:
         dtype = fds.running_mean.dtype
         var = self.squares / (self.count - 1).clamp(min=1)[:, None]
         fds._fold(self.count.to(dtype), self.mean.to(dtype), var.to(dtype), epoch)
+
+
+class ProbabilisticFDS(FDS):
+    """VIR's probabilistic feature smoothing ("PRM"; Wang & Wang, NeurIPS 2023) over a latent (mean, variance).
+
+    Each sample's latent is a distribution: mean ``z̄`` and per-dimension variance ``s`` (N, D), or per pixel
+    (B, C, H, W). Per bucket b this keeps, with FDS's momentum and schedule, the mean ``m_b`` and the variance
+    ``u_b`` of the latent means (the :class:`FDS` statistics of ``z̄``) and the mean latent variance ``s̄_b``
+    (:attr:`latent`, an :class:`FDS` of ``s``). The latent distribution of bucket b, a mixture of the
+    samples', has mean ``m_b`` and variance ``v_b = u_b + s̄_b``. After each epoch the means are smoothed
+    across buckets with the kernel k and both variances with its square ``k²`` (a weighted sum of independent
+    variables has variance ``Σ k² v``), and in training a latent is calibrated to its bucket's smoothed mixture:
+
+        z̄ ← (z̄ − m_b) √f_b + m̃_b,      s ← s · f_b,      f_b = clamp(ṽ_b / v_b, clip_min, clip_max),
+
+    the affine map that takes the bucket's latent distribution to the smoothed one, applied to each sample's
+    (mean, variance). Arguments as :class:`FDS` (``alias_last_epoch`` and ``fill_empty`` are not offered).
+    """
+
+    def __init__(self, feature_dim, bucket_num=100, bucket_start=3, start_update=0, start_smooth=1,
+                 kernel="gaussian", ks=5, sigma=2, momentum=0.9, clip_min=0.1, clip_max=10.0,
+                 bins: LabelBins | None = None, edge_rule: str = "present"):
+        super().__init__(feature_dim, bucket_num, bucket_start, start_update, start_smooth, kernel, ks, sigma,
+                         momentum, clip_min, clip_max, bins, edge_rule)
+        self.latent = FDS(feature_dim, bucket_num, bucket_start, start_update, start_smooth, kernel, ks, sigma,
+                          momentum, clip_min, clip_max, bins, edge_rule)
+        # The variances are smoothed with the squared window (not renormalised).
+        self.latent.kernel_window.copy_(self.kernel_window.square())
+        self.register_buffer("_variance_scale", torch.ones(self.num_buckets + 1, feature_dim), persistent=False)
+
+    @torch.no_grad()
+    def update_last_epoch_stats(self, epoch: int) -> None:
+        if epoch != int(self.epoch) + 1:
+            return
+        self.latent.update_last_epoch_stats(epoch)
+        self.epoch += 1
+        self.running_mean_last_epoch.copy_(self.running_mean)
+        self.running_var_last_epoch.copy_(self.running_var)
+        self.smoothed_mean_last_epoch.copy_(self._smooth_across_buckets(self.running_mean_last_epoch))
+        self.smoothed_var_last_epoch.copy_(self.latent._smooth_across_buckets(self.running_var_last_epoch))
+        self.refresh_calibration()
+
+    @torch.no_grad()
+    def update_running_stats(self, features, labels, epoch: int, latent_var=None) -> None:
+        """As :meth:`FDS.update_running_stats` for the latent means ``features``, and for the latent variances
+        ``latent_var`` (same shape; required)."""
+        if latent_var is None:
+            raise ValueError("ProbabilisticFDS.update_running_stats: pass `latent_var`, the latent variances of "
+                             "`features` (VIR's encoder outputs both).")
+        super().update_running_stats(features, labels, epoch)
+        self.latent.update_running_stats(latent_var, labels, epoch)
+
+    @torch.no_grad()
+    def refresh_calibration(self) -> None:
+        latent = getattr(self, "latent", None)
+        if latent is None:          # during FDS.__init__
+            return
+        m1, m2 = self.running_mean_last_epoch, self.smoothed_mean_last_epoch
+        v1 = self.running_var_last_epoch + latent.running_mean_last_epoch
+        v2 = self.smoothed_var_last_epoch + latent.smoothed_mean_last_epoch
+        calibrate = v1 > 0
+        factor = torch.where(calibrate, (v2 / torch.where(calibrate, v1, torch.ones_like(v1)))
+                             .clamp(self.clip_min, self.clip_max), torch.ones_like(v1))
+        identity = torch.zeros(1, self.feature_dim, dtype=m1.dtype, device=m1.device)
+        self._shift_from.copy_(torch.cat([torch.where(calibrate, m1, torch.zeros_like(m1)), identity]))
+        self._scale.copy_(torch.cat([factor.sqrt(), identity + 1]))
+        self._shift_to.copy_(torch.cat([torch.where(calibrate, m2, torch.zeros_like(m2)), identity]))
+        self._variance_scale.copy_(torch.cat([factor, identity + 1]))
+
+    def smooth(self, features, labels, epoch: int, latent_var=None):
+        """The calibrated latent means (as :meth:`FDS.smooth`); with ``latent_var`` the pair ``(means,
+        variances)``, the variances scaled by their bucket's factor. Identity before ``start_smooth``."""
+        means = super().smooth(features, labels, epoch)
+        if latent_var is None:
+            return means
+        if epoch < self.start_smooth:
+            return means, latent_var
+        flat, flat_labels = self._check("smooth", latent_var, labels)
+        rows = self.bucketize(flat_labels.to(flat.device))
+        out = flat * self._variance_scale.to(flat.dtype).index_select(0, rows)
+        if latent_var.dim() == 4:
+            batch, channels, height, width = latent_var.shape
+            out = out.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
+        return means, out
+
+    def statistics(self) -> "ProbabilisticFDSStatistics":
+        return ProbabilisticFDSStatistics(self)
+
+
+class ProbabilisticFDSStatistics:
+    """:class:`FDSStatistics` of the latent means and of the latent variances of one pass (``add(features,
+    labels, latent_var)``)."""
+
+    def __init__(self, fds: ProbabilisticFDS):
+        self.means, self.variances = FDSStatistics(fds), FDSStatistics(fds.latent)
+
+    def add(self, features, labels, latent_var=None) -> None:
+        if latent_var is None:
+            raise ValueError("ProbabilisticFDS.statistics().add: pass `latent_var` with the latent means.")
+        self.means.add(features, labels)
+        self.variances.add(latent_var, labels)
+
+    def all_reduce(self) -> None:
+        self.means.all_reduce()
+        self.variances.all_reduce()
+
+    def commit(self, epoch: int) -> None:
+        self.means.commit(epoch)          # ProbabilisticFDS.update_last_epoch_stats rolls both over
+        self.variances.commit(epoch)

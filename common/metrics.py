@@ -298,3 +298,76 @@ def selection_from_args(args, default: str, available, split: str = "val", name:
         raise RunError(f"--select_on {chosen}: this benchmark does not report {chosen}; choose one of "
                        f"{', '.join(available)}.")
     return Selection(chosen, split)
+
+
+# -- predictive uncertainty (UVOTE, VIR) -------------------------------------------------------------------------
+#: quantile bins of the predicted σ in :func:`calibration_bins`, ENCE and the report's calibration figure.
+CALIBRATION_BINS = 10
+
+
+def calibration_bins(preds, labels, sigma, num_bins: int = CALIBRATION_BINS):
+    """Expected vs observed error per bin of predicted σ.
+
+    The samples are sorted by σ and cut into ``num_bins`` groups of (nearly) equal size; per group, the expected
+    error is the root mean predicted variance ``RMV = √mean(σ²)`` and the observed error the ``RMSE`` of the
+    predictions. A calibrated model has ``RMSE = RMV`` in every group (Levi et al., "Evaluating and calibrating
+    uncertainty prediction in regression tasks", Sensors 2022).
+
+    Args:
+        preds, labels, sigma: (N,) predictions, labels and predicted standard deviations (label units).
+
+    Returns:
+        ``(rmv, rmse, count)``, three (G,) arrays, G = min(num_bins, N).
+    """
+    preds, labels, sigma = _flat("preds", preds), _flat("labels", labels), _flat("sigma", sigma)
+    if not preds.shape == labels.shape == sigma.shape or preds.size == 0:
+        raise ValueError(f"calibration_bins: `preds`, `labels` and `sigma` must be non-empty and of one length, "
+                         f"got {preds.size}, {labels.size}, {sigma.size}.")
+    order = np.argsort(sigma, kind="stable")
+    groups = np.array_split(order, min(num_bins, preds.size))
+    rmv = np.array([math.sqrt(float(np.mean(sigma[g] ** 2))) for g in groups])
+    rmse = np.array([math.sqrt(float(np.mean((preds[g] - labels[g]) ** 2))) for g in groups])
+    return rmv, rmse, np.array([len(g) for g in groups])
+
+
+def ause(preds, labels, sigma, steps: int = 100) -> float:
+    """Area under the sparsification error of the absolute error (Ilg et al., ECCV 2018): removing the fraction f
+    of the samples with the largest σ, the MAE of the rest, minus the same curve when the largest *errors* are
+    removed (the oracle), both divided by the full MAE, integrated over f ∈ [0, 1) with the trapezoidal rule on
+    ``steps`` points. 0: σ ranks the errors perfectly."""
+    preds, labels, sigma = _flat("preds", preds), _flat("labels", labels), _flat("sigma", sigma)
+    errors = np.abs(preds - labels)
+    total = errors.mean()
+    if total == 0:
+        return 0.0
+    fractions = np.arange(steps) / steps
+    by_sigma = errors[np.argsort(-sigma, kind="stable")]
+    by_error = np.sort(errors)[::-1]
+
+    def curve(ordered):
+        kept_sums = np.cumsum(ordered[::-1])[::-1]          # sum of ordered[k:]
+        starts = np.floor(fractions * errors.size).astype(int)
+        return kept_sums[starts] / (errors.size - starts) / total
+
+    gap = curve(by_sigma) - curve(by_error)
+    return float(np.sum((gap[1:] + gap[:-1]) / 2) / steps)
+
+
+def uncertainty_metrics(preds, labels, sigma) -> dict:
+    """How good the predicted standard deviations ``sigma`` (N,) are: ``nll`` the Gaussian negative
+    log-likelihood ``mean(½ log 2πσ² + e²/(2σ²))``, ``ence`` the expected normalised calibration error
+    ``mean_g |RMV_g − RMSE_g| / RMV_g`` over :func:`calibration_bins`, ``ause`` (:func:`ause`), and
+    ``mean_sigma``."""
+    preds, labels, sigma = _flat("preds", preds), _flat("labels", labels), _flat("sigma", sigma)
+    if not np.isfinite(sigma).all() or (sigma <= 0).any():
+        return {"nll": math.nan, "ence": math.nan, "ause": math.nan, "mean_sigma": float(np.mean(sigma))}
+    variance = sigma ** 2
+    nll = float(np.mean(0.5 * np.log(2 * np.pi * variance) + (preds - labels) ** 2 / (2 * variance)))
+    rmv, rmse, _ = calibration_bins(preds, labels, sigma)
+    return {"nll": nll, "ence": float(np.mean(np.abs(rmv - rmse) / rmv)), "ause": ause(preds, labels, sigma),
+            "mean_sigma": float(np.mean(sigma))}
+
+
+def uncertainty(sigma) -> dict:
+    """``{'sigma': sigma as float32}`` for a predictions file, or ``{}`` without it."""
+    return {} if sigma is None else {"sigma": np.asarray(sigma, dtype=np.float32)}

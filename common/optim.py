@@ -17,7 +17,8 @@ def step_decay(milestones):
 
 
 def build_optimizer(model, *, name: str = "adam", lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                    adam_weight_decay: bool = True, noise_sigma=None, sigma_lr: float = 1e-2, lr_factor=None):
+                    adam_weight_decay: bool = True, noise_sigma=None, sigma_lr: float = 1e-2, lr_factor=None,
+                    log_sigma_lr_factor: float = 1.0):
     """``(optimizer, scheduler)`` for ``model``'s trainable parameters.
 
     Args:
@@ -27,8 +28,15 @@ def build_optimizer(model, *, name: str = "adam", lr: float, momentum: float = 0
             unscheduled.
         lr_factor: ``epoch → factor`` of the model group's learning rate (a ``LambdaLR``, stepped once per epoch);
             None: no scheduler.
+        log_sigma_lr_factor: UVOTE's log-scale heads (parameters named ``…log_sigma…``) in their own group at
+            ``lr × log_sigma_lr_factor``, on the same schedule (UVOTE: 0.1); 1: no such group.
     """
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "name": "model"}]
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    slow = [p for n, p in trained if "log_sigma" in n] if log_sigma_lr_factor != 1 else []
+    slow_ids = {id(p) for p in slow}
+    groups = [{"params": [p for _, p in trained if id(p) not in slow_ids], "name": "model"}]
+    if slow:
+        groups.append({"params": slow, "lr": lr * log_sigma_lr_factor, "name": "log_sigma"})
     if noise_sigma is not None:
         groups.append({"params": [noise_sigma], "lr": sigma_lr, "name": "noise_sigma"})
     if name == "adam":
@@ -40,7 +48,7 @@ def build_optimizer(model, *, name: str = "adam", lr: float, momentum: float = 0
     if lr_factor is None:
         return optimizer, None
     constant = lambda epoch: 1.0   # noqa: E731
-    factors = [lr_factor if group["name"] == "model" else constant for group in groups]
+    factors = [lr_factor if group["name"] in ("model", "log_sigma") else constant for group in groups]
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
 
 
@@ -54,4 +62,6 @@ def optimizer_from_args(args, model, objective, *, adam_weight_decay: bool = Tru
     return build_optimizer(model, name=getattr(args, "optimizer", "adam"), lr=args.lr,
                            momentum=getattr(args, "momentum", 0.9), weight_decay=args.weight_decay,
                            adam_weight_decay=adam_weight_decay, noise_sigma=sigma,
-                           sigma_lr=getattr(args, "sigma_lr", 1e-2), lr_factor=lr_factor)
+                           sigma_lr=getattr(args, "sigma_lr", 1e-2), lr_factor=lr_factor,
+                           log_sigma_lr_factor=getattr(args, "uvote_var_lr", 0.1) if getattr(args, "uvote", False)
+                           else 1.0)

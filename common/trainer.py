@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from common import checkpointing, cli, distributed, runtime
 from common.errors import NonFiniteError, RunError
+from common.metrics import uncertainty, uncertainty_metrics
 
 CHECKPOINT = "ckpt.pth.tar"
 BEST_CHECKPOINT = "ckpt.best.pth.tar"
@@ -91,10 +92,14 @@ class Task:
         """After each training epoch: FDS/SRL statistics. ``batches`` yields device batches lazily, so a task
         with nothing to collect returns without loading data."""
 
-    def predict(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(self, model, batch) -> tuple[torch.Tensor, ...]:
         """``(predictions, labels)`` of one batch, model in eval mode and without gradients; any shapes that
-        concatenate along dimension 0. Default: the model's ``pred`` and the batch's ``target``, flattened."""
-        return model(batch["input"])["pred"].reshape(-1), batch["target"].reshape(-1)
+        concatenate along dimension 0; a third tensor of the predictions' shape, when the model gives one, is
+        each prediction's standard deviation (UVOTE, VIR). Default: the model's ``pred``, the batch's ``target``
+        and the model's ``sigma`` if it has one, flattened."""
+        out = model(batch["input"])
+        pred, label = out["pred"].reshape(-1), batch["target"].reshape(-1)
+        return (pred, label, out["sigma"].reshape(-1)) if "sigma" in out else (pred, label)
 
     def metrics(self, preds: np.ndarray, labels: np.ndarray) -> dict:
         """The metrics of a whole split (a JSON-able nested dict)."""
@@ -121,8 +126,9 @@ class Task:
             return shot_table(name, metrics)
         return f"{name}: {metrics}"
 
-    def save_predictions(self, path: Path, preds: np.ndarray, labels: np.ndarray) -> None:
-        np.savez(path, preds=preds, labels=labels)
+    def save_predictions(self, path: Path, preds: np.ndarray, labels: np.ndarray, sigma=None) -> None:
+        """The test predictions (and, from UVOTE and VIR, their standard deviations ``sigma``) as an ``.npz``."""
+        np.savez(path, preds=preds, labels=labels, **uncertainty(sigma))
 
     def checkpoint_extras(self) -> dict:
         """What evaluating a checkpoint needs besides its weights and flags (e.g. statistics of the training set),
@@ -463,30 +469,37 @@ class Trainer:
 
     # -- evaluation ---------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, model, loader) -> tuple[np.ndarray, np.ndarray]:
-        """Predictions and labels of a split. With several processes each predicts its shard (every
-        ``world``-th sample) and the shards are interleaved back into the single-process order when a batch gives
-        one prediction per sample; otherwise (per-pixel outputs) they are concatenated in rank order."""
+    def predict(self, model, loader, with_sigma: bool = False) -> tuple:
+        """Predictions and labels of a split (with ``with_sigma`` also the predictions' standard deviations, or
+        None when the task gives none). With several processes each predicts its shard (every ``world``-th
+        sample) and the shards are interleaved back into the single-process order when a batch gives one
+        prediction per sample; otherwise (per-pixel outputs) they are concatenated in rank order."""
         model.eval()
-        preds, labels = [], []
+        columns = None
         for batch in self._batches(loader):
             with autocast(self.device, self.amp_dtype):
-                pred, label = self.task.predict(model, batch)
-            preds.append(pred.detach().float().cpu())
-            labels.append(label.detach().float().cpu())
-        preds, labels = torch.cat(preds).numpy(), torch.cat(labels).numpy()
-        if self.world == 1:
-            return preds, labels
-        shards = distributed.gather_objects((preds, labels))
-        size = len(loader.dataset)
-        if sum(len(p) for p, _ in shards) == size:
-            order = np.concatenate([np.arange(r, size, self.world) for r in range(self.world)])
-            out_preds, out_labels = np.empty_like(preds, shape=(size, *preds.shape[1:])), \
-                np.empty_like(labels, shape=(size, *labels.shape[1:]))
-            out_preds[order] = np.concatenate([p for p, _ in shards])
-            out_labels[order] = np.concatenate([l for _, l in shards])
-            return out_preds, out_labels
-        return np.concatenate([p for p, _ in shards]), np.concatenate([l for _, l in shards])
+                parts = self.task.predict(model, batch)
+            columns = columns or [[] for _ in parts]
+            for column, part in zip(columns, parts):
+                column.append(part.detach().float().cpu())
+        arrays = [torch.cat(column).numpy() for column in columns]
+        if self.world > 1:
+            shards = distributed.gather_objects(arrays)
+            size = len(loader.dataset)
+            if sum(len(shard[0]) for shard in shards) == size:
+                order = np.concatenate([np.arange(r, size, self.world) for r in range(self.world)])
+                merged = []
+                for i, array in enumerate(arrays):
+                    out = np.empty_like(array, shape=(size, *array.shape[1:]))
+                    out[order] = np.concatenate([shard[i] for shard in shards])
+                    merged.append(out)
+                arrays = merged
+            else:
+                arrays = [np.concatenate([shard[i] for shard in shards]) for i in range(len(arrays))]
+        preds, labels = arrays[0], arrays[1]
+        if with_sigma:
+            return preds, labels, arrays[2] if len(arrays) > 2 else None
+        return preds, labels
 
     def evaluate(self, checkpoint_path) -> dict:
         """Test a checkpoint: print the metrics and write ``eval.json`` beside it."""
@@ -501,8 +514,10 @@ class Trainer:
         datasets = self.task.datasets()
         model = self._build_model()
         self._load_model(model, checkpoint, checkpoint_path)
-        preds, labels = self.predict(model, self._loader(datasets["test"], train=False)[0])
+        preds, labels, sigma = self.predict(model, self._loader(datasets["test"], train=False)[0], with_sigma=True)
         metrics = self.task.metrics(preds, labels)
+        if sigma is not None:
+            metrics["uncertainty"] = uncertainty_metrics(preds, labels, sigma)
         print(self.task.report("test", preds, labels, metrics))
         path = Path(checkpoint_path).parent / "eval.json"
         if runtime.is_main_process():
@@ -591,11 +606,15 @@ class Trainer:
         if self.config.lr is None or math.isclose(self.config.lr, base, rel_tol=1e-12):
             return
         ratio = self.config.lr / base
-        group["lr"] *= ratio
-        if "initial_lr" in group:
-            group["initial_lr"] *= ratio
-        if self.scheduler is not None:
-            self.scheduler.base_lrs[0] *= ratio
+        # The model's group and UVOTE's log-scale group (a fixed fraction of it) follow --lr; σ's does not.
+        for index, scaled in enumerate(self.optimizer.param_groups):
+            if index and scaled.get("name") != "log_sigma":
+                continue
+            scaled["lr"] *= ratio
+            if "initial_lr" in scaled:
+                scaled["initial_lr"] *= ratio
+            if self.scheduler is not None:
+                self.scheduler.base_lrs[index] *= ratio
         self.log(f"--lr {self.config.lr:g} (the checkpoint's was {base:g}): the learning rate is now {group['lr']:g}")
 
     def train_one_epoch(self, epoch: int, skip: int = 0) -> bool:
@@ -712,8 +731,11 @@ class Trainer:
                            f"{state.global_step} training iterations); lower --val_interval or raise --epoch.")
         best = checkpointing.load_checkpoint(best_path)
         self._load_model(self.model, best, best_path)
-        preds, labels = self.predict(self.model, self._loader(self.datasets["test"], train=False)[0])
+        preds, labels, sigma = self.predict(self.model, self._loader(self.datasets["test"], train=False)[0],
+                                            with_sigma=True)
         test = self.task.metrics(preds, labels)
+        if sigma is not None:
+            test["uncertainty"] = uncertainty_metrics(preds, labels, sigma)
         self.log(f"test of the best checkpoint (epoch {state.best_epoch}, step {state.best_step})\n"
                  + self.task.report("test", preds, labels, test))
         self._check_against_baseline(state.best_score)
@@ -724,7 +746,7 @@ class Trainer:
         if runtime.is_main_process():
             runtime.write_json({**result, "provenance": self.provenance, "args": self.config.flags},
                                self.run_dir / "results.json")
-            self.task.save_predictions(self.run_dir / "test_predictions.npz", preds, labels)
+            self.task.save_predictions(self.run_dir / "test_predictions.npz", preds, labels, sigma)
         distributed.barrier()            # every process returns once rank 0's files are written
         return {**result, "run_dir": str(self.run_dir)}
 

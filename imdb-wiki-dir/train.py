@@ -19,6 +19,7 @@ except ImportError:
 IMDB_WIKI_DEFAULTS = dict(
     dataset="imdb_wiki",
     srl_num_labels=187,  # SRL label slots: ages 0..186 (the reference's --bucket_num 187)
+    num_branch=3,        # UVOTE's IMDB-WIKI-DIR heads (its released checkpoint)
 )
 
 

@@ -7,7 +7,13 @@
   depth as its label, linear pushing weight, a single view (docs/methods.md §4.2);
 * RankSim (``--regularization_weight``) on the same flattened maps with the mean depth, and SRL (``--srl``) on a
   projection of the spatially averaged map with the mean depth's 0.1-m bin as its slot: new here, no reference
-  runs them on depth.
+  runs them on depth;
+* RnC (``--rnc``), also per image as ConR and RankSim: the flattened map of each image, its mean depth as the
+  label (the paper defines RnC for one label per sample; a dense per-pixel RnC would contrast ~10⁵ pixels per
+  batch and is not defined by it);
+* UVOTE (``--uvote``) and VIR (``--vir``) per pixel, in place of the MSE: R's last convolution outputs every
+  head's location and log scale (UVOTE) or the NIG parameters (VIR) at each pixel, each pixel weighted by its
+  depth bin (UVOTE: per head, from the training pixel histogram; VIR: the LDS weight scales its pseudo-count).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import torch.nn as nn
 from common.distributed import share
 from common.bins import DEPTH_BINS
 from common.losses import ConRDense, weighted_mse_loss
+from common.objective import uvote_component, vir_component
 
 BMSE_MIN_DEPTH = 0.7   # metres: Balanced MSE sees the pixels of the FDS/test bins 7…99
 
@@ -27,9 +34,16 @@ class DepthObjective(nn.Module):
     ``projection`` (B, P)."""
 
     def __init__(self, bmse=None, conr=None, conr_weight=0.0, ranksim=None, ranksim_weight=0.0, srl=None,
-                 srl_weights=(10.0, 100.0, 0.01), surrogate=None, gather: bool = False):
+                 srl_weights=(10.0, 100.0, 0.01), surrogate=None, gather: bool = False, uvote=None,
+                 uvote_table=None, label_bins=None, vir=None, rnc=None, rnc_weight=0.0):
         super().__init__()
+        if sum(part is not None for part in (bmse, uvote, vir)) > 1:
+            raise ValueError("DepthObjective: pass at most one of `bmse`, `uvote` and `vir`.")
         self.gather = gather      # under torchrun: the image-level regularisers see the global batch
+        self.uvote, self.label_bins, self.vir = uvote, label_bins, vir
+        self.register_buffer("uvote_table", None if uvote_table is None else torch.as_tensor(uvote_table).float(),
+                             persistent=False)
+        self.rnc, self.rnc_weight = rnc, rnc_weight
         self.bmse, self.conr, self.conr_weight = bmse, conr, conr_weight
         self.ranksim, self.ranksim_weight = ranksim, ranksim_weight
         self.srl, self.srl_weights, self.surrogate = srl, tuple(srl_weights), surrogate
@@ -47,10 +61,14 @@ class DepthObjective(nn.Module):
         if self.bmse is not None:
             keep = depth >= BMSE_MIN_DEPTH
             components["bmse"] = self.bmse(pred[keep].reshape(-1, 1), depth[keep].reshape(-1, 1))
+        elif self.uvote is not None:
+            components["uvote"] = uvote_component(self.uvote, self.uvote_table, self.label_bins, out, depth, epoch)
+        elif self.vir is not None:
+            components["vir"] = vir_component(self.vir, out, depth, weight)
         else:
             components["mse"] = weighted_mse_loss(pred, depth, weight)
         features = depth_share = None
-        if self.conr is not None or self.ranksim is not None:
+        if self.conr is not None or self.ranksim is not None or self.rnc is not None:
             features = share(out["encoding"], self.gather)
             depth_share = share(depth, self.gather, False)
         if self.conr is not None:
@@ -60,6 +78,9 @@ class DepthObjective(nn.Module):
         if self.ranksim is not None:
             components["ranksim"] = self.ranksim_weight * self.ranksim(features.flatten(1),
                                                                        depth_share.mean(dim=(1, 2, 3))[:, None])
+        if self.rnc is not None:
+            components["rnc"] = self.rnc_weight * self.rnc(features.flatten(1).float(),
+                                                           depth_share.mean(dim=(1, 2, 3))[:, None])
         if self.srl is not None:
             contrastive, enveloping, homogeneity = self.srl(share(out["projection"], self.gather),
                                                             share(self.srl_slot(depth), self.gather, False),
@@ -70,13 +91,13 @@ class DepthObjective(nn.Module):
         return components
 
 
-def build_objective(args, *, gmm_file=None, bni_prior=None) -> DepthObjective:
+def build_objective(args, *, gmm_file=None, bni_prior=None, uvote_table=None) -> DepthObjective:
     """A :class:`DepthObjective` from parsed flags: the same flags → values mapping as every benchmark
     (:func:`common.objective.settings_from_args`), the same loss modules (:func:`common.objective.build_parts`)
     with the dense ConR and SRL slots that are the 100 depth bins (:meth:`DepthObjective.srl_slot`).
 
     ``gmm_file`` is the GAI mixture's file, ``bni_prior`` BNI's ``(centres (100,), weights (100,))``; only the
-    one ``--imp`` names is read.
+    one ``--imp`` names is read. ``uvote_table``: UVOTE's (100, M) per-pixel head weights on the depth bins.
     """
     from common.objective import build_parts, settings_from_args
     settings = settings_from_args(args)
@@ -88,5 +109,6 @@ def build_objective(args, *, gmm_file=None, bni_prior=None) -> DepthObjective:
         raise ValueError(f"build_objective: depth Balanced MSE is 'gai' or 'bni', got {settings['bmse']!r}.")
     # The slots are fixed by srl_slot's bins; an older checkpoint's saved --srl_num_labels must not override them.
     settings["srl_num_labels"] = DEPTH_BINS.num_bins
-    parts = build_parts(**settings, gmm_file=gmm_file, bni_prior=bni_prior, conr_class=ConRDense)
+    parts = build_parts(**settings, gmm_file=gmm_file, bni_prior=bni_prior, conr_class=ConRDense,
+                        uvote_table=uvote_table, label_bins=DEPTH_BINS)
     return DepthObjective(**parts, gather=gather)

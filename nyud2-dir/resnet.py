@@ -17,6 +17,7 @@ import torchvision
 
 from common.errors import RunError
 from common.fds import FDS
+from common.models.heads import regression_head, run_head
 
 ENCODERS = ("resnet18", "resnet34", "resnet50")
 
@@ -103,43 +104,49 @@ class MFF(nn.Module):
 class Refinement(nn.Module):
     """``R``: two 5×5 conv-BN-ReLU on the concatenated decoder and MFF maps, [FDS], a 5×5 conv to depth.
 
-    FDS (optional) calibrates the last per-pixel features with the depth of each pixel, in training only.
+    FDS (optional) calibrates the last per-pixel features with the depth of each pixel, in training only. The last
+    convolution ``conv2`` is the head (:func:`common.models.heads.regression_head` with 5×5 kernels): one depth
+    map (the references), UVOTE's M location and log-scale maps, or VIR's NIG maps, all per pixel.
     """
 
-    def __init__(self, channels: int, fds: FDS | None = None):
+    def __init__(self, channels: int, fds: FDS | None = None, head: str = "point", num_heads: int = 2,
+                 rule: str = "minvar"):
         super().__init__()
         self.conv0 = nn.Conv2d(channels, channels, 5, padding=2, bias=False)
         self.bn0 = nn.BatchNorm2d(channels)
         self.conv1 = nn.Conv2d(channels, channels, 5, padding=2, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, 1, 5, padding=2, bias=True)
+        self.conv2 = regression_head(head, channels, num_heads=num_heads, rule=rule, kernel_size=5)
         self.fds = fds
 
-    def forward(self, x, depth=None, epoch=0, smooth=True):
+    def forward(self, x, depth=None, epoch=0, smooth=True, detach=False):
+        """``(head outputs, features)``: the head's dict (``pred`` (B, 1, h, w), …) and the per-pixel features
+        before FDS (B, C, h, w)."""
         features = F.relu(self.bn1(self.conv1(F.relu(self.bn0(self.conv0(x))))))
-        calibrated = features
-        if self.training and smooth and self.fds is not None and depth is not None:
-            calibrated = self.fds.smooth(features, depth, epoch)
-        return self.conv2(calibrated), features
+        head_out, _ = run_head(self.conv2, features, fds=self.fds, targets=depth, epoch=epoch,
+                               smooth=self.training and smooth, detach=detach)
+        return head_out, features
 
 
 class DepthModel(nn.Module):
     """Image (B, 3, H, W) → depth (B, 1, H/2, W/2) in metres (H and W divisible by 4).
 
     ``forward(x, depth=None, epoch=0, smooth=True)`` returns ``pred`` (B, 1, H/2, W/2), ``encoding`` — the
-    per-pixel features of ``R`` before FDS (B, C, H/2, W/2), what ConR, RankSim and the FDS statistics use, as in
-    the references — and, with a projector, ``projection`` (B, projection_dim) of the spatially averaged features
-    (SRL).
+    per-pixel features of ``R`` before FDS (B, C, H/2, W/2), what ConR, RankSim, RnC and the FDS statistics use, as
+    in the references — with a projector ``projection`` (B, projection_dim) of the spatially averaged features
+    (SRL), and with a UVOTE or VIR head ``sigma`` (B, 1, H/2, W/2) and its raw per-pixel outputs.
     """
 
-    def __init__(self, encoder: str = "resnet50", fds: FDS | None = None, projection_dim: int | None = None):
+    def __init__(self, encoder: str = "resnet50", fds: FDS | None = None, projection_dim: int | None = None,
+                 head: str = "point", num_heads: int = 2, rule: str = "minvar"):
         super().__init__()
         self.E = Encoder(encoder)
         channels = self.E.channels
         self.D = Decoder(channels[-1])
         self.MFF = MFF(channels)
         self.feature_dim = channels[-1] // 32 + 64
-        self.R = Refinement(self.feature_dim, fds)
+        self.R = Refinement(self.feature_dim, fds, head, num_heads, rule)
+        self.detach_head = False        # RnC's encoder stage: R.conv2 learns as a probe
         self.projector = nn.Linear(self.feature_dim, projection_dim) if projection_dim else None
 
     @property
@@ -152,8 +159,8 @@ class DepthModel(nn.Module):
         blocks = self.E(x)
         decoded = self.D(*blocks)
         fused = self.MFF(*blocks, decoded.shape[2:])
-        pred, features = self.R(torch.cat([decoded, fused], 1), depth, epoch, smooth)
-        out = {"pred": pred, "encoding": features}
+        head_out, features = self.R(torch.cat([decoded, fused], 1), depth, epoch, smooth, self.detach_head)
+        out = {**head_out, "encoding": features}
         if self.projector is not None:
             out["projection"] = self.projector(features.mean(dim=(2, 3)))
         return out
@@ -188,8 +195,10 @@ def load_encoder_weights(model: DepthModel, source: str, arch: str, log=print) -
 
 
 def build_model(encoder: str = "resnet50", *, fds: FDS | None = None, projection_dim: int | None = None,
-                pretrained_encoder: str = "none", log=print) -> DepthModel:
-    model = DepthModel(encoder, fds=fds, projection_dim=projection_dim)
+                pretrained_encoder: str = "none", log=print, head: str = "point", num_heads: int = 2,
+                rule: str = "minvar") -> DepthModel:
+    """The depth model; ``head``, ``num_heads``, ``rule``: R's last layer (``common.models.heads.head_options``)."""
+    model = DepthModel(encoder, fds=fds, projection_dim=projection_dim, head=head, num_heads=num_heads, rule=rule)
     load_encoder_weights(model, pretrained_encoder, encoder, log)
     return model
 

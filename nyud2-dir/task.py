@@ -20,16 +20,19 @@ import resnet
 from common.bins import DEPTH_BINS
 from common.depth import DEPTH_SELECTABLE, depth_metrics, depth_table, pixel_bucket_weights, shot_bins
 from common.errors import RunError
-from common.fds import FDS
+from common.fds import FDS, ProbabilisticFDS
 from common.gmm import check_fitted_on, gmm_path, labels_digest
-from common.metrics import selection_from_args
+from common.metrics import selection_from_args, uncertainty
+from common.models.heads import head_options
+from common.objective import uvote_table_from_args
 from common.optim import optimizer_from_args
 from common.trainer import Task
 
 
 # Flags that define the model; an evaluated checkpoint keeps its own.
 MODEL_FLAGS = ("encoder", "fds", "fds_kernel", "fds_ks", "fds_sigma", "start_update", "start_smooth", "bucket_num",
-               "bucket_start", "fds_mmt", "srl", "embedding_dim", "n_points", "scale", "crop")
+               "bucket_start", "fds_mmt", "srl", "embedding_dim", "n_points", "scale", "crop", "uvote", "num_branch",
+               "vir")
 # What RRT re-initialises and trains (--rrt_head R, the references'): the head R and SRL's projector on R's features.
 RRT_HEAD = ("R.", "projector.")
 
@@ -110,8 +113,9 @@ class NYUD2Task(Task):
         dataset.check_test_pixels(test, data_dir)
         if a.evaluate:
             return {"test": test}
-        weights = pixel_bucket_weights(counts, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, a.bucket_start,
-                                       truncate=a.lds_truncate)
+        # With --uvote, --lds smooths the heads' own counts (uvote_table_from_args), not pixel weights.
+        weights = pixel_bucket_weights(counts, a.reweight, a.lds and not a.uvote, a.lds_kernel, a.lds_ks, a.lds_sigma,
+                                       a.bucket_start, truncate=a.lds_truncate)
         if a.select_on_test:
             train_pairs, val = pairs, test
             self.log("model selection: on the TEST set (--select_on_test), as the references")
@@ -141,14 +145,19 @@ class NYUD2Task(Task):
     def build_model(self):
         a = self.args
         fds = None
-        if a.fds:
+        if a.fds and a.vir:     # VIR's probabilistic smoothing of the per-pixel latent mean and variance
+            fds = ProbabilisticFDS(resnet.feature_dim(a.encoder), a.bucket_num, a.bucket_start, a.start_update,
+                                   a.start_smooth, a.fds_kernel, a.fds_ks, a.fds_sigma, a.fds_mmt, clip_min=0.2,
+                                   clip_max=5.0, bins=DEPTH_BINS, edge_rule="clamp")
+        elif a.fds:
             fds = FDS(resnet.feature_dim(a.encoder), a.bucket_num, a.bucket_start, a.start_update, a.start_smooth,
                       a.fds_kernel, a.fds_ks, a.fds_sigma, a.fds_mmt, clip_min=0.2, clip_max=5.0, bins=DEPTH_BINS,
                       edge_rule="clamp", alias_last_epoch=a.fds_alias_last_epoch,
                       skip_invalid_buckets=a.fds_skip_invalid_buckets)
         model = resnet.build_model(a.encoder, fds=fds, projection_dim=a.embedding_dim if a.srl else None,
                                    pretrained_encoder="none" if (a.resume or a.pretrained) else a.pretrained_encoder,
-                                   log=self.log)
+                                   log=self.log, **head_options(a))
+        model.detach_head = a.rnc_stage == "encoder"
         from common import checkpointing
         if a.retrain_fc and a.rrt_head == "R":
             # The references' RRT: the checkpoint's E, D and MFF, frozen; R as just built (fresh weights and FDS
@@ -156,7 +165,7 @@ class NYUD2Task(Task):
             checkpointing.load_pretrained_trunk(model, a.pretrained, part="encoder, decoder and MFF",
                                                 fits=f"--encoder {a.encoder}", flags="--encoder and --srl",
                                                 log=self.log, head=RRT_HEAD)
-            checkpointing.train_only(model, RRT_HEAD)
+            checkpointing.train_only(model, RRT_HEAD, frozen_in_eval=a.rnc_stage == "linear")
             trained = [name for name, p in model.named_parameters() if p.requires_grad]
             self.log(f"RRT: R re-initialised and trained ({len(trained)} tensors), E, D and MFF frozen (the "
                      "references'; --rrt_head conv2 keeps the checkpoint's R and trains its last convolution)")
@@ -184,7 +193,9 @@ class NYUD2Task(Task):
         if a.bmse and a.imp == "bni":
             prior = dataset.bni_prior(self.pixel_counts, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
                                       a.bucket_start, truncate=a.lds_truncate)
-        return loss.build_objective(a, gmm_file=gmm_file, bni_prior=prior)
+        return loss.build_objective(a, gmm_file=gmm_file, bni_prior=prior,
+                                    uvote_table=uvote_table_from_args(a, self.pixel_counts, clip=None) if a.uvote
+                                    else None)
 
     def build_optimizer(self, model, objective):
         """Adam with ``--weight_decay``, as the references (or SGD with ``--optimizer sgd``); lr × 0.1 every 5
@@ -207,7 +218,8 @@ class NYUD2Task(Task):
         for batch in batches:
             out = model(batch["input"], batch["target"], epoch)
             if moments is not None:
-                moments.add(out["encoding"], batch["target"])
+                # VIR's smoothing also accumulates the latent variances (ProbabilisticFDS).
+                moments.add(out["encoding"], batch["target"], *([out["latent_var"]] if "latent_var" in out else []))
             if surrogate is not None:
                 projections.append(out["projection"].float())
                 slots.append(objective.srl_slot(batch["target"]))
@@ -220,10 +232,14 @@ class NYUD2Task(Task):
                              epoch)
 
     def predict(self, model, batch):
+        """The evaluated pixels' depths, labels and, from UVOTE and VIR, standard deviations (upsampled alike)."""
         target, mask = batch["target"], batch["mask"]
-        pred = F.interpolate(model(batch["input"])["pred"].float(), size=target.shape[2:], mode="bilinear",
-                             align_corners=True)
-        return pred[mask], target[mask]
+        out = model(batch["input"])
+        upsample = lambda x: F.interpolate(x.float(), size=target.shape[2:], mode="bilinear",  # noqa: E731
+                                           align_corners=True)
+        if "sigma" in out:
+            return upsample(out["pred"])[mask], target[mask], upsample(out["sigma"])[mask]
+        return upsample(out["pred"])[mask], target[mask]
 
     def metrics(self, preds, labels) -> dict:
         import warnings
@@ -244,7 +260,7 @@ class NYUD2Task(Task):
         centres = DEPTH_BINS.lower_edges() + DEPTH_BINS.width / 2
         return np.full_like(labels, float((centres * self.pixel_counts).sum() / self.pixel_counts.sum()))
 
-    def save_predictions(self, path, preds, labels) -> None:
+    def save_predictions(self, path, preds, labels, sigma=None) -> None:
         np.savez(path, preds=preds.astype(np.float32), labels=labels.astype(np.float32),
                  train_pixel_counts=self.pixel_counts, many_bins=self.shots["many"],
-                 medium_bins=self.shots["medium"], few_bins=self.shots["few"])
+                 medium_bins=self.shots["medium"], few_bins=self.shots["few"], **uncertainty(sigma))

@@ -63,6 +63,9 @@ def build_parser():
     cli.add_ranksim_args(p, ties="stable")
     cli.add_conr_args(p, window=0.2, beta=0.2, temperature=0.2, eta=0.2, views=False)
     cli.add_srl_args(p, num_labels=None)
+    cli.add_rnc_args(p)
+    cli.add_uvote_args(p, num_branch=2)
+    cli.add_vir_args(p)
     return p
 
 

@@ -3,7 +3,7 @@ and SRL, built from the flags by ``common.objective.objective_from_args``.
 
 The model returns scores (0–5). The reference computes its loss between the linear output and score/5
 (docs/datasets.md §2.3), so the regression loss and Balanced MSE here see ``pred / 5`` and ``target / 5``
-(:class:`ScoreScale`); RankSim, ConR and SRL see the raw scores, so rank ties, ConR's window ``-w`` and the
+(:class:`ScoreScale`), and UVOTE's and VIR's heads work on score/5 too (``target_scale``); RankSim, ConR and SRL see the raw scores, so rank ties, ConR's window ``-w`` and the
 0.1-wide SRL slots are in score units. The focal losses use β = 20 and Huber ``--huber_beta``, the STS-B
 reference's values.
 """
@@ -42,17 +42,19 @@ def loss_options(args) -> dict:
     return {"beta": args.huber_beta} if args.loss == "huber" else {}
 
 
-def build_objective(args, *, gmm_file=None, bni_prior=None):
-    """The objective of the parsed flags, with the regression loss or Balanced MSE on score/5.
+def build_objective(args, *, gmm_file=None, bni_prior=None, uvote_table=None, label_bins=STSB_BINS):
+    """The objective of the parsed flags, with the regression loss, Balanced MSE, UVOTE or VIR on score/5.
 
     ``gmm_file``: GAI's mixture, fitted on score/5; ``bni_prior = (centres (K,), weights (K,))``: BNI's bins with
-    centres in score units, divided by 5 here."""
+    centres in score units, divided by 5 here; ``uvote_table``: UVOTE's (bins, M) head weights on ``label_bins``
+    (the score bins)."""
     if bni_prior is not None:
         bni_prior = (bni_prior[0] / SCORE_SCALE, bni_prior[1])
     objective = objective_from_args(args, loss_options=loss_options(args), srl_slot=srl_slot, gmm_file=gmm_file,
-                                    bni_prior=bni_prior)
+                                    bni_prior=bni_prior, uvote_table=uvote_table, label_bins=label_bins,
+                                    target_scale=SCORE_SCALE)
     if objective.bmse is not None:
         objective.bmse = ScoreScale(objective.bmse)
-    else:
+    elif objective.regression is not None:
         objective.regression = ScoreScale(objective.regression)
     return objective

@@ -14,6 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from common.models.heads import regression_head, run_head
+
 SCORE_SCALE = 5.0     # the linear layer predicts score / 5, as the reference's loss target
 
 
@@ -47,13 +49,17 @@ class BiLSTMPairRegressor(nn.Module):
         embeddings: (V, d_word) initial vectors (GloVe), or None: random (or restored from a checkpoint).
         train_words: train the embeddings (the reference freezes GloVe, ``--train_words 0``, and trains them
             from scratch with ``--glove 0``).
-        fds: an :class:`~common.fds.FDS` on the pair feature, or None.
+        fds: an :class:`~common.fds.FDS` on the pair feature (with a VIR head its
+            :class:`~common.fds.ProbabilisticFDS`), or None.
         projection_dim: SRL's projector ``Linear(8·d_hid, p) → ReLU → Linear(p, p)`` on the pair feature,
             L2-normalised (the STS-B SRL model), or None.
+        head, num_heads, rule: the head ``linear`` on the pair feature
+            (:func:`common.models.heads.regression_head`): the references' linear layer, UVOTE's or VIR's.
     """
 
     def __init__(self, vocab_size: int, d_word: int, d_hid: int, n_layers: int = 2, dropout: float = 0.2,
-                 n_highway: int = 0, embeddings=None, train_words: bool = False, fds=None, projection_dim=None):
+                 n_highway: int = 0, embeddings=None, train_words: bool = False, fds=None, projection_dim=None,
+                 head: str = "point", num_heads: int = 2, rule: str = "minvar"):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, d_word, padding_idx=0)
         if embeddings is not None:
@@ -64,7 +70,8 @@ class BiLSTMPairRegressor(nn.Module):
         self.lstm = nn.LSTM(d_word, d_hid, n_layers, batch_first=True, bidirectional=True)
         self.encoding_dim = 8 * d_hid
         self.fds = fds
-        self.linear = nn.Linear(self.encoding_dim, 1)
+        self.linear = regression_head(head, self.encoding_dim, num_heads=num_heads, rule=rule)
+        self.detach_head = False        # RnC's encoder stage: the head learns as a probe
         self.projector = None
         if projection_dim:
             self.projector = nn.Sequential(nn.Linear(self.encoding_dim, projection_dim), nn.ReLU(),
@@ -93,20 +100,23 @@ class BiLSTMPairRegressor(nn.Module):
 
     def forward(self, inputs, targets=None, epoch: int = 0, smooth: bool = True) -> dict:
         """``{'pred': (B, 1) score, 'encoding': (B, 8·d_hid) pair feature (FDS-calibrated in training from
-        ``--start_smooth`` on), 'projection': (B, p) unit vectors (SRL only)}``; ``targets`` (B, 1) are the
-        scores FDS buckets by."""
+        ``--start_smooth`` on), 'projection': (B, p) unit vectors (SRL only)}``, with a UVOTE or VIR head also
+        ``sigma`` (B, 1) in score units and its raw outputs (on score/5); ``targets`` (B, 1) are the scores FDS
+        buckets by."""
         pair = self.pair_feature(inputs)
-        encoding = pair
-        if self.training and smooth and self.fds is not None and targets is not None:
-            encoding = self.fds.smooth(pair, targets, epoch)
-        out = {"pred": SCORE_SCALE * self.linear(encoding), "encoding": encoding}
+        head_out, encoding = run_head(self.linear, pair, fds=self.fds, targets=targets, epoch=epoch,
+                                      smooth=self.training and smooth, detach=self.detach_head)
+        out = {**head_out, "pred": SCORE_SCALE * head_out["pred"], "encoding": encoding}
+        if "sigma" in head_out:
+            out["sigma"] = SCORE_SCALE * head_out["sigma"]
         if self.projector is not None:
             out["projection"] = F.normalize(self.projector(pair), dim=1)
         return out
 
 
 def build_model(vocab_size, d_word, d_hid=1500, n_layers=2, dropout=0.2, n_highway=0, embeddings=None,
-                train_words=False, fds=None, projection_dim=None) -> BiLSTMPairRegressor:
+                train_words=False, fds=None, projection_dim=None, head="point", num_heads=2,
+                rule="minvar") -> BiLSTMPairRegressor:
     """The reference's configuration by default (2 × 1500 BiLSTM, dropout 0.2, no highway layer)."""
     return BiLSTMPairRegressor(vocab_size, d_word, d_hid, n_layers, dropout, n_highway, embeddings, train_words,
-                               fds, projection_dim)
+                               fds, projection_dim, head, num_heads, rule)

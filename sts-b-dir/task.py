@@ -17,10 +17,12 @@ import models
 import text
 from common import checkpointing
 from common.bins import STSB_BINS, LabelBins
-from common.fds import FDS
+from common.fds import FDS, ProbabilisticFDS
 from common.lds import bucket_prior, prepare_weights
-from common.metrics import CORRELATION_SELECTABLE, correlation_shot_metrics, correlation_table, selection_from_args
-from common.objective import statistics_pass
+from common.metrics import (CORRELATION_SELECTABLE, correlation_shot_metrics, correlation_table, selection_from_args,
+                            uncertainty)
+from common.models.heads import head_options
+from common.objective import statistics_pass, uvote_table_from_args
 from common.optim import optimizer_from_args
 from common.trainer import Task
 
@@ -29,7 +31,8 @@ SHOT_THRESHOLDS = {"many_shot_thr": 100, "low_shot_thr": 30, "shot_rule": "auto"
 # Flags that define the model; an evaluated checkpoint keeps its own.
 MODEL_FLAGS = ("d_word", "d_hid", "n_layers_enc", "n_layers_highway", "dropout", "max_seq_len", "max_word_v_size",
                "fds", "fds_kernel", "fds_ks", "fds_sigma", "start_update", "start_smooth", "bucket_num",
-               "bucket_start", "fds_mmt", "srl", "embedding_dim", "srl_num_labels", "n_points")
+               "bucket_start", "fds_mmt", "srl", "embedding_dim", "srl_num_labels", "n_points", "uvote", "num_branch",
+               "vir")
 DEFAULT_D_WORD = 300        # --glove 0 without --d_word: the reference's size
 
 
@@ -111,8 +114,9 @@ class STSTask(Task):
         a = self.args
         for message in self.messages:       # gathered in __init__, before the trainer set self.log
             self.log(message)
-        weights = prepare_weights(self.train_labels, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
-                                  bins=self.bins, clip=None, truncate_smoothed_counts=a.lds_truncate)
+        # With --uvote, --lds smooths the heads' own counts (uvote_table_from_args), not sample weights.
+        weights = prepare_weights(self.train_labels, a.reweight, a.lds and not a.uvote, a.lds_kernel, a.lds_ks,
+                                  a.lds_sigma, bins=self.bins, clip=None, truncate_smoothed_counts=a.lds_truncate)
         make = lambda name, w=None: dataset.PairDataset(self.splits[name], self.vocabulary, w)   # noqa: E731
         return {"train": make("train", weights), "val": make("val"), "test": make("test")}
 
@@ -120,7 +124,11 @@ class STSTask(Task):
     def build_model(self):
         a = self.args
         fds = None
-        if a.fds:
+        if a.fds and a.vir:     # VIR's probabilistic smoothing of the pair feature's latent mean and variance
+            fds = ProbabilisticFDS(8 * a.d_hid, a.bucket_num, a.bucket_start, a.start_update, a.start_smooth,
+                                   a.fds_kernel, a.fds_ks, a.fds_sigma, a.fds_mmt, clip_min=0.5, clip_max=2.0,
+                                   bins=self.bins, edge_rule="clamp")
+        elif a.fds:
             fds = FDS(8 * a.d_hid, a.bucket_num, a.bucket_start, a.start_update, a.start_smooth, a.fds_kernel,
                       a.fds_ks, a.fds_sigma, a.fds_mmt, clip_min=0.5, clip_max=2.0, bins=self.bins,
                       edge_rule="clamp", alias_last_epoch=a.fds_alias_last_epoch, fill_empty=True,
@@ -128,13 +136,14 @@ class STSTask(Task):
         model = models.build_model(
             len(self.vocabulary), a.d_word, a.d_hid, a.n_layers_enc, a.dropout, a.n_layers_highway,
             embeddings=self.embeddings, train_words=bool(a.train_words) or not a.glove, fds=fds,
-            projection_dim=a.embedding_dim if a.srl else None)
+            projection_dim=a.embedding_dim if a.srl else None, **head_options(a))
+        model.detach_head = a.rnc_stage == "encoder"
         if a.pretrained:
             checkpointing.load_pretrained_trunk(model, a.pretrained, part="pair encoder", fits="this model",
                                                 head=("linear.",), log=self.log,
                                                 flags="--d_hid, --d_word, --n_layers_enc, --max_word_v_size and data")
         if a.retrain_fc:
-            checkpointing.train_only(model, "linear.")
+            checkpointing.train_only(model, "linear.", frozen_in_eval=a.rnc_stage == "linear")
         return model
 
     def build_objective(self):
@@ -148,7 +157,8 @@ class STSTask(Task):
         if a.bmse and a.imp == "bni":
             prior = bucket_prior(self.train_labels, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, bins=self.bins,
                                  truncate=a.lds_truncate)
-        return loss.build_objective(a, gmm_file=gmm_file, bni_prior=prior)
+        table = uvote_table_from_args(a, self.bins.histogram(self.train_labels), clip=None) if a.uvote else None
+        return loss.build_objective(a, gmm_file=gmm_file, bni_prior=prior, label_bins=self.bins, uvote_table=table)
 
     def _gmm_file(self) -> Path:
         """GAI's prior: ``--gmm``, else a mixture fitted here on the training scores / 5 (the loss's scale)."""
@@ -191,8 +201,9 @@ class STSTask(Task):
     def baseline_predictions(self, labels):
         return np.full_like(labels, self.train_labels.mean())
 
-    def save_predictions(self, path, preds, labels) -> None:
+    def save_predictions(self, path, preds, labels, sigma=None) -> None:
         """The test predictions with what recomputes their shot metrics: training scores, thresholds, the bins."""
         np.savez(path, preds=preds, labels=labels, train_labels=self.train_labels,
                  many_shot_thr=self.many_shot_thr, low_shot_thr=self.low_shot_thr, bins_start=STSB_BINS.start,
-                 bins_width=STSB_BINS.width, bins_num=STSB_BINS.num_bins, bins_rule=STSB_BINS.rule)
+                 bins_width=STSB_BINS.width, bins_num=STSB_BINS.num_bins, bins_rule=STSB_BINS.rule,
+                 **uncertainty(sigma))

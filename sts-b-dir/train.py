@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     # ConR has no STS-B reference: a window of 0.2 score points (one step of the averaged ratings), untuned.
     cli.add_conr_args(p, window=0.2, beta=0.01, temperature=0.07, eta=0.01, views=False)
     cli.add_srl_args(p, num_labels=50, homogeneity_alpha=1.0, temp_alias=True)
+    cli.add_rnc_args(p)
+    cli.add_uvote_args(p, num_branch=3)   # UVOTE's STS-B-DIR heads
+    cli.add_vir_args(p)
     p.add_argument("--projector_dim", dest="embedding_dim", type=int, default=argparse.SUPPRESS,
                    help="alias of --embedding_dim (SRL's projector)")
     # SRL's STS-B values (docs/methods.md §7.4): w1 1e-4, w2 1e-2, w3 1e-4, τ 0.1, 1,000 random points.

@@ -17,12 +17,13 @@ __all__ = [
 ]
 from common.losses.rnc import RnC, rnc_loss
 from common.losses.uvote import (UVOTELoss, laplace_nll, uvote_exponents, uvote_head_losses, uvote_head_weights,
-                                 uvote_loss, uvote_predict)
-from common.losses.vir import VIRLoss, nig_nll, nig_regularizer, vir_loss, vir_nig_update, vir_predict
+                                 uvote_loss, uvote_predict, uvote_weight_table)
+from common.losses.vir import (VIRLoss, nig_nll, nig_regularizer, vir_loss, vir_nig_params, vir_nig_update,
+                               vir_predict)
 
 __all__ += [
     "RnC", "rnc_loss",
     "UVOTELoss", "laplace_nll", "uvote_exponents", "uvote_head_losses", "uvote_head_weights", "uvote_loss",
-    "uvote_predict",
-    "VIRLoss", "nig_nll", "nig_regularizer", "vir_loss", "vir_nig_update", "vir_predict",
+    "uvote_predict", "uvote_weight_table",
+    "VIRLoss", "nig_nll", "nig_regularizer", "vir_loss", "vir_nig_params", "vir_nig_update", "vir_predict",
 ]

@@ -38,10 +38,9 @@ def uvote_exponents(num_heads: int) -> list[float]:
     return [0.0] if num_heads == 1 else [i / (num_heads - 1) for i in range(num_heads)]
 
 
-def uvote_head_weights(train_labels, labels, num_heads: int, bins: LabelBins = AGE_BINS, *,
-                       lds: bool = False, lds_kernel: str = "gaussian", lds_ks: int = 5, lds_sigma: float = 2,
-                       clip=(5, 1000)) -> np.ndarray:
-    """Per-sample, per-head training weights ``w_ni ∝ n(y_n)^(−r_i)`` from the training-label histogram.
+def uvote_weight_table(counts, num_heads: int, *, lds: bool = False, lds_kernel: str = "gaussian", lds_ks: int = 5,
+                       lds_sigma: float = 2, clip=(5, 1000)) -> np.ndarray:
+    """Per-bin, per-head training weights ``w_bi ∝ n_b^(−r_i)`` from a training-label histogram.
 
     For head i with exponent ``r = r_i`` (:func:`uvote_exponents`) and ``n_b`` training labels in bin b:
 
@@ -50,9 +49,50 @@ def uvote_head_weights(train_labels, labels, num_heads: int, bins: LabelBins = A
     * ``r ≥ 1``: effective counts ``clip(n_b, *clip)^r`` (for r = 1 the repo's ``inverse``, clipped to [5, 1000]);
 
     with ``lds`` the effective counts are convolved with the LDS window (zero padding), as
-    :func:`common.lds.smoothed_bin_counts` does. The weight of a label in bin b is ``1 / effective_b``, scaled
-    per head so that the mean weight over ``train_labels`` is 1 (:func:`common.lds.prepare_weights`' rule): for
-    ``labels = train_labels`` head ``r = 1/2`` equals ``prepare_weights(…, 'sqrt_inv')`` and head ``r = 1``
+    :func:`common.lds.smoothed_bin_counts` does. The weight of bin b is ``1 / effective_b``, scaled per head so
+    that the mean weight over the training labels is 1 (``Σ_b n_b w_bi = Σ_b n_b``, the rule of
+    :func:`common.lds.prepare_weights`). A bin whose effective count is 0 (no training label, no smoothing or
+    clipping to fill it) has no finite weight; it gets ``inf``, and no training label can fall in it.
+
+    Args:
+        counts: (B,) training labels per bin (``LabelBins.histogram`` of the training labels; depth: pixels).
+        num_heads: M.
+        lds, lds_kernel, lds_ks, lds_sigma: label distribution smoothing of the effective counts.
+        clip: bounds of the counts for exponents ≥ 1 (None: no clipping).
+
+    Returns:
+        (B, M) float64 array.
+    """
+    where = "uvote_weight_table"
+    exponents = uvote_exponents(num_heads)
+    checks.check_choice(where, "lds_kernel", lds_kernel, KERNELS)
+    counts = np.asarray(counts.detach().cpu() if isinstance(counts, torch.Tensor) else counts, dtype=np.float64)
+    if counts.ndim != 1 or counts.size == 0:
+        raise ValueError(f"{where}: `counts` must be a non-empty (B,) histogram, got shape {counts.shape}.")
+    if not np.isfinite(counts).all() or (counts < 0).any() or counts.sum() <= 0:
+        raise ValueError(f"{where}: `counts` must be finite, non-negative and not all 0.")
+    columns = []
+    for r in exponents:
+        if r == 0:
+            columns.append(np.ones(counts.shape[0]))
+            continue
+        base = np.clip(counts, *clip) if r >= 1 and clip is not None else counts
+        # reweight='none' leaves the counts as given: only the LDS convolution applies.
+        effective = smoothed_bin_counts(base ** r, "none", lds, lds_kernel, lds_ks, lds_sigma)
+        with np.errstate(divide="ignore"):
+            per_bin = np.where(effective > 0, 1.0 / np.where(effective > 0, effective, 1.0), np.inf)
+        trained = counts > 0
+        columns.append(per_bin * (counts.sum() / (counts[trained] * per_bin[trained]).sum()))
+    return np.stack(columns, axis=1)
+
+
+def uvote_head_weights(train_labels, labels, num_heads: int, bins: LabelBins = AGE_BINS, *,
+                       lds: bool = False, lds_kernel: str = "gaussian", lds_ks: int = 5, lds_sigma: float = 2,
+                       clip=(5, 1000)) -> np.ndarray:
+    """Per-sample, per-head training weights ``w_ni ∝ n(y_n)^(−r_i)``: :func:`uvote_weight_table` of the
+    training-label histogram on ``bins``, read at each label's bin.
+
+    For ``labels = train_labels`` head ``r = 1/2`` equals ``prepare_weights(…, 'sqrt_inv')`` and head ``r = 1``
     ``prepare_weights(…, 'inverse')``.
 
     Args:
@@ -60,14 +100,13 @@ def uvote_head_weights(train_labels, labels, num_heads: int, bins: LabelBins = A
         labels: (N,) labels to weight (a data set's labels); None: ``train_labels``.
         num_heads: M.
         bins: the label grid (default the age grid ``LabelBins(0, 1, 121)``).
-        lds, lds_kernel, lds_ks, lds_sigma: label distribution smoothing of the effective counts.
-        clip: bounds of the counts for exponents ≥ 1 (None: no clipping).
+        lds, lds_kernel, lds_ks, lds_sigma, clip: as :func:`uvote_weight_table`.
 
     Returns:
         (N, M) float32 array.
     """
     where = "uvote_head_weights"
-    exponents = uvote_exponents(num_heads)
+    uvote_exponents(num_heads)
     checks.check_choice(where, "lds_kernel", lds_kernel, KERNELS)
     train = np.asarray(train_labels.detach().cpu() if isinstance(train_labels, torch.Tensor) else train_labels,
                        dtype=np.float64).reshape(-1)
@@ -82,24 +121,16 @@ def uvote_head_weights(train_labels, labels, num_heads: int, bins: LabelBins = A
                             dtype=np.float64).reshape(-1)
         if not np.isfinite(values).all():
             raise ValueError(f"{where}: `labels` must be finite.")
-    counts = bins.histogram(train).astype(np.float64)
-    train_bin, label_bin = bins.index(train), bins.index(values)
-    columns = []
-    for r in exponents:
-        if r == 0:
-            columns.append(np.ones(values.shape[0]))
-            continue
-        base = np.clip(counts, *clip) if r >= 1 and clip is not None else counts
-        # reweight='none' leaves the counts as given: only the LDS convolution applies.
-        effective = smoothed_bin_counts(base ** r, "none", lds, lds_kernel, lds_ks, lds_sigma)
-        with np.errstate(divide="ignore"):
-            per_bin = 1.0 / effective
-        if not np.isfinite(per_bin[label_bin]).all():
-            first = int(np.flatnonzero(~np.isfinite(per_bin[label_bin]))[0])
-            raise ValueError(f"{where}: `labels` holds {values[first]} (position {first}), whose bin has no "
-                             f"training label: its weight n^(−{r:g}) is infinite (pass `clip` or `lds`).")
-        columns.append(per_bin[label_bin] * (train.shape[0] / per_bin[train_bin].sum()))
-    return np.stack(columns, axis=1).astype(np.float32)
+    table = uvote_weight_table(bins.histogram(train), num_heads, lds=lds, lds_kernel=lds_kernel, lds_ks=lds_ks,
+                               lds_sigma=lds_sigma, clip=clip)
+    weights = table[bins.index(values)]
+    infinite = ~np.isfinite(weights)
+    if infinite.any():
+        first, head = (int(i[0]) for i in np.nonzero(infinite))
+        r = uvote_exponents(num_heads)[head]
+        raise ValueError(f"{where}: `labels` holds {values[first]} (position {first}), whose bin has no "
+                         f"training label: its weight n^(−{r:g}) is infinite (pass `clip` or `lds`).")
+    return weights.astype(np.float32)
 
 
 def _clamped(log_sigma: torch.Tensor) -> torch.Tensor:

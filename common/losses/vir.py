@@ -17,8 +17,10 @@ more pseudo-observations, ``ν = ν₀ + n``, ``α = α₀ + n/2`` with n the sa
 aleatoric variance ``E[σ²] = β/(α − 1)`` and the epistemic variance ``Var[μ] = β/(ν(α − 1))``
 (:func:`vir_predict`).
 
-Not here: VIR's probabilistic FDS (per-bucket statistics of the latent means and variances, smoothed with the
-LDS kernel and the variances with its square), which belongs with :mod:`common.fds`.
+VIR's head (:func:`vir_nig_params`) does not output (ν, α) directly: it outputs a pseudo-count n ≥ 2 and
+sets ``ν = n·w``, ``α = α₀ + n·w/2`` (α₀ = 0.3), the conjugate update of an improper prior (ν = 0, α = α₀) with
+n·w observations, w being the sample's LDS weight in training (1 in evaluation). Its probabilistic FDS lives in
+:class:`common.fds.ProbabilisticFDS`, the head in :class:`common.models.heads.VIRHead`.
 """
 from __future__ import annotations
 
@@ -26,10 +28,15 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from common import checks
 
 _LOG_PI = math.log(math.pi)
+#: α of VIR's improper NIG prior (ν₀ = 0, α₀ = 0.3), and the least pseudo-count its head predicts.
+VIR_ALPHA0, VIR_MIN_EVIDENCE = 0.3, 2.0
+#: β of the softplus that makes the head's pseudo-count and β positive (VIR's ``Softplus(beta=0.1)``).
+VIR_SOFTPLUS_BETA = 0.1
 
 
 def _vector(where, name, value, like):
@@ -171,6 +178,26 @@ def vir_predict(gamma, nu, alpha, beta):
         excess = alpha - 1
         aleatoric = torch.where(excess > 0, beta / excess.clamp_min(torch.finfo(beta.dtype).tiny), torch.inf)
         return gamma, aleatoric, aleatoric / nu
+
+
+def vir_nig_params(mean, evidence_logit, omega_logit, weights=None):
+    """VIR's NIG parameters from its head's three outputs.
+
+    ``n = softplus₀.₁(evidence_logit) + 2`` (a pseudo-count, ≥ 2), scaled by the sample's LDS weight ``w`` in
+    training (``weights``; None in evaluation); ``γ = mean``, ``ν = n·w``, ``α = 0.3 + n·w/2``,
+    ``β = softplus₀.₁(omega_logit)``, where ``softplus₀.₁(x) = 10 log(1 + e^(x/10))``.
+
+    Args:
+        mean, evidence_logit, omega_logit: tensors of one shape, (B, 1) or (B, 1, H, W).
+        weights: None, or the batch's per-sample (or per-pixel) LDS weights, broadcastable to that shape.
+
+    Returns:
+        ``(gamma, nu, alpha, beta)``, four tensors of that shape, differentiable.
+    """
+    evidence = F.softplus(evidence_logit, beta=VIR_SOFTPLUS_BETA) + VIR_MIN_EVIDENCE
+    if weights is not None:
+        evidence = evidence * weights.to(evidence.dtype)
+    return mean, evidence, VIR_ALPHA0 + evidence / 2, F.softplus(omega_logit, beta=VIR_SOFTPLUS_BETA)
 
 
 class VIRLoss(nn.Module):

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from common.fds import FDS
+from common.models.heads import regression_head, run_head
 
 
 class BasicBlock(nn.Module):
@@ -64,7 +65,7 @@ ARCHITECTURES = {
 
 
 class ResNetRegressor(nn.Module):
-    """ResNet trunk → pooled encoding (B, E) → [FDS in training] → ``linear`` → prediction (B, 1).
+    """ResNet trunk → pooled encoding (B, E) → [FDS in training] → ``linear`` (the head) → prediction (B, 1).
 
     Args:
         arch: 'resnet18', 'resnet34' or 'resnet50'.
@@ -72,14 +73,19 @@ class ResNetRegressor(nn.Module):
         projection_dim: if set, an SRL projector ``Linear(E, projection_dim)`` whose output is returned too.
         width: channels of the first stage (64 as ResNet; smaller for CPU demos).
         stem: 'imagenet' (7×7 stride-2 conv + max-pool, the reference) or 'cifar' (3×3 stride 1, small images).
+        head, num_heads, rule: the head (:func:`common.models.heads.regression_head`): ``'point'`` (a linear
+            layer, the references), ``'uvote'`` (``num_heads`` heads voting by ``rule``) or ``'vir'`` (with a
+            VIR head, ``fds`` is its :class:`~common.fds.ProbabilisticFDS`).
 
     ``forward(x, targets=None, epoch=0, smooth=True)`` returns a dict with ``pred`` (B, 1), ``encoding``
-    (B, E; FDS-smoothed when smoothing applied, as the reference's in-place write made it) and, with a
-    projector, ``projection`` (B, projection_dim) of the raw encoding.
+    (B, E; FDS-smoothed when smoothing applied, as the reference's in-place write made it; VIR: the latent
+    mean), with a projector ``projection`` (B, projection_dim) of the raw encoding, and the head's own outputs
+    (``sigma`` (B, 1) and UVOTE's or VIR's raw outputs). With ``detach_head`` set (RnC's encoder stage) the
+    head learns on the encoding without training the trunk.
     """
 
     def __init__(self, arch="resnet50", fds: FDS | None = None, projection_dim: int | None = None, width=64,
-                 stem="imagenet"):
+                 stem="imagenet", head: str = "point", num_heads: int = 2, rule: str = "minvar"):
         super().__init__()
         if arch not in ARCHITECTURES:
             raise ValueError(f"ResNetRegressor: `arch` must be one of {', '.join(ARCHITECTURES)}, got {arch!r}.")
@@ -105,7 +111,8 @@ class ResNetRegressor(nn.Module):
         self.encoding_dim = width * 8 * block.expansion
         self.fds = fds
         self.projector = nn.Linear(self.encoding_dim, projection_dim) if projection_dim else None
-        self.linear = nn.Linear(self.encoding_dim, 1)
+        self.linear = regression_head(head, self.encoding_dim, num_heads=num_heads, rule=rule)
+        self.detach_head = False
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
@@ -140,8 +147,8 @@ class ResNetRegressor(nn.Module):
         out = {}
         if self.projector is not None:
             out["projection"] = self.projector(encoding)
-        if self.training and smooth and self.fds is not None and targets is not None:
-            encoding = self.fds.smooth(encoding, targets, epoch)
+        head_out, encoding = run_head(self.linear, encoding, fds=self.fds, targets=targets, epoch=epoch,
+                                      smooth=self.training and smooth, detach=self.detach_head)
         out["encoding"] = encoding
-        out["pred"] = self.linear(encoding)
+        out.update(head_out)
         return out

@@ -1,7 +1,7 @@
 """Compare runs: a markdown table of their test metrics and the per-label error plot DIR papers show.
 
     python -m common.tools.report RUN_DIR [RUN_DIR ...] [--metric l1] [--plot report.png]
-        [--columns l1 bmae mse sera] [--shots all few] [--per_run]
+        [--columns l1 bmae mse sera] [--shots all few] [--per_run] [--calibration calibration.png]
 
 Reads ``results.json`` and ``test_predictions.npz`` from each run folder (written at the end of training).
 The plot shows each run's test error per label over the training label histogram, with the Many/Medium/Few
@@ -12,6 +12,11 @@ Runs whose flags (``results.json``'s ``args``) differ only in ``--seed`` and in 
 table has one row per group with the mean ± sample standard deviation over its runs and their number n (a run
 whose value is NaN, e.g. an empty shot, is left out of that cell's mean), and the plot draws each group's mean
 error per label with a band of ± one standard deviation. ``--per_run`` lists every run instead.
+
+Runs whose predictions carry a standard deviation per sample (UVOTE, VIR: ``sigma`` in test_predictions.npz)
+also get a calibration figure (``--calibration``): per bin of predicted σ (ten equal-count bins), the expected
+error (root mean predicted variance) against the observed RMSE, the diagonal being perfect calibration
+(``common.metrics.calibration_bins``), and their uncertainty metrics (NLL, ENCE, AUSE) in a second table.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import RUN_FLAGS
-from common.metrics import SHOTS, shot_counts
+from common.metrics import SHOTS, calibration_bins, shot_counts
 
 METRIC_NAMES = {"l1": "MAE", "mse": "MSE", "gmean": "G-Mean"}
 #: table headers of every metric a results.json can hold.
@@ -313,6 +318,39 @@ def plot(runs: list[dict], path, metric: str = "l1") -> None:
     plt.close(fig)
 
 
+def uncertainty_table(runs: list[dict]) -> str:
+    """The runs' test uncertainty metrics (``results.json``'s ``test.uncertainty``), one row per run."""
+    rows = ["| run | NLL | ENCE | AUSE | mean σ |", "|---|---|---|---|---|"]
+    for run in runs:
+        u = run["test"]["uncertainty"]
+        rows.append(f"| {run['name']} | " + " | ".join(_number(u[k]) for k in ("nll", "ence", "ause", "mean_sigma"))
+                    + " |")
+    return "\n".join(rows)
+
+
+def calibration_plot(runs: list[dict], path) -> None:
+    """Expected vs observed error per bin of predicted σ, one curve per run with ``sigma`` in its predictions."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    top = 0.0
+    for run in runs:
+        p = run["predictions"]
+        rmv, rmse, _ = calibration_bins(p["preds"], p["labels"], p["sigma"])
+        ax.plot(rmv, rmse, marker="o", lw=1.2, label=run["name"])
+        top = max(top, float(np.nanmax(rmv)), float(np.nanmax(rmse)))
+    ax.plot([0, top], [0, top], color="0.5", ls="--", lw=1, label="calibrated")
+    ax.set_xlabel("expected error: √ mean predicted σ² per σ bin")
+    ax.set_ylabel("observed test RMSE per σ bin")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run folders (each with results.json)")
@@ -325,6 +363,8 @@ def main(argv=None):
     parser.add_argument("--shots", nargs="+", default=list(SHOTS), choices=list(SHOTS), help="the table's shots")
     parser.add_argument("--per_run", action="store_true",
                         help="one row per run, also where runs differ only in --seed")
+    parser.add_argument("--calibration", default="calibration.png",
+                        help="where to save the calibration figure of runs with predicted σ (UVOTE, VIR)")
     args = parser.parse_args(argv)
     runs = [load_run(r) for r in args.runs]
     check_same_kind(runs)
@@ -347,6 +387,11 @@ def main(argv=None):
     else:
         plot(runs, args.plot, args.metric)
     print(f"\nplot: {args.plot}")
+    uncertain = [run for run in runs if "sigma" in run.get("predictions", {}) and "uncertainty" in run["test"]]
+    if uncertain:
+        print("\n" + uncertainty_table(uncertain))
+        calibration_plot(uncertain, args.calibration)
+        print(f"\ncalibration: {args.calibration}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,181 @@
+"""The regression heads every benchmark's model ends with: a point head, UVOTE's M heads, VIR's NIG head.
+
+A model computes its features (an encoding (B, E), or a per-pixel map (B, C, H, W) for depth) and hands them to
+:func:`run_head` with its head module, which it keeps under the name ``linear`` for every kind (so RRT's
+``--retrain_fc``, ``--pretrained`` trunk loading and the released checkpoints' ``linear.*`` keys treat all
+kinds alike):
+
+* ``'point'`` (every reference): ``nn.Linear(E, 1)`` or ``nn.Conv2d(C, 1, k)``; returns ``pred``.
+* ``'uvote'`` (:class:`UVOTEHead`, Jiang et al., GCPR 2024): M (``--num_branch``) location and log-scale
+  outputs, ``mus`` and ``log_sigmas`` (B, M[, H, W]); ``pred`` is their vote (``'minvar'``: the head of least
+  σ, per sample or pixel) and ``sigma`` the predictive standard deviation ``√2 σ`` of that Laplace.
+* ``'vir'`` (:class:`VIRHead`, Wang & Wang, NeurIPS 2023): a latent variance per feature, VIR's probabilistic
+  smoothing of (mean, variance) in training (:class:`~common.fds.ProbabilisticFDS`), a sampled latent, and the
+  NIG head's ``(mean, evidence, omega)`` (``vir``); ``pred`` is the NIG mean and ``sigma`` the Student-t
+  predictive standard deviation.
+
+``pred`` and ``sigma`` are (B, 1[, H, W]) in the head's units (STS-B's model multiplies both by 5).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common.losses.uvote import LOG_SIGMA_MAX, LOG_SIGMA_MIN, RULES, uvote_exponents, uvote_predict
+from common.losses.vir import VIR_ALPHA0, vir_nig_params
+
+HEADS = ("point", "uvote", "vir")
+
+
+def _layer(in_dim: int, out_dim: int, kernel_size: int | None, bias: bool = True) -> nn.Module:
+    """``nn.Linear(in_dim, out_dim)`` for vectors, or a same-padding ``nn.Conv2d`` of ``kernel_size`` for maps."""
+    if kernel_size is None:
+        return nn.Linear(in_dim, out_dim, bias=bias)
+    return nn.Conv2d(in_dim, out_dim, kernel_size, padding=kernel_size // 2, bias=bias)
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """(B, M) → (B, M); (B, M, H, W) → (B·H·W, M), pixels in (b, h, w) order."""
+    return x if x.dim() == 2 else x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _unrows(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(N,) → (B, 1) or (B, 1, H, W) in ``like``'s layout (the inverse of :func:`_rows` for one column)."""
+    if like.dim() == 2:
+        return x[:, None]
+    batch, _, height, width = like.shape
+    return x.reshape(batch, height, width)[:, None]
+
+
+class UVOTEHead(nn.Module):
+    """M heads on shared features: ``mu`` (→ M locations) and ``log_sigma`` (→ M log Laplace scales).
+
+    Args:
+        in_dim: E (vectors) or C (maps).
+        num_heads: M (``--num_branch``; UVOTE's default 2).
+        rule: how :meth:`forward` combines the heads into ``pred``: ``'minvar'`` (UVOTE), ``'avg'`` or
+            ``'avgvar'`` (:func:`~common.losses.uvote_predict`).
+        kernel_size: None for (B, E) features; the convolution size for (B, C, H, W) maps (depth: 5, as ``R``).
+
+    The optimiser trains ``log_sigma`` at ``--uvote_var_lr`` times the learning rate (0.1, as UVOTE); its
+    parameters are found by the name ``log_sigma``.
+    """
+
+    def __init__(self, in_dim: int, num_heads: int = 2, rule: str = "minvar", kernel_size: int | None = None):
+        super().__init__()
+        uvote_exponents(num_heads)
+        if rule not in RULES:
+            raise ValueError(f"UVOTEHead: `rule` must be one of {', '.join(RULES)}, got {rule!r}.")
+        self.num_heads, self.rule = int(num_heads), rule
+        self.mu = _layer(in_dim, self.num_heads, kernel_size)
+        self.log_sigma = _layer(in_dim, self.num_heads, kernel_size)
+
+    def forward(self, features: torch.Tensor) -> dict:
+        mus, log_sigmas = self.mu(features), self.log_sigma(features)
+        pred, scale = uvote_predict(_rows(mus), _rows(log_sigmas), self.rule)
+        return {"pred": _unrows(pred, mus), "sigma": _unrows(math.sqrt(2.0) * scale, mus), "mus": mus,
+                "log_sigmas": log_sigmas}
+
+    def extra_repr(self):
+        return f"num_heads={self.num_heads}, rule={self.rule!r}, log_sigma clamp=[{LOG_SIGMA_MIN}, {LOG_SIGMA_MAX}]"
+
+
+class VIRHead(nn.Module):
+    """VIR's probabilistic encoder end and its Normal-Inverse-Gamma head.
+
+    The features are the latent mean ``z̄`` (B, E) or (B, C, H, W). A per-dimension variance
+    ``s = softplus(a ⊙ z̄ + b) + 1e-6`` (``latent_var``, one scale and offset per dimension or channel, b = −5 at
+    the start: a latent standard deviation of about 0.08) makes the latent a distribution; in training
+    :class:`~common.fds.ProbabilisticFDS` (``--fds`` with ``--vir``) calibrates ``(z̄, s)`` to the smoothed
+    statistics of the label's bucket and the head reads a sample ``z = z̄ + √s ε``; in evaluation it reads
+    ``z̄``. ``nig`` maps z to ``(mean, evidence, omega)`` (3 outputs); :func:`~common.losses.vir_nig_params`
+    turns them into (γ, ν, α, β) with the pseudo-count scaled by the sample's LDS weight.
+    """
+
+    def __init__(self, in_dim: int, kernel_size: int | None = None):
+        super().__init__()
+        shape = (1, in_dim) if kernel_size is None else (1, in_dim, 1, 1)
+        self.latent_scale = nn.Parameter(torch.zeros(shape))
+        self.latent_offset = nn.Parameter(torch.full(shape, -5.0))
+        self.nig = _layer(in_dim, 3, kernel_size)
+
+    def latent_variance(self, features: torch.Tensor) -> torch.Tensor:
+        return F.softplus(self.latent_scale * features + self.latent_offset) + 1e-6
+
+    def forward(self, features, targets=None, epoch: int = 0, fds=None, smooth: bool = False) -> dict:
+        variance = self.latent_variance(features)
+        latent = features
+        if self.training:
+            mean, spread = features, variance
+            if smooth and fds is not None and targets is not None:
+                mean, spread = fds.smooth(features, targets, epoch, latent_var=variance)
+            latent = mean + spread.sqrt() * torch.randn_like(mean)
+        raw = self.nig(latent)
+        mean, evidence, omega = raw[:, 0:1], raw[:, 1:2], raw[:, 2:3]
+        gamma, nu, alpha, beta = vir_nig_params(mean, evidence, omega)
+        predictive = beta * (1 + nu) / (nu * (alpha - 1))
+        return {"pred": gamma, "sigma": predictive.sqrt(), "vir": (mean, evidence, omega), "latent_var": variance}
+
+    def extra_repr(self):
+        return f"alpha0={VIR_ALPHA0}"
+
+
+def regression_head(kind: str, in_dim: int, *, num_heads: int = 2, rule: str = "minvar",
+                    kernel_size: int | None = None) -> nn.Module:
+    """The head of ``kind`` (``'point'``, ``'uvote'``, ``'vir'``) on ``in_dim`` features; ``kernel_size`` for
+    per-pixel maps (None: vectors)."""
+    if kind == "point":
+        return _layer(in_dim, 1, kernel_size)
+    if kind == "uvote":
+        return UVOTEHead(in_dim, num_heads, rule, kernel_size)
+    if kind == "vir":
+        return VIRHead(in_dim, kernel_size)
+    raise ValueError(f"regression_head: `kind` must be one of {', '.join(HEADS)}, got {kind!r}.")
+
+
+def head_kind(args) -> str:
+    """The head of parsed flags: ``'uvote'`` with ``--uvote``, ``'vir'`` with ``--vir``, else ``'point'``."""
+    if getattr(args, "uvote", False):
+        return "uvote"
+    return "vir" if getattr(args, "vir", False) else "point"
+
+
+def head_options(args) -> dict:
+    """The head keywords of a model from parsed flags: ``head`` (:func:`head_kind`), ``num_heads``
+    (``--num_branch``) and ``rule`` (``--uvote_rule``)."""
+    return {"head": head_kind(args), "num_heads": getattr(args, "num_branch", 2),
+            "rule": getattr(args, "uvote_rule", "minvar")}
+
+
+def run_head(head: nn.Module, features: torch.Tensor, *, fds=None, targets=None, epoch: int = 0,
+             smooth: bool = False, detach: bool = False) -> tuple[dict, torch.Tensor]:
+    """The tail of a model: [FDS] → head.
+
+    Args:
+        head: a :func:`regression_head`.
+        features: (B, E) or (B, C, H, W).
+        fds: the model's FDS (:class:`~common.fds.FDS`; with a VIR head its
+            :class:`~common.fds.ProbabilisticFDS`), or None.
+        targets, epoch: what FDS buckets and schedules by.
+        smooth: calibrate (the model is training, its FDS smoothing is on and ``targets`` are given).
+        detach: the head reads the features without passing a gradient back (RnC's encoder stage: the head is
+            a linear probe that only tracks the encoder).
+
+    Returns:
+        ``(outputs, calibrated)``: the head's dict (``pred``; ``sigma`` and the method's raw outputs for UVOTE
+        and VIR) and the features the head read before any sampling (FDS-calibrated for point and UVOTE heads;
+        the latent mean for VIR).
+    """
+    if isinstance(head, VIRHead):
+        source = features.detach() if detach else features
+        return head(source, targets, epoch, fds, smooth), features
+    calibrated = features
+    if smooth and fds is not None and targets is not None:
+        calibrated = fds.smooth(features, targets, epoch)
+    source = calibrated.detach() if detach else calibrated
+    if isinstance(head, UVOTEHead):
+        return head(source), calibrated
+    return {"pred": head(source)}, calibrated
