@@ -295,8 +295,9 @@ def check_methods(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error("--dynamic_loss schedules UVOTE's heads: add --uvote.")
     if getattr(args, "num_branch", 1) < 1:
         parser.error(f"--num_branch must be ≥ 1, got {args.num_branch}.")
-    if stage != "none":
+    if stage == "encoder":
         args.rnc = True
+    if stage != "none":
         if on("uvote") or on("vir") or on("bmse"):
             parser.error(f"--rnc_stage {stage} is RnC's two-stage protocol with an L1 linear head: drop --uvote, "
                          "--vir and --bmse (or use --rnc alone, the one-stage regulariser).")
@@ -307,6 +308,8 @@ def check_methods(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         if not getattr(args, "pretrained", ""):
             parser.error("--rnc_stage linear trains a head on a frozen RnC encoder: add --pretrained CKPT (the "
                          "ckpt.pth.tar of an --rnc_stage encoder run).")
+        if on("rnc"):
+            parser.error("--rnc_stage linear trains the head on a frozen trunk, which RnC cannot change: drop --rnc.")
         args.retrain_fc = True
 
 

@@ -312,7 +312,7 @@ def test_accepted_combinations_set_what_they_imply():
     args = cli.parse(parser, ["--rnc_stage", "encoder", "--conr"])
     assert args.rnc and not args.retrain_fc
     args = cli.parse(cli.build_age_parser("t"), ["--rnc_stage", "linear", "--pretrained", "x.pth.tar"])
-    assert args.rnc and args.retrain_fc
+    assert not args.rnc and args.retrain_fc
     args = cli.parse(cli.build_age_parser("t"), ["--uvote", "--lds", "--fds", "--conr"])       # --lds without --reweight
     assert args.uvote and args.lds
     assert "uvote_2" in "_".join(cli.method_tags(args))

@@ -1,0 +1,122 @@
+"""RnC, UVOTE and VIR end to end on every benchmark's synthetic data: a tiny run, its test predictions (with the
+predicted σ of UVOTE and VIR), and ``--evaluate --resume`` giving the run's own test metrics; exact resume with
+VIR's sampled latent; RnC's two stages."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from common.metrics import uncertainty_metrics
+from common.synthetic import write_synthetic
+from common.synthetic.depth import write_synthetic_nyud2
+from folders import folder_main
+
+pytestmark = pytest.mark.slow
+
+METHODS = {
+    "rnc": ["--rnc", "--rnc_weight", "0.5"],
+    "uvote": ["--uvote", "--dynamic_loss", "--lds"],
+    "vir": ["--vir", "--fds", "--reweight", "sqrt_inv", "--lds"],
+}
+AGE = ["--model", "resnet18", "--width", "4", "--img_size", "16", "--batch_size", "64", "--workers", "0",
+       "--print_freq", "100", "--lr", "1e-2", "--epoch", "2", "--many_shot_thr", "4", "--low_shot_thr", "2"]
+DEPTH = ["--scale", "36", "--crop", "44", "32", "--encoder", "resnet18", "--pretrained_encoder", "none",
+         "--batch_size", "8", "--workers", "0", "--print_freq", "100", "--epochs", "2", "--lr", "1e-3"]
+TEXT = ["--d_hid", "8", "--batch_size", "16", "--lr", "3e-3", "--val_interval", "5", "--max_vals", "2",
+        "--print_freq", "100", "--workers", "0", "--many_shot_thr", "5", "--low_shot_thr", "2"]
+same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)   # noqa: E731 (NaN == NaN)
+
+
+def _text_data(folder: Path):
+    """Sentence pairs in STS-B-DIR's TSV format and a 6-d word-vector file (tests/test_stsb_training.py's)."""
+    from test_stsb_training import HEADER, WORDS, synthetic_split
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, n in (("train_new.tsv", 160), ("dev_new.tsv", 40), ("test_new.tsv", 40)):
+        (folder / name).write_text(HEADER + "".join(synthetic_split(rng, n)), encoding="utf-8")
+    vectors = np.random.default_rng(1).standard_normal((len(WORDS) + 2, 6))
+    glove = folder / "glove.6d.txt"
+    glove.write_text("".join(f"{w} {' '.join(f'{v:.4f}' for v in vec)}\n" for w, vec in zip(WORDS + [".", "'s"],
+                                                                                            vectors)))
+    return ["--word_embs_file", str(glove)]
+
+
+BENCHMARKS = {
+    "agedb-dir": (lambda d: write_synthetic("agedb", d, n=240, img_size=16, seed=3) and [], AGE),
+    "imdb-wiki-dir": (lambda d: write_synthetic("imdb_wiki", d, n=240, img_size=16, seed=3) and [], AGE),
+    "nyud2-dir": (lambda d: write_synthetic_nyud2(d, n=16, n_test=4, size=(48, 36), crop=(44, 32), seed=0) and [],
+                  DEPTH),
+    "sts-b-dir": (_text_data, TEXT),
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Each benchmark's synthetic data folder, written once: ``{folder: (data_dir, extra flags)}``."""
+    root = tmp_path_factory.mktemp("methods")
+    out = {}
+    for folder, (write, _) in BENCHMARKS.items():
+        data_dir = root / folder
+        extra = write(data_dir) or []
+        out[folder] = (data_dir, extra)
+    return out
+
+
+def train(folder, data, store_root, name, *flags):
+    data_dir, extra = data[folder]
+    argv = ["--data_dir", str(data_dir), "--store_root", str(store_root), "--store_name", name,
+            *BENCHMARKS[folder][1], *extra, *flags]
+    return folder_main(folder)(argv)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("folder", list(BENCHMARKS))
+def test_each_method_trains_and_evaluates_to_its_own_test(folder, method, data, tmp_path):
+    result = train(folder, data, tmp_path, "run", *METHODS[method])
+    run = tmp_path / "run"
+    predictions = np.load(run / "test_predictions.npz")
+    if method == "rnc":
+        assert "sigma" not in predictions.files and "uncertainty" not in result["test"]
+    else:
+        sigma = predictions["sigma"]
+        assert sigma.shape == predictions["preds"].shape and (sigma > 0).all() and np.isfinite(sigma).all()
+        recomputed = uncertainty_metrics(predictions["preds"], predictions["labels"], sigma)
+        for key, value in recomputed.items():
+            assert math.isclose(result["test"]["uncertainty"][key], value, rel_tol=1e-5, abs_tol=1e-7), key
+    assert json.loads((run / "results.json").read_text())["args"][method] is True
+    metrics = folder_main(folder)(["--evaluate", "--resume", str(run / "ckpt.best.pth.tar"),
+                                   "--data_dir", str(data[folder][0]), "--workers", "0"])
+    assert same(metrics, result["test"])
+    assert same(json.loads((run / "eval.json").read_text())["test"], result["test"])
+
+
+@pytest.mark.parametrize("flags", [METHODS["vir"] + ["--rnc"], METHODS["uvote"]])
+def test_resume_is_exact_with_sampled_latents_and_voting_heads(flags, data, tmp_path):
+    full = train("agedb-dir", data, tmp_path, "full", *flags)
+    train("agedb-dir", data, tmp_path, "part", *flags, "--epoch", "1")
+    resumed = folder_main("agedb-dir")(["--resume", str(tmp_path / "part" / "ckpt.pth.tar"), "--epoch", "2",
+                                        "--data_dir", str(data["agedb-dir"][0]), "--workers", "0"])
+    assert same(resumed["test"], full["test"])
+
+
+def test_rnc_two_stages_train_the_encoder_then_only_the_head(data, tmp_path, capsys):
+    first = train("agedb-dir", data, tmp_path, "encoder", "--rnc_stage", "encoder")
+    encoder = torch.load(tmp_path / "encoder" / "ckpt.pth.tar", weights_only=True)
+    assert set(first["test"]) >= {"all", "few"}                        # the probe's test, on detached features
+    train("agedb-dir", data, tmp_path, "linear", "--rnc_stage", "linear", "--pretrained",
+          str(tmp_path / "encoder" / "ckpt.pth.tar"))
+    linear = torch.load(tmp_path / "linear" / "ckpt.pth.tar", weights_only=True)
+    # Only the head is optimised (two tensors), on the L1 loss alone, and the trunk — batch-norm statistics
+    # included — is the encoder stage's, unchanged by a training pass in frozen evaluation mode.
+    assert [len(group["params"]) for group in linear["optimizer"]["param_groups"]] == [2]
+    assert linear["args"]["rnc"] is False
+    for key, value in linear["state_dict"].items():
+        if not key.startswith("linear."):
+            assert torch.equal(value, encoder["state_dict"][key]), key
+    with pytest.raises(SystemExit):
+        train("agedb-dir", data, tmp_path, "both", "--rnc_stage", "linear", "--rnc", "--pretrained",
+              str(tmp_path / "encoder" / "ckpt.pth.tar"))
+    assert "which RnC cannot change: drop --rnc." in capsys.readouterr().err
