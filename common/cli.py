@@ -288,6 +288,10 @@ def check_methods(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     for method in ("uvote", "vir"):
         if on(method) and on("bmse"):
             parser.error(f"--{method} trains its own likelihood in place of the regression loss: drop --bmse.")
+    for flag in ("fds_alias_last_epoch", "fds_skip_invalid_buckets"):
+        if on("vir") and on(flag):
+            parser.error(f"--{flag} reproduces a reference FDS's behaviour; with --vir, --fds is VIR's probabilistic "
+                         f"smoothing, which has none: drop --{flag}.")
     if on("uvote") and getattr(args, "reweight", "none") != "none":
         parser.error("--uvote re-weights each head itself (head i by n^(−i/(M−1))): drop --reweight (--lds then "
                      "smooths the heads' counts).")
