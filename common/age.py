@@ -25,6 +25,7 @@ from common.gmm import check_fitted_on, gmm_path, labels_digest
 from common.lds import bucket_prior, prepare_weights
 from common.metrics import (SHOT_SELECTABLE, balanced_shot_metrics, selection_from_args, shot_metrics, shot_table,
                             uncertainty)
+from common.models.heads import HEAD_EVAL_DEFAULTS
 from common.objective import statistics_pass, uvote_table_from_args
 from common.optim import optimizer_from_args, step_decay
 from common.trainer import Task
@@ -221,7 +222,7 @@ class AgeTask(Task):
     """
 
     model_flags = MODEL_FLAGS
-    eval_defaults = SHOT_THRESHOLDS
+    eval_defaults = {**SHOT_THRESHOLDS, **HEAD_EVAL_DEFAULTS}
     #: the published split file of this benchmark (``common.tools.datasplit.PublishedSplit``), named in the log.
     published_split = None
 

@@ -266,8 +266,9 @@ def add_uvote_args(p: argparse.ArgumentParser, *, num_branch: int = 2) -> None:
     g.add_argument("--num_branch", type=int, default=num_branch, help="M, the number of heads")
     g.add_argument("--dynamic_loss", action="store_true",
                    help="the re-weighted heads join with weight (epoch / epochs)²")
-    g.add_argument("--uvote_rule", default="minvar", choices=list(UVOTE_RULES),
-                   help="how the heads vote at inference: the head of least σ (UVOTE), the mean, or σ⁻²-weighted")
+    g.add_argument("--uvote_rule", default=None, choices=list(UVOTE_RULES),
+                   help="how the heads vote at inference: the head of least σ (minvar, UVOTE), the mean, or "
+                        "σ⁻²-weighted (default: an evaluated checkpoint's, else minvar)")
     g.add_argument("--uvote_var_lr", type=float, default=0.1,
                    help="learning-rate factor of the log-scale heads (UVOTE's 0.1)")
 

@@ -23,7 +23,7 @@ from common.errors import RunError
 from common.fds import FDS, ProbabilisticFDS
 from common.gmm import check_fitted_on, gmm_path, labels_digest
 from common.metrics import selection_from_args, uncertainty
-from common.models.heads import head_options
+from common.models.heads import HEAD_EVAL_DEFAULTS, head_options
 from common.objective import uvote_table_from_args
 from common.optim import optimizer_from_args
 from common.trainer import Task
@@ -40,6 +40,7 @@ RRT_HEAD = ("R.", "projector.")
 class NYUD2Task(Task):
     benchmark = "nyud2-dir"
     model_flags = MODEL_FLAGS
+    eval_defaults = HEAD_EVAL_DEFAULTS
 
     @staticmethod
     def run_name(args) -> str:

@@ -21,7 +21,7 @@ from common.fds import FDS, ProbabilisticFDS
 from common.lds import bucket_prior, prepare_weights
 from common.metrics import (CORRELATION_SELECTABLE, correlation_shot_metrics, correlation_table, selection_from_args,
                             uncertainty)
-from common.models.heads import head_options
+from common.models.heads import HEAD_EVAL_DEFAULTS, head_options
 from common.objective import statistics_pass, uvote_table_from_args
 from common.optim import optimizer_from_args
 from common.trainer import Task
@@ -63,7 +63,7 @@ class STSTask(Task):
     selection_name = "val mse"
     benchmark = "sts-b-dir"
     model_flags = MODEL_FLAGS
-    eval_defaults = SHOT_THRESHOLDS
+    eval_defaults = {**SHOT_THRESHOLDS, **HEAD_EVAL_DEFAULTS}
     # A batch pads its sentences to the longest one: PyTorch's default collate cannot stack them.
     collate_fn = staticmethod(dataset.collate)
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 METHODS = {
     "rnc": ["--rnc", "--rnc_weight", "0.5"],
-    "uvote": ["--uvote", "--dynamic_loss", "--lds"],
+    "uvote": ["--uvote", "--dynamic_loss", "--lds", "--uvote_rule", "avgvar"],   # evaluation keeps the rule
     "vir": ["--vir", "--fds", "--reweight", "sqrt_inv", "--lds"],
 }
 AGE = ["--model", "resnet18", "--width", "4", "--img_size", "16", "--batch_size", "64", "--workers", "0",

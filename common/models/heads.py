@@ -28,6 +28,8 @@ from common.losses.uvote import LOG_SIGMA_MAX, LOG_SIGMA_MIN, RULES, uvote_expon
 from common.losses.vir import VIR_ALPHA0, vir_nig_params
 
 HEADS = ("point", "uvote", "vir")
+#: flags whose value is None unless given: an evaluated checkpoint's, else this (a task's ``eval_defaults``).
+HEAD_EVAL_DEFAULTS = {"uvote_rule": "minvar"}
 
 
 def _layer(in_dim: int, out_dim: int, kernel_size: int | None, bias: bool = True) -> nn.Module:
@@ -147,7 +149,7 @@ def head_options(args) -> dict:
     """The head keywords of a model from parsed flags: ``head`` (:func:`head_kind`), ``num_heads``
     (``--num_branch``) and ``rule`` (``--uvote_rule``)."""
     return {"head": head_kind(args), "num_heads": getattr(args, "num_branch", 2),
-            "rule": getattr(args, "uvote_rule", "minvar")}
+            "rule": getattr(args, "uvote_rule", None) or "minvar"}
 
 
 def run_head(head: nn.Module, features: torch.Tensor, *, fds=None, targets=None, epoch: int = 0,
