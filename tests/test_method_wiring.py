@@ -380,3 +380,32 @@ def test_the_reproduce_commands_of_rnc_uvote_and_vir_parse(capsys):
             assert getattr(args, method) is True, (benchmark, run)
         if "--num_branch" in argv:
             assert args.num_branch == int(argv[argv.index("--num_branch") + 1])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("head", ["uvote", "vir"])
+def test_heads_and_their_components_on_cuda_equal_cpu(head):
+    """The same weights and batch give the same loss and predictions on CUDA as on the CPU (no sampling: the VIR
+    head in evaluation mode; UVOTE's table and bins follow the batch's device)."""
+    torch.manual_seed(0)
+    train = np.random.default_rng(0).integers(0, 60, 500).astype(float)
+    model = ResNetRegressor("resnet18", width=4, stem="cifar", head=head, num_heads=2).eval()
+    settings = {"uvote": dict(uvote_heads=2, uvote_table=uvote_weight_table(AGE_BINS.histogram(train), 2),
+                              label_bins=AGE_BINS),
+                "vir": dict(vir_reg_weight=0.01)}[head]
+    batch = {"input": torch.randn(8, 3, 16, 16), "target": torch.tensor(train[:8], dtype=torch.float32)[:, None],
+             "weight": torch.rand(8, 1) + 0.5}
+    results = []
+    for device in ("cpu", "cuda"):
+        objective = build_objective(rnc_weight=0.5, **settings).to(device)
+        moved = {k: v.to(device) for k, v in batch.items()}
+        with torch.no_grad():
+            components = objective(model.to(device), moved, 0)
+            out = model(moved["input"])
+        results.append((components, out["pred"].cpu(), out["sigma"].cpu()))
+    (cpu, cpu_pred, cpu_sigma), (gpu, gpu_pred, gpu_sigma) = results
+    for name in cpu:
+        assert torch.allclose(cpu[name], gpu[name].cpu(), rtol=1e-4, atol=1e-5), name
+    assert torch.allclose(cpu_pred, gpu_pred, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(cpu_sigma, gpu_sigma, rtol=1e-4, atol=1e-5)
