@@ -25,7 +25,7 @@ its error. ``ROOT/sweep.json`` records, per run folder, the flags the sweep gave
 invocation; a run whose recorded flags differ from the grid's is refused, so a sweep never takes over the runs
 of another one (``--print`` records nothing: the runs happen elsewhere). At the end, ``python -m
 common.tools.report`` of the grid's runs is printed: the mean ± sd over the seeds of each setting, and its
-per-label plot ``ROOT/report.png``.
+per-label plot ``ROOT/report.png`` (and, for runs with a predicted σ, ``ROOT/calibration.png``).
 """
 from __future__ import annotations
 
@@ -228,7 +228,8 @@ def main(argv=None) -> list[Job]:
               flush=True)
     from common.tools import report
     print()
-    report.main([str(job.run_dir) for job in jobs] + ["--plot", str(Path(args.store_root) / "report.png")])
+    report.main([str(job.run_dir) for job in jobs] + ["--plot", str(Path(args.store_root) / "report.png"),
+                                                      "--calibration", str(Path(args.store_root) / "calibration.png")])
     return jobs
 
 
