@@ -302,6 +302,8 @@ def check_methods(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--num_branch must be ≥ 1, got {args.num_branch}.")
     if stage == "encoder":
         args.rnc = True
+        if getattr(args, "rnc_weight", 1.0) <= 0:
+            parser.error("--rnc_stage encoder trains the trunk with RnC alone: --rnc_weight must be > 0.")
     if stage != "none":
         if on("uvote") or on("vir") or on("bmse"):
             parser.error(f"--rnc_stage {stage} is RnC's two-stage protocol with an L1 linear head: drop --uvote, "

@@ -300,6 +300,7 @@ def test_the_frozen_trunk_of_the_linear_stage_computes_its_evaluation_features()
     (["--rnc_stage", "encoder", "--vir"], "drop --uvote, --vir and --bmse"),
     (["--rnc", "--rnc_temp", "0"], "--rnc_temp must be > 0"),
     (["--vir", "--fds", "--fds_alias_last_epoch"], "drop --fds_alias_last_epoch"),
+    (["--rnc_stage", "encoder", "--rnc_weight", "0"], "--rnc_weight must be > 0"),
 ])
 def test_combinations_that_cannot_work_are_one_sentence(flags, sentence, capsys):
     parser = cli.build_age_parser("t")
