@@ -163,8 +163,8 @@ class AgeDataset(Dataset):
     """One split of an age benchmark; each sample is a dict.
 
     ``input``: (3, S, S) float32 image in [-1, 1]; ``views``: two more augmentations for ConR and RnC (an empty
-    tuple otherwise; ``view_transform``, default the main augmentation); ``target``: (1,) float32 age in years; ``weight``: (1,) float32 (re-weighting/LDS on the
-    training split, else 1).
+    tuple otherwise; ``view_transform``, default the main augmentation); ``target``: (1,) float32 age in years;
+    ``weight``: (1,) float32 (re-weighting/LDS on the training split, else 1).
     """
 
     def __init__(self, frame: pd.DataFrame, data_dir, split: str, img_size: int, weights=None,

@@ -315,7 +315,7 @@ def test_accepted_combinations_set_what_they_imply():
     assert args.rnc and not args.retrain_fc
     args = cli.parse(cli.build_age_parser("t"), ["--rnc_stage", "linear", "--pretrained", "x.pth.tar"])
     assert not args.rnc and args.retrain_fc
-    args = cli.parse(cli.build_age_parser("t"), ["--uvote", "--lds", "--fds", "--conr"])       # --lds without --reweight
+    args = cli.parse(cli.build_age_parser("t"), ["--uvote", "--lds", "--fds", "--conr"])   # --lds, no --reweight
     assert args.uvote and args.lds
     assert "uvote_2" in "_".join(cli.method_tags(args))
 
