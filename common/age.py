@@ -20,7 +20,7 @@ from common.bins import AGE_BINS
 from common.runtime import open_hdf5, read_hdf5, sha256_of
 from common.tools.datasplit import describe_split
 from common.errors import RunError
-from common.fds import FDS, ProbabilisticFDS
+from common.fds import fds_from_args
 from common.gmm import check_fitted_on, gmm_path, labels_digest
 from common.lds import bucket_prior, prepare_weights
 from common.metrics import (SHOT_SELECTABLE, balanced_shot_metrics, selection_from_args, shot_metrics, shot_table,
@@ -294,16 +294,10 @@ class AgeTask(Task):
     # ---- model, objective, optimiser ----
     def build_model(self):
         a = self.args
-        fds = None
-        if a.fds:
-            from common.models.resnet import ResNetRegressor
-            dim = ResNetRegressor.encoding_dim_of(a.model, a.width)
-            if a.vir:       # VIR's probabilistic smoothing of the latent mean and variance
-                fds = ProbabilisticFDS(dim, a.bucket_num, a.bucket_start, a.start_update, a.start_smooth,
-                                       a.fds_kernel, a.fds_ks, a.fds_sigma, a.fds_mmt)
-            else:
-                fds = FDS(dim, a.bucket_num, a.bucket_start, a.start_update, a.start_smooth, a.fds_kernel, a.fds_ks,
-                          a.fds_sigma, a.fds_mmt, alias_last_epoch=a.fds_alias_last_epoch)
+        from common.models.resnet import ResNetRegressor
+        # With --vir, VIR's probabilistic smoothing of the latent mean and variance.
+        fds = fds_from_args(a, ResNetRegressor.encoding_dim_of(a.model, a.width),
+                            alias_last_epoch=a.fds_alias_last_epoch)
         model = self.build_network(fds)
         model.detach_head = a.rnc_stage == "encoder"
         if a.pretrained:

@@ -164,8 +164,12 @@ class FDS(nn.Module):
         self.running_mean_last_epoch.copy_(self.running_mean)
         self.running_var_last_epoch.copy_(self.running_var)
         self.smoothed_mean_last_epoch.copy_(self._smooth_across_buckets(self.running_mean_last_epoch))
-        self.smoothed_var_last_epoch.copy_(self._smooth_across_buckets(self.running_var_last_epoch))
+        self.smoothed_var_last_epoch.copy_(self._smooth_variances(self.running_var_last_epoch))
         self.refresh_calibration()
+
+    def _smooth_variances(self, stats: torch.Tensor) -> torch.Tensor:
+        """The variances' smoothing across buckets: the same kernel as the means' (VIR's squares it)."""
+        return self._smooth_across_buckets(stats)
 
     def _smooth_across_buckets(self, stats: torch.Tensor) -> torch.Tensor:
         half = (self.ks - 1) // 2
@@ -258,8 +262,7 @@ class FDS(nn.Module):
         Called by :meth:`update_last_epoch_stats` and after ``load_state_dict``; code that writes the
         last-epoch buffers directly must call it too.
         """
-        m1, v1 = self.running_mean_last_epoch, self.running_var_last_epoch
-        m2, v2 = self.smoothed_mean_last_epoch, self.smoothed_var_last_epoch
+        v1, v2 = self._calibration_variances()
         # Age variant: a bucket whose variances sum to < 1e-10 is left alone; otherwise every dimension with
         # v1 ≠ 0 is calibrated.
         calibrate = (v1.sum(1, keepdim=True) >= 1e-10) & (v1 != 0)
@@ -268,11 +271,28 @@ class FDS(nn.Module):
             # with any invalid dimension is not calibrated at all.
             calibrate &= ((v1 > 0) & (v2 >= 0)).all(1, keepdim=True)
         ratio = (v2 / torch.where(calibrate, v1, torch.ones_like(v1))).clamp(self.clip_min, self.clip_max)
-        scale = torch.where(calibrate, ratio.sqrt(), torch.ones_like(v1))
+        self._set_tables(calibrate, torch.where(calibrate, ratio, torch.ones_like(v1)))
+
+    def _calibration_variances(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, D) bucket variances before and after smoothing, which the calibration maps between."""
+        return self.running_var_last_epoch, self.smoothed_var_last_epoch
+
+    def _set_tables(self, calibrate: torch.Tensor, factor: torch.Tensor) -> None:
+        """The (K+1, D) tables from the calibrated entries (K, D) and their variance factors (1 elsewhere); row K
+        is the identity."""
+        m1, m2 = self.running_mean_last_epoch, self.smoothed_mean_last_epoch
         identity = torch.zeros(1, self.feature_dim, dtype=m1.dtype, device=m1.device)
         self._shift_from.copy_(torch.cat([torch.where(calibrate, m1, torch.zeros_like(m1)), identity]))
-        self._scale.copy_(torch.cat([scale, identity + 1]))
+        self._scale.copy_(torch.cat([factor.sqrt(), identity + 1]))
         self._shift_to.copy_(torch.cat([torch.where(calibrate, m2, torch.zeros_like(m2)), identity]))
+
+    @staticmethod
+    def _as_input(flat: torch.Tensor, shape) -> torch.Tensor:
+        """Per-pixel rows (B·H·W, C) back to the (B, C, H, W) ``shape`` of the input; vectors unchanged."""
+        if len(shape) != 4:
+            return flat
+        batch, channels, height, width = shape
+        return flat.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
 
     def smooth(self, features, labels, epoch: int) -> torch.Tensor:
         """Calibrate features to the smoothed statistics of their buckets; a new tensor of the input's shape.
@@ -287,11 +307,7 @@ class FDS(nn.Module):
         flat, labels = self._check("smooth", features, labels)
         rows = self.bucketize(labels.to(flat.device))
         tables = [t.to(flat.dtype).index_select(0, rows) for t in (self._shift_from, self._scale, self._shift_to)]
-        out = (flat - tables[0]) * tables[1] + tables[2]
-        if len(shape) == 4:
-            batch, channels, height, width = shape
-            out = out.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
-        return out
+        return self._as_input((flat - tables[0]) * tables[1] + tables[2], shape)
 
 
 def adapt_fds_state(state_dict: dict, model: nn.Module, log=print) -> dict:
@@ -406,15 +422,12 @@ class ProbabilisticFDS(FDS):
 
     @torch.no_grad()
     def update_last_epoch_stats(self, epoch: int) -> None:
-        if epoch != int(self.epoch) + 1:
-            return
-        self.latent.update_last_epoch_stats(epoch)
-        self.epoch += 1
-        self.running_mean_last_epoch.copy_(self.running_mean)
-        self.running_var_last_epoch.copy_(self.running_var)
-        self.smoothed_mean_last_epoch.copy_(self._smooth_across_buckets(self.running_mean_last_epoch))
-        self.smoothed_var_last_epoch.copy_(self.latent._smooth_across_buckets(self.running_var_last_epoch))
-        self.refresh_calibration()
+        if epoch == int(self.epoch) + 1:
+            self.latent.update_last_epoch_stats(epoch)      # first: the roll-over below rebuilds the tables from it
+        super().update_last_epoch_stats(epoch)
+
+    def _smooth_variances(self, stats: torch.Tensor) -> torch.Tensor:
+        return self.latent._smooth_across_buckets(stats)     # the squared window
 
     @torch.no_grad()
     def update_running_stats(self, features, labels, epoch: int, latent_var=None) -> None:
@@ -426,22 +439,15 @@ class ProbabilisticFDS(FDS):
         super().update_running_stats(features, labels, epoch)
         self.latent.update_running_stats(latent_var, labels, epoch)
 
-    @torch.no_grad()
-    def refresh_calibration(self) -> None:
-        latent = getattr(self, "latent", None)
-        if latent is None:          # during FDS.__init__
-            return
-        m1, m2 = self.running_mean_last_epoch, self.smoothed_mean_last_epoch
-        v1 = self.running_var_last_epoch + latent.running_mean_last_epoch
-        v2 = self.smoothed_var_last_epoch + latent.smoothed_mean_last_epoch
-        calibrate = v1 > 0
-        factor = torch.where(calibrate, (v2 / torch.where(calibrate, v1, torch.ones_like(v1)))
-                             .clamp(self.clip_min, self.clip_max), torch.ones_like(v1))
-        identity = torch.zeros(1, self.feature_dim, dtype=m1.dtype, device=m1.device)
-        self._shift_from.copy_(torch.cat([torch.where(calibrate, m1, torch.zeros_like(m1)), identity]))
-        self._scale.copy_(torch.cat([factor.sqrt(), identity + 1]))
-        self._shift_to.copy_(torch.cat([torch.where(calibrate, m2, torch.zeros_like(m2)), identity]))
-        self._variance_scale.copy_(torch.cat([factor, identity + 1]))
+    def _calibration_variances(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mixtures' variances ``v = u + s̄`` before and after smoothing (every entry > 0: s ≥ 10⁻⁶)."""
+        latent = self.latent
+        return (self.running_var_last_epoch + latent.running_mean_last_epoch,
+                self.smoothed_var_last_epoch + latent.smoothed_mean_last_epoch)
+
+    def _set_tables(self, calibrate: torch.Tensor, factor: torch.Tensor) -> None:
+        super()._set_tables(calibrate, factor)
+        self._variance_scale.copy_(torch.cat([factor, factor.new_ones(1, self.feature_dim)]))
 
     def smooth(self, features, labels, epoch: int, latent_var=None):
         """The calibrated latent means (as :meth:`FDS.smooth`); with ``latent_var`` the pair ``(means,
@@ -453,11 +459,8 @@ class ProbabilisticFDS(FDS):
             return means, latent_var
         flat, flat_labels = self._check("smooth", latent_var, labels)
         rows = self.bucketize(flat_labels.to(flat.device))
-        out = flat * self._variance_scale.to(flat.dtype).index_select(0, rows)
-        if latent_var.dim() == 4:
-            batch, channels, height, width = latent_var.shape
-            out = out.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
-        return means, out
+        return means, self._as_input(flat * self._variance_scale.to(flat.dtype).index_select(0, rows),
+                                     latent_var.shape)
 
     def statistics(self) -> "ProbabilisticFDSStatistics":
         return ProbabilisticFDSStatistics(self)
@@ -483,3 +486,21 @@ class ProbabilisticFDSStatistics:
     def commit(self, epoch: int) -> None:
         self.means.commit(epoch)          # ProbabilisticFDS.update_last_epoch_stats rolls both over
         self.variances.commit(epoch)
+
+
+#: the :class:`ProbabilisticFDS` keywords among a benchmark's FDS options (the reference switches are FDS's only).
+_PROBABILISTIC_OPTIONS = ("clip_min", "clip_max", "bins", "edge_rule")
+
+
+def fds_from_args(args, feature_dim: int, **options) -> FDS | None:
+    """The FDS of parsed flags, None without ``--fds``: ``--bucket_num --bucket_start --start_update
+    --start_smooth --fds_kernel --fds_ks --fds_sigma --fds_mmt`` and the benchmark's own ``options`` (clip bounds,
+    label grid, edge rule and the reference switches it honours: ``alias_last_epoch``, ``skip_invalid_buckets``,
+    ``fill_empty``). With ``--vir`` it is VIR's :class:`ProbabilisticFDS`, which has none of those switches."""
+    if not args.fds:
+        return None
+    grid = (feature_dim, args.bucket_num, args.bucket_start, args.start_update, args.start_smooth, args.fds_kernel,
+            args.fds_ks, args.fds_sigma, args.fds_mmt)
+    if getattr(args, "vir", False):
+        return ProbabilisticFDS(*grid, **{k: v for k, v in options.items() if k in _PROBABILISTIC_OPTIONS})
+    return FDS(*grid, **options)

@@ -11,10 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-
-def flat_rows(x: torch.Tensor) -> torch.Tensor:
-    """(N, K) → (N, K); a per-pixel (B, K, H, W) map → (B·H·W, K), pixels in (b, h, w) order."""
-    return x if x.dim() == 2 else x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+from common.models.heads import flat_rows
 
 
 def uvote_component(uvote, table, label_bins, out, targets, epoch: int, scale: float = 1.0) -> torch.Tensor:

@@ -20,7 +20,7 @@ import resnet
 from common.bins import DEPTH_BINS
 from common.depth import DEPTH_SELECTABLE, depth_metrics, depth_table, pixel_bucket_weights, shot_bins
 from common.errors import RunError
-from common.fds import FDS, ProbabilisticFDS
+from common.fds import fds_from_args
 from common.gmm import check_fitted_on, gmm_path, labels_digest
 from common.metrics import selection_from_args, uncertainty
 from common.models.heads import HEAD_EVAL_DEFAULTS, head_options
@@ -145,16 +145,10 @@ class NYUD2Task(Task):
     # ---- model, objective, optimiser ----
     def build_model(self):
         a = self.args
-        fds = None
-        if a.fds and a.vir:     # VIR's probabilistic smoothing of the per-pixel latent mean and variance
-            fds = ProbabilisticFDS(resnet.feature_dim(a.encoder), a.bucket_num, a.bucket_start, a.start_update,
-                                   a.start_smooth, a.fds_kernel, a.fds_ks, a.fds_sigma, a.fds_mmt, clip_min=0.2,
-                                   clip_max=5.0, bins=DEPTH_BINS, edge_rule="clamp")
-        elif a.fds:
-            fds = FDS(resnet.feature_dim(a.encoder), a.bucket_num, a.bucket_start, a.start_update, a.start_smooth,
-                      a.fds_kernel, a.fds_ks, a.fds_sigma, a.fds_mmt, clip_min=0.2, clip_max=5.0, bins=DEPTH_BINS,
-                      edge_rule="clamp", alias_last_epoch=a.fds_alias_last_epoch,
-                      skip_invalid_buckets=a.fds_skip_invalid_buckets)
+        # With --vir, VIR's probabilistic smoothing of the per-pixel latent mean and variance.
+        fds = fds_from_args(a, resnet.feature_dim(a.encoder), clip_min=0.2, clip_max=5.0, bins=DEPTH_BINS,
+                            edge_rule="clamp", alias_last_epoch=a.fds_alias_last_epoch,
+                            skip_invalid_buckets=a.fds_skip_invalid_buckets)
         model = resnet.build_model(a.encoder, fds=fds, projection_dim=a.embedding_dim if a.srl else None,
                                    pretrained_encoder="none" if (a.resume or a.pretrained) else a.pretrained_encoder,
                                    log=self.log, **head_options(a))

@@ -17,7 +17,7 @@ import models
 import text
 from common import checkpointing
 from common.bins import STSB_BINS, LabelBins
-from common.fds import FDS, ProbabilisticFDS
+from common.fds import fds_from_args
 from common.lds import bucket_prior, prepare_weights
 from common.metrics import (CORRELATION_SELECTABLE, correlation_shot_metrics, correlation_table, selection_from_args,
                             uncertainty)
@@ -123,16 +123,10 @@ class STSTask(Task):
     # ---- model, objective, optimiser ----
     def build_model(self):
         a = self.args
-        fds = None
-        if a.fds and a.vir:     # VIR's probabilistic smoothing of the pair feature's latent mean and variance
-            fds = ProbabilisticFDS(8 * a.d_hid, a.bucket_num, a.bucket_start, a.start_update, a.start_smooth,
-                                   a.fds_kernel, a.fds_ks, a.fds_sigma, a.fds_mmt, clip_min=0.5, clip_max=2.0,
-                                   bins=self.bins, edge_rule="clamp")
-        elif a.fds:
-            fds = FDS(8 * a.d_hid, a.bucket_num, a.bucket_start, a.start_update, a.start_smooth, a.fds_kernel,
-                      a.fds_ks, a.fds_sigma, a.fds_mmt, clip_min=0.5, clip_max=2.0, bins=self.bins,
-                      edge_rule="clamp", alias_last_epoch=a.fds_alias_last_epoch, fill_empty=True,
-                      skip_invalid_buckets=a.fds_skip_invalid_buckets)
+        # With --vir, VIR's probabilistic smoothing of the pair feature's latent mean and variance.
+        fds = fds_from_args(a, 8 * a.d_hid, clip_min=0.5, clip_max=2.0, bins=self.bins, edge_rule="clamp",
+                            alias_last_epoch=a.fds_alias_last_epoch, fill_empty=True,
+                            skip_invalid_buckets=a.fds_skip_invalid_buckets)
         model = models.build_model(
             len(self.vocabulary), a.d_word, a.d_hid, a.n_layers_enc, a.dropout, a.n_layers_highway,
             embeddings=self.embeddings, train_words=bool(a.train_words) or not a.glove, fds=fds,

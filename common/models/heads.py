@@ -39,13 +39,13 @@ def _layer(in_dim: int, out_dim: int, kernel_size: int | None, bias: bool = True
     return nn.Conv2d(in_dim, out_dim, kernel_size, padding=kernel_size // 2, bias=bias)
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
+def flat_rows(x: torch.Tensor) -> torch.Tensor:
     """(B, M) → (B, M); (B, M, H, W) → (B·H·W, M), pixels in (b, h, w) order."""
     return x if x.dim() == 2 else x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
 
 def _unrows(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(N,) → (B, 1) or (B, 1, H, W) in ``like``'s layout (the inverse of :func:`_rows` for one column)."""
+    """(N,) → (B, 1) or (B, 1, H, W) in ``like``'s layout (the inverse of :func:`flat_rows` for one column)."""
     if like.dim() == 2:
         return x[:, None]
     batch, _, height, width = like.shape
@@ -77,7 +77,7 @@ class UVOTEHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> dict:
         mus, log_sigmas = self.mu(features), self.log_sigma(features)
-        pred, scale = uvote_predict(_rows(mus), _rows(log_sigmas), self.rule)
+        pred, scale = uvote_predict(flat_rows(mus), flat_rows(log_sigmas), self.rule)
         return {"pred": _unrows(pred, mus), "sigma": _unrows(math.sqrt(2.0) * scale, mus), "mus": mus,
                 "log_sigmas": log_sigmas}
 
