@@ -5,11 +5,11 @@ ConR runs on two extra augmentations of every image (forwarded without FDS), as 
 slots are the integer ages 0…``--srl_num_labels`` − 1 (102 here: ages 0–101), the last slot shared by older ages.
 """
 from common.bins import AGE_BINS
-from common.objective import objective_from_args
+from common.objective import ObjectiveData, objective_from_args
 
 
-def build_objective(args, gmm_file=None, bni_prior=None, uvote_table=None):
+def build_objective(args, gmm_file=None, bni_prior=None, label_counts=None):
     """The objective module; ``gmm_file`` is GAI's mixture, ``bni_prior`` BNI's ``(ages, frequencies)``,
-    ``uvote_table`` UVOTE's (121, M) head weights on the age grid."""
-    return objective_from_args(args, gmm_file=gmm_file, bni_prior=bni_prior, uvote_table=uvote_table,
-                               label_bins=AGE_BINS)
+    ``label_counts`` the training histogram on the age grid (UVOTE's head weights, counts bounded to 5–1000)."""
+    return objective_from_args(args, ObjectiveData(label_bins=AGE_BINS, label_counts=label_counts,
+                                                   count_clip=(5, 1000), gmm_file=gmm_file, bni_prior=bni_prior))

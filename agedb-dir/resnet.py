@@ -4,7 +4,7 @@ The same ResNet serves both age benchmarks (``common/models/resnet.py``); ``--mo
 ``--width`` and ``--stem cifar`` make it small for CPU demos; with ``--srl``, a projector of ``--embedding_dim``;
 ``--uvote`` and ``--vir`` replace the linear head (``common/models/heads.py``).
 """
-from common.models.heads import head_options
+from common.methods import head_options
 from common.models.resnet import ResNetRegressor
 
 

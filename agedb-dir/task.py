@@ -16,5 +16,5 @@ class AgeDBTask(AgeTask):
     def build_network(self, fds):
         return resnet.build_model(self.args, fds)
 
-    def build_loss(self, gmm_file, bni_prior, uvote_table=None):
-        return loss.build_objective(self.args, gmm_file, bni_prior, uvote_table)
+    def build_loss(self, gmm_file, bni_prior, label_counts):
+        return loss.build_objective(self.args, gmm_file, bni_prior, label_counts)

@@ -24,7 +24,8 @@ AGEDB_DEFAULTS = dict(
 def main(argv=None) -> dict:
     args = cli.parse(cli.build_age_parser(__doc__.splitlines()[0], **AGEDB_DEFAULTS), argv)
     from task import AgeDBTask      # after parsing: --help and flag errors answer before torch loads
-    return AgeDBTask.main(args)
+    from common.launch import run
+    return run(args, AgeDBTask)
 
 
 if __name__ == "__main__":

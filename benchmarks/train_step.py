@@ -26,28 +26,28 @@ import torch
 
 from common.fds import FDS
 from common.models.resnet import ResNetRegressor
-from common.objective import build_objective
+from common.objective import objective_from_flags
 
 # key (for --variants): (row label, what differs from vanilla)
 VARIANTS = {
     "vanilla": ("vanilla", {}),
     "lds": ("LDS (re-weighting)", {"weights": True}),
     "fds": ("FDS", {"fds": True}),
-    "ranksim": ("RankSim", {"objective": {"ranksim_weight": 100.0, "interpolation_lambda": 2.0}}),
-    "srl": ("SRL", {"srl": True, "objective": {"srl_weights": (10.0, 100.0, 0.01), "n_points": 2000}}),
-    "bmc": ("Balanced MSE (BMC)", {"objective": {"bmse": "bmc"}}),
-    "conr": ("ConR, 3 passes (reference)", {"views": True, "objective": {"conr_weight": 4.0}}),
-    "conr_views2": ("ConR, `--conr_views 2`", {"views": True, "reuse": True, "objective": {"conr_weight": 4.0}}),
+    "ranksim": ("RankSim", {"objective": {"regularization_weight": 100.0, "interpolation_lambda": 2.0}}),
+    "srl": ("SRL", {"srl": True, "objective": {"srl": True, "w1": 10.0, "w2": 100.0, "w3": 0.01, "n_points": 2000}}),
+    "bmc": ("Balanced MSE (BMC)", {"objective": {"bmse": True, "imp": "bmc"}}),
+    "conr": ("ConR, 3 passes (reference)", {"views": True, "objective": {"conr": True, "conr_beta": 4.0}}),
+    "conr_views2": ("ConR, `--conr_views 2`", {"views": True, "reuse": True, "objective": {"conr": True, "conr_beta": 4.0}}),
     # The floor of any method that forwards two views: vanilla on twice the batch (ConR's loss itself excluded).
     "vanilla_2x": ("vanilla, 2 × batch", {"batch_factor": 2}),
     "all": ("all (LDS+FDS+RankSim+SRL+ConR)", {"weights": True, "fds": True, "srl": True, "views": True,
-                                               "objective": {"ranksim_weight": 100.0,
-                                                             "srl_weights": (10.0, 100.0, 0.01),
-                                                             "conr_weight": 4.0}}),
+                                               "objective": {"regularization_weight": 100.0, "srl": True,
+                                                             "w1": 10.0, "w2": 100.0, "w3": 0.01, "conr": True,
+                                                             "conr_beta": 4.0}}),
 }
 
 # --compare_bf16: ConR (two extra views) with FDS smoothing, in float32 and under bf16 autocast.
-BF16_VARIANT = {"fds": True, "views": True, "objective": {"conr_weight": 4.0}}
+BF16_VARIANT = {"fds": True, "views": True, "objective": {"conr": True, "conr_beta": 4.0}}
 
 
 def build(variant: dict, args, device):
@@ -56,7 +56,7 @@ def build(variant: dict, args, device):
     fds = FDS(ResNetRegressor.encoding_dim_of(args.model, width), 100, 3) if variant.get("fds") else None
     model = ResNetRegressor(args.model, fds=fds, projection_dim=128 if variant.get("srl") else None, width=width,
                             stem="imagenet" if args.img_size >= 128 else "cifar").to(device).train()
-    objective = build_objective(srl_num_labels=121, **variant.get("objective", {})).to(device)
+    objective = objective_from_flags(srl_num_labels=121, **variant.get("objective", {})).to(device)
     objective.reuse_views = bool(variant.get("reuse"))
     optimizer = torch.optim.Adam(list(model.parameters()) + list(objective.parameters()), lr=1e-4)
     n, size = args.batch_size * variant.get("batch_factor", 1), args.img_size

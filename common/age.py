@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from common import checkpointing
+from common import methods
+from common.method import ModelSpec
 from common.bins import AGE_BINS
 from common.runtime import open_hdf5, read_hdf5, sha256_of
 from common.tools.datasplit import describe_split
@@ -25,17 +26,13 @@ from common.gmm import check_fitted_on, gmm_path, labels_digest
 from common.lds import bucket_prior, prepare_weights
 from common.metrics import (SHOT_SELECTABLE, balanced_shot_metrics, selection_from_args, shot_metrics, shot_table,
                             uncertainty)
-from common.models.heads import HEAD_EVAL_DEFAULTS
-from common.objective import statistics_pass, uvote_table_from_args
 from common.optim import optimizer_from_args, step_decay
 from common.trainer import Task
 
 # Shot thresholds of the age benchmarks (docs/methods.md §10.1); --evaluate keeps a checkpoint's own unless given.
 SHOT_THRESHOLDS = {"many_shot_thr": 100, "low_shot_thr": 20}
 # Flags that define the model; an evaluated checkpoint keeps its own.
-MODEL_FLAGS = ("model", "width", "stem", "fds", "fds_kernel", "fds_ks", "fds_sigma", "start_update", "start_smooth",
-               "bucket_num", "bucket_start", "fds_mmt", "srl", "embedding_dim", "srl_num_labels", "n_points",
-               "img_size", "uvote", "num_branch", "vir")
+MODEL_FLAGS = ("model", "width", "stem", "img_size")    # with the methods' (common.methods.model_flags)
 
 
 # -- data ------------------------------------------------------------------------------------------------------
@@ -222,7 +219,7 @@ class AgeTask(Task):
     """
 
     model_flags = MODEL_FLAGS
-    eval_defaults = {**SHOT_THRESHOLDS, **HEAD_EVAL_DEFAULTS}
+    eval_defaults = SHOT_THRESHOLDS
     #: the published split file of this benchmark (``common.tools.datasplit.PublishedSplit``), named in the log.
     published_split = None
 
@@ -254,9 +251,9 @@ class AgeTask(Task):
         """The regressor (``pred``, ``encoding``, with SRL ``projection``) with ``fds`` (an :class:`FDS` or None)."""
         raise NotImplementedError
 
-    def build_loss(self, gmm_file, bni_prior, uvote_table=None):
+    def build_loss(self, gmm_file, bni_prior, label_counts):
         """The objective from the flags, with Balanced MSE's prior: ``gmm_file`` (GAI) or ``bni_prior`` (BNI), and
-        UVOTE's head weights ``uvote_table`` (bins of ``AGE_BINS``, M)."""
+        the training histogram ``label_counts`` on ``AGE_BINS`` (UVOTE's head weights)."""
         raise NotImplementedError
 
     # ---- data ----
@@ -298,14 +295,9 @@ class AgeTask(Task):
         # With --vir, VIR's probabilistic smoothing of the latent mean and variance.
         fds = fds_from_args(a, ResNetRegressor.encoding_dim_of(a.model, a.width),
                             alias_last_epoch=a.fds_alias_last_epoch)
-        model = self.build_network(fds)
-        model.detach_head = a.rnc_stage == "encoder"
-        if a.pretrained:
-            checkpointing.load_pretrained_trunk(model, a.pretrained, part="trunk", fits=f"--model {a.model}",
-                                                flags="--model, --width and --stem", log=self.log)
-        if a.retrain_fc:
-            checkpointing.train_only(model, "linear.", frozen_in_eval=a.rnc_stage == "linear")
-        return model
+        spec = ModelSpec(head=("linear.", "fc."), retrained=("linear.",), part="trunk", fits=f"--model {a.model}",
+                         flags="--model, --width and --stem")
+        return methods.prepare_model(a, self.build_network(fds), spec, self.log)
 
     def build_objective(self):
         """The folder's objective (:meth:`build_loss`) with Balanced MSE's prior: the GAI mixture file or the BNI
@@ -320,8 +312,7 @@ class AgeTask(Task):
                             f"re-create it with `python data/preprocess_gmm.py --data_dir {a.data_dir}`")
         prior = bucket_prior(self.train_labels, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, truncate=a.lds_truncate) \
             if a.bmse and a.imp == "bni" else None
-        table = uvote_table_from_args(a, AGE_BINS.histogram(self.train_labels)) if a.uvote else None
-        return self.build_loss(gmm_file, prior, table)
+        return self.build_loss(gmm_file, prior, AGE_BINS.histogram(self.train_labels))
 
     def build_optimizer(self, model, objective):
         """Adam (no weight decay, as the age references) or SGD with ``--weight_decay``; lr × 0.1 at each
@@ -329,11 +320,7 @@ class AgeTask(Task):
         return optimizer_from_args(self.args, model, objective, adam_weight_decay=False,
                                    lr_factor=step_decay(self.args.schedule))
 
-    # ---- statistics, prediction, metrics ----
-    def statistics_pass(self, model, objective, batches, epoch: int) -> None:
-        """FDS statistics and the SRL surrogate after each epoch (``common.objective.statistics_pass``)."""
-        statistics_pass(model, objective, batches, epoch, self.args.start_update)
-
+    # ---- prediction, metrics ----
     def metrics(self, preds, labels) -> dict:
         return shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr, balanced=True)
 

@@ -115,6 +115,19 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return checkpoint
 
 
+def load_model_state(model: torch.nn.Module, state_dict: dict, path, log=print) -> None:
+    """Load a checkpoint's model ``state_dict`` into ``model`` (unwrapped), adapting a checkpoint written with
+    another FDS layout (:func:`common.fds.adapt_fds_state`); a checkpoint that does not fit is one sentence."""
+    from common.fds import adapt_fds_state
+    model = unwrap(model)
+    try:
+        model.load_state_dict(adapt_fds_state(state_dict, model, log))
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise RunError(f"checkpoint {path} does not fit this model ({first}); pass the flags it was trained with "
+                       "(--model, --fds, --srl, ...).") from error
+
+
 def load_pretrained_trunk(model: torch.nn.Module, path, *, part: str, fits: str, flags: str, log,
                           head=("linear.", "fc.")) -> None:
     """RRT's first step: load every tensor of checkpoint ``path`` except the regression head into ``model``.

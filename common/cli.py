@@ -1,9 +1,9 @@
 """The command line, as argument groups that each benchmark's ``train.py`` assembles; reference flag names.
 
-Each ``add_*`` function adds one group (run and i/o, optimisation, images, and one per method) with the
-defaults the caller passes, so a benchmark's defaults live in its own folder. :func:`check_args` rejects
-combinations that cannot work, one sentence each, and only for the flags the parser has. Nothing heavy is
-imported here: ``train.py --help`` and flag errors answer before torch loads.
+Each ``add_*`` function adds one group of the run (run and i/o, optimisation, images, shots) with the defaults
+the caller passes, so a benchmark's defaults live in its own folder; the methods' groups come from the method
+list (:func:`common.methods.add_arguments`). :func:`check_args` rejects combinations that cannot work, one
+sentence each, and only for the flags the parser has.
 """
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ import math
 import os
 import sys
 
-# The choices of the method flags; tests/test_cli.py checks them against common.lds and common.losses.
-KERNELS = ("gaussian", "triang", "laplace")
-REWEIGHTS = ("none", "inverse", "sqrt_inv")
-REGRESSION_LOSSES = ("mse", "l1", "focal_mse", "focal_l1", "huber")
+from common import methods
+from common.losses.regression import REGRESSION_LOSSES
 
 
 class Parser(argparse.ArgumentParser):
@@ -144,211 +142,18 @@ def add_shot_args(p: argparse.ArgumentParser, *, many=100, few=20):
     return g
 
 
-def add_reweight_args(p: argparse.ArgumentParser, *, lds_ks=5, lds_sigma=1.0, rrt=True) -> None:
-    """Re-weighting/LDS flags; ``--lds_truncate`` reproduces the reference's integer smoothing of ``inverse``."""
-    g = p.add_argument_group("re-weighting and LDS (Yang et al., ICML 2021)")
-    g.add_argument("--reweight", default="none", choices=list(REWEIGHTS), help="inverse-frequency re-weighting")
-    g.add_argument("--lds", action="store_true", help="label distribution smoothing of the re-weighting")
-    g.add_argument("--lds_kernel", default="gaussian", choices=list(KERNELS))
-    g.add_argument("--lds_ks", type=int, default=lds_ks, help="LDS kernel size (odd)")
-    g.add_argument("--lds_sigma", type=float, default=lds_sigma)
-    g.add_argument("--lds_truncate", action="store_true",
-                   help="reproduce the reference: smooth the integer `inverse` counts in integer arithmetic "
-                        "(truncating); off: smoothed in floating point (docs/reference-differences.md)")
-    if rrt:
-        g.add_argument("--retrain_fc", action="store_true", help="RRT: retrain only the last layer of --pretrained")
-        g.add_argument("--pretrained", default="", help="checkpoint whose trunk initialises RRT")
-
-
-def add_fds_args(p: argparse.ArgumentParser, *, fds_ks=5, fds_sigma=1.0, bucket_num=100, bucket_start=0,
-                 stats_from_training=True) -> None:
-    """FDS flags; ``stats_from_training=False`` leaves that flag out (a benchmark that collects its statistics on
-    a subset of its own, NYUD2)."""
-    g = p.add_argument_group("FDS (Yang et al., ICML 2021)")
-    g.add_argument("--fds", action="store_true", help="feature distribution smoothing")
-    g.add_argument("--fds_kernel", default="gaussian", choices=list(KERNELS))
-    g.add_argument("--fds_ks", type=int, default=fds_ks, help="FDS kernel size (odd)")
-    g.add_argument("--fds_sigma", type=float, default=fds_sigma)
-    g.add_argument("--start_update", type=int, default=0, help="first epoch whose statistics are collected")
-    g.add_argument("--start_smooth", type=int, default=1, help="first epoch that calibrates features")
-    g.add_argument("--bucket_num", type=int, default=bucket_num, help="label bins tracked: up to this one")
-    g.add_argument("--bucket_start", type=int, default=bucket_start, help="label bins tracked: from this one")
-    g.add_argument("--fds_mmt", type=float, default=0.9, help="momentum of the running statistics")
-    g.add_argument("--fds_alias_last_epoch", action="store_true",
-                   help="reproduce the reference: the last-epoch statistics alias the running ones (one epoch "
-                        "apart from the smoothed ones); off: copied (docs/reference-differences.md)")
-    if stats_from_training:
-        g.add_argument("--stats_from_training", action="store_true",
-                       help="collect the FDS/SRL statistics from the epoch's training passes instead of a second "
-                            "pass over the training set after it (the references' protocol, the default)")
-    g.add_argument("--fds_skip_invalid_buckets", action="store_true",
-                   help="reproduce the NYUD2/STS-B references: a bucket with any zero-variance dimension is not "
-                        "calibrated at all; off: its valid dimensions are (docs/reference-differences.md)")
-
-
-def add_bmse_args(p: argparse.ArgumentParser, *, imps=("gai", "bmc", "bni"), balanced_metric=True) -> None:
-    """Balanced MSE flags; ``imps`` are the ``--imp`` choices the benchmark can run (NYUD2: gai and bni, BMC's
-    N×N matrix over a batch's pixels does not fit), ``balanced_metric=False`` leaves that selection flag out."""
-    g = p.add_argument_group("Balanced MSE (Ren et al., CVPR 2022)")
-    g.add_argument("--bmse", action="store_true", help="Balanced MSE instead of --loss")
-    g.add_argument("--imp", default="gai", choices=list(imps), help="implementation")
-    g.add_argument("--gmm", default="", help="GMM file from data/preprocess_gmm.py (default <data_dir>/gmm.npz)")
-    g.add_argument("--init_noise_sigma", type=float, default=1.0)
-    g.add_argument("--sigma_lr", type=float, default=1e-2)
-    g.add_argument("--fix_noise_sigma", action="store_true")
-    if balanced_metric:
-        g.add_argument("--balanced_metric", action="store_true",
-                       help="select checkpoints by the balanced (per-label mean) val metric")
-
-
-def add_ranksim_args(p: argparse.ArgumentParser, *, ties="stable") -> None:
-    """RankSim flags; ``ties`` is the benchmark's default tie rule (the age benchmarks pass ``reference``)."""
-    g = p.add_argument_group("RankSim (Gong et al., ICML 2022)")
-    g.add_argument("--regularization_weight", type=float, default=0.0, help="γ; 0 turns RankSim off")
-    g.add_argument("--interpolation_lambda", type=float, default=1.0)
-    g.add_argument("--ranksim_ties", default=ties, choices=["reference", "stable"],
-                   help="rank ties: reference (PyTorch's default argsort on this device, the age references) or "
-                        "stable (the same on every device, the STS-B reference)")
-
-
-def add_conr_args(p: argparse.ArgumentParser, *, window=1.0, beta=4.0, temperature=0.07, eta=0.01,
-                  views=True) -> None:
-    """ConR flags; ``views=False`` leaves out ``--conr_views`` (a benchmark whose ConR runs on one view, NYUD2)."""
-    g = p.add_argument_group("ConR (Keramati et al., ICLR 2024)")
-    g.add_argument("--conr", action="store_true", help="contrastive regularizer")
-    g.add_argument("-w", dest="conr_window", type=float, default=window, help="label window")
-    g.add_argument("--beta", dest="conr_beta", type=float, default=beta, help="ConR weight")
-    g.add_argument("-t", dest="conr_temperature", type=float, default=temperature, help="temperature")
-    g.add_argument("-e", dest="conr_eta", type=float, default=eta, help="pushing strength")
-    g.add_argument("--conr_denominator", default="reference", choices=["reference", "paper"])
-    if views:
-        g.add_argument("--conr_views", type=int, default=3, choices=[3, 2],
-                       help="forward passes per image with ConR: 3 (the references: the image and two views) or 2 "
-                            "(the regression loss also on the two views)")
-
-
-def add_srl_args(p: argparse.ArgumentParser, *, num_labels=121, homogeneity_alpha=-1.0, temp_alias=False) -> None:
-    """SRL flags; ``temp_alias`` also accepts ``--temp`` for ``--temperature`` (the STS-B reference's name);
-    ``num_labels=None`` leaves out ``--srl_num_labels`` (a benchmark whose slots are fixed: NYUD2's depth bins)."""
-    g = p.add_argument_group("SRL (Dong, Wu et al., CVPR 2025)")
-    g.add_argument("--srl", "--dfr", dest="srl", action="store_true", help="geometric losses with a surrogate")
-    g.add_argument("--w1", "--loss_w1", dest="w1", type=float, default=10.0, help="contrastive weight")
-    g.add_argument("--w2", "--loss_w2", dest="w2", type=float, default=100.0, help="enveloping weight")
-    g.add_argument("--w3", "--loss_w3", dest="w3", type=float, default=0.01, help="homogeneity weight")
-    g.add_argument("--temperature", *(["--temp"] if temp_alias else []), dest="temperature", type=float, default=0.3)
-    # `--n` is the flag of the reference's age scripts: an explicit alias, not an abbreviation.
-    g.add_argument("--n_points", "--n", dest="n_points", type=int, default=2000, help="random points")
-    g.add_argument("--embedding_dim", type=int, default=128, help="projection size")
-    if num_labels is not None:
-        g.add_argument("--srl_num_labels", type=int, default=num_labels, help="label slots L")
-    g.add_argument("--srl_homogeneity_alpha", type=float, default=homogeneity_alpha)
-
-
-RNC_STAGES = ("none", "encoder", "linear")
-UVOTE_RULES = ("minvar", "avg", "avgvar")
-
-
-def add_rnc_args(p: argparse.ArgumentParser) -> None:
-    """RnC (Rank-N-Contrast), one stage (a regulariser beside the regression loss) or the paper's two stages."""
-    g = p.add_argument_group("RnC (Zha et al., NeurIPS 2023)")
-    g.add_argument("--rnc", action="store_true", help="Rank-N-Contrast on the encoding, weighted by --rnc_weight")
-    g.add_argument("--rnc_weight", type=float, default=1.0, help="weight of RnC beside the regression loss")
-    g.add_argument("--rnc_temp", type=float, default=2.0, help="τ of the similarity −‖f_i − f_j‖ / τ (RnC's --temp)")
-    g.add_argument("--rnc_feature_sim", default="l2", choices=["l2", "cosine"], help="RnC's --feature_sim")
-    g.add_argument("--rnc_stage", default="none", choices=list(RNC_STAGES),
-                   help="the paper's two stages: 'encoder' trains the trunk with RnC alone (the head is a linear "
-                        "probe on detached features), 'linear' trains the head on the frozen trunk of --pretrained")
-
-
-def add_uvote_args(p: argparse.ArgumentParser, *, num_branch: int = 2) -> None:
-    g = p.add_argument_group("UVOTE (Jiang et al., GCPR 2024)")
-    g.add_argument("--uvote", action="store_true", help="M heads with Laplace NLL, head i re-weighted by n^(−i/(M−1))")
-    g.add_argument("--num_branch", type=int, default=num_branch, help="M, the number of heads")
-    g.add_argument("--dynamic_loss", action="store_true",
-                   help="the re-weighted heads join with weight (epoch / epochs)²")
-    g.add_argument("--uvote_rule", default=None, choices=list(UVOTE_RULES),
-                   help="how the heads vote at inference: the head of least σ (minvar, UVOTE), the mean, or "
-                        "σ⁻²-weighted (default: an evaluated checkpoint's, else minvar)")
-    g.add_argument("--uvote_var_lr", type=float, default=0.1,
-                   help="learning-rate factor of the log-scale heads (UVOTE's 0.1)")
-
-
-def add_vir_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("VIR (Wang & Wang, NeurIPS 2023)")
-    g.add_argument("--vir", action="store_true",
-                   help="NIG head with LDS-scaled pseudo-counts; with --fds, VIR's probabilistic smoothing")
-    g.add_argument("--vir_reg_weight", type=float, default=0.01, help="λ of the NIG evidence regulariser")
-
-
-def check_methods(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """The combinations of RnC, UVOTE and VIR with the other methods: one sentence for each that cannot work."""
-    on = lambda flag: bool(getattr(args, flag, False))   # noqa: E731
-    stage = getattr(args, "rnc_stage", "none")
-    if on("uvote") and on("vir"):
-        parser.error("--uvote and --vir each replace the regression head: pass only one of them.")
-    for method in ("uvote", "vir"):
-        if on(method) and on("bmse"):
-            parser.error(f"--{method} trains its own likelihood in place of the regression loss: drop --bmse.")
-    for flag in ("fds_alias_last_epoch", "fds_skip_invalid_buckets"):
-        if on("vir") and on(flag):
-            parser.error(f"--{flag} reproduces a reference FDS's behaviour; with --vir, --fds is VIR's probabilistic "
-                         f"smoothing, which has none: drop --{flag}.")
-    if on("uvote") and getattr(args, "reweight", "none") != "none":
-        parser.error("--uvote re-weights each head itself (head i by n^(−i/(M−1))): drop --reweight (--lds then "
-                     "smooths the heads' counts).")
-    if on("dynamic_loss") and not on("uvote"):
-        parser.error("--dynamic_loss schedules UVOTE's heads: add --uvote.")
-    if getattr(args, "num_branch", 1) < 1:
-        parser.error(f"--num_branch must be ≥ 1, got {args.num_branch}.")
-    if stage == "encoder":
-        args.rnc = True
-        if getattr(args, "rnc_weight", 1.0) <= 0:
-            parser.error("--rnc_stage encoder trains the trunk with RnC alone: --rnc_weight must be > 0.")
-    if stage != "none":
-        if on("uvote") or on("vir") or on("bmse"):
-            parser.error(f"--rnc_stage {stage} is RnC's two-stage protocol with an L1 linear head: drop --uvote, "
-                         "--vir and --bmse (or use --rnc alone, the one-stage regulariser).")
-    if stage == "encoder" and on("retrain_fc"):
-        parser.error("--rnc_stage encoder trains the trunk; --retrain_fc trains the head of --pretrained: pass "
-                     "--rnc_stage linear for RnC's second stage.")
-    if stage == "linear":
-        if not getattr(args, "pretrained", ""):
-            parser.error("--rnc_stage linear trains a head on a frozen RnC encoder: add --pretrained CKPT (the "
-                         "ckpt.pth.tar of an --rnc_stage encoder run).")
-        if on("rnc"):
-            parser.error("--rnc_stage linear trains the head on a frozen trunk, which RnC cannot change: drop --rnc.")
-        args.retrain_fc = True
-
-
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
-    """Reject combinations that cannot work, one sentence each (``parser.error`` exits with status 2).
+    """Reject combinations that cannot work, one sentence each (``parser.error`` exits with status 2): every
+    method's own checks (:func:`common.methods.check`), then the run's.
 
     Only the flags the parser defines are checked, so every benchmark can use this."""
-    has = lambda flag: hasattr(args, flag)
-    on = lambda flag: bool(getattr(args, flag, False))
-    check_methods(parser, args)
-    if on("lds") and args.reweight == "none" and not on("uvote"):
-        parser.error("--lds smooths the re-weighting histogram: add --reweight inverse or --reweight sqrt_inv.")
-    if on("retrain_fc") and not args.pretrained:
-        parser.error("--retrain_fc retrains the last layer of a trained model: pass it with --pretrained CKPT.")
-    if on("retrain_fc") and getattr(args, "reweight", "none") == "none" and not on("bmse") \
-            and getattr(args, "rnc_stage", "none") != "linear":
-        # Allowed, as the NYUD2 and STS-B references allow it (the age ones assert a --reweight): said, not refused.
-        print("warning: --retrain_fc without --reweight or --bmse retrains on the unweighted loss, which does not "
-              "rebalance the head (RRT is meant for a balanced objective).", file=sys.stderr)
+    has = lambda flag: hasattr(args, flag)   # noqa: E731
+    on = lambda flag: bool(getattr(args, flag, False))   # noqa: E731
+    methods.check(parser, args)
     if on("evaluate") and not args.resume:
         parser.error("--evaluate needs the checkpoint to evaluate: add --resume CKPT.")
-    if on("resume") and on("pretrained"):
-        parser.error("--resume continues a run and --pretrained starts a new one: pass only one of them.")
-    if on("bmse") and has("loss") and args.loss not in ("l1", "mse"):
-        parser.error("--bmse replaces the regression loss: drop --loss.")
     if on("balanced_metric") and getattr(args, "select_on", None) is not None:
         parser.error("--balanced_metric means --select_on bmae (bmse with --loss mse): pass only one of them.")
-    for flag in ("lds_ks", "fds_ks"):
-        if has(flag) and (getattr(args, flag) < 1 or getattr(args, flag) % 2 == 0):
-            parser.error(f"--{flag} must be a positive odd kernel size, got {getattr(args, flag)}.")
-    if has("bucket_num") and args.bucket_num - args.bucket_start < 2:
-        parser.error("--bucket_num must exceed --bucket_start by at least 2.")
     for flag in ("lr", "batch_size", "epoch", "img_size"):
         if has(flag) and getattr(args, flag) <= 0:
             parser.error(f"--{flag} must be positive, got {getattr(args, flag)}.")
@@ -358,25 +163,16 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
     for flag in ("patience", "max_vals"):
         if getattr(args, flag, None) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag} must be ≥ 1, got {getattr(args, flag)}.")
-    if on("conr") and args.conr_temperature <= 0:
-        parser.error("-t (ConR temperature) must be positive.")
-    if on("bmse") and args.init_noise_sigma <= 0:
-        parser.error("--init_noise_sigma must be positive.")
     check_ranges(parser, args)
-    if on("conr") and getattr(args, "batch_size", 2) == 1:
-        print("warning: --conr with --batch_size 1 has no pair of samples to contrast: ConR adds nothing to the "
-              "loss (raise --batch_size).", file=sys.stderr)
     return args
 
 
-# The valid range of every numeric flag, checked for the flags a benchmark's parser has (None: not given).
-POSITIVE = ("lr", "batch_size", "epoch", "img_size", "width", "lds_sigma", "fds_sigma", "conr_temperature",
-            "temperature", "init_noise_sigma", "n_points", "embedding_dim", "grad_clip", "print_freq", "prefetch",
-            "srl_num_labels", "rnc_temp", "uvote_var_lr")
-NON_NEGATIVE = ("val_interval", "workers", "weight_decay", "save_every_minutes", "start_update", "start_smooth", "bucket_start",
-                "sigma_lr", "regularization_weight", "interpolation_lambda", "conr_window", "conr_beta", "conr_eta",
-                "w1", "w2", "w3", "many_shot_thr", "low_shot_thr", "gpu", "rnc_weight", "vir_reg_weight")
-UNIT_INTERVAL = ("fds_mmt", "momentum")
+# The valid range of every numeric flag of the run (the methods name theirs: common.methods.ranges), checked for
+# the flags a benchmark's parser has (None: not given).
+POSITIVE = ("lr", "batch_size", "epoch", "img_size", "width", "grad_clip", "print_freq", "prefetch")
+NON_NEGATIVE = ("val_interval", "workers", "weight_decay", "save_every_minutes", "many_shot_thr", "low_shot_thr",
+                "gpu")
+UNIT_INTERVAL = ("momentum",)
 
 
 def check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -384,8 +180,10 @@ def check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     momentum above 1, shot thresholds in the wrong order), before anything loads."""
     names = option_names(parser)
     value = lambda flag: getattr(args, flag, None)   # noqa: E731
-    for flags, bad, rule in ((POSITIVE, lambda v: v <= 0, "> 0"), (NON_NEGATIVE, lambda v: v < 0, "≥ 0"),
-                             (UNIT_INTERVAL, lambda v: not 0 <= v <= 1, "in [0, 1]")):
+    positive, non_negative, unit_interval = methods.ranges()
+    for flags, bad, rule in ((POSITIVE + positive, lambda v: v <= 0, "> 0"),
+                             (NON_NEGATIVE + non_negative, lambda v: v < 0, "≥ 0"),
+                             (UNIT_INTERVAL + unit_interval, lambda v: not 0 <= v <= 1, "in [0, 1]")):
         for flag in flags:
             if value(flag) is not None and bad(value(flag)):
                 parser.error(f"{names.get(flag, '--' + flag)} must be {rule}, got {value(flag)}.")
@@ -482,7 +280,7 @@ def option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 def parse(parser: argparse.ArgumentParser, argv=None, check=None) -> argparse.Namespace:
     """Parse and check (:func:`check_args`, then the benchmark's own ``check(parser, args)``, which may rewrite
-    flags such as a reference alias); outside the project's environment, one sentence saying how to set it up.
+    flags such as a reference alias).
 
     ``args.given_flags`` lists the flags set on the command line (see :func:`given_flags`)."""
     args = parser.parse_args(argv)
@@ -491,11 +289,6 @@ def parse(parser: argparse.ArgumentParser, argv=None, check=None) -> argparse.Na
     args = check_args(parser, args)
     args.given_flags = given_flags(parser, argv)
     args.option_names = option_names(parser)
-    try:
-        import torch  # noqa: F401  (the heavy imports come after parsing, so --help stays fast)
-    except ImportError:
-        sys.exit("error: PyTorch is not installed in this Python; run `make venv` in the repo root and use "
-                 ".venv/bin/python (or `pip install -r requirements.txt && pip install -e .`).")
     return args
 
 
@@ -526,46 +319,18 @@ def build_age_parser(description: str, **overrides) -> argparse.ArgumentParser:
     add_optim_args(p, optimizer=d["optimizer"], loss=d["loss"], lr=d["lr"], epoch=d["epoch"],
                    momentum=d["momentum"], weight_decay=d["weight_decay"], schedule=d["schedule"],
                    batch_size=d["batch_size"])
-    add_reweight_args(p, lds_ks=d["lds_ks"], lds_sigma=d["lds_sigma"])
-    add_fds_args(p, fds_ks=d["fds_ks"], fds_sigma=d["fds_sigma"], bucket_num=d["bucket_num"],
-                 bucket_start=d["bucket_start"])
-    add_bmse_args(p)
-    add_ranksim_args(p, ties="reference")
-    add_conr_args(p, window=d["conr_window"], beta=d["conr_beta"], temperature=d["conr_temperature"],
-                  eta=d["conr_eta"])
-    add_srl_args(p, num_labels=d["srl_num_labels"], homogeneity_alpha=d["srl_homogeneity_alpha"])
-    add_rnc_args(p)
-    add_uvote_args(p, num_branch=d["num_branch"])
-    add_vir_args(p)
+    methods.add_arguments(
+        p, reweight=dict(lds_ks=d["lds_ks"], lds_sigma=d["lds_sigma"]),
+        fds=dict(fds_ks=d["fds_ks"], fds_sigma=d["fds_sigma"], bucket_num=d["bucket_num"],
+                 bucket_start=d["bucket_start"]),
+        ranksim=dict(ties="reference"),
+        conr=dict(window=d["conr_window"], beta=d["conr_beta"], temperature=d["conr_temperature"], eta=d["conr_eta"]),
+        srl=dict(num_labels=d["srl_num_labels"], homogeneity_alpha=d["srl_homogeneity_alpha"]),
+        uvote=dict(num_branch=d["num_branch"]))
     return p
 
 
 def method_tags(args) -> list[str]:
-    """Run-name parts for the methods a run uses (the references' naming; only the flags the parser has)."""
-    get = lambda flag, default=None: getattr(args, flag, default)
-    tags = []
-    if get("reweight", "none") != "none":
-        tags.append(args.reweight)
-    if get("lds"):
-        tags.append(f"lds_{args.lds_kernel[:3]}_{args.lds_ks}_{args.lds_sigma:g}")
-    if get("fds"):
-        tags.append(f"fds_{args.fds_kernel[:3]}_{args.fds_ks}_{args.fds_sigma:g}_{args.start_update}_"
-                    f"{args.start_smooth}_{args.fds_mmt:g}")
-    if get("bmse"):
-        tags.append(f"bmse_{args.imp}_{args.init_noise_sigma:g}")
-    if get("regularization_weight", 0) > 0:
-        tags.append(f"ranksim_{args.regularization_weight:g}_{args.interpolation_lambda:g}")
-    if get("conr"):
-        tags.append(f"conr_{args.conr_beta:g}_w{args.conr_window:g}_t{args.conr_temperature:g}_e{args.conr_eta:g}")
-    if get("srl"):
-        tags.append(f"srl_{args.w1:g}_{args.w2:g}_{args.w3:g}_t{args.temperature:g}")
-    if get("rnc"):
-        stage = get("rnc_stage", "none")
-        tags.append(f"rnc_{args.rnc_weight:g}_t{args.rnc_temp:g}" + ("" if stage == "none" else f"_{stage}"))
-    if get("uvote"):
-        tags.append(f"uvote_{args.num_branch}" + ("_dyn" if get("dynamic_loss") else ""))
-    if get("vir"):
-        tags.append(f"vir_{args.vir_reg_weight:g}")
-    if get("retrain_fc") and get("rnc_stage", "none") != "linear":
-        tags.append("rrt")
-    return tags + [f"seed{args.seed}"]
+    """Run-name parts for the methods a run uses (the references' naming; only the flags the parser has), and
+    the seed."""
+    return methods.tags(args) + [f"seed{args.seed}"]

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from common import checks
 from common.bins import LabelBins
-from common.lds import kernel_window
+from common.lds import KERNELS, kernel_window
+from common.method import Method, flag
 
 EDGE_RULES = ("present", "clamp")
 
@@ -504,3 +505,58 @@ def fds_from_args(args, feature_dim: int, **options) -> FDS | None:
     if getattr(args, "vir", False):
         return ProbabilisticFDS(*grid, **{k: v for k, v in options.items() if k in _PROBABILISTIC_OPTIONS})
     return FDS(*grid, **options)
+
+
+# -- wiring ---------------------------------------------------------------------------------------------------
+class FDSMethod(Method):
+    """FDS (Yang et al., ICML 2021): the model's features calibrated to the smoothed statistics of their label's
+    bucket (the benchmark builds it into its model with :func:`fds_from_args`; the statistics pass updates it)."""
+
+    name = "fds"
+    positive = ("fds_sigma",)
+    non_negative = ("start_update", "start_smooth", "bucket_start")
+    unit_interval = ("fds_mmt",)
+    model_flags = ("fds", "fds_kernel", "fds_ks", "fds_sigma", "start_update", "start_smooth", "bucket_num",
+                   "bucket_start", "fds_mmt")
+
+    def add_args(self, parser, *, fds_ks=5, fds_sigma=1.0, bucket_num=100, bucket_start=0,
+                 stats_from_training=True) -> None:
+        """``stats_from_training=False`` leaves that flag out (a benchmark that collects its statistics on a
+        subset of its own, NYUD2)."""
+        g = parser.add_argument_group("FDS (Yang et al., ICML 2021)")
+        g.add_argument("--fds", action="store_true", help="feature distribution smoothing")
+        g.add_argument("--fds_kernel", default="gaussian", choices=list(KERNELS))
+        g.add_argument("--fds_ks", type=int, default=fds_ks, help="FDS kernel size (odd)")
+        g.add_argument("--fds_sigma", type=float, default=fds_sigma)
+        g.add_argument("--start_update", type=int, default=0, help="first epoch whose statistics are collected")
+        g.add_argument("--start_smooth", type=int, default=1, help="first epoch that calibrates features")
+        g.add_argument("--bucket_num", type=int, default=bucket_num, help="label bins tracked: up to this one")
+        g.add_argument("--bucket_start", type=int, default=bucket_start, help="label bins tracked: from this one")
+        g.add_argument("--fds_mmt", type=float, default=0.9, help="momentum of the running statistics")
+        g.add_argument("--fds_alias_last_epoch", action="store_true",
+                       help="reproduce the reference: the last-epoch statistics alias the running ones (one epoch "
+                            "apart from the smoothed ones); off: copied (docs/reference-differences.md)")
+        if stats_from_training:
+            g.add_argument("--stats_from_training", action="store_true",
+                           help="collect the FDS/SRL statistics from the epoch's training passes instead of a "
+                                "second pass over the training set after it (the references' protocol, the "
+                                "default)")
+        g.add_argument("--fds_skip_invalid_buckets", action="store_true",
+                       help="reproduce the NYUD2/STS-B references: a bucket with any zero-variance dimension is not "
+                            "calibrated at all; off: its valid dimensions are (docs/reference-differences.md)")
+
+    def enabled(self, args) -> bool:
+        return bool(flag(args, "fds"))
+
+    def check(self, parser, args) -> None:
+        if hasattr(args, "fds_ks") and (args.fds_ks < 1 or args.fds_ks % 2 == 0):
+            parser.error(f"--fds_ks must be a positive odd kernel size, got {args.fds_ks}.")
+        if hasattr(args, "bucket_num") and args.bucket_num - args.bucket_start < 2:
+            parser.error("--bucket_num must exceed --bucket_start by at least 2.")
+
+    def tag(self, args):
+        return (f"fds_{args.fds_kernel[:3]}_{args.fds_ks}_{args.fds_sigma:g}_{args.start_update}_"
+                f"{args.start_smooth}_{args.fds_mmt:g}")
+
+
+METHOD = FDSMethod()

@@ -11,6 +11,7 @@ from scipy.ndimage import convolve1d, gaussian_filter1d
 from scipy.signal.windows import triang
 
 from common.bins import LabelBins
+from common.method import Method, flag
 
 KERNELS = ("gaussian", "triang", "laplace")
 REWEIGHTS = ("none", "inverse", "sqrt_inv")
@@ -135,3 +136,43 @@ def bucket_prior(train_labels, lds: bool, kernel: str, ks: int, sigma: float, bi
     counts = np.asarray(counts, dtype=np.float64)
     keep = counts > 0
     return bins.lower_edges()[keep], counts[keep] / counts[keep].sum()
+
+
+# -- wiring ---------------------------------------------------------------------------------------------------
+class ReweightMethod(Method):
+    """Re-weighting and LDS (Yang et al., ICML 2021): each training sample's loss weight from the (smoothed)
+    label histogram. The benchmark computes the weights from its data (:func:`prepare_weights`); with UVOTE,
+    ``--lds`` smooths the heads' counts instead."""
+
+    name = "reweight"
+    positive = ("lds_sigma",)
+
+    def add_args(self, parser, *, lds_ks=5, lds_sigma=1.0) -> None:
+        """``--lds_truncate`` reproduces the reference's integer smoothing of ``inverse``."""
+        g = parser.add_argument_group("re-weighting and LDS (Yang et al., ICML 2021)")
+        g.add_argument("--reweight", default="none", choices=list(REWEIGHTS), help="inverse-frequency re-weighting")
+        g.add_argument("--lds", action="store_true", help="label distribution smoothing of the re-weighting")
+        g.add_argument("--lds_kernel", default="gaussian", choices=list(KERNELS))
+        g.add_argument("--lds_ks", type=int, default=lds_ks, help="LDS kernel size (odd)")
+        g.add_argument("--lds_sigma", type=float, default=lds_sigma)
+        g.add_argument("--lds_truncate", action="store_true",
+                       help="reproduce the reference: smooth the integer `inverse` counts in integer arithmetic "
+                            "(truncating); off: smoothed in floating point (docs/reference-differences.md)")
+
+    def enabled(self, args) -> bool:
+        return flag(args, "reweight", "none") != "none" or bool(flag(args, "lds"))
+
+    def check(self, parser, args) -> None:
+        if flag(args, "lds") and args.reweight == "none" and not flag(args, "uvote"):
+            parser.error("--lds smooths the re-weighting histogram: add --reweight inverse or --reweight sqrt_inv.")
+        if hasattr(args, "lds_ks") and (args.lds_ks < 1 or args.lds_ks % 2 == 0):
+            parser.error(f"--lds_ks must be a positive odd kernel size, got {args.lds_ks}.")
+
+    def tag(self, args):
+        parts = [args.reweight] if args.reweight != "none" else []
+        if args.lds:
+            parts.append(f"lds_{args.lds_kernel[:3]}_{args.lds_ks}_{args.lds_sigma:g}")
+        return "_".join(parts) or None
+
+
+METHOD = ReweightMethod()

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
-from common import checkpointing, cli, distributed, runtime
+from common import checkpointing, distributed, runtime
 from common.errors import NonFiniteError, RunError
 from common.metrics import uncertainty, uncertainty_metrics
+from common.samplers import EpochSampler, WholeEpochBatches
 
 CHECKPOINT = "ckpt.pth.tar"
 BEST_CHECKPOINT = "ckpt.best.pth.tar"
@@ -50,11 +51,6 @@ class Task:
     model_flags: tuple[str, ...] = ()
     #: flags whose parsed value is None unless given: a checkpoint's value, else this default (shot thresholds).
     eval_defaults: dict = {}
-
-    @classmethod
-    def main(cls, args) -> dict:
-        """Train (or with ``--evaluate`` test) this task from parsed flags: every ``train.py``'s last line."""
-        return run(args, cls)
 
     @staticmethod
     def run_name(args) -> str:
@@ -89,8 +85,12 @@ class Task:
         return torch.optim.Adam(params, lr=self.lr), None
 
     def statistics_pass(self, model, objective, batches, epoch: int) -> None:
-        """After each training epoch: FDS/SRL statistics. ``batches`` yields device batches lazily, so a task
-        with nothing to collect returns without loading data."""
+        """After each training epoch: the statistics the model and the objective keep across epochs (FDS, SRL's
+        surrogate), by the objective's own ``statistics_pass(model, batches, epoch)`` when it has one.
+        ``batches`` yields device batches lazily, so nothing is loaded when there is nothing to collect."""
+        update = getattr(objective, "statistics_pass", None)
+        if update is not None:
+            update(model, batches, epoch)
 
     def predict(self, model, batch) -> tuple[torch.Tensor, ...]:
         """``(predictions, labels)`` of one batch, model in eval mode and without gradients; any shapes that
@@ -139,78 +139,6 @@ class Task:
     def restore_extras(self, state: dict) -> None:
         """``--evaluate`` hands back the checkpoint's ``task_state`` (``{}`` for a checkpoint without one) before
         :meth:`datasets`, so evaluation can skip data it would only read to recompute them. Default: ignored."""
-
-
-class EpochSampler(Sampler):
-    """Indices of one epoch, shuffled by ``(seed, epoch)`` alone, optionally starting after ``skip`` batches.
-
-    ``set_epoch(seed)`` seeds a generator from which each pass draws as PyTorch's ``RandomSampler`` draws from a
-    loader generator seeded with that number (one draw for the workers' base seed, then ``randperm``), so runs
-    keep the sample order they had before this sampler; a second pass in the same epoch (the FDS statistics
-    pass) continues the generator. ``drop_last`` drops this process's incomplete last batch. With several
-    processes (``world`` > 1) the epoch's order is padded to a multiple of ``world`` by repeating its start, and
-    process ``rank`` takes every ``world``-th index from position ``rank`` (as ``DistributedSampler``);
-    ``pad=False`` (evaluation) takes the shard without padding.
-    """
-
-    def __init__(self, size: int, batch_size: int, shuffle: bool, drop_last: bool, rank: int = 0, world: int = 1,
-                 pad: bool = True):
-        self.size, self.batch_size, self.shuffle, self.drop_last = size, batch_size, shuffle, drop_last
-        self.rank, self.world, self.pad = rank, world, pad
-        self.generator, self.skip = torch.Generator(), 0
-
-    def set_epoch(self, seed: int, skip_batches: int = 0) -> None:
-        self.generator.manual_seed(seed)
-        self.skip = skip_batches
-
-    def shard_size(self) -> int:
-        if self.world == 1:
-            return self.size
-        return -(-self.size // self.world) if self.pad else len(range(self.rank, self.size, self.world))
-
-    def __iter__(self):
-        return iter(self.indices(self.drop_last))
-
-    def indices(self, drop_last: bool) -> list[int]:
-        """This pass's indices (the generator moves on), without the last incomplete batch if ``drop_last``."""
-        if self.shuffle:
-            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
-            order = torch.randperm(self.size, generator=self.generator).tolist()
-            torch.randperm(self.size, generator=self.generator)   # RandomSampler's draw for the remainder (none)
-        else:
-            order = list(range(self.size))
-        if self.world > 1:
-            if self.pad:
-                order += order[:self.shard_size() * self.world - self.size]
-            order = order[self.rank::self.world]
-        kept = len(order) - (len(order) % self.batch_size if drop_last else 0)
-        skip, self.skip = self.skip, 0          # only the first pass after a resume starts late
-        return order[skip * self.batch_size:kept]
-
-    def __len__(self):
-        shard = self.shard_size()
-        kept = shard - (shard % self.batch_size if self.drop_last else 0)
-        return max(0, kept - self.skip * self.batch_size)
-
-
-class WholeEpochBatches(Sampler):
-    """Batches of every index of an :class:`EpochSampler`'s next pass, nothing dropped: a last batch of one sample
-    joins the batch before it (BatchNorm in train mode cannot take a batch of one)."""
-
-    def __init__(self, sampler: EpochSampler):
-        self.sampler = sampler
-
-    def __iter__(self):
-        order, size = self.sampler.indices(drop_last=False), self.sampler.batch_size
-        batches = [order[start:start + size] for start in range(0, len(order), size)]
-        if len(batches) > 1 and len(batches[-1]) == 1:
-            last = batches.pop()
-            batches[-1] = batches[-1] + last
-        return iter(batches)
-
-    def __len__(self):
-        shard, size = self.sampler.shard_size(), self.sampler.batch_size
-        return max(1, shard // size) if shard % size == 1 else -(-shard // size)
 
 
 def to_device(batch, device: torch.device):
@@ -319,21 +247,6 @@ class TrainerConfig:
     lr: float | None = None
     patience_rule: str = "best"
     save_every_minutes: float = 30.0
-
-    @classmethod
-    def from_args(cls, args, run_dir, branch: bool = False) -> "TrainerConfig":
-        """The configuration a parsed ``train.py`` command line asks for."""
-        device = runtime.resolve_device(args.device, args.gpu)
-        get = lambda flag, default: getattr(args, flag, default)   # noqa: E731 (flags a benchmark may lack)
-        return cls(run_dir=run_dir, epochs=args.epoch, batch_size=args.batch_size, workers=args.workers,
-                   seed=args.seed, device=device, amp_dtype=amp_dtype_of(args.amp, device),
-                   val_interval=args.val_interval, patience=args.patience, max_vals=args.max_vals,
-                   grad_clip=args.grad_clip, print_freq=args.print_freq, resume=args.resume or None,
-                   overwrite=args.overwrite, flags=vars(args), sync_bn=get("sync_bn", False),
-                   channels_last=get("channels_last", False), compile_model=get("compile", False),
-                   persistent_workers=get("persistent_workers", False), prefetch=get("prefetch", 2),
-                   branch=branch, lr=args.lr, patience_rule=get("patience_rule", "best"),
-                   save_every_minutes=get("save_every_minutes", 30.0))
 
 
 @dataclass
@@ -452,14 +365,7 @@ class Trainer:
             yield batch
 
     def _load_model(self, model, checkpoint: dict, path) -> None:
-        from common.fds import adapt_fds_state
-        model = checkpointing.unwrap(model)
-        try:
-            model.load_state_dict(adapt_fds_state(checkpoint["state_dict"], model, self.log))
-        except RuntimeError as error:
-            first = str(error).splitlines()[0]
-            raise RunError(f"checkpoint {path} does not fit this model ({first}); pass the flags it was trained "
-                           "with (--model, --fds, --srl, ...).") from error
+        checkpointing.load_model_state(model, checkpoint["state_dict"], path, self.log)
 
     def _build_model(self) -> torch.nn.Module:
         model = self.task.build_model().to(self.device)
@@ -606,9 +512,10 @@ class Trainer:
         if self.config.lr is None or math.isclose(self.config.lr, base, rel_tol=1e-12):
             return
         ratio = self.config.lr / base
-        # The model's group and UVOTE's log-scale group (a fixed fraction of it) follow --lr; σ's does not.
+        # The groups that follow the model's learning rate (its own, and a fixed fraction of it such as UVOTE's
+        # log-scale heads) are rescaled; a group at its own rate (Balanced MSE's σ) is not.
         for index, scaled in enumerate(self.optimizer.param_groups):
-            if index and scaled.get("name") != "log_sigma":
+            if not scaled.get("follows_lr", index == 0):
                 continue
             scaled["lr"] *= ratio
             if "initial_lr" in scaled:
@@ -853,68 +760,3 @@ class Trainer:
 
     def warn(self, message: str) -> None:  # replaced by the run's logger in fit
         print(message, file=sys.stderr)
-
-
-def amp_dtype_of(amp, device: torch.device):
-    """``--amp`` → the autocast dtype: none → None, bf16/fp16 as named, auto (or a checkpoint's old ``True``) →
-    fp16 on CUDA and bf16 on CPU."""
-    if amp in (None, False, "none"):
-        return None
-    if amp in (True, "auto"):
-        return torch.float16 if device.type == "cuda" else torch.bfloat16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-
-
-def run(args, task_class: type[Task]) -> dict:
-    """Train (or with ``--evaluate`` test) from parsed flags: the shared ``main`` of every ``train.py``.
-
-    ``task_class(args)`` builds the benchmark's :class:`Task`; its ``run_name(args)`` names a new run folder under
-    ``--store_root`` unless ``--store_name`` is given, its ``model_flags`` and ``eval_defaults`` say what an
-    evaluated or resumed checkpoint keeps (:func:`common.cli.restore_flags`). ``--resume`` continues in the
-    checkpoint's folder, or, with a ``--store_name`` naming another folder, starts a new run there from the
-    checkpoint. A checkpoint of another benchmark is refused. A :class:`RunError` ends the process with its one
-    sentence (exit status 1), which is also the last line of the run's ``training.log``.
-    """
-    given, names = getattr(args, "given_flags", None), getattr(args, "option_names", None)
-    for attribute in ("given_flags", "option_names"):      # properties of this command line, not of the run
-        if hasattr(args, attribute):
-            delattr(args, attribute)
-    trainer = None
-    try:
-        checkpoint = checkpointing.load_checkpoint(args.resume) if args.resume else {}
-        check_benchmark(checkpoint, args.resume, task_class.benchmark)
-        checkpoint_args = {k: v for k, v in checkpoint.get("args", {}).items()
-                           if k not in ("given_flags", "option_names")}
-        branch = bool(args.resume) and not args.evaluate and given is not None and "store_name" in given \
-            and bool(args.store_name)
-        args = cli.restore_flags(args, checkpoint_args, task_class.model_flags, task_class.eval_defaults,
-                                 given, names)
-        run_dir = Path(args.store_root) / (args.store_name or task_class.run_name(args))
-        branch = branch and run_dir.resolve() != Path(args.resume).resolve().parent
-        trainer = Trainer(task_class(args), TrainerConfig.from_args(args, run_dir, branch=branch))
-        result = trainer.evaluate(args.resume) if args.evaluate else trainer.fit()
-        distributed.shutdown()
-        return result
-    except RunError as error:
-        # Raised in a DataLoader worker, the message arrives wrapped in the worker's traceback: keep its sentence.
-        sentence = str(error).strip().splitlines()[-1].split("RunError: ", 1)[-1]
-        if trainer is not None:
-            trainer.log_fatal(sentence)
-        raise SystemExit(f"error: {sentence}")
-
-
-# The benchmark of a checkpoint written before checkpoints named theirs, from the flags only it has.
-_BENCHMARK_OF_DATASET = {"agedb": "agedb-dir", "imdb_wiki": "imdb-wiki-dir"}
-
-
-def check_benchmark(checkpoint: dict, path, benchmark: str) -> None:
-    """Refuse a checkpoint that another benchmark's ``train.py`` wrote (a reference checkpoint, without flags,
-    passes: its tensors are checked against the model when they load)."""
-    if not checkpoint or not benchmark:
-        return
-    saved = checkpoint.get("args") or {}
-    source = checkpoint.get("benchmark") or ("nyud2-dir" if "encoder" in saved else "sts-b-dir" if "d_hid" in saved
-                                             else _BENCHMARK_OF_DATASET.get(saved.get("dataset"), ""))
-    if source and source != benchmark:
-        raise RunError(f"checkpoint {path} was trained by {source}/train.py, not {benchmark}/train.py; run it there "
-                       f"(cd {source} && python train.py --resume {Path(path).resolve()} ...).")

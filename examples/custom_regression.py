@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from common import cli
+from common import cli, methods
 from common.bins import LabelBins
 from common.errors import RunError
+from common.launch import run
 from common.fds import FDS
 from common.lds import prepare_weights
 from common.metrics import SHOT_SELECTABLE, selection_from_args, shot_metrics
@@ -46,13 +47,6 @@ class CSVTask(Task):
     def build_objective(self):            # --loss plus every method flag the parser has (common.objective)
         return objective_from_args(self.a)
 
-    @torch.no_grad()
-    def statistics_pass(self, model, objective, batches, epoch):   # FDS: per-bin feature statistics each epoch
-        if model.fds is not None:
-            features, labels = zip(*[(model.body(b["input"]), b["target"]) for b in batches])
-            model.fds.update_last_epoch_stats(epoch)
-            model.fds.update_running_stats(torch.cat(features), torch.cat(labels), epoch)
-
     def metrics(self, preds, labels):     # All / Many / Medium / Few by the training count of each label's bin
         return shot_metrics(preds, labels, self.train_labels, self.a.many_shot_thr, self.a.low_shot_thr, self.bins,
                             balanced=True)
@@ -70,10 +64,8 @@ def main(argv=None):
     cli.add_shot_args(p, many=100, few=20)       # --evaluate keeps the run's own thresholds unless given
     cli.add_run_args(p, workers=0)
     cli.add_optim_args(p, epoch=20, batch_size=64)
-    cli.add_reweight_args(p, rrt=False)
-    for add_method_flags in (cli.add_fds_args, cli.add_ranksim_args, cli.add_conr_args):
-        add_method_flags(p)
-    return CSVTask.main(cli.parse(p, argv))
+    methods.add_arguments(p, methods=("reweight", "fds", "ranksim", "conr"))
+    return run(cli.parse(p, argv), CSVTask)
 
 
 if __name__ == "__main__":

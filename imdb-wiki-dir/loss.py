@@ -5,10 +5,11 @@ One difference from the reference: ConR's weight ``--beta`` is applied once (the
 twice on this dataset; ``--beta 8`` reproduces it, see docs/reference-differences.md).
 """
 from common.bins import AGE_BINS
-from common.objective import objective_from_args
+from common.objective import ObjectiveData, objective_from_args
 
 
-def build_objective(args, gmm_file=None, bni_prior=None, uvote_table=None):
-    """``uvote_table``: UVOTE's (121, M) head weights on the age grid."""
-    return objective_from_args(args, gmm_file=gmm_file, bni_prior=bni_prior, uvote_table=uvote_table,
-                               label_bins=AGE_BINS)
+def build_objective(args, gmm_file=None, bni_prior=None, label_counts=None):
+    """``label_counts``: the training histogram on the age grid (UVOTE's head weights; the counts of its
+    exponents ≥ 1 bounded to 5–1000, the age rule); SRL's slots are the integer ages, the last one shared."""
+    return objective_from_args(args, ObjectiveData(label_bins=AGE_BINS, label_counts=label_counts,
+                                                   count_clip=(5, 1000), gmm_file=gmm_file, bni_prior=bni_prior))

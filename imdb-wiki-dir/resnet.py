@@ -3,7 +3,7 @@
 ResNet-50 by default; FDS on the pooled 2048-d encoding (buckets 0–99, ``--bucket_start 0``); ``--uvote`` (3
 heads by default here) and ``--vir`` replace the linear head (``common/models/heads.py``).
 """
-from common.models.heads import head_options
+from common.methods import head_options
 from common.models.resnet import ResNetRegressor
 
 

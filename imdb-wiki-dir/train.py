@@ -26,7 +26,8 @@ IMDB_WIKI_DEFAULTS = dict(
 def main(argv=None) -> dict:
     args = cli.parse(cli.build_age_parser(__doc__.splitlines()[0], **IMDB_WIKI_DEFAULTS), argv)
     from task import IMDBWikiTask   # after parsing: --help and flag errors answer before torch loads
-    return IMDBWikiTask.main(args)
+    from common.launch import run
+    return run(args, IMDBWikiTask)
 
 
 if __name__ == "__main__":

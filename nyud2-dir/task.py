@@ -23,16 +23,14 @@ from common.errors import RunError
 from common.fds import fds_from_args
 from common.gmm import check_fitted_on, gmm_path, labels_digest
 from common.metrics import selection_from_args, uncertainty
-from common.models.heads import HEAD_EVAL_DEFAULTS, head_options
-from common.objective import uvote_table_from_args
+from common import methods
+from common.method import ModelSpec
 from common.optim import optimizer_from_args
 from common.trainer import Task
 
 
 # Flags that define the model; an evaluated checkpoint keeps its own.
-MODEL_FLAGS = ("encoder", "fds", "fds_kernel", "fds_ks", "fds_sigma", "start_update", "start_smooth", "bucket_num",
-               "bucket_start", "fds_mmt", "srl", "embedding_dim", "n_points", "scale", "crop", "uvote", "num_branch",
-               "vir")
+MODEL_FLAGS = ("encoder", "scale", "crop")    # with the methods' (common.methods.model_flags)
 # What RRT re-initialises and trains (--rrt_head R, the references'): the head R and SRL's projector on R's features.
 RRT_HEAD = ("R.", "projector.")
 
@@ -40,7 +38,6 @@ RRT_HEAD = ("R.", "projector.")
 class NYUD2Task(Task):
     benchmark = "nyud2-dir"
     model_flags = MODEL_FLAGS
-    eval_defaults = HEAD_EVAL_DEFAULTS
 
     @staticmethod
     def run_name(args) -> str:
@@ -151,31 +148,22 @@ class NYUD2Task(Task):
                             skip_invalid_buckets=a.fds_skip_invalid_buckets)
         model = resnet.build_model(a.encoder, fds=fds, projection_dim=a.embedding_dim if a.srl else None,
                                    pretrained_encoder="none" if (a.resume or a.pretrained) else a.pretrained_encoder,
-                                   log=self.log, **head_options(a))
-        model.detach_head = a.rnc_stage == "encoder"
-        from common import checkpointing
+                                   log=self.log, **methods.head_options(a))
         if a.retrain_fc and a.rrt_head == "R":
             # The references' RRT: the checkpoint's E, D and MFF, frozen; R as just built (fresh weights and FDS
             # statistics), all of it trained. SRL's projector reads R's features, so it is new and trained too.
-            checkpointing.load_pretrained_trunk(model, a.pretrained, part="encoder, decoder and MFF",
-                                                fits=f"--encoder {a.encoder}", flags="--encoder and --srl",
-                                                log=self.log, head=RRT_HEAD)
-            checkpointing.train_only(model, RRT_HEAD, frozen_in_eval=a.rnc_stage == "linear")
+            spec = ModelSpec(head=RRT_HEAD, part="encoder, decoder and MFF", fits=f"--encoder {a.encoder}",
+                             flags="--encoder and --srl")
+        else:
+            # --pretrained alone, or --rrt_head conv2: every tensor of the checkpoint, R included; --retrain_fc
+            # then trains the last layer of the encoder-decoder only.
+            spec = ModelSpec(head=(), retrained=("R.conv2.",), part="model", fits=f"--encoder {a.encoder}",
+                             flags="--encoder")
+        methods.prepare_model(a, model, spec, self.log)
+        if a.retrain_fc and a.rrt_head == "R":
             trained = [name for name, p in model.named_parameters() if p.requires_grad]
             self.log(f"RRT: R re-initialised and trained ({len(trained)} tensors), E, D and MFF frozen (the "
                      "references'; --rrt_head conv2 keeps the checkpoint's R and trains its last convolution)")
-            return model
-        if a.pretrained:
-            from common.fds import adapt_fds_state
-            state = adapt_fds_state(checkpointing.load_checkpoint(a.pretrained)["state_dict"], model, self.log)
-            try:
-                model.load_state_dict(state)
-            except RuntimeError as error:
-                raise RunError(f"--pretrained {a.pretrained} does not fit this model ({str(error).splitlines()[0]}); "
-                               "pass the --encoder it was trained with.") from error
-            self.log(f"loaded {len(state)} tensors from {a.pretrained}")
-        if a.retrain_fc:                                      # --rrt_head conv2
-            checkpointing.train_only(model, "R.conv2.")        # the last layer of the encoder-decoder
         return model
 
     def build_objective(self):
@@ -188,9 +176,7 @@ class NYUD2Task(Task):
         if a.bmse and a.imp == "bni":
             prior = dataset.bni_prior(self.pixel_counts, a.reweight, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
                                       a.bucket_start, truncate=a.lds_truncate)
-        return loss.build_objective(a, gmm_file=gmm_file, bni_prior=prior,
-                                    uvote_table=uvote_table_from_args(a, self.pixel_counts, clip=None) if a.uvote
-                                    else None)
+        return loss.build_objective(a, gmm_file=gmm_file, bni_prior=prior, pixel_counts=self.pixel_counts)
 
     def build_optimizer(self, model, objective):
         """Adam with ``--weight_decay``, as the references (or SGD with ``--optimizer sgd``); lr × 0.1 every 5
@@ -199,33 +185,7 @@ class NYUD2Task(Task):
         return optimizer_from_args(self.args, model, objective, adam_weight_decay=True,
                                    lr_factor=lambda epoch: 0.1 ** (epoch // 5))
 
-    # ---- statistics, prediction, metrics ----
-    @torch.no_grad()
-    def statistics_pass(self, model, objective, batches, epoch: int) -> None:
-        """After each epoch ≥ start_update: FDS statistics of the per-pixel features (before calibration) over the
-        FDS subset, model in train mode as the references, accumulated batch by batch."""
-        fds, surrogate = model.fds, objective.surrogate
-        if (fds is None and surrogate is None) or epoch < self.args.start_update:
-            return
-        model.train()
-        moments = fds.statistics() if fds is not None else None
-        projections, slots = [], []
-        for batch in batches:
-            out = model(batch["input"], batch["target"], epoch)
-            if moments is not None:
-                # VIR's smoothing also accumulates the latent variances (ProbabilisticFDS).
-                moments.add(out["encoding"], batch["target"], *([out["latent_var"]] if "latent_var" in out else []))
-            if surrogate is not None:
-                projections.append(out["projection"].float())
-                slots.append(objective.srl_slot(batch["target"]))
-        if moments is not None:
-            moments.all_reduce()            # under torchrun: every process folds the whole subset's moments
-            moments.commit(epoch)
-        if surrogate is not None:
-            from common import distributed
-            surrogate.update(distributed.gather_cat(torch.cat(projections)), distributed.gather_cat(torch.cat(slots)),
-                             epoch)
-
+    # ---- prediction, metrics ----
     def predict(self, model, batch):
         """The evaluated pixels' depths, labels and, from UVOTE and VIR, standard deviations (upsampled alike)."""
         target, mask = batch["target"], batch["mask"]

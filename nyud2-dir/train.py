@@ -15,7 +15,7 @@ the test set, as the references do.
 import sys
 
 try:
-    from common import cli
+    from common import cli, methods
 except ImportError:
     sys.exit("error: the repo's `common` package is not installed in this Python; run `make venv` in the repo "
              "root and use .venv/bin/python (or `pip install -r requirements.txt && pip install -e .`).")
@@ -57,15 +57,11 @@ def build_parser():
                        schedule=None, batch_size=32, aliases={"epoch": ["--epochs"], "lr": ["--learning-rate"],
                                                               "weight_decay": ["--wd"]},
                        weight_decay_help="Adam weight decay")
-    cli.add_reweight_args(p, lds_ks=5, lds_sigma=2.0)
-    cli.add_fds_args(p, fds_ks=5, fds_sigma=2.0, bucket_num=100, bucket_start=7, stats_from_training=False)
-    cli.add_bmse_args(p, imps=("gai", "bni"), balanced_metric=False)
-    cli.add_ranksim_args(p, ties="stable")
-    cli.add_conr_args(p, window=0.2, beta=0.2, temperature=0.2, eta=0.2, views=False)
-    cli.add_srl_args(p, num_labels=None)
-    cli.add_rnc_args(p)
-    cli.add_uvote_args(p, num_branch=2)
-    cli.add_vir_args(p)
+    methods.add_arguments(p, reweight=dict(lds_ks=5, lds_sigma=2.0),
+                          fds=dict(fds_ks=5, fds_sigma=2.0, bucket_num=100, bucket_start=7, stats_from_training=False),
+                          bmse=dict(imps=("gai", "bni"), balanced_metric=False), ranksim=dict(ties="stable"),
+                          conr=dict(window=0.2, beta=0.2, temperature=0.2, eta=0.2, views=False),
+                          srl=dict(num_labels=None), uvote=dict(num_branch=2))
     return p
 
 
@@ -97,7 +93,8 @@ def main(argv=None) -> dict:
     if args.eval_model:
         args.evaluate, args.resume = True, args.eval_model
     from task import NYUD2Task      # this folder's task.py: flags → data, model, objective, metrics
-    return NYUD2Task.main(args)
+    from common.launch import run
+    return run(args, NYUD2Task)
 
 
 if __name__ == "__main__":

@@ -3,36 +3,28 @@ and SRL, built from the flags by ``common.objective.objective_from_args``.
 
 The model returns scores (0–5). The reference computes its loss between the linear output and score/5
 (docs/datasets.md §2.3), so the regression loss and Balanced MSE here see ``pred / 5`` and ``target / 5``
-(:class:`ScoreScale`), and UVOTE's and VIR's heads work on score/5 too (``target_scale``); RankSim, ConR, RnC
+(:class:`ScoreView`), and UVOTE's and VIR's heads work on score/5 too (``target_scale``); RankSim, ConR, RnC
 and SRL see the raw scores, so rank ties, ConR's window ``-w`` and the 0.1-wide SRL slots are in score units. The focal losses use β = 20 and Huber ``--huber_beta``, the STS-B
 reference's values.
 """
 from __future__ import annotations
 
-import torch.nn as nn
-
 from common.bins import STSB_BINS
-from common.objective import objective_from_args
+from common.method import LabelView
+from common.objective import ObjectiveData, objective_from_args
 
 SCORE_SCALE = 5.0
 FOCAL_BETA = 20.0      # the STS-B reference's focal β (the age references use 0.2)
 
 
-class ScoreScale(nn.Module):
-    """``loss(pred / scale, target / scale, *rest)``: a loss on the reference's score/5 scale."""
+class ScoreView(LabelView):
+    """STS-B's pair features, one per sample; the main loss and the heads on score/5, SRL's slots the 0.1-wide
+    score bins (the FDS buckets; docs/methods.md §7.5)."""
 
-    def __init__(self, loss: nn.Module, scale: float = SCORE_SCALE):
-        super().__init__()
-        self.loss, self.scale = loss, scale
+    label_scale = SCORE_SCALE
 
-    def forward(self, pred, target, *rest):
-        return self.loss(pred / self.scale, target / self.scale, *rest)
-
-
-def srl_slot(labels):
-    """SRL label slots of scores (N, 1) → (N, 1): each score's 0.1-wide bin (the FDS bucket; docs/methods.md
-    §7.5)."""
-    return STSB_BINS.index(labels)
+    def srl_slot(self, labels, num_labels):
+        return STSB_BINS.index(labels)
 
 
 def loss_options(args) -> dict:
@@ -42,19 +34,13 @@ def loss_options(args) -> dict:
     return {"beta": args.huber_beta} if args.loss == "huber" else {}
 
 
-def build_objective(args, *, gmm_file=None, bni_prior=None, uvote_table=None, label_bins=STSB_BINS):
+def build_objective(args, *, gmm_file=None, bni_prior=None, label_counts=None, label_bins=STSB_BINS):
     """The objective of the parsed flags, with the regression loss, Balanced MSE, UVOTE or VIR on score/5.
-
     ``gmm_file``: GAI's mixture, fitted on score/5; ``bni_prior = (centres (K,), weights (K,))``: BNI's bins with
-    centres in score units, divided by 5 here; ``uvote_table``: UVOTE's (bins, M) head weights on ``label_bins``
-    (the score bins)."""
+    centres in score units, divided by 5 here; ``label_counts``: the training histogram on ``label_bins`` (the
+    score bins; UVOTE's head weights, unbounded)."""
     if bni_prior is not None:
         bni_prior = (bni_prior[0] / SCORE_SCALE, bni_prior[1])
-    objective = objective_from_args(args, loss_options=loss_options(args), srl_slot=srl_slot, gmm_file=gmm_file,
-                                    bni_prior=bni_prior, uvote_table=uvote_table, label_bins=label_bins,
-                                    target_scale=SCORE_SCALE)
-    if objective.bmse is not None:
-        objective.bmse = ScoreScale(objective.bmse)
-    elif objective.regression is not None:
-        objective.regression = ScoreScale(objective.regression)
-    return objective
+    return objective_from_args(args, ObjectiveData(
+        view=ScoreView(), label_bins=label_bins, label_counts=label_counts, count_clip=None, gmm_file=gmm_file,
+        bni_prior=bni_prior, loss_options=loss_options(args)))

@@ -15,24 +15,21 @@ import dataset
 import loss
 import models
 import text
-from common import checkpointing
+from common import methods
+from common.method import ModelSpec
 from common.bins import STSB_BINS, LabelBins
 from common.fds import fds_from_args
 from common.lds import bucket_prior, prepare_weights
 from common.metrics import (CORRELATION_SELECTABLE, correlation_shot_metrics, correlation_table, selection_from_args,
                             uncertainty)
-from common.models.heads import HEAD_EVAL_DEFAULTS, head_options
-from common.objective import statistics_pass, uvote_table_from_args
 from common.optim import optimizer_from_args
 from common.trainer import Task
 
 # Shot thresholds of STS-B-DIR (docs/datasets.md §1.4: they give the reference's hard-coded lists).
 SHOT_THRESHOLDS = {"many_shot_thr": 100, "low_shot_thr": 30, "shot_rule": "auto"}
 # Flags that define the model; an evaluated checkpoint keeps its own.
-MODEL_FLAGS = ("d_word", "d_hid", "n_layers_enc", "n_layers_highway", "dropout", "max_seq_len", "max_word_v_size",
-               "fds", "fds_kernel", "fds_ks", "fds_sigma", "start_update", "start_smooth", "bucket_num",
-               "bucket_start", "fds_mmt", "srl", "embedding_dim", "srl_num_labels", "n_points", "uvote", "num_branch",
-               "vir")
+MODEL_FLAGS = ("d_word", "d_hid", "n_layers_enc", "n_layers_highway", "dropout", "max_seq_len",
+               "max_word_v_size")    # with the methods' (common.methods.model_flags)
 DEFAULT_D_WORD = 300        # --glove 0 without --d_word: the reference's size
 
 
@@ -63,7 +60,7 @@ class STSTask(Task):
     selection_name = "val mse"
     benchmark = "sts-b-dir"
     model_flags = MODEL_FLAGS
-    eval_defaults = {**SHOT_THRESHOLDS, **HEAD_EVAL_DEFAULTS}
+    eval_defaults = SHOT_THRESHOLDS
     # A batch pads its sentences to the longest one: PyTorch's default collate cannot stack them.
     collate_fn = staticmethod(dataset.collate)
 
@@ -130,15 +127,10 @@ class STSTask(Task):
         model = models.build_model(
             len(self.vocabulary), a.d_word, a.d_hid, a.n_layers_enc, a.dropout, a.n_layers_highway,
             embeddings=self.embeddings, train_words=bool(a.train_words) or not a.glove, fds=fds,
-            projection_dim=a.embedding_dim if a.srl else None, **head_options(a))
-        model.detach_head = a.rnc_stage == "encoder"
-        if a.pretrained:
-            checkpointing.load_pretrained_trunk(model, a.pretrained, part="pair encoder", fits="this model",
-                                                head=("linear.",), log=self.log,
-                                                flags="--d_hid, --d_word, --n_layers_enc, --max_word_v_size and data")
-        if a.retrain_fc:
-            checkpointing.train_only(model, "linear.", frozen_in_eval=a.rnc_stage == "linear")
-        return model
+            projection_dim=a.embedding_dim if a.srl else None, **methods.head_options(a))
+        spec = ModelSpec(head=("linear.",), part="pair encoder", fits="this model",
+                         flags="--d_hid, --d_word, --n_layers_enc, --max_word_v_size and data")
+        return methods.prepare_model(a, model, spec, self.log)
 
     def build_objective(self):
         """``loss.build_objective`` with Balanced MSE's prior from the training scores: GAI's mixture file or
@@ -151,8 +143,8 @@ class STSTask(Task):
         if a.bmse and a.imp == "bni":
             prior = bucket_prior(self.train_labels, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, bins=self.bins,
                                  truncate=a.lds_truncate)
-        table = uvote_table_from_args(a, self.bins.histogram(self.train_labels), clip=None) if a.uvote else None
-        return loss.build_objective(a, gmm_file=gmm_file, bni_prior=prior, label_bins=self.bins, uvote_table=table)
+        return loss.build_objective(a, gmm_file=gmm_file, bni_prior=prior, label_bins=self.bins,
+                                    label_counts=self.bins.histogram(self.train_labels))
 
     def _gmm_file(self) -> Path:
         """GAI's prior: ``--gmm``, else a mixture fitted here on the training scores / 5 (the loss's scale)."""
@@ -176,11 +168,7 @@ class STSTask(Task):
         group)."""
         return optimizer_from_args(self.args, model, objective, adam_weight_decay=True, lr_factor=None)
 
-    # ---- statistics, prediction, metrics ----
-    def statistics_pass(self, model, objective, batches, epoch: int) -> None:
-        """FDS statistics and the SRL surrogate after each epoch (``common.objective.statistics_pass``)."""
-        statistics_pass(model, objective, batches, epoch, self.args.start_update)
-
+    # ---- prediction, metrics ----
     def metrics(self, preds, labels) -> dict:
         """MSE, L1, G-mean, Pearson and Spearman, overall and per shot of the 0.1-wide score bins."""
         return correlation_shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr,

@@ -15,7 +15,7 @@ import argparse
 import sys
 
 try:
-    from common import cli
+    from common import cli, methods
 except ImportError:
     sys.exit("error: the repo's `common` package is not installed in this Python; run `make venv` in the repo "
              "root and use .venv/bin/python (or `pip install -r requirements.txt && pip install -e .`).")
@@ -70,16 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_grad_norm", dest="grad_clip", type=float, default=argparse.SUPPRESS,
                    help="alias of --grad_clip")
     p.add_argument("--huber_beta", type=float, default=0.3, help="β of --loss huber (on score/5)")
-    cli.add_reweight_args(p, lds_ks=5, lds_sigma=2.0)
-    cli.add_fds_args(p, fds_ks=5, fds_sigma=2.0, bucket_num=50, bucket_start=0)
-    cli.add_bmse_args(p, balanced_metric=False)
-    cli.add_ranksim_args(p, ties="stable")
     # ConR has no STS-B reference: a window of 0.2 score points (one step of the averaged ratings), untuned.
-    cli.add_conr_args(p, window=0.2, beta=0.01, temperature=0.07, eta=0.01, views=False)
-    cli.add_srl_args(p, num_labels=50, homogeneity_alpha=1.0, temp_alias=True)
-    cli.add_rnc_args(p)
-    cli.add_uvote_args(p, num_branch=3)   # UVOTE's STS-B-DIR heads
-    cli.add_vir_args(p)
+    methods.add_arguments(p, reweight=dict(lds_ks=5, lds_sigma=2.0),
+                          fds=dict(fds_ks=5, fds_sigma=2.0, bucket_num=50, bucket_start=0),
+                          bmse=dict(balanced_metric=False), ranksim=dict(ties="stable"),
+                          conr=dict(window=0.2, beta=0.01, temperature=0.07, eta=0.01, views=False),
+                          srl=dict(num_labels=50, homogeneity_alpha=1.0, temp_alias=True),
+                          uvote=dict(num_branch=3))   # UVOTE's STS-B-DIR heads
     p.add_argument("--projector_dim", dest="embedding_dim", type=int, default=argparse.SUPPRESS,
                    help="alias of --embedding_dim (SRL's projector)")
     # SRL's STS-B values (docs/methods.md §7.4): w1 1e-4, w2 1e-2, w3 1e-4, τ 0.1, 1,000 random points.
@@ -120,7 +117,8 @@ def parse(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse(argv)
     from task import STSTask        # after parsing: --help and flag errors answer before torch loads
-    return STSTask.main(args)
+    from common.launch import run
+    return run(args, STSTask)
 
 
 if __name__ == "__main__":

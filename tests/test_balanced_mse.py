@@ -362,10 +362,9 @@ def test_noise_sigma_group_inherits_the_optimizers_weight_decay(folder):
     task = object.__new__(task_class)
     task.args = args
     sigma = torch.nn.Parameter(torch.tensor(1.0))
-    # A module holding only σ where the objectives keep it (the shared optimiser finds it by name).
-    objective = torch.nn.Module()
-    objective.bmse = torch.nn.Module()
-    objective.bmse.noise_sigma = sigma
+    # An objective holding only σ where Balanced MSE's term keeps it (its method names σ's group).
+    from types import SimpleNamespace
+    objective = SimpleNamespace(part=lambda name: SimpleNamespace(loss=SimpleNamespace(noise_sigma=sigma)))
     optimizer, _ = task.build_optimizer(torch.nn.Linear(2, 1), objective)
     group = next(g for g in optimizer.param_groups if any(p is sigma for p in g["params"]))
     assert group["lr"] == 0.01 and group["weight_decay"] == 0.1

@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from common import checkpointing, distributed
 from common.fds import FDS
 from common.models.mlp import MLPRegressor
-from common.objective import build_objective
+from common.objective import objective_from_flags
 from common.synthetic import write_synthetic
 from common.trainer import Trainer
 from folders import ROOT
@@ -47,9 +47,10 @@ def one_step(share, gather: bool):
     """One SGD step of MLP + L1 + RankSim + ConR + SRL on ``share``; the losses and the parameters after it."""
     torch.manual_seed(0)
     model = MLPRegressor(5, hidden=16)
-    objective = build_objective(loss="l1", ranksim_weight=2.0, interpolation_lambda=2.0, conr_weight=0.5,
-                                conr_window=2.0, srl_weights=(1.0, 1.0, 1.0), srl_num_labels=40, embedding_dim=16,
-                                n_points=20, srl_temperature=0.3, gather=gather)
+    objective = objective_from_flags(loss="l1", regularization_weight=2.0, interpolation_lambda=2.0, conr=True,
+                                     conr_beta=0.5, conr_window=2.0, srl=True, w1=1.0, w2=1.0, w3=1.0,
+                                     srl_num_labels=40, embedding_dim=16, n_points=20, temperature=0.3,
+                                     gather_features=gather)
     # SRL projects the encoding itself here (the MLP has no projector): an identity projection.
     forward = model.forward
     model.forward = lambda x, t=None, e=0, smooth=True: {**forward(x, t, e), "projection": forward(x, t, e)["encoding"]}

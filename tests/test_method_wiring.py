@@ -2,6 +2,7 @@
 VIR's probabilistic FDS, the objective's components, the frozen probe, the uncertainty metrics.
 
 Each is checked against a loop statement of its definition or against the loss functions it must reproduce."""
+import argparse
 import math
 
 import numpy as np
@@ -19,7 +20,9 @@ from common.losses.vir import VIR_ALPHA0
 from common.metrics import ause, calibration_bins, uncertainty_metrics
 from common.models.heads import UVOTEHead, VIRHead, regression_head, run_head
 from common.models.resnet import ResNetRegressor
-from common.objective import build_objective
+from common import methods
+from common.method import LabelView
+from common.objective import ObjectiveData, objective_from_flags
 from common.optim import build_optimizer
 
 torch.set_default_dtype(torch.float32)
@@ -216,9 +219,8 @@ def test_uvote_component_is_uvote_loss_with_the_head_weights_of_each_label():
     train = np.random.default_rng(0).integers(0, 60, 500).astype(float)
     targets = torch.tensor(train[:16], dtype=torch.float32)[:, None]
     mus, log_sigmas = torch.randn(16, 3) * 10 + 30, torch.randn(16, 3)
-    table = uvote_weight_table(AGE_BINS.histogram(train), 3)
-    objective = build_objective(uvote_heads=3, dynamic_loss=True, epochs=10, uvote_table=table,
-                                label_bins=AGE_BINS)
+    data = ObjectiveData(label_bins=AGE_BINS, label_counts=AGE_BINS.histogram(train))
+    objective = objective_from_flags(data, uvote=True, num_branch=3, dynamic_loss=True, epoch=10)
     batch = {"input": torch.zeros(16, 1), "target": targets, "weight": torch.ones(16, 1)}
     components = objective(_Fixed({"pred": mus[:, :1], "encoding": torch.randn(16, 4), "mus": mus,
                                    "log_sigmas": log_sigmas}), batch, 4)
@@ -231,7 +233,9 @@ def test_vir_component_scales_the_pseudo_count_by_the_weight():
     torch.manual_seed(0)
     mean, evidence, omega = torch.randn(8, 1), torch.randn(8, 1), torch.randn(8, 1)
     targets, weights = torch.randn(8, 1), torch.rand(8, 1) + 0.5
-    objective = build_objective(vir_reg_weight=0.01, target_scale=2.0)
+    view = LabelView()
+    view.label_scale = 2.0
+    objective = objective_from_flags(ObjectiveData(view=view), vir=True, vir_reg_weight=0.01)
     components = objective(_Fixed({"pred": mean, "encoding": torch.randn(8, 4), "vir": (mean, evidence, omega)}),
                            {"input": torch.zeros(8, 1), "target": targets, "weight": weights}, 0)
     softplus = lambda x: 10 * torch.log1p(torch.exp(x / 10))  # noqa: E731
@@ -251,7 +255,7 @@ def test_rnc_component_reads_the_views_of_every_sample():
             return {"pred": encoding[:, :1], "encoding": encoding}
 
     views = (torch.zeros(3, 1), torch.zeros(3, 1))
-    objective = build_objective(loss="l1", rnc_weight=0.5)
+    objective = objective_from_flags(loss="l1", rnc=True, rnc_weight=0.5)
     components = objective(TwoPasses(), {"input": torch.zeros(3, 1), "views": views, "target": targets,
                                          "weight": torch.ones(3, 1)}, 0)
     assert torch.allclose(components["rnc"], 0.5 * rnc_loss(view_encoding, targets.repeat(2, 1)))
@@ -262,7 +266,9 @@ def test_rnc_component_reads_the_views_of_every_sample():
 # -- optimiser, frozen probe, flags -------------------------------------------------------------------------------
 def test_log_sigma_heads_train_at_a_tenth_of_the_learning_rate_on_the_same_schedule():
     model = ResNetRegressor("resnet18", width=4, head="uvote")
-    optimizer, scheduler = build_optimizer(model, lr=1e-3, log_sigma_lr_factor=0.1, lr_factor=lambda e: 0.5 ** e)
+    args = argparse.Namespace(uvote=True, uvote_var_lr=0.1, lr=1e-3)
+    optimizer, scheduler = build_optimizer(model, lr=1e-3, groups=methods.param_groups(args, model, None),
+                                           lr_factor=lambda e: 0.5 ** e)
     groups = {g["name"]: g for g in optimizer.param_groups}
     assert groups["log_sigma"]["lr"] == pytest.approx(1e-4) and len(groups["log_sigma"]["params"]) == 2
     named = dict(model.named_parameters())
@@ -392,14 +398,13 @@ def test_heads_and_their_components_on_cuda_equal_cpu(head):
     torch.manual_seed(0)
     train = np.random.default_rng(0).integers(0, 60, 500).astype(float)
     model = ResNetRegressor("resnet18", width=4, stem="cifar", head=head, num_heads=2).eval()
-    settings = {"uvote": dict(uvote_heads=2, uvote_table=uvote_weight_table(AGE_BINS.histogram(train), 2),
-                              label_bins=AGE_BINS),
-                "vir": dict(vir_reg_weight=0.01)}[head]
+    settings = {"uvote": dict(uvote=True, num_branch=2), "vir": dict(vir=True, vir_reg_weight=0.01)}[head]
+    data = ObjectiveData(label_bins=AGE_BINS, label_counts=AGE_BINS.histogram(train))
     batch = {"input": torch.randn(8, 3, 16, 16), "target": torch.tensor(train[:8], dtype=torch.float32)[:, None],
              "weight": torch.rand(8, 1) + 0.5}
     results = []
     for device in ("cpu", "cuda"):
-        objective = build_objective(rnc_weight=0.5, **settings).to(device)
+        objective = objective_from_flags(data, rnc=True, rnc_weight=0.5, **settings).to(device)
         moved = {k: v.to(device) for k, v in batch.items()}
         with torch.no_grad():
             components = objective(model.to(device), moved, 0)

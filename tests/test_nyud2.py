@@ -641,20 +641,22 @@ def test_conr_denominator_reaches_the_dense_loss(denominator):
     task = object.__new__(folder_module("nyud2-dir", "task").NYUD2Task)
     task.args = folder_module("nyud2-dir", "train").build_parser().parse_args(
         ["--conr", "--conr_denominator", denominator])
-    conr = task.build_objective().conr
+    task.pixel_counts = None
+    conr = task.build_objective().conr.loss
     assert type(conr).__name__ == "ConRDense" and conr.denominator == denominator
 
 
 def test_srl_slots_are_the_100_depth_bins():
-    """No --srl_num_labels on NYUD2: the slots are DepthObjective.srl_slot's 0.1-m bins, also when a checkpoint's
-    saved flags still carry another value."""
+    """No --srl_num_labels on NYUD2: the slots are DepthView.srl_slot's 0.1-m bins, also when a checkpoint's saved
+    flags still carry another value."""
     task = object.__new__(folder_module("nyud2-dir", "task").NYUD2Task)
     task.args = folder_module("nyud2-dir", "train").build_parser().parse_args(
         ["--srl", "--n_points", "50", "--embedding_dim", "8"])
-    assert task.build_objective().srl.num_labels == 100
+    task.pixel_counts = None
+    assert task.build_objective().srl.loss.num_labels == 100
     task.args.srl_num_labels = 50
     objective = task.build_objective()
-    assert objective.srl.num_labels == 100 and objective.surrogate.running_mean.shape[0] == 100
+    assert objective.srl.loss.num_labels == 100 and objective.srl.surrogate.running_mean.shape[0] == 100
 
 
 # -- RRT: the references re-initialise and train the whole head R on the frozen E, D and MFF -------------------------

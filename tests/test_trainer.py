@@ -16,7 +16,8 @@ from common import checkpointing
 from common.bins import LabelBins
 from common.errors import RunError
 from common.fds import FDS
-from common.trainer import EpochSampler, Task, Trainer
+from common.samplers import EpochSampler
+from common.trainer import Task, Trainer
 from tb_events import scalars_of_run
 
 
@@ -379,7 +380,7 @@ def test_token_batches_through_the_trainer(tmp_path):
 
 def test_amp_flag_values_and_bf16_training():
     from common import cli
-    from common.trainer import amp_dtype_of
+    from common.launch import amp_dtype_of
     parser = cli.Parser("t")
     cli.add_run_args(parser)
     assert [parser.parse_args(argv).amp for argv in ([], ["--amp"], ["--amp", "bf16"], ["--amp", "fp16"])] == \

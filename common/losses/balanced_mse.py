@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common import checks
+from common.method import Method, Step, Term, flag
 
 
 def _prepare(where, pred, target, noise_var):
@@ -171,3 +172,76 @@ class BNILoss(_BalancedMSE):
 
     def forward(self, pred, target):
         return bni_loss(pred, target, self.noise_var(pred), self.bucket_centers, self.bucket_weights)
+
+
+# -- wiring ---------------------------------------------------------------------------------------------------
+class BalancedMSETerm(Term):
+    """Balanced MSE as the main loss: the view's rows (NYUD2: the pixels at or beyond 0.7 m) on its label scale
+    (STS-B: score/5)."""
+
+    def __init__(self, loss: _BalancedMSE):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, step: Step) -> dict:
+        pred, targets = step.view.main_rows(step.out["pred"].float(), step.targets)
+        scale = step.view.label_scale
+        if scale != 1:
+            pred, targets = pred / scale, targets / scale
+        return {"bmse": self.loss(pred, targets)}
+
+
+class BalancedMSE(Method):
+    """Balanced MSE (Ren et al., CVPR 2022): GAI, BMC or BNI in place of the regression loss, with a learnable
+    noise σ in its own optimiser group."""
+
+    name = "bmse"
+    positive = ("init_noise_sigma",)
+    non_negative = ("sigma_lr",)
+
+    def add_args(self, parser, *, imps=("gai", "bmc", "bni"), balanced_metric=True) -> None:
+        """``imps`` are the ``--imp`` choices the benchmark can run (NYUD2: gai and bni, BMC's N×N matrix over a
+        batch's pixels does not fit), ``balanced_metric=False`` leaves that selection flag out."""
+        g = parser.add_argument_group("Balanced MSE (Ren et al., CVPR 2022)")
+        g.add_argument("--bmse", action="store_true", help="Balanced MSE instead of --loss")
+        g.add_argument("--imp", default="gai", choices=list(imps), help="implementation")
+        g.add_argument("--gmm", default="", help="GMM file from data/preprocess_gmm.py (default <data_dir>/gmm.npz)")
+        g.add_argument("--init_noise_sigma", type=float, default=1.0)
+        g.add_argument("--sigma_lr", type=float, default=1e-2)
+        g.add_argument("--fix_noise_sigma", action="store_true")
+        if balanced_metric:
+            g.add_argument("--balanced_metric", action="store_true",
+                           help="select checkpoints by the balanced (per-label mean) val metric")
+
+    def enabled(self, args) -> bool:
+        return bool(flag(args, "bmse"))
+
+    def check(self, parser, args) -> None:
+        if self.enabled(args) and hasattr(args, "loss") and args.loss not in ("l1", "mse"):
+            parser.error("--bmse replaces the regression loss: drop --loss.")
+        if self.enabled(args) and args.init_noise_sigma <= 0:
+            parser.error("--init_noise_sigma must be positive.")
+
+    def tag(self, args):
+        return f"bmse_{args.imp}_{args.init_noise_sigma:g}"
+
+    def main_loss(self, args, data):
+        if args.imp == "bmc":
+            loss = BMCLoss(args.init_noise_sigma)
+        elif args.imp == "gai":
+            from common.gmm import load_gmm
+            loss = GAILoss(args.init_noise_sigma, load_gmm(data.gmm_file))
+        else:
+            loss = BNILoss(args.init_noise_sigma, *data.bni_prior)
+        loss.noise_sigma.requires_grad_(not flag(args, "fix_noise_sigma", False))
+        return BalancedMSETerm(loss)
+
+    def param_groups(self, args, model, objective) -> list[dict]:
+        # σ trains at --sigma_lr, unscheduled, unless --fix_noise_sigma froze it.
+        sigma = objective.part("bmse").loss.noise_sigma
+        if not sigma.requires_grad:
+            return []
+        return [{"params": [sigma], "lr": flag(args, "sigma_lr", 1e-2), "name": "noise_sigma", "follows_lr": False}]
+
+
+METHOD = BalancedMSE()

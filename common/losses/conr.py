@@ -20,11 +20,14 @@ The denominator is evaluated as a log-sum-exp, so small temperatures do not over
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from common import checks
+from common.method import Method, Step, Term, flag
 
 DENOMINATORS = ("reference", "paper")
 
@@ -219,3 +222,72 @@ class ConRDense(ConR):
     def forward(self, features, depth, output, weights=None):
         return conr_dense_loss(features, depth, output, weights, window=self.window,
                                temperature=self.temperature, eta=self.eta, denominator=self.denominator)
+
+
+# -- wiring ---------------------------------------------------------------------------------------------------
+class ConRTerm(Term):
+    """β · ConR on the extra views when the batch has them (the age protocol, forwarded without FDS), else on the
+    main pass; the dense per-image variant on per-pixel maps (NYUD2)."""
+
+    reads_views = True
+
+    def __init__(self, weight: float, loss: ConR, dense: bool = False):
+        super().__init__()
+        self.weight, self.loss, self.dense = weight, loss, dense
+
+    def forward(self, step: Step) -> dict:
+        if step.views_out is not None:
+            out, labels, weights = step.views_out, step.view_targets, step.view_weights
+        else:
+            out, labels, weights = step.out, step.targets, step.weights
+        # The dense variant compares float32 depth maps (the references' per-pixel output).
+        preds = out["pred"].float() if self.dense else out["pred"]
+        weights = step.share(weights, False) if weights is not None else None
+        return {"conr": self.weight * self.loss(step.share(out["encoding"]), step.share(labels, False),
+                                                step.share(preds.detach(), False), weights)}
+
+
+class ConRMethod(Method):
+    """ConR (Keramati et al., ICLR 2024), with ``--conr`` at weight β (``--beta``)."""
+
+    name = "conr"
+    positive = ("conr_temperature",)
+    non_negative = ("conr_window", "conr_beta", "conr_eta")
+
+    def add_args(self, parser, *, window=1.0, beta=4.0, temperature=0.07, eta=0.01, views=True) -> None:
+        """``views=False`` leaves out ``--conr_views`` (a benchmark whose ConR runs on one view: NYUD2, STS-B)."""
+        g = parser.add_argument_group("ConR (Keramati et al., ICLR 2024)")
+        g.add_argument("--conr", action="store_true", help="contrastive regularizer")
+        g.add_argument("-w", dest="conr_window", type=float, default=window, help="label window")
+        g.add_argument("--beta", dest="conr_beta", type=float, default=beta, help="ConR weight")
+        g.add_argument("-t", dest="conr_temperature", type=float, default=temperature, help="temperature")
+        g.add_argument("-e", dest="conr_eta", type=float, default=eta, help="pushing strength")
+        g.add_argument("--conr_denominator", default="reference", choices=["reference", "paper"])
+        if views:
+            g.add_argument("--conr_views", type=int, default=3, choices=[3, 2],
+                           help="forward passes per image with ConR: 3 (the references: the image and two views) or "
+                                "2 (the regression loss also on the two views)")
+
+    def enabled(self, args) -> bool:
+        return bool(flag(args, "conr"))
+
+    def check(self, parser, args) -> None:
+        if self.enabled(args) and args.conr_temperature <= 0:
+            parser.error("-t (ConR temperature) must be positive.")
+        if self.enabled(args) and flag(args, "batch_size", 2) == 1:
+            print("warning: --conr with --batch_size 1 has no pair of samples to contrast: ConR adds nothing to the "
+                  "loss (raise --batch_size).", file=sys.stderr)
+
+    def tag(self, args):
+        return f"conr_{args.conr_beta:g}_w{args.conr_window:g}_t{args.conr_temperature:g}_e{args.conr_eta:g}"
+
+    def term(self, args, data):
+        if not args.conr_beta:
+            return None
+        dense = data.view.dense
+        loss = (ConRDense if dense else ConR)(args.conr_window, args.conr_temperature, args.conr_eta,
+                                              flag(args, "conr_denominator", "reference"))
+        return ConRTerm(args.conr_beta, loss, dense)
+
+
+METHOD = ConRMethod()

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common import checks
+from common.method import Method, Step, Term, flag
 
 
 TIES = ("stable", "reference")
@@ -119,3 +120,46 @@ class RankSim(nn.Module):
 
     def extra_repr(self):
         return f"interpolation_lambda={self.interpolation_lambda}, ties={self.ties}"
+
+
+# -- wiring ---------------------------------------------------------------------------------------------------
+class RankSimTerm(Term):
+    """γ · RankSim on the encoding and the labels, one per sample as the view gives them (NYUD2: each image's
+    flattened map and mean depth)."""
+
+    def __init__(self, weight: float, loss: RankSim):
+        super().__init__()
+        self.weight, self.loss = weight, loss
+
+    def forward(self, step: Step) -> dict:
+        features, labels = step.view.per_sample(step.share(step.out["encoding"]), step.share(step.targets, False))
+        return {"ranksim": self.weight * self.loss(features, labels)}
+
+
+class RankSimMethod(Method):
+    """RankSim (Gong et al., ICML 2022), on while its weight γ (``--regularization_weight``) is above 0."""
+
+    name = "ranksim"
+    non_negative = ("regularization_weight", "interpolation_lambda")
+
+    def add_args(self, parser, *, ties="stable") -> None:
+        """``ties`` is the benchmark's default tie rule (the age benchmarks pass ``reference``)."""
+        g = parser.add_argument_group("RankSim (Gong et al., ICML 2022)")
+        g.add_argument("--regularization_weight", type=float, default=0.0, help="γ; 0 turns RankSim off")
+        g.add_argument("--interpolation_lambda", type=float, default=1.0)
+        g.add_argument("--ranksim_ties", default=ties, choices=["reference", "stable"],
+                       help="rank ties: reference (PyTorch's default argsort on this device, the age references) or "
+                            "stable (the same on every device, the STS-B reference)")
+
+    def enabled(self, args) -> bool:
+        return flag(args, "regularization_weight", 0.0) > 0
+
+    def tag(self, args):
+        return f"ranksim_{args.regularization_weight:g}_{args.interpolation_lambda:g}"
+
+    def term(self, args, data):
+        return RankSimTerm(args.regularization_weight,
+                           RankSim(args.interpolation_lambda, flag(args, "ranksim_ties", "stable")))
+
+
+METHOD = RankSimMethod()

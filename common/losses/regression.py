@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from common import checks
+from common.method import Method, Step, Term, flag
 
 REGRESSION_LOSSES = ("mse", "l1", "focal_mse", "focal_l1", "huber")
 
@@ -125,3 +126,37 @@ class RegressionLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join([repr(self.name)] + [f"{k}={v}" for k, v in self.keywords.items()])
+
+
+# -- wiring ---------------------------------------------------------------------------------------------------
+class RegressionTerm(Term):
+    """The main loss of a run without Balanced MSE, UVOTE or VIR: ``--loss`` on the model's ``pred``, weighted
+    by the batch's sample (pixel) weights, on the view's label scale; its component is named after the loss."""
+
+    def __init__(self, name: str = "l1", **keywords):
+        super().__init__()
+        self.name = name
+        self.loss = RegressionLoss(name, **keywords)
+
+    def forward(self, step: Step) -> dict:
+        pred, targets, scale = step.out["pred"].float(), step.targets, step.view.label_scale
+        if scale != 1:
+            pred, targets = pred / scale, targets / scale
+        return {self.name: self.loss(pred, targets, step.weights)}
+
+
+class Regression(Method):
+    """The regression loss (Yang et al., ICML 2021: weighted L1, MSE, focal, Huber). Its flag ``--loss`` is in
+    the optimisation group (each benchmark lists the losses it trains); it is the main loss unless another
+    method brings one."""
+
+    name = "regression"
+
+    def enabled(self, args) -> bool:
+        return True
+
+    def main_loss(self, args, data):
+        return RegressionTerm(flag(args, "loss", "l1"), **data.loss_options)
+
+
+METHOD = Regression()

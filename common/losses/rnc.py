@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common import checks
+from common.method import Method, Step, Term, flag
 
 FEATURE_SIMS = ("l2", "cosine")
 
@@ -167,3 +168,89 @@ class RnC(nn.Module):
 
     def extra_repr(self):
         return f"temperature={self.temperature}, feature_sim={self.feature_sim!r}"
+
+
+# -- wiring ---------------------------------------------------------------------------------------------------
+RNC_STAGES = ("none", "encoder", "linear")
+
+
+class RnCTerm(Term):
+    """RnC's weight times RnC on the extra views when the batch has them (two per sample, 2N rows), else on the
+    main pass; one label per sample as the view gives them (NYUD2: each image's flattened map and mean depth)."""
+
+    reads_views = True
+
+    def __init__(self, weight: float, loss: RnC):
+        super().__init__()
+        self.weight, self.loss = weight, loss
+
+    def forward(self, step: Step) -> dict:
+        if step.views_out is not None:
+            features, labels = step.views_out["encoding"], step.view_targets
+        else:
+            features, labels = step.out["encoding"], step.targets
+        features, labels = step.view.per_sample(step.share(features), step.share(labels, False))
+        return {"rnc": self.weight * self.loss(features.float(), labels)}
+
+
+class RnCMethod(Method):
+    """RnC (Zha et al., NeurIPS 2023): one stage (``--rnc``, a regulariser beside the regression loss) or the
+    paper's two (``--rnc_stage encoder``, then ``linear`` on the frozen trunk)."""
+
+    name = "rnc"
+    positive = ("rnc_temp",)
+    non_negative = ("rnc_weight",)
+
+    def add_args(self, parser) -> None:
+        g = parser.add_argument_group("RnC (Zha et al., NeurIPS 2023)")
+        g.add_argument("--rnc", action="store_true", help="Rank-N-Contrast on the encoding, weighted by --rnc_weight")
+        g.add_argument("--rnc_weight", type=float, default=1.0, help="weight of RnC beside the regression loss")
+        g.add_argument("--rnc_temp", type=float, default=2.0,
+                       help="τ of the similarity −‖f_i − f_j‖ / τ (RnC's --temp)")
+        g.add_argument("--rnc_feature_sim", default="l2", choices=["l2", "cosine"], help="RnC's --feature_sim")
+        g.add_argument("--rnc_stage", default="none", choices=list(RNC_STAGES),
+                       help="the paper's two stages: 'encoder' trains the trunk with RnC alone (the head is a linear "
+                            "probe on detached features), 'linear' trains the head on the frozen trunk of "
+                            "--pretrained")
+
+    def enabled(self, args) -> bool:
+        return bool(flag(args, "rnc"))
+
+    def check(self, parser, args) -> None:
+        on = lambda name: bool(flag(args, name))   # noqa: E731
+        stage = flag(args, "rnc_stage", "none")
+        if stage == "encoder":
+            args.rnc = True
+            if flag(args, "rnc_weight", 1.0) <= 0:
+                parser.error("--rnc_stage encoder trains the trunk with RnC alone: --rnc_weight must be > 0.")
+        if stage != "none" and (on("uvote") or on("vir") or on("bmse")):
+            parser.error(f"--rnc_stage {stage} is RnC's two-stage protocol with an L1 linear head: drop --uvote, "
+                         "--vir and --bmse (or use --rnc alone, the one-stage regulariser).")
+        if stage == "encoder" and on("retrain_fc"):
+            parser.error("--rnc_stage encoder trains the trunk; --retrain_fc trains the head of --pretrained: pass "
+                         "--rnc_stage linear for RnC's second stage.")
+        if stage == "linear":
+            if not flag(args, "pretrained", ""):
+                parser.error("--rnc_stage linear trains a head on a frozen RnC encoder: add --pretrained CKPT (the "
+                             "ckpt.pth.tar of an --rnc_stage encoder run).")
+            if on("rnc"):
+                parser.error("--rnc_stage linear trains the head on a frozen trunk, which RnC cannot change: drop "
+                             "--rnc.")
+            args.retrain_fc = True
+
+    def tag(self, args):
+        stage = flag(args, "rnc_stage", "none")
+        return f"rnc_{args.rnc_weight:g}_t{args.rnc_temp:g}" + ("" if stage == "none" else f"_{stage}")
+
+    def prepare_model(self, args, model, spec, log) -> None:
+        # The encoder stage: the head is a linear probe on detached features (it tracks the encoder, so
+        # validation means something, and passes no gradient back).
+        model.detach_head = flag(args, "rnc_stage", "none") == "encoder"
+
+    def term(self, args, data):
+        if not args.rnc_weight:
+            return None
+        return RnCTerm(args.rnc_weight, RnC(args.rnc_temp, flag(args, "rnc_feature_sim", "l2")))
+
+
+METHOD = RnCMethod()

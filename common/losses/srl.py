@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common import checks
+from common.method import Method, Step, Term, flag
 
 
 def srl_random_points(n: int, dim: int, *, generator=None, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -166,3 +167,72 @@ class SRLSurrogate(nn.Module):
     def extra_repr(self):
         return (f"num_labels={self.num_labels}, dim={self.running_mean.shape[1]}, start_update={self.start_update}, "
                 f"momentum={self.momentum}")
+
+
+# -- wiring ---------------------------------------------------------------------------------------------------
+class SRLTerm(Term):
+    """SRL's three losses, weighted ``(w1, w2, w3)``, on the model's ``projection`` and the labels' slots (the
+    view's rule), against the per-slot running-mean surrogate the statistics pass keeps."""
+
+    def __init__(self, weights, loss: SRL, surrogate: SRLSurrogate, num_labels: int, view):
+        super().__init__()
+        self.weights, self.loss, self.surrogate = tuple(weights), loss, surrogate
+        self.num_labels, self._view = num_labels, view
+
+    def slot(self, labels: torch.Tensor) -> torch.Tensor:
+        """The SRL slots of ``labels``."""
+        return self._view.srl_slot(labels, self.num_labels)
+
+    def forward(self, step: Step) -> dict:
+        contrastive, enveloping, homogeneity = self.loss(step.share(step.out["projection"]),
+                                                         step.share(self.slot(step.targets), False),
+                                                         self.surrogate.running_mean)
+        w1, w2, w3 = self.weights
+        return {"srl_contrastive": w1 * contrastive, "srl_enveloping": w2 * enveloping,
+                "srl_homogeneity": w3 * homogeneity}
+
+
+class SRLMethod(Method):
+    """SRL (Dong, Wu et al., CVPR 2025): contrastive, enveloping and homogeneity losses on a projection head."""
+
+    name = "srl"
+    positive = ("temperature", "n_points", "embedding_dim", "srl_num_labels")
+    non_negative = ("w1", "w2", "w3")
+    model_flags = ("srl", "embedding_dim", "srl_num_labels", "n_points")
+
+    def add_args(self, parser, *, num_labels=121, homogeneity_alpha=-1.0, temp_alias=False) -> None:
+        """``temp_alias`` also accepts ``--temp`` for ``--temperature`` (the STS-B reference's name);
+        ``num_labels=None`` leaves out ``--srl_num_labels`` (a benchmark whose slots are fixed: NYUD2's depth
+        bins)."""
+        g = parser.add_argument_group("SRL (Dong, Wu et al., CVPR 2025)")
+        g.add_argument("--srl", "--dfr", dest="srl", action="store_true", help="geometric losses with a surrogate")
+        g.add_argument("--w1", "--loss_w1", dest="w1", type=float, default=10.0, help="contrastive weight")
+        g.add_argument("--w2", "--loss_w2", dest="w2", type=float, default=100.0, help="enveloping weight")
+        g.add_argument("--w3", "--loss_w3", dest="w3", type=float, default=0.01, help="homogeneity weight")
+        g.add_argument("--temperature", *(["--temp"] if temp_alias else []), dest="temperature", type=float,
+                       default=0.3)
+        # `--n` is the flag of the reference's age scripts: an explicit alias, not an abbreviation.
+        g.add_argument("--n_points", "--n", dest="n_points", type=int, default=2000, help="random points")
+        g.add_argument("--embedding_dim", type=int, default=128, help="projection size")
+        if num_labels is not None:
+            g.add_argument("--srl_num_labels", type=int, default=num_labels, help="label slots L")
+        g.add_argument("--srl_homogeneity_alpha", type=float, default=homogeneity_alpha)
+
+    def enabled(self, args) -> bool:
+        return bool(flag(args, "srl"))
+
+    def tag(self, args):
+        return f"srl_{args.w1:g}_{args.w2:g}_{args.w3:g}_t{args.temperature:g}"
+
+    def term(self, args, data):
+        # A benchmark whose slots are fixed (NYUD2's depth bins) says how many; an older checkpoint's saved
+        # --srl_num_labels must not override them.
+        num_labels = data.view.srl_num_labels or flag(args, "srl_num_labels", 121)
+        loss = SRL(num_labels, args.embedding_dim, args.n_points, args.temperature,
+                   flag(args, "srl_homogeneity_alpha", -1.0), seed=flag(args, "seed", 0))
+        surrogate = SRLSurrogate(num_labels, args.embedding_dim, flag(args, "start_update", 0),
+                                 flag(args, "fds_mmt", 0.9))
+        return SRLTerm((args.w1, args.w2, args.w3), loss, surrogate, num_labels, data.view)
+
+
+METHOD = SRLMethod()

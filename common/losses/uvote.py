@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from common import checks
+from common.method import Method, Step, Term, flag, flat_rows
 from common.bins import AGE_BINS, LabelBins
 from common.lds import KERNELS, smoothed_bin_counts
 
@@ -305,3 +306,91 @@ class UVOTELoss(nn.Module):
 
     def extra_repr(self):
         return f"num_heads={self.num_heads}, dynamic={self.dynamic}, epochs={self.epochs}"
+
+
+# -- wiring ---------------------------------------------------------------------------------------------------
+UVOTE_RULES = RULES
+
+
+class UVOTETerm(Term):
+    """UVOTE's loss as the main loss: the heads' ``mus``/``log_sigmas`` (B, M[, H, W]) against the labels on the
+    view's scale, each sample (pixel) weighted per head by ``table`` (bins, M) at its label's bin."""
+
+    def __init__(self, loss: UVOTELoss, table, label_bins: LabelBins):
+        super().__init__()
+        self.loss, self.label_bins = loss, label_bins
+        self.register_buffer("table", torch.as_tensor(table).float(), persistent=False)
+
+    def forward(self, step: Step) -> dict:
+        labels = flat_rows(step.targets)
+        head_weights = self.table.to(device=labels.device)[self.label_bins.index(labels.detach())[:, 0]]
+        return {"uvote": self.loss(flat_rows(step.out["mus"]).float(), flat_rows(step.out["log_sigmas"]).float(),
+                                   labels.float() / step.view.label_scale, head_weights, epoch=step.epoch)}
+
+
+class UVOTEMethod(Method):
+    """UVOTE (Jiang et al., GCPR 2024): M heads with a Laplace likelihood, head i re-weighted by n^(−i/(M−1)),
+    voting at inference; its log-scale heads train at ``--uvote_var_lr`` times the learning rate."""
+
+    name = "uvote"
+    positive = ("uvote_var_lr",)
+    model_flags = ("uvote", "num_branch")
+    eval_defaults = {"uvote_rule": "minvar"}
+
+    def add_args(self, parser, *, num_branch: int = 2) -> None:
+        g = parser.add_argument_group("UVOTE (Jiang et al., GCPR 2024)")
+        g.add_argument("--uvote", action="store_true",
+                       help="M heads with Laplace NLL, head i re-weighted by n^(−i/(M−1))")
+        g.add_argument("--num_branch", type=int, default=num_branch, help="M, the number of heads")
+        g.add_argument("--dynamic_loss", action="store_true",
+                       help="the re-weighted heads join with weight (epoch / epochs)²")
+        g.add_argument("--uvote_rule", default=None, choices=list(UVOTE_RULES),
+                       help="how the heads vote at inference: the head of least σ (minvar, UVOTE), the mean, or "
+                            "σ⁻²-weighted (default: an evaluated checkpoint's, else minvar)")
+        g.add_argument("--uvote_var_lr", type=float, default=0.1,
+                       help="learning-rate factor of the log-scale heads (UVOTE's 0.1)")
+
+    def enabled(self, args) -> bool:
+        return bool(flag(args, "uvote"))
+
+    def check(self, parser, args) -> None:
+        on = lambda name: bool(flag(args, name))   # noqa: E731
+        if on("uvote") and on("vir"):
+            parser.error("--uvote and --vir each replace the regression head: pass only one of them.")
+        if on("uvote") and on("bmse"):
+            parser.error("--uvote trains its own likelihood in place of the regression loss: drop --bmse.")
+        if on("uvote") and flag(args, "reweight", "none") != "none":
+            parser.error("--uvote re-weights each head itself (head i by n^(−i/(M−1))): drop --reweight (--lds then "
+                         "smooths the heads' counts).")
+        if on("dynamic_loss") and not on("uvote"):
+            parser.error("--dynamic_loss schedules UVOTE's heads: add --uvote.")
+        if flag(args, "num_branch", 1) < 1:
+            parser.error(f"--num_branch must be ≥ 1, got {args.num_branch}.")
+
+    def tag(self, args):
+        return f"uvote_{args.num_branch}" + ("_dyn" if flag(args, "dynamic_loss") else "")
+
+    def head(self, args) -> dict:
+        return {"head": "uvote", "num_heads": args.num_branch, "rule": flag(args, "uvote_rule") or "minvar"}
+
+    def main_loss(self, args, data):
+        """With ``--lds`` the heads' counts are smoothed (``--lds_kernel --lds_ks --lds_sigma``); counts of
+        exponents ≥ 1 are bounded by ``data.count_clip`` (the age rule; None on STS-B and NYUD2)."""
+        dynamic = bool(flag(args, "dynamic_loss"))
+        table = uvote_weight_table(data.label_counts, args.num_branch, lds=flag(args, "lds", False),
+                                   lds_kernel=flag(args, "lds_kernel", "gaussian"), lds_ks=flag(args, "lds_ks", 5),
+                                   lds_sigma=flag(args, "lds_sigma", 1.0), clip=data.count_clip)
+        return UVOTETerm(UVOTELoss(args.num_branch, dynamic, args.epoch if dynamic else None), table,
+                         data.label_bins)
+
+    def param_groups(self, args, model, objective) -> list[dict]:
+        factor = flag(args, "uvote_var_lr", 0.1)
+        if factor == 1:
+            return []
+        slow = [p for name, p in model.named_parameters() if p.requires_grad and "log_sigma" in name]
+        if not slow:
+            return []
+        return [{"params": slow, "lr": args.lr * factor, "name": "log_sigma", "follows_lr": True}]
+
+
+METHOD = UVOTEMethod()

@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common import checks
+from common.method import Method, Step, Term, flag, flat_rows
 
 _LOG_PI = math.log(math.pi)
 #: α of VIR's improper NIG prior (ν₀ = 0, α₀ = 0.3), and the least pseudo-count its head predicts.
@@ -213,3 +214,59 @@ class VIRLoss(nn.Module):
 
     def extra_repr(self):
         return f"reg_weight={self.reg_weight}"
+
+
+# -- wiring ---------------------------------------------------------------------------------------------------
+class VIRTerm(Term):
+    """VIR's NIG loss as the main loss: the head's ``vir = (mean, evidence, omega)`` (B, 1[, H, W]) with the
+    pseudo-count scaled by the batch's weights (the LDS weights; ones without re-weighting), against the labels
+    on the view's scale."""
+
+    def __init__(self, loss: VIRLoss):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, step: Step) -> dict:
+        gamma, nu, alpha, beta = vir_nig_params(*(part.float() for part in step.out["vir"]), step.weights)
+        return {"vir": self.loss(flat_rows(gamma), flat_rows(nu), flat_rows(alpha), flat_rows(beta),
+                                 flat_rows(step.targets).float() / step.view.label_scale)}
+
+
+class VIRMethod(Method):
+    """VIR (Wang & Wang, NeurIPS 2023): an NIG head with LDS-scaled pseudo-counts; with ``--fds``, VIR's
+    probabilistic smoothing."""
+
+    name = "vir"
+    non_negative = ("vir_reg_weight",)
+    model_flags = ("vir",)
+
+    def add_args(self, parser) -> None:
+        g = parser.add_argument_group("VIR (Wang & Wang, NeurIPS 2023)")
+        g.add_argument("--vir", action="store_true",
+                       help="NIG head with LDS-scaled pseudo-counts; with --fds, VIR's probabilistic smoothing")
+        g.add_argument("--vir_reg_weight", type=float, default=0.01, help="λ of the NIG evidence regulariser")
+
+    def enabled(self, args) -> bool:
+        return bool(flag(args, "vir"))
+
+    def check(self, parser, args) -> None:
+        if not self.enabled(args):
+            return
+        if flag(args, "bmse"):
+            parser.error("--vir trains its own likelihood in place of the regression loss: drop --bmse.")
+        for name in ("fds_alias_last_epoch", "fds_skip_invalid_buckets"):
+            if flag(args, name):
+                parser.error(f"--{name} reproduces a reference FDS's behaviour; with --vir, --fds is VIR's "
+                             f"probabilistic smoothing, which has none: drop --{name}.")
+
+    def tag(self, args):
+        return f"vir_{args.vir_reg_weight:g}"
+
+    def head(self, args) -> dict:
+        return {"head": "vir"}
+
+    def main_loss(self, args, data):
+        return VIRTerm(VIRLoss(args.vir_reg_weight))
+
+
+METHOD = VIRMethod()

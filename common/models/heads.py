@@ -24,12 +24,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.method import flat_rows
 from common.losses.uvote import LOG_SIGMA_MAX, LOG_SIGMA_MIN, RULES, uvote_exponents, uvote_predict
 from common.losses.vir import VIR_ALPHA0, vir_nig_params
 
 HEADS = ("point", "uvote", "vir")
-#: flags whose value is None unless given: an evaluated checkpoint's, else this (a task's ``eval_defaults``).
-HEAD_EVAL_DEFAULTS = {"uvote_rule": "minvar"}
 
 
 def _layer(in_dim: int, out_dim: int, kernel_size: int | None, bias: bool = True) -> nn.Module:
@@ -37,11 +36,6 @@ def _layer(in_dim: int, out_dim: int, kernel_size: int | None, bias: bool = True
     if kernel_size is None:
         return nn.Linear(in_dim, out_dim, bias=bias)
     return nn.Conv2d(in_dim, out_dim, kernel_size, padding=kernel_size // 2, bias=bias)
-
-
-def flat_rows(x: torch.Tensor) -> torch.Tensor:
-    """(B, M) → (B, M); (B, M, H, W) → (B·H·W, M), pixels in (b, h, w) order."""
-    return x if x.dim() == 2 else x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
 
 def _unrows(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -136,20 +130,6 @@ def regression_head(kind: str, in_dim: int, *, num_heads: int = 2, rule: str = "
     if kind == "vir":
         return VIRHead(in_dim, kernel_size)
     raise ValueError(f"regression_head: `kind` must be one of {', '.join(HEADS)}, got {kind!r}.")
-
-
-def head_kind(args) -> str:
-    """The head of parsed flags: ``'uvote'`` with ``--uvote``, ``'vir'`` with ``--vir``, else ``'point'``."""
-    if getattr(args, "uvote", False):
-        return "uvote"
-    return "vir" if getattr(args, "vir", False) else "point"
-
-
-def head_options(args) -> dict:
-    """The head keywords of a model from parsed flags: ``head`` (:func:`head_kind`), ``num_heads``
-    (``--num_branch``) and ``rule`` (``--uvote_rule``)."""
-    return {"head": head_kind(args), "num_heads": getattr(args, "num_branch", 2),
-            "rule": getattr(args, "uvote_rule", None) or "minvar"}
 
 
 def run_head(head: nn.Module, features: torch.Tensor, *, fds=None, targets=None, epoch: int = 0,

@@ -1,0 +1,167 @@
+"""What one DIR method is to the rest of the repo: its command line, checks, run-name tag and what it builds.
+
+Each method's file (``common/losses/conr.py``, ``common/fds.py``, …) holds its maths and, beside it, one
+:class:`Method` that wires the maths into a run. :mod:`common.methods` lists those entries in one explicit order,
+and the parsers, the objective, the optimiser builder and the run names go through that list and nothing else,
+so adding a method is its file and one line there.
+
+A method may give any of:
+
+* an argument group (:meth:`Method.add_args`, the authors' flag names; a benchmark's ``train.py`` passes its own
+  defaults as keywords), parse-time checks (:meth:`Method.check`) and numeric ranges (:attr:`Method.positive`,
+  :attr:`Method.non_negative`);
+* a run-name part (:meth:`Method.tag`);
+* the main loss (:meth:`Method.main_loss`: Balanced MSE, UVOTE, VIR; else the regression loss) or a term added
+  to it (:meth:`Method.term`: RankSim, ConR, RnC, SRL); both are :class:`Term` modules, called the same way;
+* the regression head's kind (:meth:`Method.head`) and the flags that define the model (:attr:`model_flags`);
+* optimiser groups of its own (:meth:`Method.param_groups`).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from common import distributed
+
+
+class Method:
+    """One method's wiring; every hook does nothing by default."""
+
+    #: the method's name in logs and in :data:`common.methods.METHODS` lookups.
+    name = ""
+    #: flags that define the model: an evaluated checkpoint keeps its own values of them.
+    model_flags: tuple[str, ...] = ()
+    #: numeric flags that must be > 0 and ≥ 0 (checked for the flags the benchmark's parser has).
+    positive: tuple[str, ...] = ()
+    non_negative: tuple[str, ...] = ()
+    unit_interval: tuple[str, ...] = ()
+    #: flags whose parsed value is None unless given: an evaluated checkpoint's value, else this default.
+    eval_defaults: dict = {}
+
+    def add_args(self, parser: argparse.ArgumentParser, **options) -> None:
+        """The method's argument group; ``options`` are the benchmark's defaults and switches."""
+
+    def enabled(self, args) -> bool:
+        """Whether the parsed flags turn the method on."""
+        return False
+
+    def check(self, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+        """Refuse (``parser.error``, one sentence) what cannot work with this method; only flags the parser has."""
+
+    def tag(self, args) -> str | None:
+        """The run folder's name part of an enabled method (the references' naming)."""
+        return None
+
+    def main_loss(self, args, data):
+        """A :class:`Term` that replaces the regression loss, or None."""
+        return None
+
+    def term(self, args, data):
+        """A :class:`Term` added to the main loss, or None."""
+        return None
+
+    def head(self, args) -> dict | None:
+        """Keywords of the model's regression head (``head``, …) when this method brings its own, else None."""
+        return None
+
+    def prepare_model(self, args, model, spec: "ModelSpec", log) -> None:
+        """Change the benchmark's freshly built model as the flags say (RRT loads a trunk and freezes it; RnC's
+        encoder stage detaches the head); called for every method in the list's order, enabled or not."""
+
+    def param_groups(self, args, model, objective) -> list[dict]:
+        """Optimiser groups of the method's own parameters (``params``, ``name``, ``lr``; ``follows_lr``: scaled
+        and scheduled with the model's learning rate, else fixed); they leave the model's group."""
+        return []
+
+
+@dataclass
+class ModelSpec:
+    """What a benchmark's model is to the methods that change it once built (:meth:`Method.prepare_model`).
+
+    Args:
+        head: the head's parameter-name prefixes: what ``--pretrained`` does not load (RRT's fresh head).
+        retrained: what ``--retrain_fc`` trains (default: ``head``).
+        part, fits, flags: the loaded part, the model it must fit and the flags that make it fit, for messages.
+    """
+
+    head: tuple = ("linear.",)
+    retrained: tuple | None = None
+    part: str = "trunk"
+    fits: str = "this model"
+    flags: str = "the flags"
+
+
+def flat_rows(x: torch.Tensor) -> torch.Tensor:
+    """(B, M) → (B, M); (B, M, H, W) → (B·H·W, M), pixels in (b, h, w) order."""
+    return x if x.dim() == 2 else x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def flag(args, name: str, default=None):
+    """A flag's value, or ``default`` when the benchmark's parser does not have it."""
+    return getattr(args, name, default)
+
+
+class LabelView:
+    """How a benchmark's outputs and labels reach the loss terms; this default is per sample.
+
+    ``label_scale``: the main loss and the heads see ``pred / label_scale`` and ``target / label_scale`` (STS-B's
+    score/5); ``dense``: the features are per-pixel maps (a term picks its dense variant, as ConR).
+    """
+
+    label_scale = 1.0
+    dense = False
+    #: SRL's number of label slots when the benchmark fixes it (NYUD2's depth bins); None: ``--srl_num_labels``.
+    srl_num_labels = None
+
+    def main_rows(self, pred: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (N, 1) predictions and labels that Balanced MSE compares (per sample: as they are)."""
+        return pred, targets
+
+    def per_sample(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features (N, E), labels (N, 1))`` that a one-label-per-sample term (RankSim, RnC) sees."""
+        return features, labels
+
+    def srl_slot(self, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+        """SRL's label slots of ``labels``: integer labels, every one ≥ L − 1 in the last slot (the ages)."""
+        return labels.clamp(max=num_labels - 1)
+
+
+@dataclass
+class Step:
+    """What every term of one training step sees.
+
+    ``out``: the model's outputs of the main pass; ``targets``/``weights`` (N, 1[, h, w]) its labels and sample
+    weights (repeated per view when the views are the main pass); ``epoch``; ``views_out``: the outputs of the
+    extra views forwarded without FDS (None when the batch has none, or they are the main pass: ``reused``);
+    ``view_targets``: their labels; ``gather``: under torchrun, regularise the global batch; ``view``: the
+    benchmark's :class:`LabelView`.
+    """
+
+    out: dict
+    targets: torch.Tensor
+    weights: torch.Tensor | None
+    epoch: int
+    view: LabelView
+    views_out: dict | None = None
+    view_targets: torch.Tensor | None = None
+    view_weights: torch.Tensor | None = None
+    gather: bool = False
+
+    def share(self, tensor, with_gradient: bool = True):
+        """The global batch's ``tensor`` with ``gather`` under torchrun, else this process's."""
+        return distributed.share(tensor, self.gather, with_gradient)
+
+
+class Term(nn.Module):
+    """A loss term: ``forward(step: Step) -> {name: weighted 0-d loss}``; ``reads_views``: it regularises the
+    extra augmented views of a batch that has them (ConR, RnC)."""
+
+    reads_views = False
+
+    def forward(self, step: Step) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
