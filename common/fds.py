@@ -79,6 +79,7 @@ class FDS(nn.Module):
         self.feature_dim = feature_dim
         self.bucket_num, self.bucket_start = bucket_num, bucket_start
         self.start_update, self.start_smooth = start_update, start_smooth
+        self.current_epoch = 0      # the training epoch, told once per epoch by the trainer (set_epoch)
         self.momentum = momentum
         self.clip_min, self.clip_max = clip_min, clip_max
         self.kernel_name, self.ks, self.sigma = kernel, ks, sigma
@@ -295,13 +296,19 @@ class FDS(nn.Module):
         batch, channels, height, width = shape
         return flat.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
 
-    def smooth(self, features, labels, epoch: int) -> torch.Tensor:
+    def set_epoch(self, epoch: int) -> None:
+        """The training epoch from here on (the trainer tells every module that has this method, once per
+        epoch): calibration starts at ``start_smooth``."""
+        self.current_epoch = int(epoch)
+
+    def smooth(self, features, labels, epoch: int | None = None) -> torch.Tensor:
         """Calibrate features to the smoothed statistics of their buckets; a new tensor of the input's shape.
 
         features: (N, D) with labels (N,)/(N, 1), or (B, C, H, W) with labels (B, 1, H, W) (per pixel).
-        Identity (the input itself is returned) before ``start_smooth``. Differentiable in ``features``:
-        the gradient is the per-dimension scale.
+        Identity (the input itself is returned) before ``start_smooth``; ``epoch`` defaults to the one
+        :meth:`set_epoch` told. Differentiable in ``features``: the gradient is the per-dimension scale.
         """
+        epoch = self.current_epoch if epoch is None else epoch
         if epoch < self.start_smooth:
             return features
         shape = features.shape if isinstance(features, torch.Tensor) else None
@@ -450,9 +457,10 @@ class ProbabilisticFDS(FDS):
         super()._set_tables(calibrate, factor)
         self._variance_scale.copy_(torch.cat([factor, factor.new_ones(1, self.feature_dim)]))
 
-    def smooth(self, features, labels, epoch: int, latent_var=None):
+    def smooth(self, features, labels, epoch: int | None = None, latent_var=None):
         """The calibrated latent means (as :meth:`FDS.smooth`); with ``latent_var`` the pair ``(means,
         variances)``, the variances scaled by their bucket's factor. Identity before ``start_smooth``."""
+        epoch = self.current_epoch if epoch is None else epoch
         means = super().smooth(features, labels, epoch)
         if latent_var is None:
             return means

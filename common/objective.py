@@ -108,9 +108,9 @@ class Objective(nn.Module):
             repeat = len(views)
             targets = targets.repeat(repeat, 1)
             weights = weights.repeat(repeat, 1) if weights is not None else None
-            out = model(torch.cat(list(views)), targets, epoch)
+            out = model(torch.cat(list(views)), targets)
         else:
-            out = model(batch["input"], targets, epoch)
+            out = model(batch["input"], targets)
         if self.recorded is not None:
             # --stats_from_training: keep this pass's features for the epoch-end FDS/SRL update.
             self.recorded.append((out["encoding"].detach().float(), targets.detach(),
@@ -121,7 +121,7 @@ class Objective(nn.Module):
         if views and not reuse and self.reads_views:
             # The extra views, forwarded once without FDS, serve every term that reads them.
             repeat = len(views)
-            step.views_out = model(torch.cat(list(views)), None, epoch, smooth=False)
+            step.views_out = model(torch.cat(list(views)), None, smooth=False)
             step.view_targets = batch["target"].repeat(repeat, 1)
             step.view_weights = weights.repeat(repeat, 1) if weights is not None else None
         for term in self.terms():
@@ -166,7 +166,7 @@ class Objective(nn.Module):
         else:
             model.train()
             for batch in batches:
-                out = model(batch["input"], batch["target"], epoch)
+                out = model(batch["input"], batch["target"])
                 fold(out["encoding"], batch["target"], out.get("projection"), out.get("latent_var"))
         if moments is not None:
             moments.all_reduce()            # under torchrun: every process folds the whole pass's moments

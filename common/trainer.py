@@ -536,6 +536,10 @@ class Trainer:
         if skip:
             runtime.set_rng_state(self._resume_rng)   # mid-epoch: continue the saved random streams
         steps_per_epoch = skip + math.ceil(len(self.train_sampler) / self.local_batch)
+        # The modules that follow the epoch (FDS calibrates from --start_smooth on) are told it once, here.
+        for module in checkpointing.unwrap(model).modules():
+            if callable(getattr(module, "set_epoch", None)):
+                module.set_epoch(epoch)
         model.train()
         meters = {}
         progress = runtime.Progress(self.logger, steps_per_epoch, f"epoch {epoch}", config.print_freq)

@@ -119,11 +119,11 @@ class Refinement(nn.Module):
         self.conv2 = regression_head(head, channels, num_heads=num_heads, rule=rule, kernel_size=5)
         self.fds = fds
 
-    def forward(self, x, depth=None, epoch=0, smooth=True, detach=False):
+    def forward(self, x, depth=None, smooth=True, detach=False):
         """``(head outputs, features)``: the head's dict (``pred`` (B, 1, h, w), …) and the per-pixel features
         before FDS (B, C, h, w)."""
         features = F.relu(self.bn1(self.conv1(F.relu(self.bn0(self.conv0(x))))))
-        head_out, _ = run_head(self.conv2, features, fds=self.fds, targets=depth, epoch=epoch,
+        head_out, _ = run_head(self.conv2, features, fds=self.fds, targets=depth,
                                smooth=self.training and smooth, detach=detach)
         return head_out, features
 
@@ -131,7 +131,7 @@ class Refinement(nn.Module):
 class DepthModel(nn.Module):
     """Image (B, 3, H, W) → depth (B, 1, H/2, W/2) in metres (H and W divisible by 4).
 
-    ``forward(x, depth=None, epoch=0, smooth=True)`` returns ``pred`` (B, 1, H/2, W/2), ``encoding`` — the
+    ``forward(x, depth=None, smooth=True)`` returns ``pred`` (B, 1, H/2, W/2), ``encoding`` — the
     per-pixel features of ``R`` before FDS (B, C, H/2, W/2), what ConR, RankSim, RnC and the FDS statistics use, as
     in the references — with a projector ``projection`` (B, projection_dim) of the spatially averaged features
     (SRL), and with a UVOTE or VIR head ``sigma`` (B, 1, H/2, W/2) and its raw per-pixel outputs.
@@ -153,13 +153,13 @@ class DepthModel(nn.Module):
     def fds(self):
         return self.R.fds
 
-    def forward(self, x, depth=None, epoch=0, smooth=True):
+    def forward(self, x, depth=None, smooth=True):
         if x.shape[2] % 4 or x.shape[3] % 4:
             raise ValueError(f"DepthModel: image height and width must be divisible by 4, got {tuple(x.shape[2:])}.")
         blocks = self.E(x)
         decoded = self.D(*blocks)
         fused = self.MFF(*blocks, decoded.shape[2:])
-        head_out, features = self.R(torch.cat([decoded, fused], 1), depth, epoch, smooth, self.detach_head)
+        head_out, features = self.R(torch.cat([decoded, fused], 1), depth, smooth, self.detach_head)
         out = {**head_out, "encoding": features}
         if self.projector is not None:
             out["projection"] = self.projector(features.mean(dim=(2, 3)))

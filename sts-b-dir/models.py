@@ -98,13 +98,13 @@ class BiLSTMPairRegressor(nn.Module):
         u, v = self.encode(tokens, torch.cat([lengths1, lengths2])).chunk(2)
         return torch.cat([u, v, (u - v).abs(), u * v], dim=1)
 
-    def forward(self, inputs, targets=None, epoch: int = 0, smooth: bool = True) -> dict:
+    def forward(self, inputs, targets=None, smooth: bool = True) -> dict:
         """``{'pred': (B, 1) score, 'encoding': (B, 8·d_hid) pair feature (FDS-calibrated in training from
         ``--start_smooth`` on), 'projection': (B, p) unit vectors (SRL only)}``, with a UVOTE or VIR head also
         ``sigma`` (B, 1) in score units and its raw outputs (on score/5); ``targets`` (B, 1) are the scores FDS
         buckets by."""
         pair = self.pair_feature(inputs)
-        head_out, encoding = run_head(self.linear, pair, fds=self.fds, targets=targets, epoch=epoch,
+        head_out, encoding = run_head(self.linear, pair, fds=self.fds, targets=targets,
                                       smooth=self.training and smooth, detach=self.detach_head)
         out = {**head_out, "pred": SCORE_SCALE * head_out["pred"], "encoding": encoding}
         if "sigma" in head_out:

@@ -210,7 +210,7 @@ class _Fixed(nn.Module):
         super().__init__()
         self.out = out
 
-    def forward(self, x, targets=None, epoch=0, smooth=True):
+    def forward(self, x, targets=None, smooth=True):
         return self.out
 
 
@@ -250,7 +250,7 @@ def test_rnc_component_reads_the_views_of_every_sample():
     main_encoding, view_encoding = torch.randn(3, 4), torch.randn(6, 4)
 
     class TwoPasses(nn.Module):
-        def forward(self, x, targets=None, epoch=0, smooth=True):
+        def forward(self, x, targets=None, smooth=True):
             encoding = view_encoding if x.shape[0] == 6 else main_encoding
             return {"pred": encoding[:, :1], "encoding": encoding}
 

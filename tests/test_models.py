@@ -45,15 +45,18 @@ def test_fds_smooths_in_training_only():
     images, targets = torch.randn(4, 3, 16, 16), torch.tensor([[1.0], [2.0], [3.0], [4.0]])
     model.train()
     torch.manual_seed(1)
-    smoothed = model(images, targets, epoch=1)
+    fds.set_epoch(1)
+    smoothed = model(images, targets)
     raw = model.encode(images)
     # v1 = v2 = 1: calibration is the mean shift x − 0.5 + 2, and the prediction reads the smoothed encoding.
     torch.testing.assert_close(smoothed["encoding"], raw + 1.5)
     torch.testing.assert_close(smoothed["pred"], model.linear(raw + 1.5))
-    assert torch.equal(model(images, targets, epoch=0)["encoding"], model.encode(images))      # before start_smooth
-    assert torch.equal(model(images, targets, epoch=1, smooth=False)["encoding"], model.encode(images))
+    fds.set_epoch(0)
+    assert torch.equal(model(images, targets)["encoding"], model.encode(images))      # before start_smooth
+    fds.set_epoch(1)
+    assert torch.equal(model(images, targets, smooth=False)["encoding"], model.encode(images))
     model.eval()
-    assert torch.equal(model(images, targets, epoch=1)["encoding"], model.encode(images))
+    assert torch.equal(model(images, targets)["encoding"], model.encode(images))
 
 
 def test_bad_arch_or_stem():

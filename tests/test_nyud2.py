@@ -355,11 +355,12 @@ def test_model_output_size_and_fds_in_training_only():
         fds.refresh_calibration()
     x, depth = torch.randn(2, 3, 56, 76), torch.rand(2, 1, 28, 38) * 9
     model.train()
-    out = model(x, depth, epoch=1)
+    fds.set_epoch(1)
+    out = model(x, depth)
     assert out["pred"].shape == (2, 1, 28, 38) and out["encoding"].shape == (2, 80, 28, 38)
     model.eval()
     with torch.no_grad():
-        assert torch.equal(model(x, depth, epoch=1)["pred"], model(x)["pred"])
+        assert torch.equal(model(x, depth)["pred"], model(x)["pred"])
 
 
 @pytest.mark.skipif(not KEYS.is_file(), reason="../shared/data/nyud2-dir/reference_checkpoint_keys.json is absent")

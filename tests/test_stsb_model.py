@@ -59,13 +59,14 @@ def test_fds_calibrates_only_in_training_with_targets_and_srl_projection_is_unit
     inputs = batch_of([[2, 3], [4]], [[5], [6, 7, 8]])
     targets = torch.tensor([[0.4], [3.2]])
     model.train()
-    smoothed = model(inputs, targets, epoch=0)
+    fds.set_epoch(0)
+    smoothed = model(inputs, targets)
     pair = model.pair_feature(inputs)
     torch.testing.assert_close(smoothed["encoding"], fds.smooth(pair, targets, 0))
     assert not torch.allclose(smoothed["encoding"], pair)
-    torch.testing.assert_close(model(inputs, targets, 0, smooth=False)["encoding"], pair)
+    torch.testing.assert_close(model(inputs, targets, smooth=False)["encoding"], pair)
     model.eval()
-    torch.testing.assert_close(model(inputs, targets, 0)["encoding"], pair)
+    torch.testing.assert_close(model(inputs, targets)["encoding"], pair)
     torch.testing.assert_close(smoothed["projection"].norm(dim=1), torch.ones(2))
     torch.testing.assert_close(smoothed["projection"],
                                torch.nn.functional.normalize(model.projector(pair), dim=1))      # from the raw pair
@@ -78,7 +79,7 @@ class Fixed(torch.nn.Module):
         super().__init__()
         self.out = {"pred": pred, "encoding": encoding, "projection": projection}
 
-    def forward(self, inputs, targets=None, epoch=0, smooth=True):
+    def forward(self, inputs, targets=None, smooth=True):
         return self.out
 
 

@@ -42,14 +42,14 @@ class VectorModel(nn.Module):
                                   nn.Dropout(dropout))
         self.head = nn.Linear(8, 1)
 
-    def forward(self, x, targets=None, epoch=0, smooth=True):
+    def forward(self, x, targets=None, smooth=True):
         encoding = self.body(x)
         return {"encoding": encoding, "pred": self.head(encoding)}
 
 
 class MSEObjective(nn.Module):
     def forward(self, model, batch, epoch):
-        out = model(batch["input"], batch["target"], epoch)
+        out = model(batch["input"], batch["target"])
         return {"mse": ((out["pred"] - batch["target"]) ** 2).mean()}
 
 
@@ -251,10 +251,10 @@ class PixelModel(nn.Module):
         super().__init__()
         self.features, self.fds, self.head = nn.Conv2d(3, 4, 3, padding=1), fds, nn.Conv2d(4, 1, 1)
 
-    def forward(self, x, targets=None, epoch=0, smooth=True):
+    def forward(self, x, targets=None, smooth=True):
         features = torch.relu(self.features(x))
         if self.training and smooth and targets is not None:
-            features = self.fds.smooth(features, targets, epoch)
+            features = self.fds.smooth(features, targets)
         return {"encoding": features, "pred": self.head(features)}
 
 
@@ -280,7 +280,7 @@ class PixelTask(Task):
     @torch.no_grad()
     def statistics_pass(self, model, objective, batches, epoch):
         model.train()
-        features, depths = zip(*[(model(b["input"], b["target"], epoch, smooth=False)["encoding"], b["target"])
+        features, depths = zip(*[(model(b["input"], b["target"], smooth=False)["encoding"], b["target"])
                                  for b in batches])
         model.fds.update_last_epoch_stats(epoch)
         model.fds.update_running_stats(torch.cat(features), torch.cat(depths), epoch)
@@ -348,7 +348,7 @@ class BagModel(nn.Module):
         super().__init__()
         self.embedding, self.head = nn.Embedding(20, 8, padding_idx=0), nn.Linear(8, 1)
 
-    def forward(self, inputs, targets=None, epoch=0, smooth=True):
+    def forward(self, inputs, targets=None, smooth=True):
         tokens, lengths = inputs
         encoding = self.embedding(tokens).sum(1) / lengths[:, None]
         return {"encoding": encoding, "pred": self.head(encoding)}

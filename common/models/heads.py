@@ -101,13 +101,13 @@ class VIRHead(nn.Module):
     def latent_variance(self, features: torch.Tensor) -> torch.Tensor:
         return F.softplus(self.latent_scale * features + self.latent_offset) + 1e-6
 
-    def forward(self, features, targets=None, epoch: int = 0, fds=None, smooth: bool = False) -> dict:
+    def forward(self, features, targets=None, fds=None, smooth: bool = False) -> dict:
         variance = self.latent_variance(features)
         latent = features
         if self.training:
             mean, spread = features, variance
             if smooth and fds is not None and targets is not None:
-                mean, spread = fds.smooth(features, targets, epoch, latent_var=variance)
+                mean, spread = fds.smooth(features, targets, latent_var=variance)
             latent = mean + spread.sqrt() * torch.randn_like(mean)
         raw = self.nig(latent)
         mean, evidence, omega = raw[:, 0:1], raw[:, 1:2], raw[:, 2:3]
@@ -132,8 +132,8 @@ def regression_head(kind: str, in_dim: int, *, num_heads: int = 2, rule: str = "
     raise ValueError(f"regression_head: `kind` must be one of {', '.join(HEADS)}, got {kind!r}.")
 
 
-def run_head(head: nn.Module, features: torch.Tensor, *, fds=None, targets=None, epoch: int = 0,
-             smooth: bool = False, detach: bool = False) -> tuple[dict, torch.Tensor]:
+def run_head(head: nn.Module, features: torch.Tensor, *, fds=None, targets=None, smooth: bool = False,
+             detach: bool = False) -> tuple[dict, torch.Tensor]:
     """The tail of a model: [FDS] → head.
 
     Args:
@@ -141,7 +141,7 @@ def run_head(head: nn.Module, features: torch.Tensor, *, fds=None, targets=None,
         features: (B, E) or (B, C, H, W).
         fds: the model's FDS (:class:`~common.fds.FDS`; with a VIR head its
             :class:`~common.fds.ProbabilisticFDS`), or None.
-        targets, epoch: what FDS buckets and schedules by.
+        targets: what FDS buckets by (FDS knows the epoch: :meth:`~common.fds.FDS.set_epoch`).
         smooth: calibrate (the model is training, its FDS smoothing is on and ``targets`` are given).
         detach: the head reads the features without passing a gradient back (RnC's encoder stage: the head is
             a linear probe that only tracks the encoder).
@@ -153,10 +153,10 @@ def run_head(head: nn.Module, features: torch.Tensor, *, fds=None, targets=None,
     """
     if isinstance(head, VIRHead):
         source = features.detach() if detach else features
-        return head(source, targets, epoch, fds, smooth), features
+        return head(source, targets, fds, smooth), features
     calibrated = features
     if smooth and fds is not None and targets is not None:
-        calibrated = fds.smooth(features, targets, epoch)
+        calibrated = fds.smooth(features, targets)
     source = calibrated.detach() if detach else calibrated
     if isinstance(head, UVOTEHead):
         return head(source), calibrated

@@ -20,8 +20,8 @@ class MLPRegressor(nn.Module):
             width = hidden
         self.body, self.fds, self.head = nn.Sequential(*layers), fds, nn.Linear(hidden, 1)
 
-    def forward(self, x, targets=None, epoch=0, smooth=True):
+    def forward(self, x, targets=None, smooth=True):
         encoding = self.body(x)
         if self.training and smooth and self.fds is not None and targets is not None:
-            encoding = self.fds.smooth(encoding, targets, epoch)
+            encoding = self.fds.smooth(encoding, targets)
         return {"encoding": encoding, "pred": self.head(encoding)}

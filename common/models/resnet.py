@@ -77,7 +77,7 @@ class ResNetRegressor(nn.Module):
             layer, the references), ``'uvote'`` (``num_heads`` heads voting by ``rule``) or ``'vir'`` (with a
             VIR head, ``fds`` is its :class:`~common.fds.ProbabilisticFDS`).
 
-    ``forward(x, targets=None, epoch=0, smooth=True)`` returns a dict with ``pred`` (B, 1), ``encoding``
+    ``forward(x, targets=None, smooth=True)`` returns a dict with ``pred`` (B, 1), ``encoding``
     (B, E; FDS-smoothed when smoothing applied, as the reference's in-place write made it; VIR: the latent
     mean), with a projector ``projection`` (B, projection_dim) of the raw encoding, and the head's own outputs
     (``sigma`` (B, 1) and UVOTE's or VIR's raw outputs). With ``detach_head`` set (RnC's encoder stage) the
@@ -142,12 +142,12 @@ class ResNetRegressor(nn.Module):
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)
 
-    def forward(self, x, targets=None, epoch=0, smooth=True):
+    def forward(self, x, targets=None, smooth=True):
         encoding = self.encode(x)
         out = {}
         if self.projector is not None:
             out["projection"] = self.projector(encoding)
-        head_out, encoding = run_head(self.linear, encoding, fds=self.fds, targets=targets, epoch=epoch,
+        head_out, encoding = run_head(self.linear, encoding, fds=self.fds, targets=targets,
                                       smooth=self.training and smooth, detach=self.detach_head)
         out["encoding"] = encoding
         out.update(head_out)
