@@ -15,20 +15,16 @@ import torch
 from torch.utils.data import Dataset
 
 from common.runtime import sha256_of
-from common.tools.datasplit import REFERENCE_COMMIT
+from common.tools.datasplit import STSB_SPLITS
 from text import PairSplit, index_sentences, read_pair_tsv
 
 SPLIT_FILES = {"train": "train_new.tsv", "val": "dev_new.tsv", "test": "test_new.tsv"}
 SCORE_RANGE = (0.0, 5.0)
 
-# DIR's split (YyzHarry/imbalanced-regression, sts-b-dir/glue_data/STS-B/), which DIR's STS-B row used.
-DIR_SPLIT = {"repo": "YyzHarry/imbalanced-regression", "commit": REFERENCE_COMMIT,
-             "sha256": {"train_new.tsv": "4da3322ae29f7ad1b7d03cdeafcb2480c276e5df1d08737678a7856697218a9a",
-                        "dev_new.tsv": "9ec12d785aa817ffe4b0f88fde442d3bf57161d8cbeaa84aaa1fdf764cca6dd6",
-                        "test_new.tsv": "55f90b3c5a0b2947d5ff64c41536191e9e1ba3bb5ffe64aca5465ab25fa8e94c"}}
-# RankSim's realisation, which RankSim and SRL published on (no hash is published: it is recorded at download).
-RANKSIM_SPLIT = {"repo": "BorealisAI/ranksim-imbalanced-regression",
-                 "commit": "b08052da550d61837b1218106f688a732d06bcca", "sha256": None}
+# The published splits, each known by the SHA-256 of its three files (common.tools.datasplit.STSB_SPLITS): DIR's
+# (YyzHarry/imbalanced-regression, sts-b-dir/glue_data/STS-B/), which DIR's STS-B row used, and RankSim's
+# realisation, which RankSim and SRL published on.
+DIR_SPLIT, RANKSIM_SPLIT = STSB_SPLITS["dir"], STSB_SPLITS["ranksim"]
 # The references' hard-coded shot lists of 0.1-wide score bins (docs/datasets.md §1.4): on DIR's train_new they are
 # exactly the bins with > 100 / 30–100 / < 30 training pairs; RankSim applies them to its own split unchanged.
 REFERENCE_SHOT_BINS = {"many": [0, *range(10, 49, 2), 49], "medium": [2, 4, 6, 8, 27, 35, 37],
@@ -36,44 +32,75 @@ REFERENCE_SHOT_BINS = {"many": [0, *range(10, 49, 2), 49], "medium": [2, 4, 6, 8
 RECORD = "split.json"          # written by data/download_sts.py: which split the folder holds, with hashes
 
 
-def split_held(data_dir) -> str | None:
-    """Which split ``data_dir`` holds: ``'dir'`` (DIR's published files, by SHA-256), ``'ranksim'`` or
-    ``'recreated'`` (as ``data/download_sts.py`` recorded them, hashes matching), else None."""
+def split_digests(data_dir) -> dict[str, str]:
+    """``{file name: SHA-256}`` of the split files present in ``data_dir``."""
     data_dir = Path(data_dir)
-    digests = {name: sha256_of(data_dir / name) for name in SPLIT_FILES.values() if (data_dir / name).is_file()}
-    if digests == DIR_SPLIT["sha256"]:
-        return "dir"
+    return {name: sha256_of(data_dir / name) for name in SPLIT_FILES.values() if (data_dir / name).is_file()}
+
+
+def _recreated(data_dir: Path, digests: dict) -> dict | None:
+    """The record ``data/download_sts.py --make_split`` wrote, if the files are still the ones it wrote."""
     try:
         saved = json.loads((data_dir / RECORD).read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return saved.get("split") if saved.get("sha256") == digests and saved.get("split") in ("ranksim", "recreated") \
+    return saved if isinstance(saved, dict) and saved.get("split") == "recreated" and saved.get("sha256") == digests \
         else None
 
 
+def split_held(data_dir) -> str | None:
+    """Which split ``data_dir`` holds: ``'dir'`` or ``'ranksim'`` (the published files, by SHA-256, however they
+    got there), ``'recreated'`` (as ``data/download_sts.py --make_split`` recorded it, hashes matching), else None."""
+    digests = split_digests(data_dir)
+    for key, published in STSB_SPLITS.items():
+        if digests == published["sha256"]:
+            return key
+    return "recreated" if _recreated(Path(data_dir), digests) is not None else None
+
+
+def closest_published(digests: dict) -> tuple[str, list[str]] | None:
+    """The published split that most of the files present match, and the files of it that are absent or differ
+    (None if no file matches any published one)."""
+    def matches(key):
+        return sum(digests.get(name) == digest for name, digest in STSB_SPLITS[key]["sha256"].items())
+    key = max(STSB_SPLITS, key=matches)
+    if matches(key) == 0:
+        return None
+    return key, [name for name, digest in STSB_SPLITS[key]["sha256"].items() if digests.get(name) != digest]
+
+
 def describe_split(data_dir) -> str:
-    """One log line: which published split ``data_dir`` holds (DIR's, RankSim/SRL's, or neither)."""
+    """One log line: which published split ``data_dir`` holds (DIR's, RankSim/SRL's, or neither); a folder that
+    is one or two files away from a published split names them."""
     data_dir = Path(data_dir)
-    digests = {name: sha256_of(data_dir / name) for name in SPLIT_FILES.values() if (data_dir / name).is_file()}
-    if digests == DIR_SPLIT["sha256"]:
+    digests = split_digests(data_dir)
+    held = split_held(data_dir)
+    if held == "dir":
         return (f"split {data_dir}: DIR's published STS-B-DIR split ({DIR_SPLIT['repo']} at "
                 f"{DIR_SPLIT['commit'][:7]}, SHA-256 verified), the split of DIR's published STS-B numbers")
-    record = data_dir / RECORD
-    if record.is_file():
-        try:
-            saved = json.loads(record.read_text())
-        except (OSError, json.JSONDecodeError):
-            saved = {}
-        if saved.get("split") == "ranksim" and saved.get("sha256") == digests:
-            return (f"split {data_dir}: RankSim/SRL's STS-B-DIR split ({RANKSIM_SPLIT['repo']} at "
-                    f"{RANKSIM_SPLIT['commit'][:7]}, as fetched by data/download_sts.py), the split of RankSim's "
-                    "and SRL's published numbers, NOT DIR's (their test sets share 168 of 1,000 pairs)")
-        if saved.get("split") == "recreated" and saved.get("sha256") == digests:
-            return (f"split {data_dir}: a split re-created from GLUE by data/download_sts.py --make_split (seed "
-                    f"{saved.get('seed')}); NOT a published split, numbers are not comparable with the papers'")
-    return (f"split {data_dir}: NOT a published STS-B-DIR split (the files' SHA-256 differ from DIR's and no "
-            "data/download_sts.py record matches); numbers are not comparable with the papers' (get DIR's with "
-            "`python data/download_sts.py`)")
+    if held == "ranksim":
+        return (f"split {data_dir}: RankSim/SRL's published split of STS-B-DIR ({RANKSIM_SPLIT['repo']} at "
+                f"{RANKSIM_SPLIT['commit'][:7]}, SHA-256 verified), the split of RankSim's and SRL's published "
+                "numbers, NOT DIR's (their test sets share 168 of 1,000 pairs)")
+    if held == "recreated":
+        return (f"split {data_dir}: a split re-created from GLUE by data/download_sts.py --make_split (seed "
+                f"{_recreated(data_dir, digests).get('seed')}); NOT a published split, numbers are not comparable "
+                "with the papers'")
+    near = closest_published(digests)
+    if near is None:
+        return (f"split {data_dir}: NOT a published STS-B-DIR split (no file's SHA-256 is one of DIR's or "
+                "RankSim/SRL's, and no data/download_sts.py --make_split record matches); numbers are not comparable "
+                "with the papers' (get DIR's with `python data/download_sts.py`)")
+    key, differing = near
+    published = STSB_SPLITS[key]
+    label, option = published["label"], "" if key == "dir" else f" --split {key}"
+    what = "; ".join(f"{name} is absent" if name not in digests else
+                     f"{name} differs from {label} published file (SHA-256 {digests[name]}, expected "
+                     f"{published['sha256'][name]})" for name in differing)
+    matching = [name for name in published["sha256"] if name not in differing]
+    return (f"split {data_dir}: NOT a published STS-B-DIR split: {what}, though {' and '.join(matching)} "
+            f"{'is' if len(matching) == 1 else 'are'} {label}; numbers are not comparable with the papers' (get "
+            f"the published files again with `python data/download_sts.py{option} --overwrite`)")
 
 
 def load_splits(data_dir, max_seq_len: int = 40) -> dict[str, PairSplit]:

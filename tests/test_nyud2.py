@@ -272,6 +272,9 @@ def test_reference_file_lists_parse():
     assert len({dataset.scene_of(image) for image, _ in subset}) == 221
     assert hashlib.sha256((SHARED / "nyu2_train_FDS_subset.csv").read_bytes()).hexdigest() == \
         "e2e00e2388db5a4a6917b7f1c4af68b5fd4012f2884acbbb810ffe8c0957f5b6"
+    # The same file as the DIR repository's blob (git's id: SHA-1 of "blob <size>\0" and the bytes).
+    content = (SHARED / "nyu2_train_FDS_subset.csv").read_bytes()
+    assert hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest() == "bfaf8cb28f959de3faa9d924897e53ba43de76b9"
 
 
 @needs_shared
@@ -296,10 +299,16 @@ def test_published_subset_is_verified_by_its_hash(tmp_path):
 
 
 def test_a_fetched_mask_is_verified_by_its_git_blob_id(tmp_path):
-    """The published mask's blob id is known by its first 8 hex digits; a file of the right shape and dtype but
-    other content is refused and deleted. The blob id is git's own (`git hash-object`)."""
+    """The published mask is known by its full git blob id (the DIR repository's tree at a6fdc45); a file of the
+    right shape and dtype but other content is refused and deleted, the message naming the file, both ids and what
+    to do. The blob id is git's own (`git hash-object`)."""
     import runpy
-    git_blob_id = runpy.run_path(str(ROOT / "nyud2-dir" / "data" / "preprocess_nyud2.py"))["git_blob_id"]
+    script = runpy.run_path(str(ROOT / "nyud2-dir" / "data" / "preprocess_nyud2.py"))
+    git_blob_id = script["git_blob_id"]
+    assert script["MASK_BLOB"] == "156c67de7a6901c50f15b011e07c42c67e6203c3"
+    if (SHARED / "HASHES.json").is_file():
+        published = json.loads((SHARED / "HASHES.json").read_text())["git_blob"]
+        assert published["nyud2-dir/data/test_balanced_mask.npy"] == script["MASK_BLOB"]
     sample = tmp_path / "sample.bin"
     sample.write_bytes(bytes(range(256)) * 5000)
     hashed = subprocess.run(["git", "hash-object", str(sample)], capture_output=True, text=True, check=True)
@@ -314,9 +323,22 @@ def test_a_fetched_mask_is_verified_by_its_git_blob_id(tmp_path):
                            str(data), "--source_dir", str(source)], capture_output=True, text=True)
     blob = git_blob_id(source / "test_balanced_mask.npy")
     assert done.returncode == 1 and done.stderr.strip() == (
-        f"error: the mask fetched is not the published file (git blob id {blob}, the published one begins "
-        "156c67de); nothing was kept.")
+        f"error: {source / 'test_balanced_mask.npy'} is not the published test_balanced_mask.npy: its git blob id is "
+        f"{blob}, the published file's (DIR repository at a6fdc45) is 156c67de7a6901c50f15b011e07c42c67e6203c3; "
+        "nothing was kept (replace that copy with the published file, or leave out --source_dir to download it, or "
+        "pass --make_mask to recompute one, which is not the published mask).")
     assert not (data / "test_balanced_mask.npy").exists()
+    # A file whose id shares the first 32 bits would not be enough: only the full id is accepted.
+    verify_mask = script["verify_mask"]
+    np.save(data / "test_balanced_mask.npy", np.ones((2, 228, 304), np.uint8))
+    verify_mask.__globals__["MASK_BLOB"] = blob[:8] + "0" * 32              # the script's own copy of its globals
+    with pytest.raises(SystemExit, match=f"its git blob id is {blob}, the published file's .* is {blob[:8]}0{{32}}"):
+        verify_mask(data / "test_balanced_mask.npy", 2)
+    assert not (data / "test_balanced_mask.npy").exists()
+    verify_mask.__globals__["MASK_BLOB"] = blob                            # taken for the published id: kept
+    np.save(data / "test_balanced_mask.npy", np.ones((2, 228, 304), np.uint8))
+    verify_mask(data / "test_balanced_mask.npy", 2)
+    assert (data / "test_balanced_mask.npy").is_file()
 
 
 def test_labeled_mat_conversion(tmp_path):

@@ -161,8 +161,8 @@ def test_the_reference_shot_lists_are_the_folders_and_the_counts_on_dirs_split()
 
 
 def test_shot_lists_decide_the_shots_where_the_counts_would_not():
-    """RankSim's split: bin 25 with 35 training pairs (medium by count) that the lists call few, and bin 44 with 5
-    (few by count) that they call many."""
+    """Bin 25 with 35 training pairs (medium by count) that the lists call few, as on RankSim's split, and a made-up
+    bin 44 with 5 (few by count) that they call many."""
     train = np.repeat([0.05, 2.55, 4.45], [150, 35, 5])           # bins 0 (150), 25 (35), 44 (5)
     labels = np.array([0.0, 0.05, 2.5, 2.55, 4.45, 4.4])
     preds = labels + np.array([0.1, -0.2, 0.3, 0.4, -0.5, 0.6])
@@ -175,3 +175,29 @@ def test_shot_lists_decide_the_shots_where_the_counts_would_not():
     assert by_lists["few"]["mse"] == pytest.approx(float(np.mean((preds - labels)[few] ** 2)), rel=1e-12)
     assert by_lists["few"]["pearson"] == pytest.approx(pearson(preds[few], labels[few]), rel=1e-12)
     assert math.isnan(by_lists["medium"]["mse"]) and by_lists["all"] == by_counts["all"]
+
+
+RANKSIM = REAL / "ranksim"
+# RankSim's train_new per 0.1 bin, from the published files (../shared/data/sts-b-dir/ranksim/).
+RANKSIM_TRAIN_PER_BIN = [428, 2, 98, 2, 98, 15, 80, 12, 97, 3, 195, 3, 145, 5, 119, 22, 111, 26, 109, 1, 190, 4, 188,
+                         9, 108, 35, 143, 35, 141, 2, 347, 6, 346, 21, 236, 58, 206, 67, 260, 6, 350, 5, 233, 6, 120,
+                         21, 114, 25, 132, 264]
+
+
+@pytest.mark.skipif(not (RANKSIM / "test_new.tsv").is_file(), reason=f"no copy of RankSim's split at {RANKSIM}")
+def test_ranksim_split_shot_counts_by_the_lists_and_by_the_training_counts():
+    """RankSim/SRL's published split: the hard-coded lists (--shot_rule lists, what RankSim evaluates with) give
+    test 775/175/50 and dev 764/177/59; the training counts give 775/181/44 and 764/184/52. The only bin where
+    the two disagree is 25 (35 training pairs: medium by count, few in the lists), holding 6 test pairs."""
+    train, dev, test = (read_pair_tsv(RANKSIM / f"{name}_new.tsv") for name in ("train", "dev", "test"))
+    assert (len(train), len(dev), len(test)) == (5249, 1000, 1000)
+    assert STSB_BINS.histogram(train.scores).tolist() == RANKSIM_TRAIN_PER_BIN
+    lists = folder_module("sts-b-dir", "dataset").REFERENCE_SHOT_BINS
+    shots = ("many", "medium", "few")
+    for split, by_lists, by_counts in ((test, (775, 175, 50), (775, 181, 44)), (dev, (764, 177, 59), (764, 184, 52))):
+        listed = correlation_shot_metrics(split.scores + 0.1, split.scores, train.scores, bins=STSB_BINS,
+                                          shot_bins=lists)
+        counted = correlation_shot_metrics(split.scores + 0.1, split.scores, train.scores, 100, 30, STSB_BINS)
+        assert tuple(listed[s]["count"] for s in shots) == by_lists
+        assert tuple(counted[s]["count"] for s in shots) == by_counts
+    assert int((STSB_BINS.index(test.scores) == 25).sum()) == 6

@@ -267,17 +267,59 @@ def test_real_split_smoke(tmp_path):
     assert "train: 5249 pairs" in log and re.search(r"word vectors: \d+ of 17009 words", log)
 
 
-def test_a_ranksim_split_is_evaluated_with_the_reference_shot_lists(data, tmp_path):
-    """A folder that data/download_sts.py recorded as RankSim/SRL's split: training and --evaluate both group the
-    shots by the references' hard-coded lists, as RankSim's published numbers do; --shot_rule counts overrides."""
+@pytest.mark.skipif(not (REAL / "ranksim" / "train_new.tsv").is_file(), reason=f"no RankSim split at {REAL}/ranksim")
+def test_real_ranksim_split_smoke(tmp_path, capsys):
+    """A few iterations on RankSim/SRL's published split, as copied by hand (no split.json): the log names it, and
+    the default --shot_rule auto groups the shots by the references' lists, as --shot_rule lists does."""
+    glove = tmp_path / "g.txt"
+    rng = np.random.default_rng(0)
+    glove.write_text("".join(f"{w} {' '.join(f'{v:.3f}' for v in rng.standard_normal(4))}\n"
+                             for w in ["a", "the", "man", "is", ".", ",", "woman", "playing"]))
+    data_dir = tmp_path / "data_ranksim"
+    data_dir.mkdir()
+    for name in ("train_new.tsv", "dev_new.tsv", "test_new.tsv"):
+        shutil.copyfile(REAL / "ranksim" / name, data_dir / name)
+    result = sts_main(["--data_dir", str(data_dir), "--word_embs_file", str(glove), "--cache_dir", str(tmp_path / "c"),
+                       "--store_root", str(tmp_path), "--store_name", "real", "--d_hid", "4", "--batch_size", "256",
+                       "--val_interval", "3", "--max_vals", "1", "--lr", "1e-2", "--print_freq", "100",
+                       "--shot_rule", "lists"])
+    assert [result["test"][shot]["count"] for shot in ("all", "many", "medium", "few")] == [1000, 775, 175, 50]
+    assert [result["val"][shot]["count"] for shot in ("many", "medium", "few")] == [764, 177, 59]
+    log = (tmp_path / "real" / "training.log").read_text()
+    assert f"split {data_dir}: RankSim/SRL's published split of STS-B-DIR (BorealisAI/ranksim-imbalanced-regression " \
+           "at b08052d, SHA-256 verified)" in log
+    assert "shots: the references' hard-coded 0.1-bin lists" in log and "train: 5249 pairs" in log
+    evaluated = sts_main(["--evaluate", "--resume", str(tmp_path / "real" / "ckpt.best.pth.tar"),
+                          "--shot_rule", "auto"])
+    assert [evaluated[shot]["count"] for shot in ("many", "medium", "few")] == [775, 175, 50]
+    # One byte of the copy changed (a genre column, which no score or sentence depends on): the log names the file
+    # and the default rule no longer takes the folder for RankSim's, so the shots are the training counts.
+    test = bytearray((data_dir / "test_new.tsv").read_bytes())
+    at = test.index(b"main-captions\t") + len("main-caption")
+    test[at] = ord("z")
+    (data_dir / "test_new.tsv").write_bytes(bytes(test))
+    dataset = folder_module("sts-b-dir", "dataset")
+    found = dataset.sha256_of(data_dir / "test_new.tsv")
+    edited = sts_main(["--evaluate", "--resume", str(tmp_path / "real" / "ckpt.best.pth.tar"), "--shot_rule", "auto"])
+    assert [edited[shot]["count"] for shot in ("many", "medium", "few")] == [775, 181, 44]
+    assert f"test_new.tsv differs from RankSim/SRL's published file (SHA-256 {found}, expected 8fd7e514" in \
+        capsys.readouterr().out
+
+
+def test_a_ranksim_split_is_evaluated_with_the_reference_shot_lists(data, tmp_path, monkeypatch):
+    """A folder whose files are RankSim/SRL's published split (by SHA-256): training and --evaluate both group the
+    shots by the references' hard-coded lists, as RankSim's published numbers do; --shot_rule counts overrides.
+    The synthetic files stand in for RankSim's: the published hashes are set to theirs for this test."""
     data_dir, glove = data
     ranksim = tmp_path / "ranksim"
     shutil.copytree(data_dir, ranksim, ignore=shutil.ignore_patterns("cache"))
     dataset = folder_module("sts-b-dir", "dataset")
     digests = {name: dataset.sha256_of(ranksim / name) for name in dataset.SPLIT_FILES.values()}
-    (ranksim / dataset.RECORD).write_text(json.dumps({"split": "ranksim", "sha256": digests}))
+    from common.tools.datasplit import STSB_SPLITS
+    monkeypatch.setitem(STSB_SPLITS["ranksim"], "sha256", digests)
     result = train((ranksim, glove), tmp_path, "lists")
     log = (tmp_path / "lists" / "training.log").read_text()
+    assert "RankSim/SRL's published split" in log
     assert "shots: the references' hard-coded 0.1-bin lists" in log
     predictions = np.load(tmp_path / "lists" / "test_predictions.npz")
     lists = correlation_shot_metrics(predictions["preds"], predictions["labels"], predictions["train_labels"],

@@ -15,6 +15,8 @@ and build a new split only with ``--make_split``.
 :func:`protocol_split` builds the harder splits of the DIR re-evaluation (Puetz et al., *Deconstructing deep
 imbalanced regression*, Artificial Intelligence Review 2026): ``balanced_extrapolation``,
 ``bimodal_interpolation`` and ``blind_spot`` (:data:`PROTOCOLS`; docs/datasets.md §1.5 says exactly how).
+
+:data:`STSB_SPLITS` identifies the two published STS-B-DIR splits (DIR's, RankSim/SRL's) by their files' SHA-256.
 """
 from __future__ import annotations
 
@@ -377,3 +379,23 @@ def main(argv, csv_name: str, cap: int, published: PublishedSplit, protocols: bo
 AGEDB_SPLIT = PublishedSplit("agedb", "agedb-dir",
                              sha256="ab9f8d4c7099a9d74ec5094c42b6fe9f1927a166a48d2ab800a88b2fd6081252")
 IMDB_WIKI_SPLIT = PublishedSplit("imdb_wiki", "imdb-wiki-dir", sizes={"train": 191_509, "val": 11_022, "test": 11_022})
+
+# The two published STS-B-DIR splits (sts-b-dir/glue_data/STS-B/{train,dev,test}_new.tsv; docs/datasets.md §1.4),
+# each identified by the SHA-256 of its three files: DIR's, which DIR's STS-B row used, and the other realisation
+# that RankSim and SRL published on (the same blobs at RankSim's commits b08052d and 9e1c862; its git blob ids are
+# kept to compare with that repository's tree). ``sts-b-dir/dataset.py`` names the split a run reads from this
+# table and ``sts-b-dir/data/download_sts.py`` verifies what it fetches against it.
+STSB_SPLITS = {
+    "dir": {"label": "DIR's", "repo": "YyzHarry/imbalanced-regression", "commit": REFERENCE_COMMIT,
+            "sha256": {"train_new.tsv": "4da3322ae29f7ad1b7d03cdeafcb2480c276e5df1d08737678a7856697218a9a",
+                       "dev_new.tsv": "9ec12d785aa817ffe4b0f88fde442d3bf57161d8cbeaa84aaa1fdf764cca6dd6",
+                       "test_new.tsv": "55f90b3c5a0b2947d5ff64c41536191e9e1ba3bb5ffe64aca5465ab25fa8e94c"}},
+    "ranksim": {"label": "RankSim/SRL's", "repo": "BorealisAI/ranksim-imbalanced-regression",
+                "commit": "b08052da550d61837b1218106f688a732d06bcca",
+                "sha256": {"train_new.tsv": "cc71336eb2061891c3f165fa9f812c780f1e86eca0f81e62b4da49ecb9dfb3d1",
+                           "dev_new.tsv": "e5b56cd14e68a5d02ec2a05bfe11d1a45d74582170e61e679c1288f05aa82535",
+                           "test_new.tsv": "8fd7e51459a3deb30adedde0d6a777fea60d2f8a4c65ac86c76d25ca560f3bc8"},
+                "git_blob": {"train_new.tsv": "ae46d4e1a5ddd5000c59de692f192bdbf0b2e12b",
+                             "dev_new.tsv": "278ec43dda771a54ab4fea774eb8c9a3d78de916",
+                             "test_new.tsv": "6d16e7c509133748dd2d8a3b0acd137bf8f9e428"}},
+}

@@ -6,9 +6,9 @@
 
 Default: downloads ``nyu2_train_FDS_subset.csv`` (600 training images whose features update FDS each epoch;
 SHA-256 ``e2e00e23…f5b6``) and ``test_balanced_mask.npy`` ((654, 228, 304) uint8: the same number of test pixels
-from every 0.1-m bin from 0.7 m on; its git blob id begins ``156c67de``, the part of it the reference notes give)
-from the DIR repository (YyzHarry/imbalanced-regression) at the pinned
-commit of ``common.tools.datasplit.REFERENCE_COMMIT``, or from ``--source_dir`` (local copies). ``--make_subset`` and
+from every 0.1-m bin from 0.7 m on; verified by its full git blob id ``156c67de…e6203c3``, what ``git hash-object``
+gives for the file) from the DIR repository (YyzHarry/imbalanced-regression) at the pinned commit of
+``common.tools.datasplit.REFERENCE_COMMIT``, or from ``--source_dir`` (local copies). ``--make_subset`` and
 ``--make_mask`` recompute them with the references' recipe (docs/datasets.md §1.3), seeded by ``--seed``; the
 references drew theirs without a seed, so a recomputed file is not the published one.
 
@@ -33,9 +33,10 @@ from common.tools.datasplit import REFERENCE_COMMIT, REFERENCE_REPO
 from common.depth import balanced_mask
 
 SUBSET_SHA256 = "e2e00e2388db5a4a6917b7f1c4af68b5fd4012f2884acbbb810ffe8c0957f5b6"
-# The published mask's git blob id, as far as the notes on the reference repositories give it (docs/datasets.md:
-# "blob 156c67de…"; the file itself, 45 MB, was not available). 32 bits of SHA-1 over the whole content.
-MASK_BLOB_PREFIX = "156c67de"
+# The published mask's git blob id in the DIR repository's tree at REFERENCE_COMMIT (added in c37d6f4, unchanged
+# since): SHA-1 over the whole content, so a file with this id is the published mask byte for byte. The file itself
+# (45 MB) is not kept in this repository.
+MASK_BLOB = "156c67de7a6901c50f15b011e07c42c67e6203c3"
 SUBSET, MASK = "nyu2_train_FDS_subset.csv", "test_balanced_mask.npy"
 SUBSET_SIZE = 600
 
@@ -49,8 +50,9 @@ def folder_module(name: str):
     return module
 
 
-def fetch(name: str, dest: Path, source_dir: str | None) -> None:
-    """Copy ``name`` from ``source_dir``, or download it from the pinned DIR commit, through a temporary file."""
+def fetch(name: str, dest: Path, source_dir: str | None) -> str:
+    """Copy ``name`` from ``source_dir``, or download it from the pinned DIR commit, through a temporary file;
+    returns where it came from."""
     part = dest.with_name(dest.name + ".part")
     source = Path(source_dir) / name if source_dir else f"{REFERENCE_REPO}/{REFERENCE_COMMIT}/nyud2-dir/data/{name}"
     try:
@@ -64,6 +66,7 @@ def fetch(name: str, dest: Path, source_dir: str | None) -> None:
         raise SystemExit(f"error: could not get {source} ({error}); put {name} into {dest.parent} by hand, or pass "
                          f"--make_{'subset' if name == SUBSET else 'mask'} to recompute it (not the published one).")
     part.replace(dest)
+    return str(source)
 
 
 def verify_subset(path: Path) -> None:
@@ -83,9 +86,10 @@ def git_blob_id(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_mask(path: Path, n_test: int) -> None:
-    """Keep the fetched mask only if it is the published one: its shape and dtype, then its content (the git
-    blob id's known prefix); otherwise delete it and stop with one sentence."""
+def verify_mask(path: Path, n_test: int, origin: str | None = None) -> None:
+    """Keep the fetched mask only if it is the published one: its shape and dtype, then its content (its full git
+    blob id); otherwise delete it and stop with one sentence naming ``origin`` (where it came from)."""
+    origin = origin or str(path)
     try:
         mask = np.load(path)
     except (OSError, ValueError) as error:
@@ -96,10 +100,13 @@ def verify_mask(path: Path, n_test: int) -> None:
         raise SystemExit(f"error: the mask fetched has shape {mask.shape} and dtype {mask.dtype}; the published mask "
                          f"is ({n_test}, 228, 304) uint8; nothing was kept.")
     blob = git_blob_id(path)
-    if not blob.startswith(MASK_BLOB_PREFIX):
+    if blob != MASK_BLOB:
         path.unlink()
-        raise SystemExit(f"error: the mask fetched is not the published file (git blob id {blob}, the published one "
-                         f"begins {MASK_BLOB_PREFIX}); nothing was kept.")
+        advice = "replace that copy with the published file, or leave out --source_dir to download it" \
+            if not origin.startswith(("http://", "https://")) else "run this script again to download it anew"
+        raise SystemExit(f"error: {origin} is not the published {MASK}: its git blob id is {blob}, the published "
+                         f"file's (DIR repository at {REFERENCE_COMMIT[:7]}) is {MASK_BLOB}; nothing was kept "
+                         f"({advice}, or pass --make_mask to recompute one, which is not the published mask).")
 
 
 def make_subset(data_dir: Path, seed: int) -> None:
@@ -166,8 +173,8 @@ def main(argv=None) -> None:
     if args.make_mask:
         make_mask(data_dir, args.seed, args.scale, tuple(args.crop))
     elif not (data_dir / MASK).is_file():
-        fetch(MASK, data_dir / MASK, args.source_dir)
-        verify_mask(data_dir / MASK, n_test)
+        origin = fetch(MASK, data_dir / MASK, args.source_dir)
+        verify_mask(data_dir / MASK, n_test, origin)
         print(f"wrote {data_dir / MASK}: the published balanced test mask, verified")
 
 

