@@ -121,14 +121,17 @@ class VIRHead(nn.Module):
 
 def regression_head(kind: str, in_dim: int, *, num_heads: int = 2, rule: str = "minvar",
                     kernel_size: int | None = None) -> nn.Module:
-    """The head of ``kind`` (``'point'``, ``'uvote'``, ``'vir'``) on ``in_dim`` features; ``kernel_size`` for
-    per-pixel maps (None: vectors)."""
+    """The head of ``kind`` (``'point'``, ``'uvote'``, ``'vir'``, or a method's factory ``kind(in_dim,
+    kernel_size=...)``) on ``in_dim`` features; ``kernel_size`` for per-pixel maps (None: vectors)."""
     if kind == "point":
         return _layer(in_dim, 1, kernel_size)
     if kind == "uvote":
         return UVOTEHead(in_dim, num_heads, rule, kernel_size)
     if kind == "vir":
         return VIRHead(in_dim, kernel_size)
+    if callable(kind):
+        # A method's own head (its Method.head gives the factory): ``kind(in_dim, kernel_size=...)``.
+        return kind(in_dim, kernel_size=kernel_size)
     raise ValueError(f"regression_head: `kind` must be one of {', '.join(HEADS)}, got {kind!r}.")
 
 
@@ -158,6 +161,6 @@ def run_head(head: nn.Module, features: torch.Tensor, *, fds=None, targets=None,
     if smooth and fds is not None and targets is not None:
         calibrated = fds.smooth(features, targets)
     source = calibrated.detach() if detach else calibrated
-    if isinstance(head, UVOTEHead):
-        return head(source), calibrated
-    return {"pred": head(source)}, calibrated
+    out = head(source)
+    # A point head returns the prediction; UVOTE's and a method's own head their dictionary (``pred``, …).
+    return (out if isinstance(out, dict) else {"pred": out}), calibrated
