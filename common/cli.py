@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 
 # The choices of the method flags; tests/test_cli.py checks them against common.lds and common.losses.
@@ -19,16 +20,31 @@ REGRESSION_LOSSES = ("mse", "l1", "focal_mse", "focal_l1", "huber")
 
 
 class Parser(argparse.ArgumentParser):
-    """No abbreviations (``--ep`` is not ``--epoch``); a flag error is one sentence and a pointer to ``--help``."""
+    """No abbreviations (``--ep`` is not ``--epoch``); a flag error is one sentence and a pointer to ``--help``; the
+    help states every flag's default once (:class:`Parser.Formatter`). The tools in ``common/`` use it too, with
+    ``formatter_class=Parser.RawFormatter`` to keep their description's line breaks."""
+
+    class Formatter(argparse.ArgumentDefaultsHelpFormatter):
+        """Appends ``(default: …)`` to a flag's help unless the help already says its default (the word
+        "default" or ``%(default)s``) or the flag is required, so no flag shows two."""
+
+        def _get_help_string(self, action):
+            text = action.help or ""
+            if action.required or "%(default)" in text or re.search(r"\bdefault\b", text, re.IGNORECASE):
+                return text
+            return super()._get_help_string(action)
+
+    class RawFormatter(Formatter, argparse.RawDescriptionHelpFormatter):
+        """:class:`Formatter` that prints the description as written (a module docstring)."""
 
     def __init__(self, description: str, **kwargs):
-        super().__init__(description=description, allow_abbrev=False,
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
+        kwargs.setdefault("formatter_class", Parser.Formatter)
+        super().__init__(description=description, allow_abbrev=False, **kwargs)
 
     def format_help(self) -> str:
         # The defaults formatter only annotates flags that have a help text: give each one, so every default shows.
         for action in self._actions:
-            if action.help is None:
+            if action.help is None and not action.required:
                 action.help = "(default: %(default)s)"
         return super().format_help()
 
@@ -179,8 +195,9 @@ def add_fds_args(p: argparse.ArgumentParser, *, fds_ks=5, fds_sigma=1.0, bucket_
                         "apart from the smoothed ones); off: copied (docs/reference-differences.md)")
     if stats_from_training:
         g.add_argument("--stats_from_training", action="store_true",
-                       help="collect the FDS/SRL statistics from the epoch's training passes instead of a second "
-                            "pass over the training set after it (the references' protocol, the default)")
+                       help="collect the FDS/SRL statistics from the features of the epoch's training batches "
+                            "(a shortcut, not the references' protocol); off (default): from a second pass over the "
+                            "training set after each epoch, as the references do")
     g.add_argument("--fds_skip_invalid_buckets", action="store_true",
                    help="reproduce the NYUD2/STS-B references: a bucket with any zero-variance dimension is not "
                         "calibrated at all; off: its valid dimensions are (docs/reference-differences.md)")
