@@ -20,7 +20,6 @@ error (root mean predicted variance) against the observed RMSE, the diagonal bei
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -352,7 +351,9 @@ def calibration_plot(runs: list[dict], path) -> None:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from common.cli import Parser
+
+    parser = Parser(__doc__, prog="python -m common.tools.report", formatter_class=Parser.RawFormatter)
     parser.add_argument("runs", nargs="+", help="run folders (each with results.json)")
     parser.add_argument("--metric", default="l1", choices=list(METRIC_NAMES),
                         help="the plot's error per label")
@@ -360,7 +361,8 @@ def main(argv=None):
     parser.add_argument("--columns", nargs="+", default=None, choices=list(COLUMN_NAMES), metavar="METRIC",
                         help="the table's metrics (default: l1 mse gmean, depth rmse delta1, then bmae bmse sera "
                              "where the runs have them); any of " + ", ".join(COLUMN_NAMES))
-    parser.add_argument("--shots", nargs="+", default=list(SHOTS), choices=list(SHOTS), help="the table's shots")
+    parser.add_argument("--shots", nargs="+", default=list(SHOTS), choices=list(SHOTS),
+                        help=f"the table's shots (default: {' '.join(SHOTS)})")
     parser.add_argument("--per_run", action="store_true",
                         help="one row per run, also where runs differ only in --seed")
     parser.add_argument("--calibration", default="calibration.png",
