@@ -144,6 +144,10 @@ def test_the_command_line(tmp_path, capsys):
     (tmp_path / "other" / "dev_new.tsv").write_text("x")
     with pytest.raises(SystemExit, match="^error: .*dev_new.tsv already exists and is not synthetic"):
         synthetic.main(["stsb", "--out", str(tmp_path / "other")])
+    # A data folder without the files says how to write this stand-in.
+    with pytest.raises(text.RunError, match="`python -m common.synthetic stsb --out data/synthetic` \\(then "
+                                            "--data_dir data/synthetic\\)"):
+        text.read_pair_tsv(tmp_path / "nowhere" / "train_new.tsv")
 
 
 # ----------------------------------------------------------------------------- the README's quick start

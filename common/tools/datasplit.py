@@ -271,11 +271,21 @@ class PublishedSplit:
         return None
 
 
+def synthetic_marker(path, published: PublishedSplit) -> Path:
+    """The marker ``python -m common.synthetic`` writes next to the split files it makes (``SYNTHETIC_agedb.txt``)."""
+    return Path(path).parent / f"SYNTHETIC_{published.csv_name}.txt"
+
+
 def describe_split(path, published: PublishedSplit) -> str:
-    """One log line saying whether a run uses the published split."""
+    """One log line saying whether a run uses the published split (or the synthetic stand-in)."""
     problem = published.problem(path)
     if problem is None:
         return f"split file {path}: the published {published.csv_name} split (DIR repository at {REFERENCE_COMMIT[:7]})"
+    marker = synthetic_marker(path, published)
+    if marker.is_file():
+        return (f"split file {path}: the synthetic stand-in written by `python -m common.synthetic "
+                f"{published.csv_name}` ({marker.name}: made-up images), not the real data: its numbers show the "
+                "pipeline at work, not a method's result on the benchmark")
     return (f"split file {path}: NOT the published split ({problem}); numbers are not comparable with the papers' "
             f"tables (get it with `python data/preprocess_{published.csv_name}.py`)")
 
