@@ -69,10 +69,11 @@ def test_age_figure_names_agedb_the_test_split_and_age(tmp_path):
 def test_stsb_figure_says_score(tmp_path):
     test = {s: {"mse": 1.0, "l1": 0.8, "gmean": 0.5, "pearson": 0.7, "spearman": 0.7, "count": 5} for s in SHOTS}
     labels = np.array([0.5, 1.2, 2.5, 3.3, 4.8])
+    train = np.r_[np.full(50, 0.55), np.full(50, 1.25), np.full(3, 2.55), 3.35]     # many, many, medium, few
     run = load(write_run(tmp_path, "sts", test, {"seed": 111}, {
-        "preds": labels + 0.3, "labels": labels, "train_labels": np.r_[np.full(50, 0.55), np.full(50, 1.25), np.full(3, 2.55), 3.35], "many_shot_thr": 5,
-        "low_shot_thr": 2, "bins_start": STSB_BINS.start, "bins_width": STSB_BINS.width,
-        "bins_num": STSB_BINS.num_bins, "bins_rule": STSB_BINS.rule}))
+        "preds": labels + 0.3, "labels": labels, "train_labels": train, "many_shot_thr": 5, "low_shot_thr": 2,
+        "bins_start": STSB_BINS.start, "bins_width": STSB_BINS.width, "bins_num": STSB_BINS.num_bins,
+        "bins_rule": STSB_BINS.rule}))
     fig = report.per_label_figure([run])
     ax = fig.axes[0]
     assert ax.get_xlabel() == "score" and ax.get_title() == "STS-B-DIR, test split: MAE per score"

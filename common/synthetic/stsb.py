@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.synthetic.counts import scale_counts
+
 SPLIT_FILES = ("train_new.tsv", "dev_new.tsv", "test_new.tsv")
 HEADER = ("index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score")
 VECTORS_FILE = "word_vectors.txt"
@@ -101,8 +103,7 @@ def vocabulary() -> list[str]:
 # ----------------------------------------------------------------------------- scores
 
 def scale_bins(counts, n: int) -> np.ndarray:
-    """The per-bin counts scaled to total exactly ``n`` (largest remainder, as ``common.synthetic.scale_counts``)."""
-    from common.synthetic import scale_counts
+    """The per-bin counts scaled to total exactly ``n`` (largest remainder, as the age generator scales its own)."""
     scaled = scale_counts(dict(enumerate(counts)), n)
     return np.array([scaled.get(b, 0) for b in range(len(counts))], dtype=np.int64)
 
