@@ -132,13 +132,28 @@ class PackReader:
         return {**self.__dict__, "handle": None}
 
 
+def how_to_get(path) -> str:
+    """How to create the split CSV ``path`` (``agedb.csv``, ``agedb_<protocol>.csv``, ``imdb_wiki.csv``): the
+    benchmark's data/ scripts for the real data, and the synthetic generator's command for a stand-in."""
+    from common.tools.datasplit import PROTOCOLS
+    path = Path(path)
+    for dataset in ("agedb", "imdb_wiki"):
+        if path.stem == dataset or path.stem.startswith(dataset + "_"):
+            protocol = path.stem[len(dataset) + 1:]
+            flag = f" --protocol {protocol}" if protocol in PROTOCOLS else ""
+            return (f"get the real data with data/download_{dataset}.py, data/create_{dataset}.py and "
+                    f"`python data/preprocess_{dataset}.py{flag}`, or write a synthetic stand-in with `python -m "
+                    f"common.synthetic {dataset} --out {path.parent}{flag}`")
+    return "create it with the scripts in data/"
+
+
 def read_split_csv(path, max_age: float) -> pd.DataFrame:
     """A split CSV with columns ``age,path,split``; one sentence if it is missing, malformed, or holds an age
     that is empty, not a number, negative or above ``max_age``."""
     path = Path(path)
     if not path.is_file():
-        raise RunError(f"split file {path} does not exist; create it with the scripts in data/ (see the README) "
-                       "or point --data_dir at the folder that holds it.")
+        raise RunError(f"split file {path} does not exist; {how_to_get(path)}; or point --data_dir at the folder "
+                       "that holds it.")
     try:
         frame = pd.read_csv(path, dtype={"age": str, "path": str, "split": str}, keep_default_na=False)
     except Exception as error:  # noqa: BLE001 - any parser error means the same thing to the user

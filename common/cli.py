@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 
 from common import methods
@@ -17,16 +18,31 @@ from common.losses.regression import REGRESSION_LOSSES
 
 
 class Parser(argparse.ArgumentParser):
-    """No abbreviations (``--ep`` is not ``--epoch``); a flag error is one sentence and a pointer to ``--help``."""
+    """No abbreviations (``--ep`` is not ``--epoch``); a flag error is one sentence and a pointer to ``--help``; the
+    help states every flag's default once (:class:`Parser.Formatter`). The tools in ``common/`` use it too, with
+    ``formatter_class=Parser.RawFormatter`` to keep their description's line breaks."""
+
+    class Formatter(argparse.ArgumentDefaultsHelpFormatter):
+        """Appends ``(default: …)`` to a flag's help unless the help already says its default (the word
+        "default" or ``%(default)s``) or the flag is required, so no flag shows two."""
+
+        def _get_help_string(self, action):
+            text = action.help or ""
+            if action.required or "%(default)" in text or re.search(r"\bdefault\b", text, re.IGNORECASE):
+                return text
+            return super()._get_help_string(action)
+
+    class RawFormatter(Formatter, argparse.RawDescriptionHelpFormatter):
+        """:class:`Formatter` that prints the description as written (a module docstring)."""
 
     def __init__(self, description: str, **kwargs):
-        super().__init__(description=description, allow_abbrev=False,
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
+        kwargs.setdefault("formatter_class", Parser.Formatter)
+        super().__init__(description=description, allow_abbrev=False, **kwargs)
 
     def format_help(self) -> str:
         # The defaults formatter only annotates flags that have a help text: give each one, so every default shows.
         for action in self._actions:
-            if action.help is None:
+            if action.help is None and not action.required:
                 action.help = "(default: %(default)s)"
         return super().format_help()
 

@@ -546,9 +546,9 @@ class FDSMethod(Method):
                             "apart from the smoothed ones); off: copied (docs/reference-differences.md)")
         if stats_from_training:
             g.add_argument("--stats_from_training", action="store_true",
-                           help="collect the FDS/SRL statistics from the epoch's training passes instead of a "
-                                "second pass over the training set after it (the references' protocol, the "
-                                "default)")
+                           help="collect the FDS/SRL statistics from the features of the epoch's training batches "
+                                "(a shortcut, not the references' protocol); off (default): from a second pass over "
+                                "the training set after each epoch, as the references do")
         g.add_argument("--fds_skip_invalid_buckets", action="store_true",
                        help="reproduce the NYUD2/STS-B references: a bucket with any zero-variance dimension is not "
                             "calibrated at all; off: its valid dimensions are (docs/reference-differences.md)")

@@ -234,6 +234,10 @@ def spearman(x, y) -> float:
     return pearson(_ranks(x), _ranks(y))
 
 
+#: fewest samples a shot's Pearson / Spearman is reported over: two points always correlate ±1, a meaningless value.
+MIN_CORRELATION_SAMPLES = 3
+
+
 def correlation_shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=30, bins=None,
                              zero_error: float = 1e-10, shot_bins: dict | None = None, balanced: bool = False) -> dict:
     """:func:`shot_metrics` plus ``pearson`` and ``spearman`` per shot (STS-B: ``bins=STSB_BINS``, 100 / 30; an
@@ -241,7 +245,8 @@ def correlation_shot_metrics(preds, labels, train_labels, many_shot_thr=100, low
 
     ``shot_bins`` (``{'many': bin indices, 'medium': …, 'few': …}`` of ``bins``) gives the shots as fixed bin
     lists instead of training counts (the references' hard-coded lists, which RankSim applies to its own split).
-    An empty shot, or one with fewer than two samples, has NaN correlations (the reference: 0). ``balanced``: the
+    A shot with fewer than :data:`MIN_CORRELATION_SAMPLES` (3) samples has NaN correlations, printed n/a (the
+    reference: 0 for fewer than two, ±1 for two). ``balanced``: the
     balanced metrics and SERA too, per bin of ``bins`` (:func:`shot_metrics`).
     """
     preds, labels = _flat("preds", preds), _flat("labels", labels)
@@ -257,18 +262,25 @@ def correlation_shot_metrics(preds, labels, train_labels, many_shot_thr=100, low
         if balanced:
             add_balanced(metrics, errors, label_bins, relevance(labels, train_labels, bins), masks)
     for shot, mask in masks.items():
-        metrics[shot]["pearson"] = pearson(preds[mask], labels[mask])
-        metrics[shot]["spearman"] = spearman(preds[mask], labels[mask])
+        enough = int(mask.sum()) >= MIN_CORRELATION_SAMPLES
+        metrics[shot]["pearson"] = pearson(preds[mask], labels[mask]) if enough else math.nan
+        metrics[shot]["spearman"] = spearman(preds[mask], labels[mask]) if enough else math.nan
     return metrics
 
 
+def _percent(value: float) -> str:
+    """A correlation × 100 in an 8-wide cell, ``n/a`` where it is undefined (NaN)."""
+    return f"{'n/a':>8s}" if math.isnan(value) else f"{100 * value:8.2f}"
+
+
 def correlation_table(name: str, metrics: dict) -> str:
-    """:func:`shot_table` with Pearson and Spearman columns (× 100, as the papers print them)."""
+    """:func:`shot_table` with Pearson and Spearman columns (× 100, as the papers print them; n/a where a shot has
+    fewer than :data:`MIN_CORRELATION_SAMPLES` samples)."""
     rows = [f" * {name:5s}  {'MSE':>8s} {'L1':>8s} {'G-Mean':>8s} {'Pearson':>8s} {'Spearman':>8s} {'count':>6s}"]
     for shot in SHOTS:
         m = metrics[shot]
-        rows.append(f"   {shot:6s} {m['mse']:8.3f} {m['l1']:8.3f} {m['gmean']:8.3f} {100 * m['pearson']:8.2f} "
-                    f"{100 * m['spearman']:8.2f} {m['count']:6d}")
+        rows.append(f"   {shot:6s} {m['mse']:8.3f} {m['l1']:8.3f} {m['gmean']:8.3f} {_percent(m['pearson'])} "
+                    f"{_percent(m['spearman'])} {m['count']:6d}")
     return "\n".join(rows) + balanced_table(name, metrics)
 
 

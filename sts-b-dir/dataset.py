@@ -3,7 +3,8 @@
 Each row is a sentence pair with a similarity score in [0, 5]. Sentences are tokenised (this folder's
 ``text.tokenize``, no NLTK data needed) and cut to ``--max_seq_len`` tokens; rows with an empty sentence or score
 are skipped and counted, as the reference does. Get the files with ``python data/download_sts.py`` (DIR's split
-by default, ``--split ranksim`` for RankSim/SRL's).
+by default, ``--split ranksim`` for RankSim/SRL's), or write a synthetic stand-in with ``python -m common.synthetic
+stsb --out data/synthetic``.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ DIR_SPLIT, RANKSIM_SPLIT = STSB_SPLITS["dir"], STSB_SPLITS["ranksim"]
 REFERENCE_SHOT_BINS = {"many": [0, *range(10, 49, 2), 49], "medium": [2, 4, 6, 8, 27, 35, 37],
                        "few": [b for b in range(1, 48, 2) if b not in (27, 35, 37)]}
 RECORD = "split.json"          # written by data/download_sts.py: which split the folder holds, with hashes
+# Written by `python -m common.synthetic stsb` (common/synthetic/stsb.py) next to its made-up split files.
+SYNTHETIC_MARKER = "SYNTHETIC_stsb.json"
 
 
 def split_digests(data_dir) -> dict[str, str]:
@@ -86,6 +89,10 @@ def describe_split(data_dir) -> str:
         return (f"split {data_dir}: a split re-created from GLUE by data/download_sts.py --make_split (seed "
                 f"{_recreated(data_dir, digests).get('seed')}); NOT a published split, numbers are not comparable "
                 "with the papers'")
+    if (data_dir / SYNTHETIC_MARKER).is_file():
+        return (f"split {data_dir}: the synthetic stand-in written by `python -m common.synthetic stsb` (made-up "
+                f"sentences, {SYNTHETIC_MARKER}), not STS-B: its numbers show the pipeline at work, not a method's "
+                "STS-B-DIR result (get DIR's split with `python data/download_sts.py`)")
     near = closest_published(digests)
     if near is None:
         return (f"split {data_dir}: NOT a published STS-B-DIR split (no file's SHA-256 is one of DIR's or "

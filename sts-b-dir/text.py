@@ -142,8 +142,10 @@ def read_pair_tsv(path, max_seq_len: int = 40, columns=("sentence1", "sentence2"
     """
     path = Path(path)
     if not path.is_file():
-        raise RunError(f"data file {path} does not exist; fetch the split with `python data/download_sts.py` or "
-                       "point --data_dir at the folder holding train_new.tsv, dev_new.tsv and test_new.tsv.")
+        raise RunError(f"data file {path} does not exist; fetch the split with `python data/download_sts.py`, "
+                       "write a synthetic stand-in with `python -m common.synthetic stsb --out data/synthetic` (then "
+                       "--data_dir data/synthetic), or point --data_dir at the folder holding train_new.tsv, "
+                       "dev_new.tsv and test_new.tsv.")
     with open(path, encoding="utf-8", newline="") as handle:
         rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(rows, None)

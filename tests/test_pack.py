@@ -61,3 +61,23 @@ def test_a_truncated_pack_is_one_sentence_naming_it(data_dir, tmp_path):
     assert message.startswith(f"error: {path} could not be read (") and "\n" not in message
     assert message.endswith(f"it is truncated or corrupt; re-create it with `python -m common.tools.pack agedb "
                             f"--data_dir {cut} --img_size 16`.")
+
+
+def test_packing_small_images_larger_says_so_with_their_size(tmp_path, capsys):
+    """The images are 12 px: packing them at 16 upscales every one (the warning names 12); at 12 nothing is said;
+    a CSV with some larger images only counts the upscaled ones."""
+    out = tmp_path / "data"
+    write_synthetic("agedb", out, n=30, img_size=12, seed=0)
+    total = len((out / "agedb.csv").read_text().splitlines()) - 1
+    pack.main(["agedb", "--data_dir", str(out), "--img_size", "16"])
+    err = capsys.readouterr().err
+    assert err == ("warning: every image is smaller than --img_size 16 (at most 12×12 px) and was upscaled; to keep "
+                   "them at their size, pack and train with --img_size 12.\n")
+    pack.main(["agedb", "--data_dir", str(out), "--img_size", "12"])
+    assert capsys.readouterr().err == ""
+    first = (out / "agedb.csv").read_text().splitlines()[1].split(",")[1]
+    from PIL import Image
+    Image.new("RGB", (20, 20)).save(out / first)
+    pack.main(["agedb", "--data_dir", str(out), "--img_size", "16"])
+    assert capsys.readouterr().err == (f"warning: {total - 1} of {total} images are smaller than --img_size 16 and "
+                                       "were upscaled (as the training loader does).\n")

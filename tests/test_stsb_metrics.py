@@ -173,7 +173,9 @@ def test_shot_lists_decide_the_shots_where_the_counts_would_not():
     assert [by_lists[shot]["count"] for shot in ("many", "medium", "few")] == [4, 0, 2]
     few = np.isin(STSB_BINS.index(labels), FEW)
     assert by_lists["few"]["mse"] == pytest.approx(float(np.mean((preds - labels)[few] ** 2)), rel=1e-12)
-    assert by_lists["few"]["pearson"] == pytest.approx(pearson(preds[few], labels[few]), rel=1e-12)
+    many = np.isin(STSB_BINS.index(labels), MANY)
+    assert by_lists["many"]["pearson"] == pytest.approx(pearson(preds[many], labels[many]), rel=1e-12)
+    assert math.isnan(by_lists["few"]["pearson"])                  # two samples: no correlation (MIN 3)
     assert math.isnan(by_lists["medium"]["mse"]) and by_lists["all"] == by_counts["all"]
 
 

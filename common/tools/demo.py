@@ -11,7 +11,6 @@ Many/Medium/Few groups cover the same ages as on the real benchmark.
 """
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -23,11 +22,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from common.cli import Parser
+
+    parser = Parser(__doc__, prog="python -m common.tools.demo", formatter_class=Parser.RawFormatter)
     parser.add_argument("--out", default=str(ROOT / "demo"), help="folder for the data, the runs and the plot")
     parser.add_argument("--n", type=int, default=4000, help="synthetic training images")
-    parser.add_argument("--epoch", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epoch", type=int, default=10, help="training epochs of each run")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and of both runs")
     args = parser.parse_args(argv)
     out = Path(args.out)
     data_dir = out / "agedb-dir" / "data"

@@ -7,10 +7,13 @@ CSV already decoded and resized to ``img_size`` × ``img_size`` (uint8), so load
 the same tensors as from the JPEG files (the loader's resize to that size is then the identity), and the same
 numbers. The pack records the CSV's SHA-256 and the image size: a pack that does not match the split file or
 ``--img_size`` is refused with one sentence.
+
+``--img_size`` must be the training run's ``--img_size`` (224 by default on both, the references' size). Packing
+images smaller than that upscales them (a pack of 32 px synthetic faces at 224 px is 49 times larger than needed):
+the command then says so and names the images' own size, to pack and train at.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -23,8 +26,12 @@ from common.errors import RunError
 CSV_NAMES = {"agedb": "agedb", "imdb_wiki": "imdb_wiki"}
 
 
-def write_pack(data_dir, csv_name: str, img_size: int) -> Path:
-    """Decode and resize every image of ``<data_dir>/<csv_name>.csv`` into ``<csv_name>_<img_size>.h5``."""
+DEFAULT_IMG_SIZE = 224         # the age benchmarks' train.py --img_size default
+
+
+def write_pack(data_dir, csv_name: str, img_size: int, log=print) -> Path:
+    """Decode and resize every image of ``<data_dir>/<csv_name>.csv`` into ``<csv_name>_<img_size>.h5``;
+    ``log`` gets one warning line when some images are smaller than ``img_size`` (they are upscaled)."""
     import h5py
     import pandas as pd
     from PIL import Image
@@ -40,9 +47,12 @@ def write_pack(data_dir, csv_name: str, img_size: int) -> Path:
     with h5py.File(tmp, "w") as handle:
         images = handle.create_dataset("images", (len(paths), img_size, img_size, 3), dtype=np.uint8,
                                        chunks=(1, img_size, img_size, 3))
+        smaller, widest, tallest = 0, 0, 0
         for i, path in enumerate(paths):
             try:
                 with Image.open(data_dir / path) as image:
+                    smaller += image.size[0] < img_size or image.size[1] < img_size
+                    widest, tallest = max(widest, image.size[0]), max(tallest, image.size[1])
                     images[i] = decode_resized(image, img_size)
             except OSError as error:
                 tmp.unlink(missing_ok=True)
@@ -50,18 +60,29 @@ def write_pack(data_dir, csv_name: str, img_size: int) -> Path:
         handle.create_dataset("paths", data=np.array(paths, dtype=object), dtype=h5py.string_dtype())
         handle.attrs.update(csv_sha256=sha256_of(csv), img_size=img_size, csv_name=csv_name)
     tmp.replace(out)
+    if paths and smaller == len(paths):
+        side = min(widest, tallest)
+        log(f"warning: every image is smaller than --img_size {img_size} (at most {widest}×{tallest} px) and was "
+            f"upscaled; to keep them at their size, pack and train with --img_size {side}.")
+    elif smaller:
+        log(f"warning: {smaller} of {len(paths)} images are smaller than --img_size {img_size} and were upscaled "
+            "(as the training loader does).")
     return out
 
 
 def main(argv=None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m common.tools.pack", description=__doc__.split("\n\n")[0],
-                                     allow_abbrev=False)
-    parser.add_argument("dataset", choices=list(CSV_NAMES))
-    parser.add_argument("--data_dir", required=True)
-    parser.add_argument("--img_size", type=int, default=224)
+    from common.cli import Parser
+
+    parser = Parser(__doc__, prog="python -m common.tools.pack", formatter_class=Parser.RawFormatter)
+    parser.add_argument("dataset", choices=list(CSV_NAMES), help="the age benchmark whose split CSV to pack")
+    parser.add_argument("--data_dir", required=True,
+                        help="the folder of <dataset>.csv and its images; the pack <dataset>_<img_size>.h5 goes there")
+    parser.add_argument("--img_size", type=int, default=DEFAULT_IMG_SIZE,
+                        help="side of the stored square images: the --img_size you train with (default: 224, the "
+                             "age train.py's; smaller images are upscaled, with a warning)")
     args = parser.parse_args(argv)
     try:
-        out = write_pack(args.data_dir, CSV_NAMES[args.dataset], args.img_size)
+        out = write_pack(args.data_dir, CSV_NAMES[args.dataset], args.img_size, log=lambda m: print(m, file=sys.stderr))
     except RunError as error:
         raise SystemExit(f"error: {error}") from None
     print(f"wrote {out}")

@@ -13,6 +13,12 @@ table has one row per group with the mean ± sample standard deviation over its 
 whose value is NaN, e.g. an empty shot, is left out of that cell's mean), and the plot draws each group's mean
 error per label with a band of ± one standard deviation. ``--per_run`` lists every run instead.
 
+Where ``results.json`` holds the run's compute cost (``cost``: ``wall_seconds``, ``train_samples_per_second``,
+``peak_host_memory_mib``, ``peak_cuda_memory_mib``, ``device``, ``processes``), the table adds wall time,
+samples/s and peak memory columns (aggregated over seeds like the metrics; ``—`` for a run without them). A
+correlation (``--columns pearson spearman``) over fewer than three samples of a shot is n/a. The figures are titled
+with the benchmark and split, their x axis named for the label (age, depth (m), score).
+
 Runs whose predictions carry a standard deviation per sample (UVOTE, VIR: ``sigma`` in test_predictions.npz)
 also get a calibration figure (``--calibration``): per bin of predicted σ (ten equal-count bins), the expected
 error (root mean predicted variance) against the observed RMSE, the diagonal being perfect calibration
@@ -20,7 +26,6 @@ error (root mean predicted variance) against the observed RMSE, the diagonal bei
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -29,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import RUN_FLAGS
-from common.metrics import SHOTS, calibration_bins, shot_counts
+from common.metrics import MIN_CORRELATION_SAMPLES, SHOTS, calibration_bins, shot_counts
 
 METRIC_NAMES = {"l1": "MAE", "mse": "MSE", "gmean": "G-Mean"}
 #: table headers of every metric a results.json can hold.
@@ -83,21 +88,112 @@ def is_depth(run: dict) -> bool:
     return "rmse" in run["test"]["all"]
 
 
+#: what the figures call each benchmark and its label axis.
+BENCHMARK_NAMES = {"agedb-dir": "AgeDB-DIR", "imdb-wiki-dir": "IMDB-WIKI-DIR", "nyud2-dir": "NYUD2-DIR",
+                   "sts-b-dir": "STS-B-DIR"}
+LABEL_AXES = {"agedb-dir": "age", "imdb-wiki-dir": "age", "nyud2-dir": "depth (m)", "sts-b-dir": "score"}
+
+
+def benchmark_of(run: dict) -> str | None:
+    """The run's benchmark folder (``agedb-dir``, …): ``results.json``'s ``benchmark`` where it has one, else from
+    its metrics (depth: RMSE; STS-B: Pearson) or its ``--dataset`` flag (agedb…, imdb_wiki…); None for another
+    task (``examples/custom_regression.py``)."""
+    saved = run.get("benchmark")
+    if saved in BENCHMARK_NAMES:
+        return saved
+    if is_depth(run):
+        return "nyud2-dir"
+    if "pearson" in run["test"]["all"]:
+        return "sts-b-dir"
+    dataset = str((run.get("args") or {}).get("dataset", ""))
+    return "agedb-dir" if dataset.startswith("agedb") else "imdb-wiki-dir" if dataset.startswith("imdb_wiki") else None
+
+
+def figure_title(runs: list[dict], what: str, split: str = "test") -> str:
+    """``"AgeDB-DIR, test split: <what>"`` (several benchmarks joined by " / "; "runs" for an unknown one)."""
+    names = list(dict.fromkeys(BENCHMARK_NAMES.get(benchmark_of(run), "runs") for run in runs))
+    return f"{' / '.join(names)}, {split} split: {what}"
+
+
+def label_axis(runs: list[dict]) -> str:
+    """The x axis of the per-label figure: ``age``, ``depth (m)`` or ``score`` (``label`` where unknown or mixed)."""
+    axes = {LABEL_AXES.get(benchmark_of(run), "label") for run in runs}
+    return axes.pop() if len(axes) == 1 else "label"
+
+
 def depth_markdown_table(runs: list[dict], split: str = "test", columns=None, shots=SHOTS) -> str:
     """One row per depth run: RMSE and δ1 (and, where the runs hold them, bMAE, bMSE, SERA) for All / Many /
     Medium / Few, and the evaluated pixels."""
     columns = default_columns(runs, split) if columns is None else columns
-    header = ["run"] + [f"{COLUMN_NAMES[m]} {shot}" for m in columns for shot in shots] + ["pixels"]
+    costs = cost_columns(runs)
+    header = (["run"] + [f"{COLUMN_NAMES[m]} {shot}" for m in columns for shot in shots] + ["pixels"]
+              + [name for _, name, _ in costs])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
     for run in runs:
         metrics = run[split]
-        cells = [run["name"]] + [_number(metrics[s].get(m)) for m in columns for s in shots]
-        lines.append("| " + " | ".join(cells + [str(metrics["all"]["count"])]) + " |")
+        cells = [run["name"]] + [_metric_cell(metrics[s], m) for m in columns for s in shots]
+        cells += [str(metrics["all"]["count"])] + [_number(cost_value(run, key), fmt) for key, _, fmt in costs]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _number(value) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+def _number(value, fmt: str = ".3f") -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:{fmt}}"
+
+
+CORRELATIONS = ("pearson", "spearman")
+
+
+def metric_value(shot_metrics: dict, metric: str):
+    """One shot's ``metric``; a correlation over fewer than ``MIN_CORRELATION_SAMPLES`` samples is NaN (runs
+    written before that rule hold ±1 for a shot of two)."""
+    value = shot_metrics.get(metric)
+    if metric in CORRELATIONS and value is not None and shot_metrics.get("count", 0) < MIN_CORRELATION_SAMPLES:
+        return math.nan
+    return value
+
+
+def _metric_cell(shot_metrics: dict, metric: str) -> str:
+    """A table cell: the value, ``n/a`` for an undefined correlation, ``—`` for a missing or NaN value."""
+    value = metric_value(shot_metrics, metric)
+    if metric in CORRELATIONS and isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    return _number(value)
+
+
+# -- compute cost (results.json's "cost", written by the trainer where it measures it) ---------------------------
+#: (key in results["cost"], column header, number format); the CUDA column only where a run used CUDA.
+COST_COLUMNS = (("wall_seconds", "wall s", ".1f"), ("train_samples_per_second", "samples/s", ".1f"),
+                ("peak_host_memory_mib", "peak host MiB", ".0f"), ("peak_cuda_memory_mib", "peak CUDA MiB", ".0f"))
+
+
+def cost_columns(runs: list[dict]) -> list[tuple[str, str, str]]:
+    """The cost columns the runs have: none when no run has ``cost``, the CUDA one only where a value is given."""
+    costs = [run["cost"] for run in runs if isinstance(run.get("cost"), dict)]
+    if not costs:
+        return []
+    return [column for column in COST_COLUMNS
+            if column[0] != "peak_cuda_memory_mib" or any(c.get(column[0]) is not None for c in costs)]
+
+
+def cost_value(run: dict, key: str):
+    """``run["cost"][key]`` as a float, or None (an older run without ``cost``, a null CUDA peak)."""
+    cost = run.get("cost")
+    value = cost.get(key) if isinstance(cost, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def cost_note(runs: list[dict]) -> str | None:
+    """What the cost columns are, and where the runs ran (``device`` and ``processes`` of their ``cost``)."""
+    costs = [run["cost"] for run in runs if isinstance(run.get("cost"), dict)]
+    if not costs:
+        return None
+    where = list(dict.fromkeys(f"{c.get('device', '?')} ({c.get('processes', '?')} "
+                               f"process{'' if c.get('processes') == 1 else 'es'})" for c in costs))
+    missing = sum(not isinstance(run.get("cost"), dict) for run in runs)
+    return ("cost: wall s is the whole run's wall time, samples/s the training samples per second, peak MiB the "
+            f"peak memory; ran on {', '.join(where)}"
+            + (f"; {missing} run(s) recorded no cost (—)" if missing else ""))
 
 
 def default_columns(runs: list[dict], split: str = "test") -> tuple[str, ...]:
@@ -108,11 +204,37 @@ def default_columns(runs: list[dict], split: str = "test") -> tuple[str, ...]:
     return first + (extra if present else ())
 
 
-def depth_plot(runs: list[dict], path) -> None:
-    """RMSE per 0.1-m ground-truth bin of each depth run, over the training pixel histogram, shots shaded."""
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path) -> None:
+    """Write the figure atomically (a temporary file, then a rename) and close it."""
+    import os
+    import tempfile
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=path.suffix or ".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, format=(path.suffix.lstrip(".") or "png"))
+        os.replace(tmp, path)
+    finally:
+        _pyplot().close(fig)
+        Path(tmp).unlink(missing_ok=True)
+
+
+def depth_plot(runs: list[dict], path) -> None:
+    """Save :func:`depth_figure` to ``path``."""
+    _save(depth_figure(runs), path)
+
+
+def depth_figure(runs: list[dict]):
+    """RMSE per 0.1-m ground-truth bin of each depth run, over the training pixel histogram, shots shaded."""
+    plt = _pyplot()
     from common.bins import DEPTH_BINS
 
     runs = [r for r in runs if "predictions" in r]
@@ -138,17 +260,16 @@ def depth_plot(runs: list[dict], path) -> None:
     draw_groups(ax, runs, rmse_per_bin)
     ax.set_zorder(hist_ax.get_zorder() + 1)
     ax.patch.set_visible(False)
-    ax.set_xlabel("ground-truth depth (m)")
-    ax.set_ylabel("test RMSE per bin (m)")
+    ax.set_xlabel(label_axis(runs))
+    ax.set_ylabel("test RMSE per 0.1-m bin (m)")
+    ax.set_title(figure_title(runs, "RMSE per ground-truth depth bin"), fontsize=10)
     legend = ax.legend(loc="upper left", bbox_to_anchor=(0, -0.15), fontsize=8, ncol=3, frameon=False)
     ax.add_artist(legend)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.3) for c in colours.values()]
     ax.legend(handles, [f"{s}-shot" for s in colours], loc="upper right", bbox_to_anchor=(1, -0.15), fontsize=8,
               ncol=3, frameon=False)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def check_same_kind(runs: list[dict]) -> None:
@@ -163,12 +284,14 @@ def markdown_table(runs: list[dict], split: str = "test", columns=None, shots=SH
     if runs and is_depth(runs[0]):
         return depth_markdown_table(runs, split, columns, shots)
     columns = default_columns(runs, split) if columns is None else columns
-    header = ["run"] + [f"{COLUMN_NAMES[m]} {shot}" for m in columns for shot in shots]
+    costs = cost_columns(runs)
+    header = ["run"] + [f"{COLUMN_NAMES[m]} {shot}" for m in columns for shot in shots] + [n for _, n, _ in costs]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
     for run in runs:
         metrics = run[split]
-        lines.append("| " + " | ".join([run["name"]] + [_number(metrics[s].get(m)) for m in columns
-                                                        for s in shots]) + " |")
+        cells = [run["name"]] + [_metric_cell(metrics[s], m) for m in columns for s in shots]
+        cells += [_number(cost_value(run, key), fmt) for key, _, fmt in costs]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -205,11 +328,11 @@ def mean_sd(values) -> tuple[float, float, int]:
     return float(finite.mean()), float(finite.std(ddof=1)) if finite.size > 1 else math.nan, int(finite.size)
 
 
-def _mean_sd_cell(values) -> str:
+def _mean_sd_cell(values, fmt: str = ".3f", empty: str = "—") -> str:
     mean, sd, n = mean_sd(values)
     if n == 0:
-        return "—"
-    return f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {sd:.3f}"
+        return empty
+    return f"{mean:{fmt}}" if n == 1 else f"{mean:{fmt}} ± {sd:{fmt}}"
 
 
 def seed_table(groups: list[list[dict]], split: str = "test", columns=None, shots=SHOTS) -> str:
@@ -219,12 +342,16 @@ def seed_table(groups: list[list[dict]], split: str = "test", columns=None, shot
     check_same_kind(runs)
     if columns is None:
         columns = default_columns(runs, split)
-    header = ["run", "seeds", "n"] + [f"{COLUMN_NAMES[m]} {shot}" for m in columns for shot in shots]
+    costs = cost_columns(runs)
+    header = (["run", "seeds", "n"] + [f"{COLUMN_NAMES[m]} {shot}" for m in columns for shot in shots]
+              + [name for _, name, _ in costs])
     lines = ["| " + " | ".join(header) + " |", "|---|---|---:|" + "---:|" * (len(header) - 3)]
     for group in groups:
         seeds = ", ".join(str(run.get("args", {}).get("seed", "?")) for run in group)
         cells = [group_name(group), seeds, str(len(group))]
-        cells += [_mean_sd_cell([run[split][s].get(m) for run in group]) for m in columns for s in shots]
+        cells += [_mean_sd_cell([metric_value(run[split][s], m) for run in group],
+                                empty="n/a" if m in CORRELATIONS else "—") for m in columns for s in shots]
+        cells += [_mean_sd_cell([cost_value(run, key) for run in group], fmt) for key, _, fmt in costs]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -269,10 +396,14 @@ def draw_groups(ax, runs: list[dict], curve) -> None:
 
 
 def plot(runs: list[dict], path, metric: str = "l1") -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Save :func:`per_label_figure` to ``path``."""
+    _save(per_label_figure(runs, metric), path)
 
+
+def per_label_figure(runs: list[dict], metric: str = "l1"):
+    """Each run's (or seed group's) test error per label over the training histogram, the shots shaded; titled
+    with the benchmark and split, the x axis named for the label (age, score)."""
+    plt = _pyplot()
     runs = [r for r in runs if "predictions" in r]
     if not runs:
         raise SystemExit("error: no run folder has test_predictions.npz; nothing to plot.")
@@ -300,8 +431,9 @@ def plot(runs: list[dict], path, metric: str = "l1") -> None:
     draw_groups(ax, runs, lambda run: per_label_error(run["predictions"], metric))
     ax.set_zorder(hist_ax.get_zorder() + 1)
     ax.patch.set_visible(False)
-    ax.set_xlabel("label")
-    ax.set_ylabel(f"test {METRIC_NAMES[metric]} per label")
+    axis = label_axis(runs)
+    ax.set_xlabel(axis)
+    ax.set_ylabel(f"test {METRIC_NAMES[metric]} per {axis if axis in ('age', 'score') else 'label'}")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.3) for c in colours.values()]
     shots_present = {("many" if c > many else "few" if c < low else "medium") for c in label_counts}
     # Both legends below the axes, where they cannot cover a curve.
@@ -309,13 +441,13 @@ def plot(runs: list[dict], path, metric: str = "l1") -> None:
     ax.add_artist(legend)
     ax.legend(handles, [f"{s}-shot" for s in colours], loc="upper right", bbox_to_anchor=(1, -0.15), fontsize=8,
               ncol=3, frameon=False)
+    title = figure_title(runs, f"{METRIC_NAMES[metric]} per {axis}")
     if len(shots_present) == 1:
-        ax.set_title(f"every test label is {shots_present.pop()}-shot: the thresholds (> {many:g}, < {low:g} "
-                     "training samples) do not fit this data's counts", fontsize=9)
+        title += (f"\nevery test label is {shots_present.pop()}-shot: the thresholds (> {many:g}, < {low:g} "
+                  "training samples) do not fit this data's counts")
+    ax.set_title(title, fontsize=9 if "\n" in title else 10)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def uncertainty_table(runs: list[dict]) -> str:
@@ -329,30 +461,46 @@ def uncertainty_table(runs: list[dict]) -> str:
 
 
 def calibration_plot(runs: list[dict], path) -> None:
-    """Expected vs observed error per bin of predicted σ, one curve per run with ``sigma`` in its predictions."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Save :func:`calibration_figure` to ``path``."""
+    _save(calibration_figure(runs), path)
 
+
+def _padded(lo: float, hi: float, share: float = 0.05) -> tuple[float, float]:
+    pad = share * (hi - lo) if hi > lo else share * max(abs(hi), 1e-12)
+    return lo - pad, hi + pad
+
+
+def calibration_figure(runs: list[dict]):
+    """Expected vs observed error per bin of predicted σ, one curve per run with ``sigma`` in its predictions.
+
+    The x axis spans the predicted σ of the data (its smallest to its largest, 5 % margins), the y axis that range
+    and the observed RMSEs; the diagonal (perfect calibration) crosses both."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
-    top = 0.0
+    sigmas = np.concatenate([np.asarray(run["predictions"]["sigma"], dtype=np.float64).ravel() for run in runs])
+    sigma_lo, sigma_hi = float(np.min(sigmas)), float(np.max(sigmas))
+    low, high = sigma_lo, sigma_hi
     for run in runs:
         p = run["predictions"]
         rmv, rmse, _ = calibration_bins(p["preds"], p["labels"], p["sigma"])
         ax.plot(rmv, rmse, marker="o", lw=1.2, label=run["name"])
-        top = max(top, float(np.nanmax(rmv)), float(np.nanmax(rmse)))
-    ax.plot([0, top], [0, top], color="0.5", ls="--", lw=1, label="calibrated")
+        if np.isfinite(rmse).any():
+            low, high = min(low, float(np.nanmin(rmse))), max(high, float(np.nanmax(rmse)))
+    ax.plot([low, high], [low, high], color="0.5", ls="--", lw=1, label="calibrated")
+    ax.set_xlim(*_padded(sigma_lo, sigma_hi))
+    ax.set_ylim(*_padded(low, high))
     ax.set_xlabel("expected error: √ mean predicted σ² per σ bin")
     ax.set_ylabel("observed test RMSE per σ bin")
+    ax.set_title(figure_title(runs, "calibration"), fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from common.cli import Parser
+
+    parser = Parser(__doc__, prog="python -m common.tools.report", formatter_class=Parser.RawFormatter)
     parser.add_argument("runs", nargs="+", help="run folders (each with results.json)")
     parser.add_argument("--metric", default="l1", choices=list(METRIC_NAMES),
                         help="the plot's error per label")
@@ -360,7 +508,8 @@ def main(argv=None):
     parser.add_argument("--columns", nargs="+", default=None, choices=list(COLUMN_NAMES), metavar="METRIC",
                         help="the table's metrics (default: l1 mse gmean, depth rmse delta1, then bmae bmse sera "
                              "where the runs have them); any of " + ", ".join(COLUMN_NAMES))
-    parser.add_argument("--shots", nargs="+", default=list(SHOTS), choices=list(SHOTS), help="the table's shots")
+    parser.add_argument("--shots", nargs="+", default=list(SHOTS), choices=list(SHOTS),
+                        help=f"the table's shots (default: {' '.join(SHOTS)})")
     parser.add_argument("--per_run", action="store_true",
                         help="one row per run, also where runs differ only in --seed")
     parser.add_argument("--calibration", default="calibration.png",
@@ -379,9 +528,9 @@ def main(argv=None):
         print(seed_table(groups, columns=args.columns, shots=args.shots))
         print("\nmean ± sample standard deviation over the n runs of each row (their flags differ only in --seed); "
               "--per_run lists every run")
-    note = shot_note(runs)
-    if note:
-        print(f"\n{note}")
+    for note in (cost_note(runs), shot_note(runs)):
+        if note:
+            print(f"\n{note}")
     if is_depth(runs[0]):
         depth_plot(runs, args.plot)
     else:

@@ -29,7 +29,6 @@ per-label plot ``ROOT/report.png`` (and, for runs with a predicted σ, ``ROOT/ca
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -192,18 +191,21 @@ def main(argv=None) -> list[Job]:
     argv = list(sys.argv[1:] if argv is None else argv)
     common = argv[argv.index("--") + 1:] if "--" in argv else []
     own = argv[:argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(prog="python -m common.tools.sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    from common.cli import Parser
+
+    parser = Parser(__doc__, prog="python -m common.tools.sweep", formatter_class=Parser.RawFormatter)
     parser.add_argument("--folder", required=True, help="the benchmark folder (agedb-dir, imdb-wiki-dir, "
                         "sts-b-dir, nyud2-dir, or a path)")
     parser.add_argument("--grid", action="append", required=True, metavar="NAME=FLAGS",
                         help="one setting: its run-folder name and its flags (repeat for each)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="the seeds each setting runs with (default: 0 1 2)")
     parser.add_argument("--store_root", required=True, help="folder of the run folders NAME_seedK")
     parser.add_argument("--print", dest="print_only", action="store_true",
                         help="print the command of every run that is not finished, one per line; run nothing")
     parser.add_argument("--fresh", action="store_true", help="start every run again (--overwrite), finished ones too")
-    parser.add_argument("--python", default=sys.executable, help="the Python that runs train.py")
+    parser.add_argument("--python", default=sys.executable,
+                        help="the Python that runs train.py (default: this one, %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="show each run's output")
     args = parser.parse_args(own)
     try:
