@@ -15,8 +15,6 @@ from common import runtime
 from common.errors import RunError
 from test_trainer import VectorTask, trainer
 
-ENOSPC = OSError(errno.ENOSPC, "No space left on device")
-
 
 def half_written_then_full(path, *args, **kwargs):
     """What a full disk does to a writer: some bytes reach the file, then the write fails."""
