@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from common.bins import DEPTH_BINS
 from common.errors import RunError
+from common.images import to_rgb
 from common.runtime import open_hdf5, read_hdf5
 
 # Training pixels per 0.1-m bin of the real NYUD2-DIR training set (50,688 un-augmented 304×228 crops), the
@@ -87,7 +88,7 @@ def load_pair(image_path: Path, depth_path: Path, test: bool) -> tuple[Image.Ima
     """The RGB image and the depth PNG, checked: 8-bit training depth, 16-bit test depth, equal sizes."""
     try:
         with Image.open(image_path) as image:
-            image = image.convert("RGB")
+            image = to_rgb(image, image_path)     # 16-bit or alpha images as a user sees them, not clipped
         with Image.open(depth_path) as depth:
             depth.load()
     except OSError as error:
