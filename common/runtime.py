@@ -206,8 +206,10 @@ def _mib(size: int | None) -> str:
     return f"{size / 2 ** 20:.1f} MiB" if size >= 2 ** 20 else f"{size / 1024:.1f} KiB"
 
 
-def disk_full(path, needed: int | None, advice: str, written: int | None = None) -> DiskFullError:
-    """The one sentence of a full disk: the file, the space free on its disk, the space it needs."""
+def disk_full(path, needed: int | None, advice: str, written: int | None = None,
+              before: bool = False) -> DiskFullError:
+    """The one sentence of a full disk: the file, the space free on its disk, the space it needs (``before``: the
+    write was refused before it began)."""
     path = Path(path)
     if needed is not None:
         need = f"it needs about {_mib(needed)}"
@@ -216,6 +218,9 @@ def disk_full(path, needed: int | None, advice: str, written: int | None = None)
     else:
         need = "it needs more than that"
     free = _mib(free_bytes(path.parent))
+    if before:
+        return DiskFullError(f"will not write {path}: the disk holding {path.parent} has too little space ({free} "
+                             f"free, {need}); nothing was written: {advice}.")
     return DiskFullError(f"could not write {path}: the disk holding {path.parent} is full ({free} free, {need}); "
                          f"nothing half-written was left: {advice}.")
 
@@ -224,7 +229,7 @@ def check_free_space(path, needed: int, advice: str) -> None:
     """Refuse before writing ``needed`` bytes to ``path`` when its disk has less free (one sentence)."""
     free = free_bytes(Path(path).parent)
     if free is not None and free < needed:
-        raise disk_full(path, needed, advice)
+        raise disk_full(path, needed, advice, before=True)
 
 
 def write_atomic(path, write, *, needed: int | None = None, advice: str = "free space and run it again") -> int:

@@ -79,7 +79,8 @@ def test_an_atomic_write_on_a_full_disk_keeps_the_earlier_file(tmp_path, monkeyp
     assert json.loads(path.read_text()) == {"test": 1} and not leftovers(tmp_path)
     # Known too little space: refused before writing, with what is needed.
     monkeypatch.setattr(runtime, "free_bytes", lambda folder: 3 * 2 ** 20)
-    with pytest.raises(runtime.DiskFullError, match=r"is full \(3.0 MiB free, it needs about 10.0 MiB\)"):
+    with pytest.raises(runtime.DiskFullError, match=r"^will not write .* has too little space \(3.0 MiB free, it needs "
+                       r"about 10.0 MiB\); nothing was written: free space and run it again.$"):
         runtime.write_atomic(path, lambda tmp: pytest.fail("nothing is written"), needed=10 * 2 ** 20)
 
 
@@ -122,3 +123,69 @@ def test_the_gmm_prior_is_written_atomically(tmp_path, monkeypatch):
     with pytest.raises(runtime.DiskFullError, match=f"^could not write {path}"):
         gmm.save_gmm(fitted, path)
     assert path.read_bytes() == before and not leftovers(tmp_path)
+
+
+def tiny_age_data(folder: Path, n: int = 3) -> Path:
+    from PIL import Image
+    (folder / "images").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        Image.new("RGB", (8, 8), (10 * i, 20, 30)).save(folder / "images" / f"{i}.png")
+        rows.append(f"images/{i}.png,{20 + i},train")
+    (folder / "agedb.csv").write_text("path,age,split\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+def test_the_pack_refuses_a_disk_without_room_and_never_leaves_half_a_pack(tmp_path, monkeypatch):
+    import h5py
+    from common.tools import pack
+    data = tiny_age_data(tmp_path / "data")
+    out = data / "agedb_8.h5"
+    monkeypatch.setattr(runtime, "free_bytes", lambda folder: 2 ** 19)        # 0.5 MiB free
+    with pytest.raises(SystemExit) as info:
+        pack.main(["agedb", "--data_dir", str(data), "--img_size", "8"])
+    message = str(info.value.code)
+    assert message.startswith(f"error: will not write {out}: the disk holding {data} has too little space (512.0 KiB "
+                              "free, it needs about 1.0 MiB); nothing was written: free space on that disk, then run "
+                              f"`python -m common.tools.pack agedb --data_dir {data} --img_size 8` again")
+    assert not out.exists() and not leftovers(data)
+    monkeypatch.undo()
+    pack.main(["agedb", "--data_dir", str(data), "--img_size", "8"])          # room again: the pack is written
+    before = out.read_bytes()
+    # A disk that fills while the pack is written (HDF5 reports it in words, not as an errno): one sentence, the
+    # earlier pack intact, no temporary file (the write that crashed with a segmentation fault never starts
+    # where the space is known to be too little).
+    calls = []
+
+    def full_after_one(self, key, value):
+        calls.append(key)
+        if len(calls) > 1:
+            raise OSError("Can't write data (file write failed: time = now, filename = 'x', file descriptor = 5, "
+                          "errno = 28, error message = 'No space left on device', buf = 0x1, total write size = 192)")
+        return original(self, key, value)
+
+    original = h5py.Dataset.__setitem__
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", full_after_one)
+    with pytest.raises(SystemExit) as info:
+        pack.main(["agedb", "--data_dir", str(data), "--img_size", "8"])
+    assert str(info.value.code).startswith(f"error: could not write {out}: the disk holding {data} is full (")
+    assert out.read_bytes() == before and not leftovers(data)
+
+
+def test_the_nyud2_pack_refuses_a_disk_without_room(tmp_path, monkeypatch):
+    import importlib.util
+    from common.synthetic.depth import write_synthetic_nyud2
+    data = tmp_path / "data"
+    write_synthetic_nyud2(data, n=4, n_test=2, size=(16, 12), crop=(12, 8), seed=0)
+    script = Path(__file__).resolve().parents[1] / "nyud2-dir" / "data" / "pack_nyud2.py"
+    spec = importlib.util.spec_from_file_location("pack_nyud2_for_space", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(runtime, "free_bytes", lambda folder: 1000)
+    with pytest.raises(SystemExit) as info:
+        module.main(["--data_dir", str(data), "--scale", "12"])
+    out = data / "nyu2_pairs_12.h5"
+    assert str(info.value.code).startswith(
+        f"error: will not write {out}: the disk holding {data} has too little space (1000 bytes free, it needs about "
+        "1.0 MiB); nothing was written: free space on that disk, then run `python data/pack_nyud2.py --data_dir ")
+    assert not out.exists() and not leftovers(data)
