@@ -296,15 +296,22 @@ def check_jobs(jobs: list[Job]) -> str | None:
 def run_job(job: Job, python: str = sys.executable, env=None, quiet: bool = True) -> dict:
     """Run one job unless it is done; its record (``flags``, ``invocations``: mode, wall seconds and exit status of
     each) is kept in ``ROOT/sweep.json`` and returned. A failing run raises RuntimeError with its last error lines
-    (the same sweep continues it)."""
-    if job.state in ("done", "running"):
+    (the same sweep continues it); so does a job running elsewhere, or a ``sweep.json`` that cannot be updated."""
+    if job.state == "done":
         return job.record
-    write_record(job)       # before the run: the folder is this sweep's from its first file on
-    start = time.time()
-    done = subprocess.run([python, "train.py", *job.argv()], cwd=job.folder, env=env, text=True,
-                          stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE if quiet else None)
-    wall = round(time.time() - start, 1)
-    write_record(job, {"mode": job.state, "wall_s": wall, "returncode": done.returncode})
+    if job.state == "running":
+        pid, host, since = job.holder
+        raise RuntimeError(f"run {job.run_dir.name} is running in process {pid} on {host} (since {since}); wait for "
+                           "it to end, then run the same command again.")
+    try:
+        write_record(job)       # before the run: the folder is this sweep's from its first file on
+        start = time.time()
+        done = subprocess.run([python, "train.py", *job.argv()], cwd=job.folder, env=env, text=True,
+                              stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE if quiet else None)
+        wall = round(time.time() - start, 1)
+        write_record(job, {"mode": job.state, "wall_s": wall, "returncode": done.returncode})
+    except RunError as error:     # sweep.json cannot be read or written: the same RuntimeError as a failed run
+        raise RuntimeError(str(error)) from None
     if done.returncode != 0:
         tail = "\n".join((done.stderr or "").strip().splitlines()[-5:])
         raise RuntimeError(f"run {job.run_dir.name} failed (exit status {done.returncode}; its log: "
