@@ -190,3 +190,17 @@ def test_the_nyud2_pack_refuses_a_disk_without_room(tmp_path, monkeypatch):
         f"error: will not write {out}: the disk holding {data} has too little space (1000 bytes free, it needs about "
         "1.0 MiB); nothing was written: free space on that disk, then run `python data/pack_nyud2.py --data_dir ")
     assert not out.exists() and not leftovers(data)
+
+
+def test_a_split_csv_written_on_a_full_disk_keeps_the_earlier_split(tmp_path, monkeypatch):
+    import pandas as pd
+    from common.tools import datasplit
+    meta = tmp_path / "meta.csv"
+    meta.write_text("age,path\n" + "".join(f"{20 + i % 5},img{i}.jpg\n" for i in range(40)))
+    out = tmp_path / "agedb.csv"
+    out.write_text("the earlier split\n")
+    monkeypatch.setattr(pd.DataFrame, "to_csv", lambda self, path, **kw: half_written_then_full(path))
+    with pytest.raises(SystemExit) as info:
+        datasplit.split_csv(meta, out, cap=2, overwrite=True)
+    assert str(info.value.code).startswith(f"error: could not write {out}: the disk holding {tmp_path} is full (")
+    assert out.read_text() == "the earlier split\n" and not leftovers(tmp_path)
