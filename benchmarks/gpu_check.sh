@@ -80,7 +80,7 @@ DATA="$TMPROOT/agedb"
 [ -f "$DATA/agedb.csv" ] || timeout 120 "$PY" -m common.synthetic agedb --out "$DATA" $SYNTH_ARGS >/dev/null
 start=$(date +%s)
 (cd agedb-dir && timeout 240 "$PY" train.py --data_dir "$DATA" --store_root "$TMPROOT/runs" --store_name stack \
-    --overwrite --device "$DEVICE" --amp bf16 --model resnet18 $RUN_ARGS \
+    --overwrite stack --device "$DEVICE" --amp bf16 --model resnet18 $RUN_ARGS \
     --reweight sqrt_inv --lds --fds --conr --regularization_weight 100 --interpolation_lambda 2 --srl \
     --many_shot_thr 25 --low_shot_thr 5 2>&1 | tail -8) | tee -a "$OUT"
 echo "wall: $(( $(date +%s) - start )) s" | tee -a "$OUT"

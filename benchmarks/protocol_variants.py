@@ -25,6 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common import runtime
 from common.tools import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,10 +79,9 @@ def main(argv=None):
     for name, key in keys.items():
         results[key] = [run(job) for job in jobs if job.name == name]
         print(key, results[key], flush=True)
-    (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    (ROOT / "benchmarks" / "results" / "protocol_variants.json").write_text(json.dumps(
-        {"command": "python benchmarks/protocol_variants.py " + " ".join(argv or sys.argv[1:]), "seeds": args.seeds,
-         "n": args.n, "epoch": args.epoch, "runs": results}, indent=1))
+    runtime.write_json({"command": "python benchmarks/protocol_variants.py " + " ".join(argv or sys.argv[1:]),
+                        "seeds": args.seeds, "n": args.n, "epoch": args.epoch, "runs": results},
+                       ROOT / "benchmarks" / "results" / "protocol_variants.json")      # atomic, folder made
     def stat(values, f):    # runs the sweep did not time (finished elsewhere) have no seconds
         values = [v for v in values if v is not None]
         if not values:

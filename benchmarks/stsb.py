@@ -23,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import runtime
 from common.tools import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +49,7 @@ def save(path: Path, runs: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"reduced_flags": REDUCED, "configs": CONFIGS, "threads": os.environ.get("OMP_NUM_THREADS", "1"),
                "runs": runs}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp, path)
+    runtime.write_json(payload, path)       # atomic: a benchmark stopped mid-write keeps its earlier runs
 
 
 def slug(name: str) -> str:

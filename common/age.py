@@ -22,6 +22,7 @@ from common.runtime import open_hdf5, read_hdf5, sha256_of
 from common.tools.datasplit import describe_split
 from common.errors import RunError
 from common.fds import fds_from_args
+from common.images import to_rgb
 from common.gmm import check_fitted_on, gmm_path, labels_digest
 from common.lds import bucket_prior, prepare_weights
 from common.metrics import (SHOT_SELECTABLE, balanced_shot_metrics, selection_from_args, shot_metrics, shot_table,
@@ -38,8 +39,10 @@ MODEL_FLAGS = ("model", "width", "stem", "img_size")    # with the methods' (com
 # -- data ------------------------------------------------------------------------------------------------------
 def decode_resized(image: Image.Image, img_size: int) -> np.ndarray:
     """``image`` in RGB, resized to (img_size, img_size) as torchvision's ``Resize`` does on a PIL image
-    (bilinear); (img_size, img_size, 3) uint8. The HDF5 pack stores exactly these arrays."""
-    image = image.convert("RGB")
+    (bilinear); (img_size, img_size, 3) uint8. The HDF5 pack stores exactly these arrays. Every mode PIL opens
+    becomes RGB as :func:`common.images.to_rgb` says (16-bit grayscale scaled, not clipped to white), or a
+    RunError naming the file."""
+    image = to_rgb(image)
     if image.size != (img_size, img_size):
         image = image.resize((img_size, img_size), Image.BILINEAR)
     return np.asarray(image)

@@ -5,7 +5,6 @@ saving, and loading accepts either form.
 """
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import tempfile
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from common.errors import RunError
+from common.runtime import is_disk_full  # noqa: F401  (also this module's name for it)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -37,14 +37,6 @@ def _state_bytes(value) -> int:
     if isinstance(value, (list, tuple)):
         return sum(_state_bytes(v) for v in value)
     return 0
-
-
-def is_disk_full(error: BaseException) -> bool:
-    """ENOSPC, or torch's serializer reporting a failed write (its C++ message, not an errno)."""
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(error)
-    return "No space left" in text or "file write failed" in text or "unexpected pos" in text
 
 
 def save_checkpoint(state: dict, path: Path) -> int:

@@ -68,7 +68,8 @@ def add_run_args(p: argparse.ArgumentParser, *, data_dir="./data", store_root="c
     g.add_argument("--data_dir", default=data_dir, help="folder holding the benchmark's data")
     g.add_argument("--store_root", default=store_root, help="root folder of the run folders")
     g.add_argument("--store_name", default="", help="run folder name, used verbatim; empty: built from the flags")
-    g.add_argument("--overwrite", action="store_true", help="reuse an existing run folder")
+    g.add_argument("--overwrite", nargs="?", const=True, default=False, metavar="RUN_NAME", help="reuse the folder "
+                   "of an unfinished run; a finished one (results.json) only when named: --overwrite RUN_NAME")
     g.add_argument("--seed", type=int, default=seed, help="seeds Python, NumPy and torch (and every epoch)")
     g.add_argument("--select_on", default=None, metavar="METRIC",
                    choices=["l1", "mse", "gmean", "bmae", "bmse", "sera", "pearson", "spearman", "rmse", "mae",

@@ -59,10 +59,14 @@ def save_gmm(gmm: dict, path, fitted_on: str | None = None) -> None:
     record = {k: np.asarray(v) for k, v in gmm.items() if k in ("means", "weights", "variances")}
     if fitted_on is not None:
         record["fitted_on"] = np.asarray(fitted_on)
+    from common.runtime import write_atomic
     if path.suffix == ".json":
-        path.write_text(json.dumps({k: v.tolist() for k, v in record.items()}, indent=2))
+        text = json.dumps({k: v.tolist() for k, v in record.items()}, indent=2)
+        write_atomic(path, lambda tmp: Path(tmp).write_text(text))
     else:
-        np.savez(path, **record)
+        # np.savez names a path without the suffix ``<path>.npz``: so is the file written here.
+        write_atomic(path if path.suffix == ".npz" else path.with_name(path.name + ".npz"),
+                     lambda tmp: np.savez(tmp, **record))
 
 
 def labels_digest(values) -> str:

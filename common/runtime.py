@@ -5,6 +5,7 @@ Side effects (log files, tensorboard scalars, result files) happen only in the m
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -12,6 +13,8 @@ import math
 import os
 import platform
 import random
+import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -169,13 +172,172 @@ def make_run_dir(run_dir: Path) -> None:
                        "where this user can write.") from error
 
 
-def write_json(data: dict, path: Path) -> None:
-    """Atomic JSON write (temporary file + rename). Empty shots keep their NaN (Python's JSON reads it back)."""
+class DiskFullError(RunError, OSError):
+    """A write that found the disk full (ENOSPC, EDQUOT): one sentence naming the file, the free and the needed
+    space. Also an ``OSError``, so code that already tolerates a failed write (``--evaluate``'s ``eval.json``)
+    still does."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC or EDQUOT, or a C++ serializer (torch, HDF5) reporting a failed write in words instead of an errno."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    return "No space left" in text or "file write failed" in text or "unexpected pos" in text or \
+        "Disk quota exceeded" in text
+
+
+def free_bytes(folder) -> int | None:
+    """Free bytes of the disk holding ``folder`` (its nearest existing parent), or None where that cannot be read."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _mib(size: int | None) -> str:
+    if size is None:
+        return "an unknown amount"
+    if size < 1024:
+        return f"{size} bytes"
+    return f"{size / 2 ** 20:.1f} MiB" if size >= 2 ** 20 else f"{size / 1024:.1f} KiB"
+
+
+def disk_full(path, needed: int | None, advice: str, written: int | None = None,
+              before: bool = False) -> DiskFullError:
+    """The one sentence of a full disk: the file, the space free on its disk, the space it needs (``before``: the
+    write was refused before it began)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(tmp, path)
+    if needed is not None:
+        need = f"it needs about {_mib(needed)}"
+    elif written:
+        need = f"it needs more than the {_mib(written)} written before the disk filled"
+    else:
+        need = "it needs more than that"
+    free = _mib(free_bytes(path.parent))
+    if before:
+        return DiskFullError(f"will not write {path}: the disk holding {path.parent} has too little space ({free} "
+                             f"free, {need}); nothing was written: {advice}.")
+    return DiskFullError(f"could not write {path}: the disk holding {path.parent} is full ({free} free, {need}); "
+                         f"nothing half-written was left: {advice}.")
+
+
+def check_free_space(path, needed: int, advice: str) -> None:
+    """Refuse before writing ``needed`` bytes to ``path`` when its disk has less free (one sentence)."""
+    free = free_bytes(Path(path).parent)
+    if free is not None and free < needed:
+        raise disk_full(path, needed, advice, before=True)
+
+
+def write_atomic(path, write, *, needed: int | None = None, advice: str = "free space and run it again") -> int:
+    """Write ``path`` so that it is either complete or absent (the earlier file, if any, intact): ``write(tmp)``
+    writes a temporary file in the same folder (its name ends in ``path``'s suffix, so ``np.savez`` and
+    ``savefig`` keep it), which is flushed to disk (``fsync``) and renamed over ``path``. Returns the bytes
+    written.
+
+    ``needed`` (bytes, an estimate): refused before writing when the disk has less free. A full disk
+    (ENOSPC) is a :class:`DiskFullError` naming the file and the space free and needed, ending with ``advice``;
+    any other error propagates. The temporary file never stays behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if needed is not None:
+        check_free_space(path, needed, advice)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        written = os.path.getsize(tmp)
+        os.replace(tmp, path)
+        _fsync_folder(path.parent)
+        return written
+    except Exception as error:
+        if not is_disk_full(error):
+            raise
+        raise disk_full(path, needed, advice, tmp.stat().st_size if tmp.exists() else None) from error
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (where the platform allows opening a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json(data: dict, path: Path, advice: str = "free space and run it again") -> None:
+    """Atomic JSON write (:func:`write_atomic`). Empty shots keep their NaN (Python's JSON reads it back)."""
+    text = json.dumps(data, indent=2)
+
+    def write(tmp):
+        with open(tmp, "w") as handle:
+            handle.write(text)
+
+    write_atomic(path, write, advice=advice)
+
+
+def update_json(path, update, empty=None, advice: str = "free space and run it again") -> dict:
+    """Read-modify-write of a JSON file shared by several processes: under an exclusive ``flock`` on
+    ``<path>.lock``, ``update(current)`` gets the file's content (``empty()``, default ``{}``, when there is no
+    file) and returns the new content, written atomically. So two writers each add their entry and neither loses
+    the other's. A file that is not valid JSON is a :class:`RunError` naming it (never replaced)."""
+    import fcntl
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if path.exists():
+                try:
+                    current = json.loads(path.read_text())
+                except ValueError as error:
+                    raise RunError(f"{path} is not valid JSON ({error}); it was edited by hand or written by "
+                                   "another program: repair or move it, then run again.") from None
+            else:
+                current = {} if empty is None else empty()
+            new = update(current)
+            write_json(new, path, advice)
+            return new
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def write_run_results(run_dir, results: dict, save_predictions) -> None:
+    """The end of a run: ``test_predictions.npz`` (``save_predictions(path)`` writes it), then ``results.json``,
+    last, each atomically (:func:`write_atomic`). A ``results.json`` therefore always stands beside complete
+    predictions, and a run that holds one is finished. A full disk is one sentence naming the file and the space,
+    and what writes the results again: ``--resume`` of the run's last checkpoint (intact) tests the best one."""
+    run_dir = Path(run_dir)
+    advice = (f"free space, then `train.py --resume {run_dir / 'ckpt.pth.tar'}` tests the best checkpoint again "
+              "and writes the results (the checkpoints are intact)")
+    write_atomic(run_dir / "test_predictions.npz", save_predictions, advice=advice)
+    write_json(results, run_dir / "results.json", advice)
+
+
+def check_overwrite(run_dir, overwrite) -> None:
+    """What ``--overwrite`` may delete, checked while the run-folder lock is held (so a run that finishes in the
+    meantime is seen): a folder holding ``results.json`` (a finished run) only when ``--overwrite`` names it
+    (``--overwrite RUN_NAME``, the folder's own name); a bare ``--overwrite`` reuses the folders of unfinished runs
+    only. RunError, one sentence, otherwise."""
+    run_dir = Path(run_dir)
+    named = isinstance(overwrite, str) and not isinstance(overwrite, bool)
+    if named and overwrite != run_dir.name:
+        raise RunError(f"--overwrite {overwrite} names another run folder than this run's {run_dir}; pass "
+                       f"--overwrite {run_dir.name} to replace it, or a bare --overwrite for an unfinished run.")
+    if (run_dir / "results.json").is_file() and not named:
+        raise RunError(f"run folder {run_dir} holds a finished run (results.json), which --overwrite deletes only "
+                       f"when named: pass --overwrite {run_dir.name} to replace it, or another --store_name.")
 
 
 def sha256_of(path) -> str:
@@ -249,8 +411,8 @@ class RunLock:
 
     NAME = "run.lock"
 
-    def __init__(self, run_dir):
-        self.path, self.held = Path(run_dir) / self.NAME, False
+    def __init__(self, run_dir, name: str | None = None):
+        self.path, self.held = Path(run_dir) / (name or self.NAME), False
 
     def acquire(self) -> str | None:
         """Take the lock; returns a note when a stale lock was taken over, else None."""
@@ -261,9 +423,7 @@ class RunLock:
             except FileExistsError:
                 holder = self._holder()
                 if holder is not None and not self._stale(*holder[:2]):
-                    pid, host, since = holder
-                    raise RunError(f"run folder {self.path.parent} is in use by process {pid} on {host} (since "
-                                   f"{since}); wait for that run to end, or pass another --store_name.")
+                    raise RunError(self.busy(*holder))
                 note = (f"took over the stale lock {self.path} of process {holder[0]} on {holder[1]}, which no longer "
                         "runs" if holder is not None else f"replaced the unreadable lock {self.path}")
                 self.path.unlink(missing_ok=True)
@@ -273,6 +433,21 @@ class RunLock:
             self.held = True
             return note
         raise RunError(f"could not take the lock {self.path}: another process keeps re-creating it.")
+
+    def busy(self, pid: int, host: str, since: str) -> str:
+        """The sentence that refuses the folder to a second process."""
+        return (f"run folder {self.path.parent} is in use by process {pid} on {host} (since {since}); wait for that "
+                "run to end, or pass another --store_name.")
+
+    def live_holder(self):
+        """``(pid, host, since)`` of the process that holds the lock and still runs (or runs on another host,
+        where this cannot be checked); None when there is no lock or its process is gone."""
+        if not self.path.exists():
+            return None
+        holder = self._holder()
+        if holder is None or self._stale(*holder[:2]):
+            return None
+        return holder
 
     def release(self) -> None:
         if self.held:

@@ -317,6 +317,7 @@ class Trainer:
         runtime.make_run_dir(run_dir)
         self._lock_note = self.lock.acquire()
         if new_run:
+            runtime.check_overwrite(run_dir, self.config.overwrite)   # under the lock: a finished run only by name
             # --overwrite: nothing of the earlier run may stay behind to be read as this run's (results.json).
             for old in run_dir.iterdir():
                 if old.name != runtime.RunLock.NAME:
@@ -654,10 +655,10 @@ class Trainer:
         result = {"val": best["trainer"]["best_val"], "test": test, "epoch": state.best_epoch,
                   "step": state.best_step}
         self.scalars.close()
-        if runtime.is_main_process():
-            runtime.write_json({**result, "provenance": self.provenance, "args": self.config.flags},
-                               self.run_dir / "results.json")
-            self.task.save_predictions(self.run_dir / "test_predictions.npz", preds, labels, sigma)
+        if runtime.is_main_process():    # the predictions, then results.json last, each atomic
+            runtime.write_run_results(self.run_dir, {**result, "provenance": self.provenance,
+                                                     "args": self.config.flags},
+                                      lambda path: self.task.save_predictions(path, preds, labels, sigma))
         distributed.barrier()            # every process returns once rank 0's files are written
         return {**result, "run_dir": str(self.run_dir)}
 

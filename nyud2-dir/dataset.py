@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from common.bins import DEPTH_BINS
 from common.errors import RunError
+from common.images import to_rgb
 from common.runtime import open_hdf5, read_hdf5
 
 # Training pixels per 0.1-m bin of the real NYUD2-DIR training set (50,688 un-augmented 304×228 crops), the
@@ -87,7 +88,7 @@ def load_pair(image_path: Path, depth_path: Path, test: bool) -> tuple[Image.Ima
     """The RGB image and the depth PNG, checked: 8-bit training depth, 16-bit test depth, equal sizes."""
     try:
         with Image.open(image_path) as image:
-            image = image.convert("RGB")
+            image = to_rgb(image, image_path)     # 16-bit or alpha images as a user sees them, not clipped
         with Image.open(depth_path) as depth:
             depth.load()
     except OSError as error:
@@ -372,36 +373,51 @@ def pack_path(data_dir, scale_to: int) -> Path:
 
 def write_pack(data_dir, scale_to: int = 240, log=print) -> Path:
     """Every pair of the three CSVs, checked, decoded and scaled (RGB uint8; depth uint8 for training, uint16 for
-    test, as in the PNGs), into ``<data_dir>/nyu2_pairs_<scale>.h5``, one group per CSV with its SHA-256."""
+    test, as in the PNGs), into ``<data_dir>/nyu2_pairs_<scale>.h5``, one group per CSV with its SHA-256.
+
+    Written as a temporary file beside it and renamed when complete (an earlier pack stays intact until then); a
+    disk without room for it (its size estimated from each CSV's first pair) is refused before writing, and a disk
+    that fills while writing is one sentence (:func:`common.runtime.write_atomic`), never a half-written pack."""
     import h5py
-    from common.runtime import sha256_of
+    from common.runtime import sha256_of, write_atomic
     data_dir = Path(data_dir)
     out = pack_path(data_dir, scale_to)
-    tmp = out.with_name(out.name + ".tmp")
-    with h5py.File(tmp, "w") as handle:
-        handle.attrs["scale"] = scale_to
-        for name in PACK_SPLITS:
-            csv = data_dir / f"{name}.csv"
-            if not csv.is_file():
-                continue
+    splits = []
+    for name in PACK_SPLITS:
+        csv = data_dir / f"{name}.csv"
+        if csv.is_file():
             pairs = read_pairs(csv, data_dir)
             check_pairs_exist(pairs, csv)
-            test = name == "nyu2_test"
-            images, depths = [], []
-            for image_path, depth_path in pairs:
-                image, depth = scale(*load_pair(image_path, depth_path, test), scale_to)
-                images.append(np.asarray(image))
-                depths.append(np.asarray(depth))
-            if len({a.shape for a in images}) > 1:
-                tmp.unlink()
-                raise RunError(f"the images of {csv} differ in size after scaling; they cannot share one pack.")
-            group = handle.create_group(name)
-            group.create_dataset("images", data=np.stack(images), chunks=(1, *images[0].shape))
-            group.create_dataset("depths", data=np.stack(depths).astype(np.uint16 if test else np.uint8),
-                                 chunks=(1, *depths[0].shape))
-            group.attrs["csv_sha256"] = sha256_of(csv)
-            log(f"packed {len(pairs)} pairs of {csv.name}")
-    tmp.replace(out)
+            splits.append((name, csv, pairs))
+    needed = 2 ** 20
+    for name, _, pairs in splits:
+        if pairs:
+            image, depth = scale(*load_pair(*pairs[0], name == "nyu2_test"), scale_to)
+            needed += len(pairs) * (np.asarray(image).nbytes + np.asarray(depth).size * (2 if name == "nyu2_test"
+                                                                                         else 1) + 128)
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as handle:
+            handle.attrs["scale"] = scale_to
+            for name, csv, pairs in splits:
+                test = name == "nyu2_test"
+                images, depths = [], []
+                for image_path, depth_path in pairs:
+                    image, depth = scale(*load_pair(image_path, depth_path, test), scale_to)
+                    images.append(np.asarray(image))
+                    depths.append(np.asarray(depth))
+                if len({a.shape for a in images}) > 1:
+                    raise RunError(f"the images of {csv} differ in size after scaling; they cannot share one pack.")
+                group = handle.create_group(name)
+                group.create_dataset("images", data=np.stack(images), chunks=(1, *images[0].shape))
+                group.create_dataset("depths", data=np.stack(depths).astype(np.uint16 if test else np.uint8),
+                                     chunks=(1, *depths[0].shape))
+                group.attrs["csv_sha256"] = sha256_of(csv)
+                log(f"packed {len(pairs)} pairs of {csv.name}")
+
+    command = f"python data/pack_nyud2.py --data_dir {data_dir} --scale {scale_to}"
+    write_atomic(out, write, needed=needed, advice=f"free space on that disk, then run `{command}` again (or train "
+                 "without --data_format hdf5)")
     return out
 
 

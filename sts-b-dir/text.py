@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -411,10 +410,8 @@ def load_word_vectors(vocabulary: list[str], embeddings_file: str, cache_dir, d_
 
 def _save_npz(path: Path, log, **arrays) -> None:
     """Write atomically; a folder that cannot be written only costs the cache (one log line)."""
+    from common.runtime import write_atomic
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except OSError as error:
+        write_atomic(path, lambda tmp: np.savez(tmp, **arrays))      # no temporary file stays behind
+    except OSError as error:       # also a full disk (DiskFullError is an OSError): the cache is optional
         log(f"could not write the cache {path} ({error.strerror or error}); it will be rebuilt next time")

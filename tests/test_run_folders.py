@@ -110,8 +110,16 @@ def test_overwrite_clears_the_earlier_run_and_a_fatal_error_ends_the_log(data_di
     train(data_dir, tmp_path, "run", "--epoch", "1")
     assert (tmp_path / "run" / "results.json").is_file()
     (tmp_path / "elsewhere").mkdir()
+    before = digests(tmp_path / "run")
+    # A finished run is deleted only when --overwrite names it (issue 27: a bare --overwrite from a sweep that
+    # thought the run had stopped deleted a run that had just finished).
+    for overwrite in (["--overwrite"], ["--overwrite", "other"]):
+        message = error_of(["--data_dir", str(data_dir), "--store_root", str(tmp_path), "--store_name", "run",
+                            *overwrite, *TINY, "--epoch", "1"])
+        assert "pass --overwrite run to replace it" in message and "\n" not in message
+        assert digests(tmp_path / "run") == before and not (tmp_path / "run" / "run.lock").exists()
     message = error_of(["--data_dir", str(tmp_path / "elsewhere"), "--store_root", str(tmp_path), "--store_name",
-                        "run", "--overwrite", *TINY, "--epoch", "1"])
+                        "run", "--overwrite", "run", *TINY, "--epoch", "1"])
     names = {p.name for p in (tmp_path / "run").iterdir()}
     assert not names & {"results.json", "ckpt.pth.tar", "ckpt.best.pth.tar", "test_predictions.npz"}
     assert (tmp_path / "run" / "training.log").read_text().strip().splitlines()[-1].endswith(f"error: {message[7:]}")

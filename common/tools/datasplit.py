@@ -139,10 +139,12 @@ def _split_and_write(meta_csv, out_csv, assign, overwrite: bool) -> pd.DataFrame
     split = assign(df["age"].tolist())
     out = pd.DataFrame({"age": df["age"], "path": df["path"], "split": split})
     out = out[out["split"] != ""]
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_name(out_csv.name + ".tmp")
-    out.to_csv(tmp, index=False)
-    os.replace(tmp, out_csv)
+    from common.runtime import write_atomic    # here: the data scripts' --help needs no torch
+    from common.errors import RunError
+    try:
+        write_atomic(out_csv, lambda tmp: out.to_csv(tmp, index=False))
+    except RunError as error:                  # a full disk: its sentence, the earlier split intact
+        raise SystemExit(f"error: {error}") from None
     return out
 
 

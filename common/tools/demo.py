@@ -35,7 +35,7 @@ def main(argv=None):
     if not (data_dir / "agedb.csv").is_file():
         write_synthetic("agedb", data_dir, n=args.n, img_size=32, seed=args.seed)
     scale = args.n / sum(AGEDB_TRAIN_COUNTS.values())
-    common_flags = ["--data_dir", str(data_dir), "--store_root", str(out / "runs"), "--overwrite",
+    common_flags = ["--data_dir", str(data_dir), "--store_root", str(out / "runs"),
                     "--model", "resnet18", "--width", "8", "--stem", "cifar", "--img_size", "32",
                     "--batch_size", "64", "--lr", "2e-3", "--epoch", str(args.epoch),
                     "--schedule", str(int(args.epoch * 0.8)),
@@ -45,7 +45,7 @@ def main(argv=None):
     for name, flags in runs.items():
         print(f"\n=== training {name} ===", flush=True)
         subprocess.run([sys.executable, str(ROOT / "agedb-dir" / "train.py"), *common_flags,
-                        "--store_name", name, *flags], check=True, cwd=ROOT / "agedb-dir")
+                        "--store_name", name, "--overwrite", name, *flags], check=True, cwd=ROOT / "agedb-dir")
     results = [report.load_run(out / "runs" / name) for name in runs]
     print("\nTest MAE / MSE / G-Mean on the synthetic AgeDB-DIR (shot thresholds scaled to "
           f"{round(100 * scale)} / {round(20 * scale)} training images):\n")

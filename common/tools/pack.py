@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.runtime import sha256_of
+from common.runtime import sha256_of, write_atomic
 from common.age import decode_resized, pack_path
 from common.errors import RunError
 
@@ -29,13 +29,32 @@ CSV_NAMES = {"agedb": "agedb", "imdb_wiki": "imdb_wiki"}
 DEFAULT_IMG_SIZE = 224         # the age benchmarks' train.py --img_size default
 
 
+def pack_bytes(paths, img_size: int) -> int:
+    """About the size of a pack on disk: its uint8 images (stored uncompressed), its paths, and HDF5's bookkeeping
+    (a chunk index entry per image and the file's own structures)."""
+    return len(paths) * (img_size * img_size * 3 + 64) + sum(len(str(p).encode()) + 16 for p in paths) + 2 ** 20
+
+
+def read_image(path: Path, img_size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """One image decoded and resized for the pack, and its own (width, height); an unreadable file or mode is one
+    sentence naming it."""
+    from PIL import Image
+    try:
+        with Image.open(path) as image:
+            return decode_resized(image, img_size), image.size
+    except OSError as error:
+        raise RunError(f"image {path} could not be read ({error}); fix the data first.") from error
+
+
 def write_pack(data_dir, csv_name: str, img_size: int, log=print) -> Path:
     """Decode and resize every image of ``<data_dir>/<csv_name>.csv`` into ``<csv_name>_<img_size>.h5``;
-    ``log`` gets one warning line when some images are smaller than ``img_size`` (they are upscaled)."""
+    ``log`` gets one warning line when some images are smaller than ``img_size`` (they are upscaled).
+
+    The pack is written as a temporary file beside it and renamed when complete (an earlier pack stays intact
+    until then); a disk without room for it is refused before writing, and a disk that fills while writing is
+    one sentence (:func:`common.runtime.write_atomic`), never a half-written pack."""
     import h5py
     import pandas as pd
-    from PIL import Image
-
 
     data_dir = Path(data_dir)
     csv = data_dir / f"{csv_name}.csv"
@@ -43,27 +62,26 @@ def write_pack(data_dir, csv_name: str, img_size: int, log=print) -> Path:
         raise RunError(f"{csv} does not exist; create the split first (data/ scripts) or pass --data_dir.")
     paths = pd.read_csv(csv, dtype={"path": str})["path"].tolist()
     out = pack_path(data_dir, csv_name, img_size)
-    tmp = out.with_name(out.name + ".tmp")
-    with h5py.File(tmp, "w") as handle:
-        images = handle.create_dataset("images", (len(paths), img_size, img_size, 3), dtype=np.uint8,
-                                       chunks=(1, img_size, img_size, 3))
-        smaller, widest, tallest = 0, 0, 0
-        for i, path in enumerate(paths):
-            try:
-                with Image.open(data_dir / path) as image:
-                    smaller += image.size[0] < img_size or image.size[1] < img_size
-                    widest, tallest = max(widest, image.size[0]), max(tallest, image.size[1])
-                    images[i] = decode_resized(image, img_size)
-            except OSError as error:
-                tmp.unlink(missing_ok=True)
-                raise RunError(f"image {data_dir / path} could not be read ({error}); fix the data first.") from error
-        handle.create_dataset("paths", data=np.array(paths, dtype=object), dtype=h5py.string_dtype())
-        handle.attrs.update(csv_sha256=sha256_of(csv), img_size=img_size, csv_name=csv_name)
-    tmp.replace(out)
+    sizes = []
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as handle:
+            images = handle.create_dataset("images", (len(paths), img_size, img_size, 3), dtype=np.uint8,
+                                           chunks=(1, img_size, img_size, 3))
+            for i, path in enumerate(paths):
+                images[i], size = read_image(data_dir / path, img_size)
+                sizes.append(size)
+            handle.create_dataset("paths", data=np.array(paths, dtype=object), dtype=h5py.string_dtype())
+            handle.attrs.update(csv_sha256=sha256_of(csv), img_size=img_size, csv_name=csv_name)
+
+    command = f"python -m common.tools.pack {csv_name} --data_dir {data_dir} --img_size {img_size}"
+    write_atomic(out, write, needed=pack_bytes(paths, img_size),
+                 advice=f"free space on that disk, then run `{command}` again (or train without --data_format hdf5)")
+    smaller = sum(width < img_size or height < img_size for width, height in sizes)
     if paths and smaller == len(paths):
-        side = min(widest, tallest)
+        widest, tallest = max(w for w, _ in sizes), max(h for _, h in sizes)
         log(f"warning: every image is smaller than --img_size {img_size} (at most {widest}×{tallest} px) and was "
-            f"upscaled; to keep them at their size, pack and train with --img_size {side}.")
+            f"upscaled; to keep them at their size, pack and train with --img_size {min(widest, tallest)}.")
     elif smaller:
         log(f"warning: {smaller} of {len(paths)} images are smaller than --img_size {img_size} and were upscaled "
             "(as the training loader does).")

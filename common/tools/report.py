@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from common.cli import RUN_FLAGS
+from common.errors import RunError
 from common.metrics import MIN_CORRELATION_SAMPLES, SHOTS, calibration_bins, shot_counts
 
 METRIC_NAMES = {"l1": "MAE", "mse": "MSE", "gmean": "G-Mean"}
@@ -212,19 +215,18 @@ def _pyplot():
 
 
 def _save(fig, path) -> None:
-    """Write the figure atomically (a temporary file, then a rename) and close it."""
-    import os
-    import tempfile
+    """Write a figure atomically (complete or not at all: :func:`common.runtime.write_atomic`) and close it; a
+    ``path`` without a suffix gets ``.png``, as matplotlib gives it. A full disk is one sentence (RunError)."""
+    from common.runtime import write_atomic
     path = Path(path)
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=path.suffix or ".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120, format=(path.suffix.lstrip(".") or "png"))
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".")),
+                     advice="free space, or pass --plot/--calibration on another disk")
     finally:
         _pyplot().close(fig)
-        Path(tmp).unlink(missing_ok=True)
 
 
 def depth_plot(runs: list[dict], path) -> None:
@@ -237,6 +239,7 @@ def depth_figure(runs: list[dict]):
     plt = _pyplot()
     from common.bins import DEPTH_BINS
 
+    check_same_kind(runs)
     runs = [r for r in runs if "predictions" in r]
     if not runs:
         raise SystemExit("error: no run folder has test_predictions.npz; nothing to plot.")
@@ -273,8 +276,71 @@ def depth_figure(runs: list[dict]):
 
 
 def check_same_kind(runs: list[dict]) -> None:
+    """Refuse runs that one table and one histogram cannot hold (one sentence naming two of them): depth beside
+    age or text runs, runs of two benchmarks, runs whose shot thresholds differ (their Many/Medium/Few columns
+    would hold different labels). The report does not split them into several tables: run it once per kind."""
     if any(is_depth(run) for run in runs) and not all(is_depth(run) for run in runs):
         raise SystemExit("error: these runs mix depth and age/text benchmarks; report them separately.")
+    known = [run for run in runs if benchmark_of(run)]
+    for run in known[1:]:
+        if benchmark_of(run) != benchmark_of(known[0]):
+            raise SystemExit(f"error: {run.get('path', run['name'])} is a run of {benchmark_of(run)} and "
+                             f"{known[0].get('path', known[0]['name'])} of {benchmark_of(known[0])}: the metrics of "
+                             "two benchmarks cannot share one table and one label histogram; report each benchmark's "
+                             "runs separately.")
+    known = [run for run in runs if shot_thresholds(run)]
+    for run in known[1:]:
+        (flags, mine), (_, first) = shot_thresholds(run), shot_thresholds(known[0])
+        if not np.allclose(mine, first, rtol=1e-9, atol=0):
+            what = "labels" if flags[0] == "many_shot_thr" else "bins"
+            unit = "training samples" if what == "labels" else "of the training pixels"
+            raise SystemExit(f"error: {run.get('path', run['name'])} counts many-shot {what} as > {mine[0]:g} and "
+                             f"few-shot as < {mine[1]:g} {unit}, {known[0].get('path', known[0]['name'])} as > "
+                             f"{first[0]:g} and < {first[1]:g}: their Many/Medium/Few columns hold different "
+                             f"{what}; report them separately, or evaluate both with the same --{flags[0]} and "
+                             f"--{flags[1]}.")
+
+
+_BENCHMARK_OF_DATASET = {"agedb": "agedb-dir", "imdb_wiki": "imdb-wiki-dir"}
+#: the flags of the shot thresholds: counts of training samples (ages, STS-B), fractions of pixels (NYUD2).
+SHOT_FLAGS = (("many_shot_thr", "low_shot_thr"), ("many_shot_fraction", "low_shot_fraction"))
+
+
+def benchmark_of(run: dict) -> str | None:
+    """The benchmark folder that trained a run, told by its flags (``results.json``'s ``args``: NYUD2's
+    ``--encoder``, STS-B's ``--d_hid``, the age benchmarks' ``dataset``); None when they do not say."""
+    args = run.get("args") if isinstance(run.get("args"), dict) else {}
+    if "encoder" in args:
+        return "nyud2-dir"
+    if "d_hid" in args:
+        return "sts-b-dir"
+    return _BENCHMARK_OF_DATASET.get(args.get("dataset"))
+
+
+def shot_thresholds(run: dict):
+    """``((many flag, few flag), (many, few))`` of a run, from its flags or its saved predictions; None if unknown."""
+    args = run.get("args") if isinstance(run.get("args"), dict) else {}
+    for flags in SHOT_FLAGS:
+        if all(isinstance(args.get(flag), (int, float)) for flag in flags):
+            return flags, tuple(float(args[flag]) for flag in flags)
+    saved = run.get("predictions") or {}
+    if all(flag in saved for flag in SHOT_FLAGS[0]):
+        return SHOT_FLAGS[0], tuple(float(saved[flag]) for flag in SHOT_FLAGS[0])
+    return None
+
+
+def unique_folders(folders) -> list[str]:
+    """The run folders once each (a folder given twice, by another spelling or through a link, would count as a
+    second seed), in the order given; each repeat is said on stderr."""
+    first: dict[str, list[str]] = {}
+    for folder in folders:
+        first.setdefault(os.path.realpath(folder), []).append(str(folder))
+    for given in first.values():
+        if len(given) > 1:
+            again = " and ".join([", ".join(given[1:-1]), given[-1]] if len(given) > 2 else given[1:])
+            print(f"note: {again} {'is' if len(given) == 2 else 'are'} {given[0]} again; each run counts once",
+                  file=sys.stderr)
+    return [given[0] for given in first.values()]
 
 
 def markdown_table(runs: list[dict], split: str = "test", columns=None, shots=SHOTS) -> str:
@@ -404,6 +470,7 @@ def per_label_figure(runs: list[dict], metric: str = "l1"):
     """Each run's (or seed group's) test error per label over the training histogram, the shots shaded; titled
     with the benchmark and split, the x axis named for the label (age, score)."""
     plt = _pyplot()
+    check_same_kind(runs)
     runs = [r for r in runs if "predictions" in r]
     if not runs:
         raise SystemExit("error: no run folder has test_predictions.npz; nothing to plot.")
@@ -498,6 +565,13 @@ def calibration_figure(runs: list[dict]):
 
 
 def main(argv=None):
+    try:
+        return _main(argv)
+    except RunError as error:        # a figure that could not be written (a full disk): its sentence
+        raise SystemExit(f"error: {error}") from None
+
+
+def _main(argv=None):
     from common.cli import Parser
 
     parser = Parser(__doc__, prog="python -m common.tools.report", formatter_class=Parser.RawFormatter)
@@ -515,7 +589,7 @@ def main(argv=None):
     parser.add_argument("--calibration", default="calibration.png",
                         help="where to save the calibration figure of runs with predicted σ (UVOTE, VIR)")
     args = parser.parse_args(argv)
-    runs = [load_run(r) for r in args.runs]
+    runs = [load_run(r) for r in unique_folders(args.runs)]
     check_same_kind(runs)
     missing = [(run["name"], m) for run in runs for m in args.columns or () if m not in run["test"]["all"]]
     if missing:
