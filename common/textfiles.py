@@ -84,3 +84,85 @@ def read_csv(path, required=(), *, what: str = "CSV file", expected: str | None 
     if any(name not in frame.columns for name in required):
         raise RunError(describe_header(path, list(frame.columns), required, what, expected))
     return frame
+
+
+SPLITS = ("train", "val", "test")
+
+
+def _first_bad(path, column: str, raw, bad, what: str) -> RunError:
+    """The sentence for the first row where ``bad`` holds, in ``column`` of the raw strings ``raw``."""
+    row = int(bad.nonzero()[0][0])
+    value = str(raw[row])
+    shown = "empty" if not value.strip() else f"{value!r}, {what}"
+    return RunError(f"CSV file {path}, data row {row + 1} (line {row + 2}), column {column!r}: the cell is {shown}; "
+                    "fix or drop that row.")
+
+
+def read_regression_csv(path, label: str, *, seed: int = 0, fractions=(0.8, 0.1, 0.1)):
+    """A CSV of numeric feature columns, one numeric ``label`` column and optionally a ``split`` column, as
+    ``(features (N, F) float32, labels (N,) float32, splits (N,) of 'train'/'val'/'test', feature names)``.
+
+    Split names are read in any case with spaces around them (``Train``, `` VAL``); without the column the rows
+    are split at random by ``fractions`` with ``seed``. Every problem is a :class:`RunError` naming the file: no
+    such file, a folder, not UTF-8, empty, no data rows, unparsable, another separator, no ``label`` column, no
+    feature column, a cell that is empty or not a finite number (with its row, line and column), an unknown split
+    name, or a split without rows.
+    """
+    import numpy as np
+
+    path = Path(path)
+    if path.is_dir():
+        raise RunError(f"CSV file {path} is a folder; pass the CSV file itself.")
+    if not path.is_file():
+        raise RunError(f"CSV file {path} does not exist; pass the path of a CSV with numeric feature columns, the "
+                       f"label column (--label {label}) and optionally a train/val/test `split` column.")
+    if label == "split":
+        raise RunError(f"--label split: in CSV file {path} `split` is the column of train/val/test names; pass "
+                       "--label with the column of the numbers to predict.")
+    frame = read_csv(path, what="CSV file", expected=f"feature columns, {label} and optionally split", dtype=str,
+                     keep_default_na=False)
+    columns = list(frame.columns)
+    if label not in columns:
+        if other_separator(columns):
+            raise RunError(describe_header(path, columns, (label,), "CSV file",
+                                           f"feature columns, {label} and optionally split"))
+        near = [name for name in columns if name.lower() == label.lower()]
+        hint = f" (names are case-sensitive: found {near[0]!r})" if near else ""
+        raise RunError(f"CSV file {path} has no label column {label!r}{hint}; its header holds "
+                       f"{', '.join(map(repr, columns[:12]))}: pass --label with the name of the label column.")
+    if len(frame) == 0:
+        raise RunError(f"CSV file {path} has a header but no data rows; add rows.")
+    features = [name for name in columns if name not in (label, "split")]
+    if not features:
+        raise RunError(f"CSV file {path} has no feature column besides the label {label!r}"
+                       f"{' and split' if 'split' in columns else ''}; add the numeric columns to predict it from.")
+    values = {}
+    for name in [*features, label]:
+        raw = frame[name].to_numpy(dtype=str)
+        numbers = _numbers(raw)
+        bad = ~np.isfinite(numbers) | (np.abs(numbers) > np.finfo(np.float32).max)
+        if bad.any():
+            raise _first_bad(path, name, raw, bad, "not a finite number")
+        values[name] = numbers.astype(np.float32)
+    n = len(frame)
+    if "split" in columns:
+        raw = frame["split"].to_numpy(dtype=str)
+        splits = np.char.lower(np.char.strip(raw))
+        bad = ~np.isin(splits, SPLITS)
+        if bad.any():
+            raise _first_bad(path, "split", raw, bad, f"not one of {', '.join(SPLITS)} (in any case)")
+        how = "its split column"
+    else:
+        splits = np.random.default_rng(seed).choice(list(SPLITS), n, p=list(fractions))
+        how = f"the random {'/'.join(f'{round(100 * f)}' for f in fractions)} split of its {n} data rows"
+    for name in SPLITS:
+        if not (splits == name).any():
+            raise RunError(f"CSV file {path} has no {name} rows ({how}); every split needs rows: add rows, or a "
+                           "split column naming train, val and test rows.")
+    return np.stack([values[name] for name in features], 1), values[label], splits, features
+
+
+def _numbers(raw):
+    """Strings to float64, NaN where a cell is empty or not a number (``pandas.to_numeric``)."""
+    import pandas as pd
+    return pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype="float64")
