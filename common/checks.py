@@ -41,9 +41,12 @@ def check_finite(where: str, name: str, tensor: torch.Tensor) -> None:
 def check_non_negative(where: str, name: str, tensor: torch.Tensor, what: str = "a weight") -> None:
     """NaN or ±inf (:class:`NonFiniteError`) or a negative value in ``tensor`` (``ValueError``): one host read for
     both, the sum and the minimum fetched together, so a weight check costs what :func:`check_finite` costs."""
-    if tensor.numel() == 0:
+    if tensor.numel() == 0 or tensor.dtype == torch.bool:
         return
-    total, low = torch.stack((tensor.sum(), tensor.amin())).tolist()
+    if not tensor.is_floating_point():           # integer weights: finite, only the sign to check
+        total, low = 0, tensor.amin().item()
+    else:
+        total, low = torch.stack((tensor.sum(), tensor.amin())).tolist()
     if not math.isfinite(total):
         check_finite(where, name, tensor)        # the exact test: a sum of finite values may overflow
     if low < 0:

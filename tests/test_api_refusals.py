@@ -105,6 +105,7 @@ def test_the_function_named_is_the_one_called():
 def test_what_was_accepted_stays_accepted():
     # zero weights, equal thresholds, labels folded by an explicit grid (IMDB-WIKI's ages above 120 on AGE_BINS)
     assert float(weighted_l1_loss(PRED, TARGET, torch.zeros(3))) == 0.0
+    assert float(weighted_l1_loss(PRED, TARGET, torch.tensor([2, 0, 1]))) == pytest.approx(2 / 3)   # integer weights
     assert float(RegressionLoss("focal_l1", beta=0.2, gamma=0)(PRED, TARGET)) == pytest.approx(2 / 3)
     out = shot_metrics(TEST_PREDS, TEST_LABELS, TRAIN, 30, 30)
     assert [out[s]["count"] for s in ("many", "medium", "few")] == [1, 1, 1]
