@@ -20,6 +20,7 @@ from common.method import ModelSpec
 from common.bins import AGE_BINS
 from common.runtime import open_hdf5, read_hdf5, sha256_of
 from common.tools.datasplit import describe_split
+from common.textfiles import read_csv
 from common.errors import RunError
 from common.fds import fds_from_args
 from common.images import to_rgb
@@ -151,19 +152,16 @@ def how_to_get(path) -> str:
 
 
 def read_split_csv(path, max_age: float) -> pd.DataFrame:
-    """A split CSV with columns ``age,path,split``; one sentence if it is missing, malformed, or holds an age
-    that is empty, not a number, negative or above ``max_age``."""
+    """A split CSV with columns ``age,path,split``; one sentence if it is missing, malformed (another separator,
+    not UTF-8: :func:`common.textfiles.read_csv`), or holds an age that is empty, not a number, negative or above
+    ``max_age``."""
     path = Path(path)
     if not path.is_file():
         raise RunError(f"split file {path} does not exist; {how_to_get(path)}; or point --data_dir at the folder "
                        "that holds it.")
-    try:
-        frame = pd.read_csv(path, dtype={"age": str, "path": str, "split": str}, keep_default_na=False)
-    except Exception as error:  # noqa: BLE001 - any parser error means the same thing to the user
-        raise RunError(f"split file {path} could not be parsed ({error}); re-create it with data/.") from error
-    missing = {"age", "path", "split"} - set(frame.columns)
-    if missing:
-        raise RunError(f"split file {path} lacks the column(s) {', '.join(sorted(missing))}; expected age,path,split.")
+    # Spaces after the commas and a byte-order mark are read as meant; another separator or encoding is named.
+    frame = read_csv(path, ("age", "path", "split"), what="split file", remedy="; re-create it with data/",
+                     dtype=str, keep_default_na=False)
     ages = pd.to_numeric(frame["age"].str.strip(), errors="coerce")
     bad = ages.isna() | ~np.isfinite(ages) | (ages < 0) | (ages > max_age)
     if bad.any():

@@ -88,21 +88,64 @@ def numpy_scalar_globals() -> list:
     return allowed
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """``torch.load(weights_only=True)`` with one clear sentence for a missing or unreadable file."""
-    path = Path(path)
-    if not path.is_file():
-        raise RunError(f"checkpoint {path} does not exist; check the --resume/--pretrained path.")
+#: the two checkpoints of a run folder (the trainer's ``CHECKPOINT`` and ``BEST_CHECKPOINT``).
+LAST_NAME, BEST_NAME = "ckpt.pth.tar", "ckpt.best.pth.tar"
+#: what a file read by :func:`torch_load` must be, said when it is not.
+TORCH_FILE = "a file that torch.save wrote (a zip archive, starting with 'PK')"
+
+
+def _what_was_read(path: Path, error: BaseException) -> str:
+    """What a file that ``torch.load`` refused holds, from its first bytes and the error."""
+    with open(path, "rb") as handle:
+        head = handle.read(32)
+    if not head:
+        return "it is empty"
+    if "weights only" in str(error).lower() and head[:2] in (b"PK", b"\x80\x02"):
+        return ("it holds pickled Python objects besides tensors and numbers, which are not loaded (a checkpoint of "
+                "this repo holds none)")
+    if head.startswith(b"PK"):
+        return "it is a zip archive, as torch.save writes, but a damaged or truncated one"
+    text = head.decode("utf-8", "replace")
+    kind = "text" if text.isprintable() or "\n" in text else "bytes"
+    return f"it starts with the {kind} {text[:24]!r}{'…' if len(head) > 24 else ''}"
+
+
+def torch_load(path: Path, what: str, expected: str, map_location="cpu"):
+    """``torch.load(weights_only=True)`` of ``path``, an unreadable file being one sentence that names it as
+    ``what`` (``"checkpoint PATH"``), shows what it holds and says it must be ``expected``."""
     try:
         # The NYUD2 references store numpy float64 scalars (`error`, per-shot metrics): allow exactly the numpy
         # scalar reconstructor and dtypes, under their NumPy 1 and 2 module names; nothing else is unpickled.
         with torch.serialization.safe_globals(numpy_scalar_globals()):
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling error means the same thing to the user
-        raise RunError(f"checkpoint {path} could not be read ({type(error).__name__}); it is corrupt or not a "
-                       "checkpoint of this repo: pass another file.") from error
+        raise RunError(f"{what} could not be read: {_what_was_read(path, error)}, where "
+                       f"{expected} is {TORCH_FILE}; pass another file.") from error
+
+
+def _folder(path: Path) -> RunError:
+    """The sentence for a run folder given where a checkpoint file is expected."""
+    last, best = path / LAST_NAME, path / BEST_NAME
+    held = "" if last.is_file() or best.is_file() else " (it holds neither yet)"
+    return RunError(f"checkpoint {path} is a folder, not a checkpoint file; pass {last} to continue its training "
+                    f"(--resume) or {best} to evaluate it (--evaluate --resume) or start from it (--pretrained)"
+                    f"{held}.")
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """``torch.load(weights_only=True)`` with one clear sentence for a missing or unreadable file, or a folder
+    (a run folder: the sentence names its two checkpoints)."""
+    path = Path(path)
+    if path.is_dir():
+        raise _folder(path)
+    if not path.is_file():
+        raise RunError(f"checkpoint {path} does not exist; check the --resume/--pretrained path.")
+    checkpoint = torch_load(path, f"checkpoint {path}", "a checkpoint", map_location)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise RunError(f"checkpoint {path} has no 'state_dict'; it is not a checkpoint of this repo.")
+        found = f"keys {', '.join(map(repr, list(checkpoint)[:6]))}" if isinstance(checkpoint, dict) and checkpoint \
+            else f"a {type(checkpoint).__name__}"
+        raise RunError(f"checkpoint {path} has no 'state_dict' (it holds {found}); it is not a checkpoint of this "
+                       "repo.")
     checkpoint["state_dict"] = strip_module_prefix(checkpoint["state_dict"])
     return checkpoint
 
@@ -118,6 +161,48 @@ def load_model_state(model: torch.nn.Module, state_dict: dict, path, log=print) 
         first = str(error).splitlines()[0]
         raise RunError(f"checkpoint {path} does not fit this model ({first}); pass the flags it was trained with "
                        "(--model, --fds, --srl, ...).") from error
+
+
+#: what a checkpoint needs to continue its run, beyond the weights (a best checkpoint has none of these).
+RESUME_KEYS = ("optimizer", "rng", "trainer")
+
+
+def check_resumable(checkpoint: dict, path) -> None:
+    """Refuse, with one sentence, a checkpoint that training cannot continue from: a run's best checkpoint (its
+    weights and loop state only, no optimiser or random streams) or a checkpoint another code base wrote."""
+    if all(key in checkpoint for key in RESUME_KEYS):
+        return
+    path = Path(path)
+    if "trainer" in checkpoint:
+        raise RunError(f"checkpoint {path} is a best checkpoint: it holds the model but not the optimiser and random "
+                       "state that continuing a run needs; to continue training pass --resume "
+                       f"{path.parent / LAST_NAME}, to evaluate this one add --evaluate.")
+    raise RunError(f"checkpoint {path} holds no optimiser, random or loop state (it was not written by this repo's "
+                   "training, e.g. a reference checkpoint), so training cannot continue from it; evaluate it with "
+                   "--evaluate, or start a new run from its weights with --pretrained.")
+
+
+def load_resumable(path, map_location="cpu") -> dict:
+    """:func:`load_checkpoint` of a checkpoint to continue training from (``--resume`` without ``--evaluate``),
+    refused by :func:`check_resumable` when it cannot be continued."""
+    checkpoint = load_checkpoint(path, map_location)
+    check_resumable(checkpoint, path)
+    return checkpoint
+
+
+def load_state_file(path, flag: str, expected: str) -> dict:
+    """A weights file named by a flag (``--pretrained_encoder PATH``): ``torch.load(weights_only=True)``, one
+    sentence starting with the flag for a folder, a missing file, an unreadable one (what it holds) or one that
+    holds no dict, each saying it must be ``expected``."""
+    path = Path(path)
+    if path.is_dir():
+        raise RunError(f"{flag} {path} is a folder; pass a file holding {expected}.")
+    if not path.is_file():
+        raise RunError(f"{flag} {path}: no such file; pass a file holding {expected}.")
+    state = torch_load(path, f"{flag} {path}", f"a file holding {expected}")
+    if not isinstance(state, dict):
+        raise RunError(f"{flag} {path} holds a {type(state).__name__}, not {expected}; pass another file.")
+    return state
 
 
 def load_pretrained_trunk(model: torch.nn.Module, path, *, part: str, fits: str, flags: str, log,

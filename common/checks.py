@@ -2,9 +2,12 @@
 (:class:`~common.errors.NonFiniteError`, a ``ValueError``, for NaN or ±inf).
 
 Each check costs one reduction at most; finiteness checks synchronise with the GPU, which is the price of
-failing with a readable message instead of a NaN several steps later.
+failing with a readable message instead of a NaN several steps later. :func:`check_non_negative` checks
+finiteness and sign with that same one host read.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -33,6 +36,22 @@ def check_finite(where: str, name: str, tensor: torch.Tensor) -> None:
         return
     if not bool(torch.isfinite(tensor.sum())) and not bool(torch.isfinite(tensor).all()):
         raise NonFiniteError(f"{where}: {_describe(name, tensor)} contains NaN or infinite values.")
+
+
+def check_non_negative(where: str, name: str, tensor: torch.Tensor, what: str = "a weight") -> None:
+    """NaN or ±inf (:class:`NonFiniteError`) or a negative value in ``tensor`` (``ValueError``): one host read for
+    both, the sum and the minimum fetched together, so a weight check costs what :func:`check_finite` costs."""
+    if tensor.numel() == 0 or tensor.dtype == torch.bool:
+        return
+    if not tensor.is_floating_point():           # integer weights: finite, only the sign to check
+        total, low = 0, tensor.amin().item()
+    else:
+        total, low = torch.stack((tensor.sum(), tensor.amin())).tolist()
+    if not math.isfinite(total):
+        check_finite(where, name, tensor)        # the exact test: a sum of finite values may overflow
+    if low < 0:
+        raise ValueError(f"{where}: `{name}` must be ≥ 0 ({what}; a negative one turns its term of the loss "
+                         f"negative, which training then drives to −∞), got minimum {low:g}.")
 
 
 def check_ndim(where: str, name: str, tensor: torch.Tensor, ndims: tuple[int, ...]) -> None:
@@ -124,7 +143,5 @@ def sample_weights(where: str, weights, n: int, like: torch.Tensor, ref_name: st
         raise ValueError(f"{where}: {_describe('weights', weights)} must be a scalar, ({n},) or ({n}, 1), "
                          f"one weight per row of `{ref_name}`.")
     weights = weights.reshape(n).to(device=like.device, dtype=like.dtype)
-    check_finite(where, "weights", weights)
-    if n and bool((weights < 0).any()):
-        raise ValueError(f"{where}: `weights` must be non-negative.")
+    check_non_negative(where, "weights", weights)
     return weights

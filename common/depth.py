@@ -21,6 +21,7 @@ from scipy.ndimage import convolve1d
 
 from common.bins import DEPTH_BINS, LabelBins
 from common.lds import get_lds_kernel_window
+from common.metrics import check_shot_thresholds
 
 DEPTH_METRICS = ("rmse", "mse", "mae", "absrel", "log10", "delta1", "delta2", "delta3", "count")
 #: the overall depth metrics ``--select_on`` can name (``common.metrics.selection_from_args``).
@@ -77,6 +78,7 @@ def pixel_bucket_weights(pixel_counts, reweight: str, lds: bool = False, kernel:
 
 def shot_bins(pixel_counts, many_shot_thr: float, low_shot_thr: float) -> dict[str, np.ndarray]:
     """Bins per shot from their training pixel counts: many > many_shot_thr, few < low_shot_thr, medium between."""
+    check_shot_thresholds("shot_bins", many_shot_thr, low_shot_thr)
     counts = np.asarray(pixel_counts)
     bins = np.arange(len(counts))
     return {"many": bins[counts > many_shot_thr], "medium": bins[(counts >= low_shot_thr) & (counts <= many_shot_thr)],

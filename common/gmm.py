@@ -88,28 +88,81 @@ def check_fitted_on(path, digest: str, what: str, remedy: str) -> None:
         else:
             with np.load(path) as data:
                 recorded = str(data["fitted_on"]) if "fitted_on" in data.files else None
-    except (ValueError, OSError):
-        return                               # load_gmm says that it cannot be read
+    except Exception:  # noqa: BLE001 - an empty, damaged or foreign file: load_gmm says what it is
+        return
     if recorded is not None and recorded != digest:
         raise RunError(f"GMM file {path} was not fitted on this run's {what} (the data changed since it was "
                        f"written); {remedy}.")
 
 
+#: what every sentence about a bad ``--gmm`` file says a GMM file is, and how to make one.
+GMM_FILE = ("a GMM file is the .npz (or .json) that `python data/preprocess_gmm.py` writes from the training labels, "
+            "with arrays means (K, 1), weights (K,) and variances (K, 1, 1): re-create it with that script (STS-B "
+            "fits one itself when --gmm is not given)")
+_ZIP, _NPY, _PICKLE = b"PK\x03\x04", b"\x93NUMPY", b"\x80"
+
+
+def _starts_with(raw: bytes) -> str:
+    return repr(raw[:24].decode("utf-8", "replace")) + ("…" if len(raw) > 24 else "")
+
+
+def _read_gmm_arrays(path: Path) -> dict:
+    """The arrays of a GMM file, or a :class:`RunError` saying what the file holds instead."""
+    raw = path.read_bytes()
+    if not raw:
+        raise RunError(f"GMM file {path} is empty; {GMM_FILE}.")
+    if path.suffix == ".json":
+        try:
+            record = json.loads(raw.decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError):
+            raise RunError(f"GMM file {path} could not be read: it is not JSON (it starts with {_starts_with(raw)}); "
+                           f"{GMM_FILE}.") from None
+        if not isinstance(record, dict):
+            raise RunError(f"GMM file {path} could not be read: it holds a {type(record).__name__}, not an object "
+                           f"with means, weights and variances; {GMM_FILE}.")
+        return record
+    if raw.startswith(_NPY):
+        raise RunError(f"GMM file {path} could not be read: it holds one array (a .npy file), not the .npz archive "
+                       f"of three; {GMM_FILE}.")
+    if not raw.startswith(_ZIP):
+        what = ("a Python pickle (such as the reference's sklearn gmm.pkl), not a NumPy .npz archive"
+                if raw.startswith(_PICKLE) else f"not a NumPy .npz archive (it starts with {_starts_with(raw)})")
+        raise RunError(f"GMM file {path} could not be read: it is {what}; {GMM_FILE}.")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as error:  # noqa: BLE001 - a truncated or damaged archive, whatever the zip module says
+        raise RunError(f"GMM file {path} could not be read: it is a damaged .npz archive ({type(error).__name__}); "
+                       f"{GMM_FILE}.") from error
+
+
 def load_gmm(path) -> dict:
-    """Read a GMM saved by :func:`save_gmm` (``.npz`` or ``.json``)."""
+    """Read a GMM saved by :func:`save_gmm` (``.npz`` or ``.json``); a :class:`RunError` naming the file, what it
+    holds and what a GMM file is (:data:`GMM_FILE`) for anything else."""
     path = Path(path)
+    if path.is_dir():
+        raise RunError(f"GMM file {path} is a folder; pass the file in it (gmm.npz); {GMM_FILE}.")
     if not path.is_file():
         raise RunError(f"GMM file {path} does not exist; fit it with `python data/preprocess_gmm.py` "
                        "or pass --gmm PATH.")
+    raw = _read_gmm_arrays(path)
+    missing = [k for k in ("means", "weights", "variances") if k not in raw]
+    if missing:
+        raise RunError(f"GMM file {path} could not be read: it has no {', '.join(missing)} (it holds "
+                       f"{', '.join(map(str, raw)) or 'nothing'}); {GMM_FILE}.")
     try:
-        if path.suffix == ".json":
-            raw = json.loads(path.read_text())
-        else:
-            with np.load(path) as data:
-                raw = {k: data[k] for k in data.files}
         gmm = {k: np.asarray(raw[k], dtype=np.float64) for k in ("means", "weights", "variances")}
-    except (KeyError, ValueError, OSError) as error:
-        raise RunError(f"GMM file {path} could not be read ({error}); re-create it with data/preprocess_gmm.py.")
+    except (TypeError, ValueError):
+        raise RunError(f"GMM file {path} could not be read: its means, weights or variances are not arrays of "
+                       f"numbers; {GMM_FILE}.") from None
+    sizes = [gmm[k].size for k in ("means", "weights", "variances")]
+    if len(set(sizes)) != 1 or sizes[0] == 0:
+        raise RunError(f"GMM file {path} could not be read: it holds {sizes[0]} means, {sizes[1]} weights and "
+                       f"{sizes[2]} variances, where a mixture of K components has K of each; {GMM_FILE}.")
+    if not all(np.isfinite(v).all() for v in gmm.values()) or (gmm["weights"] < 0).any() \
+            or (gmm["variances"] < 0).any() or gmm["weights"].sum() <= 0:
+        raise RunError(f"GMM file {path} could not be read: its values are not finite, or a weight or variance is "
+                       f"negative; {GMM_FILE}.")
     return gmm
 
 
@@ -126,13 +179,18 @@ def fit_from_split_csv(csv_path, n_components: int, out_path) -> dict:
     """Fit the GMM on the training ages of an ``age,path,split`` CSV and save it (``.npz`` or ``.json``)."""
     import pandas as pd
 
+    from common.textfiles import read_csv
+
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise RunError(f"split file {csv_path} does not exist; create it first (see the README) or pass --data_dir.")
-    frame = pd.read_csv(csv_path)
-    if not {"age", "split"} <= set(frame.columns):
-        raise RunError(f"split file {csv_path} lacks the age/split columns; expected age,path,split.")
-    ages = frame.loc[frame["split"] == "train", "age"].to_numpy(np.float64)
+    frame = read_csv(csv_path, ("age", "split"), what="split file", expected="age,path,split")
+    train = frame.loc[frame["split"].astype(str).str.strip() == "train", "age"]
+    ages = pd.to_numeric(train, errors="coerce").to_numpy(np.float64)
+    if not np.isfinite(ages).all():
+        row = int(train.index[np.flatnonzero(~np.isfinite(ages))[0]])
+        raise RunError(f"split file {csv_path}, data row {row + 1} (line {row + 2}): age {train[row]!r} is not a "
+                       "number; fix or drop that row.")
     if ages.size < n_components:
         raise RunError(f"split file {csv_path} has {ages.size} training rows, too few for --K {n_components}.")
     gmm = fit_gmm_1d(ages, n_components)

@@ -55,17 +55,40 @@ def get_lds_kernel_window(kernel: str, ks: int, sigma: float) -> np.ndarray:
     return kernel_window(kernel, ks, sigma, normalise="max", dtype=np.float64)
 
 
+def check_clip(where: str, clip) -> None:
+    """``clip`` is None or ``(low, high)`` with ``0 ≤ low ≤ high``: ``np.clip`` with ``low > high`` would give every
+    bin the count ``high`` (uniform weights, silently)."""
+    if clip is None:
+        return
+    try:
+        low, high = (float(bound) for bound in clip)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: `clip` must be None or two count bounds (low, high), got {clip!r}.") from None
+    if not 0 <= low <= high:          # also false for NaN
+        raise ValueError(f"{where}: `clip` must be None or (low, high) with 0 ≤ low ≤ high, got {clip!r}; the "
+                         "references clip the age counts to (5, 1000).")
+
+
 def smoothed_bin_counts(counts, reweight: str, lds: bool = False, lds_kernel: str = "gaussian", lds_ks: int = 5,
                         lds_sigma: float = 2, *, clip=(5, 1000), mode: str = "constant",
                         truncate_smoothed_counts: bool = False) -> np.ndarray:
     """Effective per-bin counts whose inverse is the bin weight.
 
     counts: (B,) training samples per bin. ``sqrt_inv`` takes square roots; ``inverse`` clips to ``clip``
-    (None: no clipping, as STS-B and NYUD2). LDS convolves with the max-normalised window (``mode``: scipy
-    boundary mode; ``constant`` pads with zeros). The reference convolves the integer counts of ``inverse``
-    in integer arithmetic, truncating the result; ``truncate_smoothed_counts=True`` reproduces that.
+    (None: no clipping, as STS-B and NYUD2); ``none`` leaves them as they are. LDS convolves with the
+    max-normalised window (``mode``: scipy boundary mode; ``constant`` pads with zeros). The reference convolves
+    the integer counts of ``inverse`` in integer arithmetic, truncating the result; ``truncate_smoothed_counts=True``
+    reproduces that.
     """
+    where = "smoothed_bin_counts"
+    if reweight not in REWEIGHTS:
+        raise ValueError(f"{where}: `reweight` must be one of {', '.join(REWEIGHTS)}, got {reweight!r}.")
+    check_clip(where, clip)
     counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 1 or counts.size == 0:
+        raise ValueError(f"{where}: `counts` must be a non-empty (B,) histogram, got shape {counts.shape}.")
+    if not np.isfinite(counts).all() or (counts < 0).any():
+        raise ValueError(f"{where}: `counts` must be finite and ≥ 0 (samples per bin), got minimum {counts.min():g}.")
     if reweight == "sqrt_inv":
         counts = np.sqrt(counts)
     elif reweight == "inverse" and clip is not None:
@@ -85,7 +108,10 @@ def prepare_weights(labels, reweight: str = "none", lds: bool = False, lds_kerne
     """Per-sample training weights (docs/methods.md §2.1 for ages, §2.2 for STS-B's 0.1-wide bins).
 
     Args:
-        labels: (N,) training labels (ages, years); bin ``min(max_target − 1, int(y))``.
+        labels: (N,) training labels. Without ``bins``, whole numbers in [0, max_target − 1], each its own bin;
+            another label is a ValueError (a fractional label would share ``int(y)``'s bin, one above the grid
+            the last bin, silently). With ``bins``, the grid's rule: ``AGE_BINS`` bins ``min(120, int(y))``, the
+            references' rule for ages (IMDB-WIKI's ages above 120 share bin 120).
         reweight: ``'none'`` (returns None), ``'inverse'`` or ``'sqrt_inv'``.
         lds, lds_kernel, lds_ks, lds_sigma: label distribution smoothing of the bin counts.
         max_target: number of integer bins (the age grid ``LabelBins(0, 1, max_target)``), unless ``bins``.
@@ -108,8 +134,11 @@ def prepare_weights(labels, reweight: str = "none", lds: bool = False, lds_kerne
     if not np.isfinite(labels).all() or (labels < 0).any():
         raise ValueError("prepare_weights: `labels` must be finite and non-negative "
                          f"(got min {labels.min()}, max {labels.max()}).")
+    check_clip("prepare_weights", clip)
     if reweight == "none":
         return None
+    if bins is None:
+        _check_integer_grid(labels, max_target)
     grid = LabelBins(0, 1, max_target) if bins is None else bins
     index = grid.index(labels)
     counts = np.bincount(index, minlength=grid.num_bins)
@@ -117,6 +146,28 @@ def prepare_weights(labels, reweight: str = "none", lds: bool = False, lds_kerne
                                     truncate_smoothed_counts=truncate_smoothed_counts)
     weights = (1.0 / effective[index]).astype(np.float32)
     return (weights * (len(weights) / weights.sum())).astype(np.float32)
+
+
+def _check_integer_grid(labels: np.ndarray, max_target) -> None:
+    """Without ``bins``, every label is a whole number below ``max_target`` (its own bin)."""
+    where = "prepare_weights"
+    if isinstance(max_target, bool) or not isinstance(max_target, (int, np.integer, float)) \
+            or not float(max_target).is_integer() or max_target < 1:
+        raise ValueError(f"{where}: `max_target` (the number of integer label bins) must be a positive integer, "
+                         f"got {max_target!r}.")
+    fractional = labels != np.floor(labels)
+    if fractional.any():
+        first = int(np.flatnonzero(fractional)[0])
+        raise ValueError(f"{where}: `labels` holds {labels[first]:g} (position {first}), not a whole number; without "
+                         "`bins` each integer label is one bin, so pass `bins=LabelBins(start, width, num_bins)` for "
+                         "labels on another grid.")
+    above = labels > max_target - 1
+    if above.any():
+        first = int(np.flatnonzero(above)[0])
+        raise ValueError(f"{where}: `labels` holds {labels[first]:g} (position {first}), above the last of the "
+                         f"`max_target` = {max_target:g} integer bins; raise `max_target` to {labels.max() + 1:g}, or "
+                         "pass `bins=AGE_BINS` (common.bins) to fold the labels above 120 into bin 120 as the "
+                         "age references do.")
 
 
 # The age BNI prior's grid: integer ages 0…199, ages ≥ 199 in the last bin (the reference's max_target 200).
@@ -128,7 +179,13 @@ def bucket_prior(train_labels, lds: bool, kernel: str, ks: int, sigma: float, bi
     """BNI prior: the bins' values (ages) and their (LDS-smoothed) training frequencies, empty bins dropped.
 
     ``truncate`` reproduces the reference, which smooths the integer counts in integer arithmetic."""
-    counts = bins.histogram(train_labels)
+    values = np.asarray(train_labels, dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        raise ValueError("bucket_prior: `train_labels` is empty; the prior is their histogram, pass the training "
+                         "labels.")
+    if not np.isfinite(values).all():
+        raise ValueError("bucket_prior: `train_labels` must be finite.")
+    counts = bins.histogram(values)
     if lds:
         # Raw counts ("inverse" without clipping) so that the reference's integer truncation can apply.
         counts = smoothed_bin_counts(counts, "inverse", True, kernel, ks, sigma, clip=None,

@@ -35,13 +35,65 @@ CORRELATION_SELECTABLE = SHOT_SELECTABLE + ("pearson", "spearman")
 HIGHER_IS_BETTER = ("pearson", "spearman", "delta1", "delta2", "delta3")
 
 
-def _flat(name: str, values) -> np.ndarray:
+def _flat(name: str, values, where: str) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().double().numpy()
-    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    try:
+        array = np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: `{name}` must be numbers (an array, a list or a tensor), got "
+                         f"{type(values).__name__}.") from None
     if not np.isfinite(array).all():
-        raise ValueError(f"shot_metrics: `{name}` contains NaN or infinite values.")
+        raise ValueError(f"{where}: `{name}` contains NaN or infinite values.")
     return array
+
+
+def _same_length(where: str, arrays: dict) -> None:
+    """One value per sample in every array of ``{name: array}``, and at least one sample."""
+    (first, reference), *others = arrays.items()
+    for name, array in others:
+        if array.size != reference.size:
+            raise ValueError(f"{where}: `{name}` has {array.size} values but `{first}` has {reference.size}; pass one "
+                             "value per sample.")
+    if reference.size == 0:
+        raise ValueError(f"{where}: `{first}` is empty; pass at least one sample.")
+
+
+def _training_labels(where: str, train_labels) -> np.ndarray:
+    train = _flat("train_labels", train_labels, where)
+    if train.size == 0:
+        raise ValueError(f"{where}: `train_labels` is empty; the shots count the training samples of each label, so "
+                         "pass the training labels.")
+    return train
+
+
+def check_shot_thresholds(where: str, many_shot_thr, low_shot_thr) -> None:
+    """Both thresholds numbers ≥ 0 and many-shot at least few-shot (the command line's rule)."""
+    for name, value in (("many_shot_thr", many_shot_thr), ("low_shot_thr", low_shot_thr)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value >= 0:
+            raise ValueError(f"{where}: `{name}` must be a number ≥ 0 (a count of training samples), got {value!r}.")
+    if many_shot_thr < low_shot_thr:
+        raise ValueError(f"{where}: `many_shot_thr` ({many_shot_thr}) must be at least `low_shot_thr` "
+                         f"({low_shot_thr}): many-shot labels have more training samples than few-shot ones.")
+
+
+def _sigma_inputs(where: str, preds, labels, sigma, positive: bool = True):
+    """Predictions, labels and predicted standard deviations: one finite value each per sample, σ > 0 (unless
+    ``positive`` is False: :func:`ause` only ranks the samples by σ)."""
+    preds, labels = _flat("preds", preds, where), _flat("labels", labels, where)
+    sigma = _flat("sigma", sigma, where)
+    _same_length(where, {"preds": preds, "labels": labels, "sigma": sigma})
+    if positive and (sigma <= 0).any():
+        first = int(np.flatnonzero(sigma <= 0)[0])
+        raise ValueError(f"{where}: `sigma` holds {sigma[first]:g} (sample {first}); predicted standard deviations "
+                         "must be > 0.")
+    return preds, labels, sigma
+
+
+def _positive_count(where: str, name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{where}: `{name}` must be a positive integer, got {value!r}.")
+    return int(value)
 
 
 def _errors_summary(errors: np.ndarray, zero_error: float = 0.0) -> dict:
@@ -62,10 +114,10 @@ def shot_counts(labels, train_labels, bins=None) -> np.ndarray:
     Without ``bins`` (ages): training labels cast to int, matched exactly (as the reference). With ``bins``
     (a :class:`~common.bins.LabelBins`; depth, STS-B): the training samples in each test label's bin.
     """
-    labels = _flat("labels", labels)
+    labels = _flat("labels", labels, "shot_counts")
     if bins is not None:
-        return bins.histogram(_flat("train_labels", train_labels))[bins.index(labels)]
-    train = _flat("train_labels", train_labels).astype(np.int64)
+        return bins.histogram(_flat("train_labels", train_labels, "shot_counts"))[bins.index(labels)]
+    train = _flat("train_labels", train_labels, "shot_counts").astype(np.int64)
     values, counts = np.unique(train, return_counts=True)
     if values.size == 0:
         return np.zeros(labels.shape, dtype=np.int64)
@@ -76,6 +128,7 @@ def shot_counts(labels, train_labels, bins=None) -> np.ndarray:
 
 def shot_masks(counts: np.ndarray, many_shot_thr, low_shot_thr) -> dict[str, np.ndarray]:
     """Boolean masks of the samples (or labels) in each shot, from their training counts."""
+    check_shot_thresholds("shot_masks", many_shot_thr, low_shot_thr)
     return {"all": np.ones_like(counts, dtype=bool), "many": counts > many_shot_thr,
             "medium": (counts >= low_shot_thr) & (counts <= many_shot_thr), "few": counts < low_shot_thr}
 
@@ -83,7 +136,7 @@ def shot_masks(counts: np.ndarray, many_shot_thr, low_shot_thr) -> dict[str, np.
 def training_peak(train_labels, bins=None) -> int:
     """The largest training count of one label (without ``bins``: integer-cast labels, as :func:`shot_counts`) or
     of one bin: the n(b) that normalises the relevance."""
-    train = _flat("train_labels", train_labels)
+    train = _flat("train_labels", train_labels, "training_peak")
     if bins is not None:
         return int(np.max(bins.histogram(train), initial=0))
     return int(np.max(np.unique(train.astype(np.int64), return_counts=True)[1], initial=0))
@@ -105,7 +158,7 @@ def sera(preds, labels, phi) -> float:
     """Squared error–relevance area ∫₀¹ SER_t dt, exactly: Σ_i φ_i (ŷ_i − y_i)² (the module docstring).
 
     ``phi``: (N,) relevance of each sample in [0, 1] (:func:`relevance`)."""
-    preds, labels, phi = _flat("preds", preds), _flat("labels", labels), _flat("phi", phi)
+    preds, labels, phi = _flat("preds", preds, "sera"), _flat("labels", labels, "sera"), _flat("phi", phi, "sera")
     if not preds.shape == labels.shape == phi.shape:
         raise ValueError(f"sera: `preds`, `labels` and `phi` must have one value per sample, got {preds.size}, "
                          f"{labels.size} and {phi.size}.")
@@ -155,9 +208,12 @@ def shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=20
         ``{'all' | 'many' | 'medium' | 'few': {'mse', 'l1', 'gmean', 'count'[, 'bmae', 'bmse', 'sera', 'bins']}}``;
         an empty shot has NaN values and counts 0.
     """
-    preds, labels = _flat("preds", preds), _flat("labels", labels)
+    where = "shot_metrics"
+    check_shot_thresholds(where, many_shot_thr, low_shot_thr)
+    preds, labels = _flat("preds", preds, where), _flat("labels", labels, where)
     if preds.shape != labels.shape:
-        raise ValueError(f"shot_metrics: `preds` has {preds.size} values but `labels` has {labels.size}.")
+        raise ValueError(f"{where}: `preds` has {preds.size} values but `labels` has {labels.size}.")
+    train_labels = _training_labels(where, train_labels)
     counts = shot_counts(labels, train_labels, bins)
     errors = preds - labels
     masks = shot_masks(counts, many_shot_thr, low_shot_thr)
@@ -205,7 +261,9 @@ def balanced_table(name: str, metrics: dict) -> str:
 # -- correlations (STS-B-DIR, docs/methods.md §10.3) ---------------------------------------------------------------
 def pearson(x, y) -> float:
     """Pearson's r of two (N,) arrays; NaN when N < 2 or either is constant (undefined; the reference gives 0)."""
-    x, y = _flat("x", x), _flat("y", y)
+    x, y = _flat("x", x, "pearson"), _flat("y", y, "pearson")
+    if y.size != x.size:
+        raise ValueError(f"pearson: `y` has {y.size} values but `x` has {x.size}; pass one pair per sample.")
     if x.size < 2:
         return math.nan
     dx, dy = x - x.mean(), y - y.mean()
@@ -228,7 +286,9 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 def spearman(x, y) -> float:
     """Spearman's ρ: Pearson's r of the tie-averaged ranks; NaN where :func:`pearson` is."""
-    x, y = _flat("x", x), _flat("y", y)
+    x, y = _flat("x", x, "spearman"), _flat("y", y, "spearman")
+    if y.size != x.size:
+        raise ValueError(f"spearman: `y` has {y.size} values but `x` has {x.size}; pass one pair per sample.")
     if x.size < 2:
         return math.nan
     return pearson(_ranks(x), _ranks(y))
@@ -249,7 +309,15 @@ def correlation_shot_metrics(preds, labels, train_labels, many_shot_thr=100, low
     reference: 0 for fewer than two, ±1 for two). ``balanced``: the
     balanced metrics and SERA too, per bin of ``bins`` (:func:`shot_metrics`).
     """
-    preds, labels = _flat("preds", preds), _flat("labels", labels)
+    where = "correlation_shot_metrics"
+    check_shot_thresholds(where, many_shot_thr, low_shot_thr)
+    preds, labels = _flat("preds", preds, where), _flat("labels", labels, where)
+    if preds.shape != labels.shape:
+        raise ValueError(f"{where}: `preds` has {preds.size} values but `labels` has {labels.size}.")
+    train_labels = _training_labels(where, train_labels)
+    if shot_bins is not None and bins is None:
+        raise ValueError(f"{where}: `shot_bins` lists bins of a label grid; pass that grid as `bins` too (STS-B: "
+                         "common.bins.STSB_BINS).")
     if shot_bins is None:
         metrics = shot_metrics(preds, labels, train_labels, many_shot_thr, low_shot_thr, bins, zero_error, balanced)
         masks = shot_masks(shot_counts(labels, train_labels, bins), many_shot_thr, low_shot_thr)
@@ -331,10 +399,8 @@ def calibration_bins(preds, labels, sigma, num_bins: int = CALIBRATION_BINS):
     Returns:
         ``(rmv, rmse, count)``, three (G,) arrays, G = min(num_bins, N).
     """
-    preds, labels, sigma = _flat("preds", preds), _flat("labels", labels), _flat("sigma", sigma)
-    if not preds.shape == labels.shape == sigma.shape or preds.size == 0:
-        raise ValueError(f"calibration_bins: `preds`, `labels` and `sigma` must be non-empty and of one length, "
-                         f"got {preds.size}, {labels.size}, {sigma.size}.")
+    num_bins = _positive_count("calibration_bins", "num_bins", num_bins)
+    preds, labels, sigma = _sigma_inputs("calibration_bins", preds, labels, sigma)
     order = np.argsort(sigma, kind="stable")
     groups = np.array_split(order, min(num_bins, preds.size))
     rmv = np.array([math.sqrt(float(np.mean(sigma[g] ** 2))) for g in groups])
@@ -347,7 +413,8 @@ def ause(preds, labels, sigma, steps: int = 100) -> float:
     of the samples with the largest σ, the MAE of the rest, minus the same curve when the largest *errors* are
     removed (the oracle), both divided by the full MAE, integrated over f ∈ [0, 1) with the trapezoidal rule on
     ``steps`` points. 0: σ ranks the errors perfectly."""
-    preds, labels, sigma = _flat("preds", preds), _flat("labels", labels), _flat("sigma", sigma)
+    steps = _positive_count("ause", "steps", steps)
+    preds, labels, sigma = _sigma_inputs("ause", preds, labels, sigma, positive=False)
     errors = np.abs(preds - labels)
     total = errors.mean()
     if total == 0:
@@ -369,10 +436,8 @@ def uncertainty_metrics(preds, labels, sigma) -> dict:
     """How good the predicted standard deviations ``sigma`` (N,) are: ``nll`` the Gaussian negative
     log-likelihood ``mean(½ log 2πσ² + e²/(2σ²))``, ``ence`` the expected normalised calibration error
     ``mean_g |RMV_g − RMSE_g| / RMV_g`` over :func:`calibration_bins`, ``ause`` (:func:`ause`), and
-    ``mean_sigma``."""
-    preds, labels, sigma = _flat("preds", preds), _flat("labels", labels), _flat("sigma", sigma)
-    if not np.isfinite(sigma).all() or (sigma <= 0).any():
-        return {"nll": math.nan, "ence": math.nan, "ause": math.nan, "mean_sigma": float(np.mean(sigma))}
+    ``mean_sigma``. Every σ must be finite and > 0 (a ValueError naming the first other one)."""
+    preds, labels, sigma = _sigma_inputs("uncertainty_metrics", preds, labels, sigma)
     variance = sigma ** 2
     nll = float(np.mean(0.5 * np.log(2 * np.pi * variance) + (preds - labels) ** 2 / (2 * variance)))
     rmv, rmse, _ = calibration_bins(preds, labels, sigma)

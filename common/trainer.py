@@ -441,7 +441,7 @@ class Trainer:
     def fit(self) -> dict:
         """Train, select on validation, test the best checkpoint; returns ``{'val', 'test', 'epoch', 'step',
         'run_dir'}``."""
-        checkpoint = checkpointing.load_checkpoint(self.resume) if self.resume else None
+        checkpoint = checkpointing.load_resumable(self.resume) if self.resume else None
         previous = runtime.stop_on_sigterm()
         try:
             self._start_logging()

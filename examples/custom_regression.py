@@ -3,7 +3,6 @@
     python examples/custom_regression.py data.csv --label y --bins 0 0.5 20 --reweight sqrt_inv --lds --fds --conr
 """
 import numpy as np
-import pandas as pd
 import torch
 
 from common import cli, methods
@@ -15,6 +14,7 @@ from common.lds import prepare_weights
 from common.metrics import SHOT_SELECTABLE, selection_from_args, shot_metrics
 from common.models.mlp import MLPRegressor
 from common.objective import objective_from_args
+from common.textfiles import read_regression_csv
 from common.trainer import Task
 
 
@@ -23,12 +23,9 @@ class CSVTask(Task):
     run_name = staticmethod(lambda args: "custom")           # the run folder under --store_root
     eval_defaults = {"many_shot_thr": 100, "low_shot_thr": 20}
 
-    def __init__(self, a):
-        frame, rng = pd.read_csv(a.csv), np.random.default_rng(a.seed)
-        split = frame.pop("split") if "split" in frame else rng.choice(["train", "val", "test"], len(frame),
-                                                                        p=[0.8, 0.1, 0.1])
-        self.y, self.split, self.a, self.lr = frame.pop(a.label).to_numpy(np.float32), np.asarray(split), a, a.lr
-        self.x, self.bins = frame.to_numpy(np.float32), LabelBins(a.bins[0], a.bins[1], int(a.bins[2]))
+    def __init__(self, a):             # a bad CSV (a text cell, no label column, an empty split, …): one sentence
+        self.x, self.y, self.split, _ = read_regression_csv(a.csv, a.label, seed=a.seed)   # split: 80/10/10 if none
+        self.a, self.lr, self.bins = a, a.lr, LabelBins(a.bins[0], a.bins[1], int(a.bins[2]))
         self.bins.check_range(self.y, a.csv, RunError)         # a label outside the bins: one clear sentence
         self.train_labels = self.y[self.split == "train"]
 
@@ -65,7 +62,16 @@ def main(argv=None):
     cli.add_run_args(p, workers=0)
     cli.add_optim_args(p, epoch=20, batch_size=64)
     methods.add_arguments(p, methods=("reweight", "fds", "ranksim", "conr"))
-    return run(cli.parse(p, argv), CSVTask)
+    return run(cli.parse(p, argv, check=check_flags), CSVTask)
+
+
+def check_flags(p, a):                    # flags that cannot train: one sentence before anything loads
+    start, width, num = a.bins
+    if not (np.isfinite(a.bins).all() and width > 0 and num >= 1 and num == int(num)):
+        p.error(f"--bins START WIDTH NUM needs a finite START, WIDTH > 0 and a whole NUM ≥ 1, got {start:g} {width:g} "
+                f"{num:g}.")
+    if a.hidden < 1:
+        p.error(f"--hidden (the width of the hidden layers) must be ≥ 1, got {a.hidden}.")
 
 
 if __name__ == "__main__":

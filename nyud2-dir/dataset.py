@@ -32,6 +32,7 @@ from common.bins import DEPTH_BINS
 from common.errors import RunError
 from common.images import to_rgb
 from common.runtime import open_hdf5, read_hdf5
+from common.textfiles import not_utf8, other_separator
 
 # Training pixels per 0.1-m bin of the real NYUD2-DIR training set (50,688 un-augmented 304×228 crops), the
 # table the references hard-code; `python data/preprocess_nyud2.py --check_histogram` compares it with the
@@ -61,19 +62,43 @@ SYNTHETIC_MARKER = "SYNTHETIC_nyud2.json"
 
 # -- files ------------------------------------------------------------------------------------------------------
 def read_pairs(csv_path, data_dir) -> list[tuple[Path, Path]]:
-    """``(image, depth)`` paths of a headerless two-column CSV, resolved under ``data_dir``."""
+    """``(image, depth)`` paths of a two-column CSV, resolved under ``data_dir``.
+
+    The lists are headerless; a first row that names no files (``image,depth``: no path under ``data/``) is a
+    header and is skipped, as is a UTF-8 byte-order mark. A later row whose cell is not such a path, another
+    separator than commas, or bytes that are not UTF-8 are one sentence naming the row or the byte."""
     csv_path, data_dir = Path(csv_path), Path(data_dir)
     if not csv_path.is_file():
         raise RunError(f"{csv_path} does not exist; point --data_dir at the data/ folder of the NYUD2 layout "
                        "(see data/download_nyud2.py) or write a synthetic one with `python -m common.synthetic nyud2`.")
     try:
-        frame = pd.read_csv(csv_path, header=None, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(csv_path, header=None, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise not_utf8(csv_path, "path list") from None
     except Exception as error:  # noqa: BLE001 - any parser error means the same thing to the user
-        raise RunError(f"{csv_path} could not be parsed ({error}); it must hold `image,depth` path pairs.") from error
+        cause = " ".join(str(error).split())
+        raise RunError(f"{csv_path} could not be parsed ({cause}); it must hold `image,depth` path pairs.") from error
     if frame.shape[1] != 2:
-        raise RunError(f"{csv_path} has {frame.shape[1]} columns; it must hold two (image path, depth path).")
-    resolve = lambda name: data_dir.joinpath(*Path(name.strip()).parts[1:])
-    return [(resolve(image), resolve(depth)) for image, depth in frame.itertuples(index=False)]
+        other = other_separator([frame.iloc[0, 0]]) if frame.shape[1] == 1 and len(frame) else None
+        separated = f" (its first row {frame.iloc[0, 0]!r} is separated by {other}, not commas)" if other else ""
+        raise RunError(f"{csv_path} has {frame.shape[1]} column(s){separated}; it must hold two, the image path and "
+                       "the depth path, separated by a comma.")
+    cells = [(image.strip(), depth.strip()) for image, depth in frame.itertuples(index=False)]
+    # A file under data/ has at least two path components (data/nyu2_train/…): a header's words have one.
+    is_path = lambda cell: len(Path(cell).parts) >= 2     # noqa: E731
+    if cells and not any(map(is_path, cells[0])):
+        cells = cells[1:]                                  # a header row such as image,depth
+        first_row = 2
+    else:
+        first_row = 1
+    for row, pair in enumerate(cells, start=first_row):   # the file line
+        for cell in pair:
+            if not is_path(cell):
+                raise RunError(f"{csv_path}, line {row}: {cell!r} is not a file path under data/ (the rows are "
+                               "`data/nyu2_train/<scene>_out/<n>.jpg,data/nyu2_train/<scene>_out/<n>.png` pairs); "
+                               "fix or delete that row.")
+    resolve = lambda name: data_dir.joinpath(*Path(name).parts[1:])     # noqa: E731
+    return [(resolve(image), resolve(depth)) for image, depth in cells]
 
 
 def check_pairs_exist(pairs, csv_path) -> None:

@@ -17,6 +17,7 @@ import torchvision
 
 from common.errors import RunError
 from common.fds import FDS
+from common import checkpointing
 from common.models.heads import regression_head, run_head
 
 ENCODERS = ("resnet18", "resnet34", "resnet50")
@@ -181,11 +182,9 @@ def load_encoder_weights(model: DepthModel, source: str, arch: str, log=print) -
                            f"put {Path(weights.url).name} in {cache.parent} or pass --pretrained_encoder none "
                            "(or a path).") from error
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise RunError(f"--pretrained_encoder {source}: no such file; pass imagenet, none or a ResNet state dict.")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        state = checkpointing.load_state_file(source, "--pretrained_encoder",
+                                              "a ResNet state dict (or pass imagenet or none)")
+        state = state.get("state_dict", state)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = model.E.load_state_dict(state, strict=False)
     if missing or unexpected:

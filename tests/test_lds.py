@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.bins import AGE_BINS, LabelBins
 from common.lds import get_lds_kernel_window, kernel_window, prepare_weights
 from reference_loops import lds_kernel_window_loop, lds_prepare_weights_loop
 
@@ -179,8 +180,9 @@ CONFIGS = [
 def test_prepare_weights_matches_loop(n, config):
     reweight, lds, kernel, ks, sigma, truncate = config
     labels = _random_labels(n + ks, n)
+    # The references' rule bin min(120, int(y)) is AGE_BINS' (without `bins` such labels are refused).
     w = prepare_weights(labels, reweight=reweight, lds=lds, lds_kernel=kernel, lds_ks=ks, lds_sigma=sigma,
-                        truncate_smoothed_counts=truncate)
+                        truncate_smoothed_counts=truncate, bins=AGE_BINS)
     expected = lds_prepare_weights_loop(labels, reweight, lds, kernel, ks, sigma, truncate=truncate)
     assert w.dtype == np.float32 and w.shape == (n,)
     np.testing.assert_allclose(w, expected, rtol=2e-6)
@@ -192,14 +194,14 @@ def test_prepare_weights_max_target(max_target):
     labels = _random_labels(3, 60) % 70
     for reweight, lds in [("inverse", False), ("sqrt_inv", True)]:
         w = prepare_weights(labels, reweight=reweight, lds=lds, lds_kernel="gaussian", lds_ks=5, lds_sigma=2,
-                            max_target=max_target)
+                            bins=LabelBins(0, 1, max_target))
         expected = lds_prepare_weights_loop(labels, reweight, lds, "gaussian", 5, 2, max_target=max_target)
         np.testing.assert_allclose(w, expected, rtol=2e-6)
 
 
 def test_ages_beyond_120_share_the_last_bin():  # §2.1 step 1
     labels = np.array([30, 30, 120, 121, 150.5, 186, 40], dtype=np.float32)
-    w = prepare_weights(labels, reweight="sqrt_inv")
+    w = prepare_weights(labels, reweight="sqrt_inv", bins=AGE_BINS)
     assert w[2] == w[3] == w[4] == w[5]
     # four samples in bin 120 ⇒ weight 1/sqrt(4) relative to 1/sqrt(1) for age 40
     assert w[2] / w[6] == pytest.approx(0.5, rel=1e-6)
@@ -208,7 +210,7 @@ def test_ages_beyond_120_share_the_last_bin():  # §2.1 step 1
 @pytest.mark.parametrize("reweight", ["inverse", "sqrt_inv"])
 def test_weights_monotone_in_clipped_count(reweight):  # §2.7.4
     labels = _random_labels(11, 3000)
-    w = prepare_weights(labels, reweight=reweight)
+    w = prepare_weights(labels, reweight=reweight, bins=AGE_BINS)
     bins = np.minimum(120, labels.astype(np.int64))
     counts = np.bincount(bins, minlength=121)
     eff = np.clip(counts, 5, 1000) if reweight == "inverse" else counts

@@ -177,9 +177,7 @@ def conr_dense_loss(features, depth, output, weights=None, *, window=0.2, temper
     checks.check_same_shape(where, "output", checks.as_tensor(where, "output", output), "depth", depth)
     if weights is not None:
         checks.check_same_shape(where, "weights", checks.as_tensor(where, "weights", weights), "depth", depth)
-        checks.check_finite(where, "weights", weights)
-        if bool((weights < 0).any()):
-            raise ValueError(f"{where}: `weights` must be non-negative.")
+        checks.check_non_negative(where, "weights", weights)
     checks.check_finite(where, "features", features)
     checks.check_finite(where, "depth", depth)
     checks.check_finite(where, "output", output)

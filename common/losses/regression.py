@@ -7,6 +7,8 @@ the reference code silently drop them for focal and Huber (a positional-argument
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn as nn
 
@@ -38,7 +40,7 @@ def _prepare(where: str, pred, target, weights):
     if not ok:
         raise ValueError(f"{where}: `weights` of shape {tuple(weights.shape)} does not match `pred` "
                          f"{tuple(pred.shape)}; pass one weight per sample ({n},) or per element.")
-    checks.check_finite(where, "weights", weights)
+    checks.check_non_negative(where, "weights", weights)      # finite and ≥ 0, one host read
     return pred, target, weights
 
 
@@ -48,8 +50,15 @@ def _reduce(loss: torch.Tensor, weights) -> torch.Tensor:
     return loss.mean()
 
 
-def _focal_factor(where: str, abs_error: torch.Tensor, activate: str, beta: float, gamma: float):
+def _check_focal(where: str, activate: str, beta: float, gamma: float) -> None:
+    """β ≤ 0 makes the focal factor ≤ 0 (a zero or negative loss), γ < 0 makes it infinite at a zero error."""
     checks.check_choice(where, "activate", activate, ("sigmoid", "tanh"))
+    checks.check_positive(where, "beta", beta)
+    checks.check_positive(where, "gamma", gamma, allow_zero=True)
+
+
+def _focal_factor(where: str, abs_error: torch.Tensor, activate: str, beta: float, gamma: float):
+    _check_focal(where, activate, beta, gamma)
     if activate == "tanh":
         return torch.tanh(beta * abs_error) ** gamma
     return (2 * torch.sigmoid(beta * abs_error) - 1) ** gamma
@@ -120,6 +129,17 @@ class RegressionLoss(nn.Module):
         self.name = name
         self.keywords = keywords
         self._function = _FUNCTIONS[name]
+        # The hyper-parameters are checked once here, not first at the first training step.
+        accepted = [k for k in inspect.signature(self._function).parameters if k not in ("pred", "target", "weights")]
+        for key in keywords:
+            if key not in accepted:
+                raise ValueError(f"RegressionLoss: `{key}` is not a hyper-parameter of the {name!r} loss; it takes "
+                                 f"{', '.join(f'`{k}`' for k in accepted) or 'none'}.")
+        if name.startswith("focal"):
+            options = {"activate": "sigmoid", "beta": 0.2, "gamma": 1, **keywords}
+            _check_focal("RegressionLoss", options["activate"], options["beta"], options["gamma"])
+        elif name == "huber":
+            checks.check_positive("RegressionLoss", "beta", keywords.get("beta", 1.0))
 
     def forward(self, pred, target, weights=None):
         return self._function(pred, target, weights, **self.keywords)

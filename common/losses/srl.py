@@ -40,13 +40,15 @@ def srl_losses(features, labels, surrogate, points, *, temperature=0.3, homogene
         surrogate: (L, D) per-slot running mean projections (a constant: never receives gradient).
         points: (n, D) fixed random points on the sphere (:func:`srl_random_points`).
         temperature: τ of the contrastive logits.
-        homogeneity_alpha, homogeneity_beta: α and β of the homogeneity term.
+        homogeneity_alpha, homogeneity_beta: α (either sign: −1 pulls neighbouring slots together) and β ≥ 0 (the
+            weight of a variance) of the homogeneity term.
 
     Returns:
         ``(contrastive, enveloping, homogeneity)``, three 0-d tensors.
     """
     where = "srl_losses"
     checks.check_positive(where, "temperature", temperature)
+    checks.check_positive(where, "homogeneity_beta", homogeneity_beta, allow_zero=True)
     features = checks.feature_batch(where, "features", features, 2)
     n, dim = features.shape
     labels = checks.labels_1d(where, "labels", labels, n, "features")
@@ -103,6 +105,7 @@ class SRL(nn.Module):
                  homogeneity_beta=0.1, seed=0):
         super().__init__()
         checks.check_positive("SRL", "temperature", temperature)
+        checks.check_positive("SRL", "homogeneity_beta", homogeneity_beta, allow_zero=True)
         self.num_labels = num_labels
         self.temperature = temperature
         self.homogeneity_alpha = homogeneity_alpha

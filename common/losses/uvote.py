@@ -24,7 +24,7 @@ import torch.nn as nn
 from common import checks
 from common.method import Method, Step, Term, flag, flat_rows
 from common.bins import AGE_BINS, LabelBins
-from common.lds import KERNELS, smoothed_bin_counts
+from common.lds import KERNELS, check_clip, smoothed_bin_counts
 
 LOG_SIGMA_MIN, LOG_SIGMA_MAX = -5.0, 5.0
 RULES = ("minvar", "avg", "avgvar")
@@ -72,6 +72,7 @@ def uvote_weight_table(counts, num_heads: int, *, lds: bool = False, lds_kernel:
         raise ValueError(f"{where}: `counts` must be a non-empty (B,) histogram, got shape {counts.shape}.")
     if not np.isfinite(counts).all() or (counts < 0).any() or counts.sum() <= 0:
         raise ValueError(f"{where}: `counts` must be finite, non-negative and not all 0.")
+    check_clip(where, clip)
     columns = []
     for r in exponents:
         if r == 0:
@@ -185,9 +186,7 @@ def _heads(where, mus, log_sigmas, target, head_weights):
         if tuple(head_weights.shape) != (n, m):
             raise ValueError(f"{where}: `head_weights` has shape {tuple(head_weights.shape)}; pass one weight "
                              f"per sample and head, {(n, m)} like `mus` (uvote_head_weights).")
-        checks.check_finite(where, "head_weights", head_weights)
-        if bool((head_weights < 0).any()):
-            raise ValueError(f"{where}: `head_weights` must be non-negative.")
+        checks.check_non_negative(where, "head_weights", head_weights)
     return mus, log_sigmas, target, head_weights
 
 
