@@ -276,7 +276,9 @@ class AgeTask(Task):
     def datasets(self) -> dict:
         a = self.args
         frame = self.load_frame()
-        self.log(describe_split(Path(a.data_dir) / f"{a.dataset}.csv", self.published_split))
+        csv = Path(a.data_dir) / f"{a.dataset}.csv"
+        self.fingerprint = {csv.name: sha256_of(csv)}
+        self.log(describe_split(csv, self.published_split))
         train_labels = frame.loc[frame["split"] == "train", "age"].to_numpy(np.float64)
         if len(train_labels) == 0:
             raise RunError(f"the split CSV in {a.data_dir} has no 'train' rows; re-create it with data/.")
@@ -289,9 +291,9 @@ class AgeTask(Task):
                      f"the training ages above, up to {train_labels.max():g}, are calibrated only in a batch that "
                      f"holds age {a.bucket_num - 1} exactly, else not at all (the reference's rule); raise "
                      f"--bucket_num to {int(train_labels.max()) + 1} to track them.")
-        # With --uvote, --lds smooths the heads' own counts (uvote_table_from_args), not sample weights.
-        weights = prepare_weights(train_labels, a.reweight, a.lds and not a.uvote, a.lds_kernel, a.lds_ks,
-                                  a.lds_sigma, bins=AGE_BINS, truncate_smoothed_counts=a.lds_truncate)
+        # --lds without --reweight smooths what UVOTE's heads or BNI's prior count, not sample weights.
+        weights = prepare_weights(train_labels, a.reweight, a.lds and a.reweight != "none", a.lds_kernel,
+                                  a.lds_ks, a.lds_sigma, bins=AGE_BINS, truncate_smoothed_counts=a.lds_truncate)
         view_transform = RnCAugment(a.img_size) if a.rnc else None
         if a.rnc and a.conr:
             self.log("--rnc with --conr: both regularisers read the same two views, drawn with RnC's augmentation")
@@ -337,6 +339,10 @@ class AgeTask(Task):
                                    lr_factor=step_decay(self.args.schedule))
 
     # ---- prediction, metrics ----
+    def data_fingerprint(self) -> dict:
+        """The split CSV's SHA-256 (``{'agedb.csv': …}``)."""
+        return getattr(self, "fingerprint", {})
+
     def metrics(self, preds, labels) -> dict:
         return shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr, balanced=True)
 

@@ -94,6 +94,9 @@ def add_run_args(p: argparse.ArgumentParser, *, data_dir="./data", store_root="c
                         "streams then carry over epochs, so a resumed run no longer repeats them exactly)")
     g.add_argument("--prefetch", type=int, default=2, help="batches each loader process prepares ahead")
     g.add_argument("--print_freq", type=int, default=print_freq, help="progress line every N iterations")
+    g.add_argument("--full_tables", action="store_true",
+                   help="print every validation's and the test's full tables (balanced rows, SERA) on the console "
+                        "too; off: they are in the run's training.log, and the console ends with a short block")
     g.add_argument("--resume", default="", help="checkpoint to continue training from (or to evaluate)")
     g.add_argument("--evaluate", action="store_true", help="evaluate --resume on the test split and exit")
     g.add_argument("--gather_features", action="store_true",
@@ -181,7 +184,27 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
         if getattr(args, flag, None) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag} must be ≥ 1, got {getattr(args, flag)}.")
     check_ranges(parser, args)
+    check_schedule(args)
     return args
+
+
+def check_schedule(args) -> None:
+    """Say (stderr, one line) when ``--schedule`` lowers the learning rate at no epoch of the run: milestones at or
+    beyond ``--epoch`` never apply (``--epoch 2`` with the references' ``60 80``). Milestones out of order apply in
+    order."""
+    milestones, epochs = getattr(args, "schedule", None), getattr(args, "epoch", None)
+    if not milestones or epochs is None or getattr(args, "resume", ""):   # a resumed run keeps its own schedule
+        return
+    late = [m for m in milestones if m >= epochs]
+    if late:
+        kept = sorted(m for m in milestones if m < epochs)
+        print(f"warning: --schedule {' '.join(map(str, late))} lies at or beyond --epoch {epochs}: the learning rate "
+              "is never lowered there" + (f" (it is lowered at epoch {', '.join(map(str, kept))})" if kept else
+                                         " and stays at --lr for the whole run")
+              + "; pass milestones below --epoch to decay it.", file=sys.stderr)
+    elif list(milestones) != sorted(milestones):
+        print(f"warning: --schedule {' '.join(map(str, milestones))} is out of order; the learning rate is lowered at "
+              f"epochs {', '.join(map(str, sorted(milestones)))}.", file=sys.stderr)
 
 
 # The valid range of every numeric flag of the run (the methods name theirs: common.methods.ranges), checked for
@@ -228,6 +251,7 @@ def given_flags(parser: argparse.ArgumentParser, argv=None) -> list[str]:
 
 # How a run is executed, not what it trains: a resumed or evaluated run takes them from the command line.
 RUN_FLAGS = ("resume", "evaluate", "eval_model", "workers", "device", "gpu", "cuda", "print_freq", "prefetch",
+             "full_tables",
              "persistent_workers", "compile", "channels_last", "store_root", "store_name", "overwrite", "log_file")
 # What a resumed run may change; each applies from where the run continues (the lr rescales its schedule).
 CHANGEABLE_ON_RESUME = ("epoch", "lr", "patience", "patience_rule", "max_vals", "save_every_minutes")

@@ -159,15 +159,16 @@ def _add_balanced_depth(out: dict, preds, labels, label_bins, shots, pixel_count
     add_balanced(out, errors, label_bins, phi, masks)
 
 
-def depth_table(name: str, metrics: dict) -> str:
-    """The metrics of :func:`depth_metrics` as a text table, one row per shot (then the balanced rows, if any)."""
+def depth_table(name: str, metrics: dict, balanced: bool = True) -> str:
+    """The metrics of :func:`depth_metrics` as a text table, one row per shot (then, with ``balanced``, the
+    balanced rows, if any)."""
     from common.metrics import balanced_table
     head = f" * {name:5s}  " + " ".join(f"{k.upper():>7s}" for k in DEPTH_METRICS[:-1]) + f" {'pixels':>9s}"
     rows = [head]
     for shot in SHOTS:
         m = metrics[shot]
         rows.append(f"   {shot:6s} " + " ".join(f"{m[k]:7.4f}" for k in DEPTH_METRICS[:-1]) + f" {m['count']:9d}")
-    return "\n".join(rows) + balanced_table(name, metrics)
+    return "\n".join(rows) + (balanced_table(name, metrics) if balanced else "")
 
 
 def balanced_mask(depths, first_bin: int = 7, bins: LabelBins = DEPTH_BINS, seed: int = 0) -> np.ndarray:

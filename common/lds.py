@@ -220,7 +220,9 @@ class ReweightMethod(Method):
         return flag(args, "reweight", "none") != "none" or bool(flag(args, "lds"))
 
     def check(self, parser, args) -> None:
-        if flag(args, "lds") and args.reweight == "none" and not flag(args, "uvote"):
+        # UVOTE's heads and BNI's prior are smoothed by --lds themselves.
+        smooths_own = flag(args, "uvote") or (flag(args, "bmse") and flag(args, "imp") == "bni")
+        if flag(args, "lds") and args.reweight == "none" and not smooths_own:
             parser.error("--lds smooths the re-weighting histogram: add --reweight inverse or --reweight sqrt_inv.")
         if hasattr(args, "lds_ks") and (args.lds_ks < 1 or args.lds_ks % 2 == 0):
             parser.error(f"--lds_ks must be a positive odd kernel size, got {args.lds_ks}.")

@@ -341,15 +341,15 @@ def _percent(value: float) -> str:
     return f"{'n/a':>8s}" if math.isnan(value) else f"{100 * value:8.2f}"
 
 
-def correlation_table(name: str, metrics: dict) -> str:
+def correlation_table(name: str, metrics: dict, balanced: bool = True) -> str:
     """:func:`shot_table` with Pearson and Spearman columns (× 100, as the papers print them; n/a where a shot has
-    fewer than :data:`MIN_CORRELATION_SAMPLES` samples)."""
+    fewer than :data:`MIN_CORRELATION_SAMPLES` samples); ``balanced``: then the balanced rows."""
     rows = [f" * {name:5s}  {'MSE':>8s} {'L1':>8s} {'G-Mean':>8s} {'Pearson':>8s} {'Spearman':>8s} {'count':>6s}"]
     for shot in SHOTS:
         m = metrics[shot]
         rows.append(f"   {shot:6s} {m['mse']:8.3f} {m['l1']:8.3f} {m['gmean']:8.3f} {_percent(m['pearson'])} "
                     f"{_percent(m['spearman'])} {m['count']:6d}")
-    return "\n".join(rows) + balanced_table(name, metrics)
+    return "\n".join(rows) + (balanced_table(name, metrics) if balanced else "")
 
 
 # -- model selection (--select_on) ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import random
+import re
 import secrets
 import shutil
 import subprocess
@@ -338,6 +339,20 @@ def check_overwrite(run_dir, overwrite) -> None:
     if (run_dir / "results.json").is_file() and not named:
         raise RunError(f"run folder {run_dir} holds a finished run (results.json), which --overwrite deletes only "
                        f"when named: pass --overwrite {run_dir.name} to replace it, or another --store_name.")
+
+
+def is_failed_start(run_dir) -> bool:
+    """Whether ``run_dir`` holds only what a run left that stopped with an error before its first checkpoint: no
+    checkpoint and no ``results.json``, and a ``training.log`` whose last line is that error (``HH:MM:SS error:
+    …``, as every run's fatal sentence ends its log)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or any(run_dir.glob("*.pth.tar")) or (run_dir / "results.json").exists():
+        return False
+    try:
+        lines = (run_dir / "training.log").read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return False
+    return bool(lines) and re.match(r"^\d\d:\d\d:\d\d error: ", lines[-1]) is not None
 
 
 def sha256_of(path) -> str:

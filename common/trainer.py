@@ -119,6 +119,14 @@ class Task:
         """What the log shows for a split's predictions; default :meth:`format_metrics`."""
         return self.format_metrics(name, metrics)
 
+    def summary(self, name: str, metrics: dict) -> str:
+        """The short table a finished run prints: per shot, the columns the papers report. Default: the shot
+        table without its balanced rows (``shot_metrics`` results), else :meth:`format_metrics`."""
+        if all(shot in metrics for shot in ("all", "many", "medium", "few")) and "l1" in metrics["all"]:
+            from common.metrics import shot_table
+            return shot_table(name, metrics, balanced=False)
+        return self.format_metrics(name, metrics)
+
     def format_metrics(self, name: str, metrics: dict) -> str:
         """Default: the shot table of :func:`common.metrics.shot_metrics` results, else the dict."""
         if all(shot in metrics for shot in ("all", "many", "medium", "few")):
@@ -129,6 +137,12 @@ class Task:
     def save_predictions(self, path: Path, preds: np.ndarray, labels: np.ndarray, sigma=None) -> None:
         """The test predictions (and, from UVOTE and VIR, their standard deviations ``sigma``) as an ``.npz``."""
         np.savez(path, preds=preds, labels=labels, **uncertainty(sigma))
+
+    def data_fingerprint(self) -> dict:
+        """What identifies the data the run trains and tests on (e.g. ``{'agedb.csv': sha256}``), saved in every
+        checkpoint; ``--evaluate`` compares it with the data it reads and says when they differ. Read after
+        :meth:`datasets`. Default: nothing to compare."""
+        return {}
 
     def checkpoint_extras(self) -> dict:
         """What evaluating a checkpoint needs besides its weights and flags (e.g. statistics of the training set),
@@ -217,6 +231,9 @@ class TrainerConfig:
             ``'window'`` (the STS-B reference): once more than ``patience`` + 1 validations have run, stop at the
             first whose score is the worst of the last ``patience`` + 1 (greater than or equal to each of the
             ``patience`` before it).
+        full_tables: print every validation's and the test's full tables (the balanced rows, the task's extra
+            metrics) on the console too; off, they go to ``training.log`` and the console gets one line per
+            validation and a short final block.
         save_every_minutes: with ``val_interval``, the resumable checkpoint is written at every validation and,
             between them, at the end of an epoch only once this many minutes have passed since the last write
             (and after the last epoch); 0 writes at every epoch end.
@@ -247,6 +264,7 @@ class TrainerConfig:
     lr: float | None = None
     patience_rule: str = "best"
     save_every_minutes: float = 30.0
+    full_tables: bool = False
 
 
 @dataclass
@@ -265,6 +283,8 @@ class LoopState:
     vals: int = 0
     bad_vals: int = 0
     recent_scores: list = field(default_factory=list)   # the last patience + 1 scores ('window' rule)
+    train_seconds: float = 0.0       # time in training epochs (steps, their data loading, statistics passes)
+    train_samples: int = 0           # training samples stepped on (this process's share)
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -308,7 +328,9 @@ class Trainer:
         if self.rank != 0:
             return
         run_dir, new_run = self.run_dir, self.resume is None or self.config.branch
-        if new_run and run_dir.exists() and any(run_dir.iterdir()) and not self.config.overwrite:
+        failed_start = new_run and not self.config.overwrite and runtime.is_failed_start(run_dir)
+        if new_run and run_dir.exists() and any(run_dir.iterdir()) and not self.config.overwrite \
+                and not failed_start:
             if (run_dir / CHECKPOINT).is_file():
                 raise RunError(f"run folder {run_dir} already exists; pass --overwrite to reuse it, --resume "
                                f"{run_dir / CHECKPOINT} to continue it, or another --store_name.")
@@ -316,8 +338,14 @@ class Trainer:
                            "before its first checkpoint); pass --overwrite to reuse it or another --store_name.")
         runtime.make_run_dir(run_dir)
         self._lock_note = self.lock.acquire()
-        if new_run:
+        if failed_start:
+            # What an earlier start of a run left when it stopped with an error before its first checkpoint
+            # (a missing prior file, a bad flag value found while loading): the same command, fixed, takes it over.
+            self._lock_note = ((self._lock_note + "; ") if self._lock_note else "") + (
+                f"run folder {run_dir} held only a failed start (its training.log ends with its error): reused")
+        if new_run and not failed_start:
             runtime.check_overwrite(run_dir, self.config.overwrite)   # under the lock: a finished run only by name
+        if new_run:
             # --overwrite: nothing of the earlier run may stay behind to be read as this run's (results.json).
             for old in run_dir.iterdir():
                 if old.name != runtime.RunLock.NAME:
@@ -421,20 +449,34 @@ class Trainer:
         datasets = self.task.datasets()
         model = self._build_model()
         self._load_model(model, checkpoint, checkpoint_path)
+        fingerprint = self.task.data_fingerprint()
+        changed = _changed_files(checkpoint.get("data") or {}, fingerprint)
+        if changed:
+            print(f"warning: {', '.join(changed)} {'differs' if len(changed) == 1 else 'differ'} (SHA-256) from what "
+                  f"the run trained and was tested with; these metrics are of the data as it is now, not the run's "
+                  "(eval.json records it under data_changed).", file=sys.stderr)
         preds, labels, sigma = self.predict(model, self._loader(datasets["test"], train=False)[0], with_sigma=True)
         metrics = self.task.metrics(preds, labels)
         if sigma is not None:
             metrics["uncertainty"] = uncertainty_metrics(preds, labels, sigma)
-        print(self.task.report("test", preds, labels, metrics))
+        print(self.task.report("test", preds, labels, metrics) if self.config.full_tables
+              else self.task.summary("test", metrics))
+        if "uncertainty" in metrics:
+            u = metrics["uncertainty"]
+            print(f"uncertainty: NLL {u['nll']:.3f}  ENCE {u['ence']:.3f}  AUSE {u['ause']:.3f}  "
+                  f"mean σ {u['mean_sigma']:.3f}")
         path = Path(checkpoint_path).parent / "eval.json"
         if runtime.is_main_process():
             try:
                 runtime.write_json({"test": metrics, "epoch": checkpoint.get("epoch"),
                                     "checkpoint": str(checkpoint_path), "provenance": runtime.provenance(self.device),
-                                    "args": self.config.flags}, path)
+                                    "args": self.config.flags, "data": fingerprint,
+                                    **({"data_changed": changed} if changed else {})}, path)
             except OSError as error:     # a read-only folder: the metrics above are the result
                 print(f"warning: could not write {path} ({error.strerror or error}); the metrics above are the "
                       "evaluation's result.", file=sys.stderr)
+            else:
+                print(f"wrote {path} (every metric; --full_tables prints them all here)")
         return metrics
 
     # -- training -----------------------------------------------------------------------------------------------
@@ -469,18 +511,20 @@ class Trainer:
         self.warn = logger.warning
         self.provenance = runtime.provenance(self.device)
         for line in runtime.provenance_lines(self.provenance, self.config.flags):
-            self.log(line)
+            self.log_file(line)
         if getattr(self, "_lock_note", None):
             self.log(self._lock_note)
         if self.config.branch:
             self.log(f"a new run from {self.resume}, continued in {self.run_dir} (its folder is left as it is)")
         self.scalars = runtime.ScalarLogger(self.run_dir)
         self.log(f"run folder {self.run_dir}  device {self.device}" + (f"  processes {self.world} (global batch "
-                 f"{self.config.batch_size} = {self.world} × {self.local_batch})" if self.world > 1 else ""))
+                 f"{self.config.batch_size} = {self.world} × {self.local_batch})" if self.world > 1 else "")
+                 + f"  (flags and provenance: {self.run_dir / 'training.log'})")
 
     def _set_up(self, checkpoint: dict | None) -> None:
         """Data, model, objective, optimiser and loaders, restored from ``checkpoint`` when resuming."""
         self.datasets = datasets = self.task.datasets()
+        self.data_fingerprint = self.task.data_fingerprint()
         model = self._build_model()
         if self.config.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -544,10 +588,12 @@ class Trainer:
         model.train()
         meters = {}
         progress = runtime.Progress(self.logger, steps_per_epoch, f"epoch {epoch}", config.print_freq)
+        started = time.monotonic()
         for step, batch in enumerate(self._batches(self.train_loader), start=skip):
             self.position = (epoch, step)
             components = self._step(batch, epoch, step)
             state.global_step += 1
+            state.train_samples += batch_size_of(batch)
             for name, value in components.items():
                 meters.setdefault(name, runtime.AverageMeter()).update(value, batch_size_of(batch))
             progress.step(step, meters)
@@ -556,6 +602,7 @@ class Trainer:
                     return True
                 model.train()
         self.task.statistics_pass(model, self.objective, self._batches(self.stats_loader), epoch)
+        state.train_seconds += time.monotonic() - started
         if self.scheduler is not None:
             self.scheduler.step()
         for name, meter in meters.items():
@@ -576,8 +623,8 @@ class Trainer:
         metrics = self.task.metrics(preds, labels)
         score = self.task.selection_score(preds, labels, metrics)
         state.vals += 1
-        self.log(f"epoch {epoch} step {state.global_step} validation\n"
-                 + self.task.report("val", preds, labels, metrics))
+        self.log_table(f"epoch {epoch} step {state.global_step} validation\n"
+                       + self.task.report("val", preds, labels, metrics))
         for name, value in flatten_metrics(metrics, "val/").items():
             self.scalars.log(name, value, state.global_step)
         is_best = score < state.best_score
@@ -623,7 +670,7 @@ class Trainer:
         extras = self.task.checkpoint_extras()      # written only by a task that has some
         best = {"epoch": next_epoch, "state_dict": checkpointing.unwrap(self.model).state_dict(),
                 "objective": self.objective.state_dict(), "trainer": self.state.state_dict(),
-                "benchmark": self.task.benchmark, "args": self.config.flags,
+                "benchmark": self.task.benchmark, "args": self.config.flags, "data": self.data_fingerprint,
                 **({"task_state": extras} if extras else {})}
         payload = {**best, "optimizer": self.optimizer.state_dict(),
                    "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
@@ -648,19 +695,63 @@ class Trainer:
         test = self.task.metrics(preds, labels)
         if sigma is not None:
             test["uncertainty"] = uncertainty_metrics(preds, labels, sigma)
-        self.log(f"test of the best checkpoint (epoch {state.best_epoch}, step {state.best_step})\n"
-                 + self.task.report("test", preds, labels, test))
+        heading = f"test of the best checkpoint (epoch {state.best_epoch}, step {state.best_step})"
+        self.log_table(f"{heading}\n" + self.task.report("test", preds, labels, test))
         self._check_against_baseline(state.best_score)
-        self.log(f"checkpoints written by this run: {self.bytes_written / 2 ** 20:.1f} MiB")
+        self.log_file(f"checkpoints written by this run: {self.bytes_written / 2 ** 20:.1f} MiB")
+        cost = self._cost()
         result = {"val": best["trainer"]["best_val"], "test": test, "epoch": state.best_epoch,
-                  "step": state.best_step}
+                  "step": state.best_step, "cost": cost}
         self.scalars.close()
+        stale = self.run_dir / "eval.json"
+        if runtime.is_main_process() and stale.is_file():
+            # An --evaluate of this folder's best checkpoint while the run trained: it describes an earlier model.
+            stale.replace(self.run_dir / "eval.earlier.json")
+            self.log(f"{stale} was the evaluation of an earlier best checkpoint of this run: moved to "
+                     "eval.earlier.json (results.json holds the final test)")
         if runtime.is_main_process():    # the predictions, then results.json last, each atomic
             runtime.write_run_results(self.run_dir, {**result, "provenance": self.provenance,
                                                      "args": self.config.flags},
                                       lambda path: self.task.save_predictions(path, preds, labels, sigma))
         distributed.barrier()            # every process returns once rank 0's files are written
+        if not self.config.full_tables:
+            self.log_console(f"{heading}\n{self.task.summary('test', test)}")
+        self.log_console(self._final_block(cost, test))
         return {**result, "run_dir": str(self.run_dir)}
+
+    def _cost(self) -> dict:
+        """What the run cost (``results.json``'s ``cost``): wall time in training epochs (summed over resumes),
+        training samples per second (all processes), peak memory of this process (host; CUDA when used), the
+        device and the number of processes."""
+        import resource
+        state = self.state
+        peak_host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024       # KiB on Linux
+        peak_cuda = torch.cuda.max_memory_allocated(self.device) / 2 ** 20 if self.device.type == "cuda" else None
+        return {"wall_seconds": round(state.train_seconds, 6),
+                "train_samples_per_second": round(state.train_samples * self.world / state.train_seconds, 3)
+                if state.train_seconds > 0 else None,
+                "peak_host_memory_mib": round(peak_host, 1),
+                "peak_cuda_memory_mib": None if peak_cuda is None else round(peak_cuda, 1),
+                "device": str(self.device), "processes": self.world}
+
+    def _final_block(self, cost: dict, test: dict) -> str:
+        """The lines a finished run ends with: its uncertainty metrics, its folder and files, its cost, and the
+        command that compares it with other runs."""
+        lines = []
+        if "uncertainty" in test:
+            u = test["uncertainty"]
+            lines.append(f"uncertainty: NLL {u['nll']:.3f}  ENCE {u['ence']:.3f}  AUSE {u['ause']:.3f}  "
+                         f"mean σ {u['mean_sigma']:.3f}")
+        speed = cost["train_samples_per_second"]
+        lines.append(f"cost: {cost['wall_seconds']:.0f} s training, "
+                     + (f"{speed:.1f} samples/s, " if speed else "")
+                     + f"peak memory {cost['peak_host_memory_mib']:.0f} MiB"
+                     + (f" (CUDA {cost['peak_cuda_memory_mib']:.0f} MiB)" if cost["peak_cuda_memory_mib"] else "")
+                     + f" on {cost['device']}" + (f" × {cost['processes']}" if cost["processes"] > 1 else ""))
+        lines.append(f"run folder {self.run_dir}: results.json (metrics, flags, cost), test_predictions.npz, "
+                     f"{BEST_CHECKPOINT}, {CHECKPOINT}, training.log (full tables)")
+        lines.append(f"compare runs: python -m common.tools.report {self.run_dir} [other run folders]")
+        return "\n".join(lines)
 
     def _step(self, batch, epoch: int, step: int) -> dict:
         """One optimisation step; the loss components as floats. A non-finite loss (or one more than
@@ -760,8 +851,33 @@ class Trainer:
                 obj.load_state_dict(checkpoint[name])
             self.log(f"restored {name} from {self.resume}")
 
+    def log_file(self, message: str) -> None:
+        """To ``training.log`` only (the flag dump, the full tables)."""
+        logger = getattr(self, "logger", None)
+        if logger is None or self.rank != 0:
+            return
+        record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, None, None)
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+
+    def log_console(self, message: str) -> None:
+        """To the console only, as it is (the short final block; the log has the full tables)."""
+        if self.rank == 0:
+            print(message, flush=True)
+
+    def log_table(self, message: str) -> None:
+        """A full table: to ``training.log``, and to the console with ``full_tables``."""
+        (self.log if self.config.full_tables else self.log_file)(message)
+
     def log(self, message: str) -> None:   # replaced by the run's logger in fit/evaluate
         logging.getLogger("dir").info(message)
 
     def warn(self, message: str) -> None:  # replaced by the run's logger in fit
         print(message, file=sys.stderr)
+
+
+def _changed_files(saved: dict, current: dict) -> list[str]:
+    """The data files whose fingerprint differs between a checkpoint (``saved``) and now (none when either side
+    has none)."""
+    return [name for name in saved if name in current and saved[name] != current[name]]

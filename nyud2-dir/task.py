@@ -111,9 +111,9 @@ class NYUD2Task(Task):
         dataset.check_test_pixels(test, data_dir)
         if a.evaluate:
             return {"test": test}
-        # With --uvote, --lds smooths the heads' own counts (uvote_table_from_args), not pixel weights.
-        weights = pixel_bucket_weights(counts, a.reweight, a.lds and not a.uvote, a.lds_kernel, a.lds_ks, a.lds_sigma,
-                                       a.bucket_start, truncate=a.lds_truncate)
+        # --lds without --reweight smooths what UVOTE's heads or BNI's prior count, not pixel weights.
+        weights = pixel_bucket_weights(counts, a.reweight, a.lds and a.reweight != "none", a.lds_kernel, a.lds_ks,
+                                       a.lds_sigma, a.bucket_start, truncate=a.lds_truncate)
         if a.select_on_test:
             train_pairs, val = pairs, test
             self.log("model selection: on the TEST set (--select_on_test), as the references")
@@ -186,6 +186,13 @@ class NYUD2Task(Task):
                                    lr_factor=lambda epoch: 0.1 ** (epoch // 5))
 
     # ---- prediction, metrics ----
+    def data_fingerprint(self) -> dict:
+        """The SHA-256 of the test list (and, when present, the training list)."""
+        from common.runtime import sha256_of
+        data_dir = Path(self.args.data_dir)
+        return {name: sha256_of(data_dir / name) for name in ("nyu2_train.csv", "nyu2_test.csv")
+                if (data_dir / name).is_file()}
+
     def predict(self, model, batch):
         """The evaluated pixels' depths, labels and, from UVOTE and VIR, standard deviations (upsampled alike)."""
         target, mask = batch["target"], batch["mask"]
@@ -210,6 +217,9 @@ class NYUD2Task(Task):
 
     def format_metrics(self, name, metrics) -> str:
         return depth_table(name, metrics)
+
+    def summary(self, name, metrics) -> str:
+        return depth_table(name, metrics, balanced=False)
 
     def baseline_predictions(self, labels):
         centres = DEPTH_BINS.lower_edges() + DEPTH_BINS.width / 2

@@ -111,9 +111,10 @@ class STSTask(Task):
         a = self.args
         for message in self.messages:       # gathered in __init__, before the trainer set self.log
             self.log(message)
-        # With --uvote, --lds smooths the heads' own counts (uvote_table_from_args), not sample weights.
-        weights = prepare_weights(self.train_labels, a.reweight, a.lds and not a.uvote, a.lds_kernel, a.lds_ks,
-                                  a.lds_sigma, bins=self.bins, clip=None, truncate_smoothed_counts=a.lds_truncate)
+        # --lds without --reweight smooths what UVOTE's heads or BNI's prior count, not sample weights.
+        weights = prepare_weights(self.train_labels, a.reweight, a.lds and a.reweight != "none", a.lds_kernel,
+                                  a.lds_ks, a.lds_sigma, bins=self.bins, clip=None,
+                                  truncate_smoothed_counts=a.lds_truncate)
         make = lambda name, w=None: dataset.PairDataset(self.splits[name], self.vocabulary, w)   # noqa: E731
         return {"train": make("train", weights), "val": make("val"), "test": make("test")}
 
@@ -169,6 +170,10 @@ class STSTask(Task):
         return optimizer_from_args(self.args, model, objective, adam_weight_decay=True, lr_factor=None)
 
     # ---- prediction, metrics ----
+    def data_fingerprint(self) -> dict:
+        """The split files' SHA-256 (``{'train_new.tsv': …, 'dev_new.tsv': …, 'test_new.tsv': …}``)."""
+        return dataset.split_digests(self.args.data_dir)
+
     def metrics(self, preds, labels) -> dict:
         """MSE, L1, G-mean, Pearson and Spearman, overall and per shot of the 0.1-wide score bins."""
         return correlation_shot_metrics(preds, labels, self.train_labels, self.many_shot_thr, self.low_shot_thr,
@@ -179,6 +184,9 @@ class STSTask(Task):
 
     def report(self, name, preds, labels, metrics) -> str:
         return correlation_table(name, metrics)
+
+    def summary(self, name, metrics) -> str:
+        return correlation_table(name, metrics, balanced=False)
 
     def baseline_predictions(self, labels):
         return np.full_like(labels, self.train_labels.mean())

@@ -152,10 +152,10 @@ def test_method_trains_and_reports(method, data_dir, tmp_path):
         assert mean.abs().sum() > 0 and (mean >= 0).all()
         assert checkpoint["state_dict"]["fds.epoch"].item() == 1
     if "--srl" in METHODS[method]:
-        assert checkpoint["objective"]["srl.points"].shape == (50, 8)
-        assert checkpoint["objective"]["surrogate.running_mean"].abs().sum() > 0
+        assert checkpoint["objective"]["srl.loss.points"].shape == (50, 8)
+        assert checkpoint["objective"]["srl.surrogate.running_mean"].abs().sum() > 0
     if method == "bmse_bmc":
-        assert checkpoint["objective"]["bmse.noise_sigma"].item() != 1.0   # σ learned (own lr group)
+        assert checkpoint["objective"]["bmse.loss.noise_sigma"].item() != 1.0   # σ learned (own lr group)
 
 
 def test_rrt_retrains_only_the_last_layer(data_dir, tmp_path):
@@ -335,7 +335,7 @@ def test_stats_from_training_updates_fds_without_a_second_pass(data_dir, tmp_pat
     checkpoint = torch.load(tmp_path / "fromtrain" / "ckpt.pth.tar", weights_only=True)
     n_train = sum(1 for line in (data_dir / "agedb.csv").read_text().splitlines() if line.endswith(",train"))
     assert checkpoint["state_dict"]["fds.num_samples_tracked"].sum() == 2 * n_train     # both epochs' passes
-    assert checkpoint["objective"]["surrogate.running_mean"].abs().sum() > 0
+    assert checkpoint["objective"]["srl.surrogate.running_mean"].abs().sum() > 0
     assert math.isfinite(result["test"]["all"]["l1"])
     # Train-mode forward passes: the training steps only (4 a epoch), no second pass over the training set.
     n_steps = -(-n_train // 64)

@@ -255,3 +255,37 @@ def test_rrt_without_a_balanced_objective_is_a_warning(capsys):
 def test_conr_on_a_batch_of_one_says_it_adds_nothing(capsys):
     agedb("--conr --batch_size 1")
     assert "warning: --conr with --batch_size 1 has no pair of samples to contrast" in capsys.readouterr().err
+
+
+def test_a_schedule_beyond_the_run_is_said_and_one_out_of_order_too(capsys):
+    cli.parse(cli.build_age_parser("t"), ["--epoch", "2"])
+    assert capsys.readouterr().err == ("warning: --schedule 60 80 lies at or beyond --epoch 2: the learning rate is "
+                                       "never lowered there and stays at --lr for the whole run; pass milestones "
+                                       "below --epoch to decay it.\n")
+    cli.parse(cli.build_age_parser("t"), ["--epoch", "70"])
+    assert "--schedule 80 lies at or beyond --epoch 70" in capsys.readouterr().err
+    cli.parse(cli.build_age_parser("t"), ["--epoch", "10", "--schedule", "5", "3"])
+    assert "is out of order; the learning rate is lowered at epochs 3, 5." in capsys.readouterr().err
+    cli.parse(cli.build_age_parser("t"), [])                      # the references' 90 epochs: nothing to say
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("folder,argv,refused", [
+    ("agedb-dir", ["--bmse", "--imp", "gai", "--reweight", "sqrt_inv"], True),
+    ("agedb-dir", ["--bmse", "--imp", "bmc", "--reweight", "inverse", "--lds"], True),
+    ("agedb-dir", ["--bmse", "--imp", "bni", "--reweight", "sqrt_inv", "--lds"], False),   # --lds smooths BNI's prior
+    ("agedb-dir", ["--bmse", "--imp", "bni", "--lds"], False),
+    ("sts-b-dir", ["--bmse", "--imp", "gai", "--reweight", "inverse"], True),
+    ("nyud2-dir", ["--bmse", "--imp", "bni", "--reweight", "sqrt_inv"], False),   # shapes NYUD2's BNI prior
+    ("nyud2-dir", ["--bmse", "--imp", "gai", "--reweight", "sqrt_inv"], True),
+])
+def test_balanced_mse_refuses_a_reweighting_it_would_not_apply(folder, argv, refused, capsys):
+    parse = (lambda a: cli.parse(folder_module(folder, "train").build_parser(), a)) if folder != "agedb-dir" else \
+        (lambda a: cli.parse(cli.build_age_parser("t"), a))
+    if refused:
+        with pytest.raises(SystemExit):
+            parse(argv)
+        assert f"takes no sample weights, so --reweight {argv[argv.index('--reweight') + 1]} would have no effect" \
+            in capsys.readouterr().err
+    else:
+        assert parse(argv).bmse

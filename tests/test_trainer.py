@@ -4,6 +4,7 @@ Nothing here knows about ages or images: these tasks are what a new benchmark wo
 """
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -512,6 +513,84 @@ def test_checkpoints_are_written_at_validations_and_the_best_one_is_small(tmp_pa
     trainer(VectorTask(), tmp_path, "every", epochs=6, val_interval=6, save_every_minutes=0).fit()
     assert writes.count("ckpt.pth.tar") == 4 + 6
     best = torch.load(tmp_path / "timed" / "ckpt.best.pth.tar", weights_only=True)
-    assert set(best) == {"epoch", "state_dict", "objective", "trainer", "benchmark", "args"}
+    assert set(best) == {"epoch", "state_dict", "objective", "trainer", "benchmark", "args", "data"}
     assert {"optimizer", "scheduler", "scaler", "rng"} <= set(torch.load(tmp_path / "timed" / "ckpt.pth.tar",
                                                                            weights_only=True))
+
+
+# -- what a run says and leaves (issues 27, 28) ----------------------------------------------------------------
+def test_the_console_ends_with_a_short_block_and_the_log_keeps_the_flags_and_tables(tmp_path, capsys):
+    run = trainer(VectorTask(), tmp_path, flags={"lr": 0.01, "seed": 1})
+    run.fit()
+    out = capsys.readouterr().out
+    log = (tmp_path / "run" / "training.log").read_text()
+    assert "flags:" not in out and "  --lr 0.01" in log and "flags:" in log       # the flag dump: the log only
+    assert out.count("test:") == 1                                                # the final summary, once
+    tail = out.strip().splitlines()[-3:]
+    assert tail[0].startswith("cost: ") and "samples/s" in tail[0]
+    assert tail[1].startswith(f"run folder {tmp_path / 'run'}: results.json")
+    assert tail[2] == f"compare runs: python -m common.tools.report {tmp_path / 'run'} [other run folders]"
+    cost = json.loads((tmp_path / "run" / "results.json").read_text())["cost"]
+    assert set(cost) == {"wall_seconds", "train_samples_per_second", "peak_host_memory_mib", "peak_cuda_memory_mib",
+                         "device", "processes"}
+    # 3 epochs of 64 samples in the measured training time, memory of this process, the CPU, one process.
+    assert cost["wall_seconds"] > 0
+    assert cost["train_samples_per_second"] == pytest.approx(3 * 64 / cost["wall_seconds"], rel=1e-3)
+    assert cost["peak_host_memory_mib"] > 10 and cost["peak_cuda_memory_mib"] is None
+    assert (cost["device"], cost["processes"]) == ("cpu", 1)
+
+
+def test_a_start_that_failed_before_its_first_checkpoint_does_not_block_the_same_command(tmp_path):
+    class BrokenData(VectorTask):
+        def datasets(self):
+            raise RunError("the data are missing; write them first.")
+
+    first = trainer(BrokenData(), tmp_path)
+    with pytest.raises(RunError):
+        first.fit()
+    first.log_fatal("the data are missing; write them first.")      # as launch.run ends a run
+    assert (tmp_path / "run" / "training.log").is_file()
+    result = trainer(VectorTask(), tmp_path).fit()                  # the same folder, no --overwrite
+    assert (tmp_path / "run" / "results.json").is_file() and result["epoch"] >= 0
+    assert "held only a failed start" in (tmp_path / "run" / "training.log").read_text()
+    # A folder holding a checkpoint or a finished run is not taken over.
+    with pytest.raises(RunError, match="already exists"):
+        trainer(VectorTask(), tmp_path).fit()
+
+
+def test_evaluating_on_changed_data_is_said_and_an_earlier_evaluation_is_set_aside(tmp_path, capsys):
+    class Fingerprinted(VectorTask):
+        digest = "a" * 64
+
+        def data_fingerprint(self):
+            return {"split.csv": self.digest}
+
+    trainer(Fingerprinted(), tmp_path, epochs=1).fit()
+    best = tmp_path / "run" / "ckpt.best.pth.tar"
+    assert checkpointing.load_checkpoint(best)["data"] == {"split.csv": "a" * 64}
+    capsys.readouterr()
+    trainer(Fingerprinted(), tmp_path, "eval").evaluate(best)
+    assert "differs" not in capsys.readouterr().err
+    changed = Fingerprinted()
+    changed.digest = "b" * 64
+    trainer(changed, tmp_path, "eval").evaluate(best)
+    assert "warning: split.csv differs (SHA-256) from what the run trained and was tested with" in \
+        capsys.readouterr().err
+    evaluation = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert evaluation["data_changed"] == ["split.csv"] and evaluation["data"] == {"split.csv": "b" * 64}
+    # The run goes on (resumed to more epochs): the final test is results.json, the earlier evaluation set aside.
+    trainer(Fingerprinted(), tmp_path, epochs=2, resume=tmp_path / "run" / "ckpt.pth.tar").fit()
+    assert not (tmp_path / "run" / "eval.json").exists()
+    assert json.loads((tmp_path / "run" / "eval.earlier.json").read_text())["epoch"] == 1
+
+
+def test_more_workers_than_cpus_are_capped_and_said(capsys):
+    import argparse
+    from common.launch import config_from_args
+    args = argparse.Namespace(device="cpu", gpu=None, epoch=1, batch_size=4, workers=10_000, seed=0, amp="none",
+                              val_interval=0, patience=None, max_vals=None, grad_clip=None, print_freq=1, resume="",
+                              overwrite=False, lr=1e-3)
+    config = config_from_args(args, "run")
+    cpus = os.cpu_count()
+    assert config.workers == cpus == args.workers and config.flags["workers"] == cpus
+    assert f"--workers 10000 is more than this machine's {cpus} CPUs; using {cpus}" in capsys.readouterr().out

@@ -199,9 +199,12 @@ class BalancedMSE(Method):
     positive = ("init_noise_sigma",)
     non_negative = ("sigma_lr",)
 
-    def add_args(self, parser, *, imps=("gai", "bmc", "bni"), balanced_metric=True) -> None:
+    def add_args(self, parser, *, imps=("gai", "bmc", "bni"), balanced_metric=True, reweighted_prior=False) -> None:
         """``imps`` are the ``--imp`` choices the benchmark can run (NYUD2: gai and bni, BMC's N×N matrix over a
-        batch's pixels does not fit), ``balanced_metric=False`` leaves that selection flag out."""
+        batch's pixels does not fit), ``balanced_metric=False`` leaves that selection flag out;
+        ``reweighted_prior``: ``--reweight sqrt_inv`` shapes BNI's prior (NYUD2's references), so it is not refused
+        with ``--bmse --imp bni``."""
+        parser.bmse_reweighted_prior = reweighted_prior
         g = parser.add_argument_group("Balanced MSE (Ren et al., CVPR 2022)")
         g.add_argument("--bmse", action="store_true", help="Balanced MSE instead of --loss")
         g.add_argument("--imp", default="gai", choices=list(imps), help="implementation")
@@ -221,6 +224,15 @@ class BalancedMSE(Method):
             parser.error("--bmse replaces the regression loss: drop --loss.")
         if self.enabled(args) and args.init_noise_sigma <= 0:
             parser.error("--init_noise_sigma must be positive.")
+        # Balanced MSE takes no sample weights: a re-weighting would be computed and not applied. With BNI,
+        # --reweight with --lds smooths its prior (the references' flag set), and on NYUD2 --reweight sqrt_inv
+        # shapes it.
+        reweight = flag(args, "reweight", "none")
+        shapes_prior = flag(args, "imp") == "bni" and \
+            (flag(args, "lds") or getattr(parser, "bmse_reweighted_prior", False))
+        if self.enabled(args) and reweight != "none" and not shapes_prior:
+            parser.error(f"--bmse --imp {args.imp} takes no sample weights, so --reweight {reweight} would have no "
+                         "effect: drop --reweight.")
 
     def tag(self, args):
         return f"bmse_{args.imp}_{args.init_noise_sigma:g}"
