@@ -330,6 +330,11 @@ def parse(parser: argparse.ArgumentParser, argv=None, check=None) -> argparse.Na
     args = check_args(parser, args)
     args.given_flags = given_flags(parser, argv)
     args.option_names = option_names(parser)
+    if not getattr(args, "resume", ""):      # a resumed or evaluated run takes its methods from the checkpoint
+        for method, flags in methods.ignored_flags(parser, args, set(args.given_flags)):
+            names = ", ".join(args.option_names.get(flag, f"--{flag}") for flag in flags)
+            print(f"warning: {names} {'has' if len(flags) == 1 else 'have'} no effect without {method.switch} "
+                  f"(add {method.switch.split()[0]}, or drop {names}).", file=sys.stderr)
     return args
 
 

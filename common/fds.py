@@ -521,9 +521,12 @@ class FDSMethod(Method):
     bucket (the benchmark builds it into its model with :func:`fds_from_args`; the statistics pass updates it)."""
 
     name = "fds"
+    switch = "--fds"
     positive = ("fds_sigma",)
     non_negative = ("start_update", "start_smooth", "bucket_start")
     unit_interval = ("fds_mmt",)
+    # SRL's surrogate follows --start_update and --fds_mmt; STS-B's label grid is --bucket_num bins.
+    independent = ("start_update", "fds_mmt", "stats_from_training", "bucket_num", "bucket_start")
     model_flags = ("fds", "fds_kernel", "fds_ks", "fds_sigma", "start_update", "start_smooth", "bucket_num",
                    "bucket_start", "fds_mmt")
 

@@ -202,6 +202,9 @@ class ReweightMethod(Method):
     ``--lds`` smooths the heads' counts instead."""
 
     name = "reweight"
+    switch = "--reweight"
+    # --lds and its kernel also smooth UVOTE's head counts and BNI's prior (methods that are on without this one).
+    independent = ("lds", "lds_kernel", "lds_ks", "lds_sigma", "lds_truncate")
     positive = ("lds_sigma",)
 
     def add_args(self, parser, *, lds_ks=5, lds_sigma=1.0) -> None:

@@ -32,6 +32,8 @@ class Method:
 
     #: the method's name in logs and in :data:`common.methods.METHODS` lookups.
     name = ""
+    #: what turns it on, for messages (``"--conr"``).
+    switch = ""
     #: flags that define the model: an evaluated checkpoint keeps its own values of them.
     model_flags: tuple[str, ...] = ()
     #: numeric flags that must be > 0 and ≥ 0 (checked for the flags the benchmark's parser has).
@@ -40,6 +42,9 @@ class Method:
     unit_interval: tuple[str, ...] = ()
     #: flags whose parsed value is None unless given: an evaluated checkpoint's value, else this default.
     eval_defaults: dict = {}
+    #: flags of the method's group that act without the method (another method or the benchmark reads them):
+    #: given while the method is off, they are not said to be ignored.
+    independent: tuple[str, ...] = ()
 
     def add_args(self, parser: argparse.ArgumentParser, **options) -> None:
         """The method's argument group; ``options`` are the benchmark's defaults and switches."""

@@ -35,9 +35,26 @@ def add_arguments(parser: argparse.ArgumentParser, methods=None, **options) -> N
     unknown = set(options) - {method.name for method in METHODS}
     if unknown:
         raise TypeError(f"add_arguments: no method named {sorted(unknown)}")
+    owned = parser.__dict__.setdefault("method_flags", {})
     for method in METHODS:
         if methods is None or method.name in methods:
+            before = {action.dest for action in parser._actions}
             method.add_args(parser, **options.get(method.name, {}))
+            owned[method.name] = [action.dest for action in parser._actions if action.dest not in before]
+
+
+def ignored_flags(parser: argparse.ArgumentParser, args, given) -> list[tuple[Method, list[str]]]:
+    """``(method, [flags])`` of the flags given on the command line (``given``: their destinations) that
+    belong to a method the command line leaves off, so they would change nothing (``-w 2`` without ``--conr``)."""
+    owned = getattr(parser, "method_flags", {})
+    out = []
+    for method in METHODS:
+        if method.name not in owned or method.enabled(args):
+            continue
+        flags = [dest for dest in owned[method.name] if dest in given and dest not in method.independent]
+        if flags:
+            out.append((method, flags))
+    return out
 
 
 def enabled(args) -> list[Method]:

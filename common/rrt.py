@@ -13,6 +13,8 @@ class RRTMethod(Method):
     """``--retrain_fc --pretrained CKPT``."""
 
     name = "rrt"
+    switch = "--retrain_fc"
+    independent = ("pretrained",)     # a new run starts from these weights, RRT or not
 
     def add_args(self, parser) -> None:
         g = parser.add_argument_group("RRT, two-stage training (Kang et al., ICLR 2020)")

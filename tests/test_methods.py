@@ -30,10 +30,10 @@ def test_run_names_keep_the_references_order_of_parts():
     """The run folder's name is built as before the list existed: re-weighting, LDS, FDS, Balanced MSE, RankSim,
     ConR, SRL, RnC, RRT, then the seed (a folder named by an older version is found again)."""
     args = cli.parse(cli.build_age_parser("t"), [
-        "--reweight", "sqrt_inv", "--lds", "--fds", "--bmse", "--imp", "bmc", "--regularization_weight", "2",
+        "--reweight", "sqrt_inv", "--lds", "--fds", "--bmse", "--imp", "bni", "--regularization_weight", "2",
         "--conr", "--srl", "--rnc", "--retrain_fc", "--pretrained", "p.pth.tar", "--seed", "3"])
     assert "_".join(cli.method_tags(args)) == (
-        "sqrt_inv_lds_gau_5_1_fds_gau_5_1_0_1_0.9_bmse_bmc_1_ranksim_2_1_conr_4_w1_t0.07_e0.01_srl_10_100_0.01_t0.3_"
+        "sqrt_inv_lds_gau_5_1_fds_gau_5_1_0_1_0.9_bmse_bni_1_ranksim_2_1_conr_4_w1_t0.07_e0.01_srl_10_100_0.01_t0.3_"
         "rnc_1_t2_rrt_seed3")
 
 
@@ -119,3 +119,15 @@ def test_a_new_regulariser_and_head_train_and_evaluate_on_every_benchmark(folder
 
 
 from test_method_runs import data  # noqa: E402,F401  (the synthetic data of the four benchmarks, written once)
+
+
+def test_flags_of_a_method_left_off_are_said_to_change_nothing(capsys):
+    cli.parse(cli.build_age_parser("t"), ["-w", "2", "--w1", "3", "--w2", "1", "--start_update", "2"])
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: -w has no effect without --conr (add --conr, or drop -w).",
+        "warning: --w1, --w2 have no effect without --srl (add --srl, or drop --w1, --w2).",
+    ]                                             # --start_update also schedules SRL's surrogate: not said
+    cli.parse(cli.build_age_parser("t"), ["--conr", "-w", "2", "--bmse", "--imp", "bni", "--lds", "--seed", "3"])
+    assert capsys.readouterr().err == ""          # each flag acts (--lds smooths BNI's prior)
+    cli.parse(cli.build_age_parser("t"), ["--resume", "r/ckpt.pth.tar", "-w", "2"])
+    assert capsys.readouterr().err == ""          # a resumed run's methods are the checkpoint's: its cli refuses

@@ -196,6 +196,8 @@ class BalancedMSE(Method):
     noise σ in its own optimiser group."""
 
     name = "bmse"
+    switch = "--bmse"
+    independent = ("balanced_metric",)      # selects checkpoints with any loss
     positive = ("init_noise_sigma",)
     non_negative = ("sigma_lr",)
 

@@ -249,6 +249,7 @@ class ConRMethod(Method):
     """ConR (Keramati et al., ICLR 2024), with ``--conr`` at weight β (``--beta``)."""
 
     name = "conr"
+    switch = "--conr"
     positive = ("conr_temperature",)
     non_negative = ("conr_window", "conr_beta", "conr_eta")
 

@@ -140,6 +140,7 @@ class RankSimMethod(Method):
     """RankSim (Gong et al., ICML 2022), on while its weight γ (``--regularization_weight``) is above 0."""
 
     name = "ranksim"
+    switch = "--regularization_weight > 0"
     non_negative = ("regularization_weight", "interpolation_lambda")
 
     def add_args(self, parser, *, ties="stable") -> None:

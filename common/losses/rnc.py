@@ -198,6 +198,8 @@ class RnCMethod(Method):
     paper's two (``--rnc_stage encoder``, then ``linear`` on the frozen trunk)."""
 
     name = "rnc"
+    switch = "--rnc"
+    independent = ("rnc_stage",)            # the linear stage trains a head without RnC
     positive = ("rnc_temp",)
     non_negative = ("rnc_weight",)
 

@@ -199,6 +199,7 @@ class SRLMethod(Method):
     """SRL (Dong, Wu et al., CVPR 2025): contrastive, enveloping and homogeneity losses on a projection head."""
 
     name = "srl"
+    switch = "--srl"
     positive = ("temperature", "n_points", "embedding_dim", "srl_num_labels")
     non_negative = ("w1", "w2", "w3")
     model_flags = ("srl", "embedding_dim", "srl_num_labels", "n_points")

@@ -332,6 +332,7 @@ class UVOTEMethod(Method):
     voting at inference; its log-scale heads train at ``--uvote_var_lr`` times the learning rate."""
 
     name = "uvote"
+    switch = "--uvote"
     positive = ("uvote_var_lr",)
     model_flags = ("uvote", "num_branch")
     eval_defaults = {"uvote_rule": "minvar"}

@@ -237,6 +237,7 @@ class VIRMethod(Method):
     probabilistic smoothing."""
 
     name = "vir"
+    switch = "--vir"
     non_negative = ("vir_reg_weight",)
     model_flags = ("vir",)
 
