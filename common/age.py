@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from common import methods
 from common.method import ModelSpec
 from common.bins import AGE_BINS
-from common.runtime import open_hdf5, read_hdf5, sha256_of
+from common.runtime import HDF5Pack, read_hdf5, sha256_of
 from common.tools.datasplit import describe_split
 from common.textfiles import read_csv
 from common.errors import RunError
@@ -107,33 +107,23 @@ def pack_path(data_dir, csv_name: str, img_size: int) -> Path:
     return Path(data_dir) / f"{csv_name}_{img_size}.h5"
 
 
-class PackReader:
-    """Read images from a pack, checked against the split CSV and the image size; opened lazily in each process
-    (an HDF5 handle must not cross a fork into DataLoader workers). A truncated or corrupt pack is one sentence
-    saying how to re-create it."""
+class PackReader(HDF5Pack):
+    """Read images from a pack (:class:`common.runtime.HDF5Pack`), checked against the split CSV and the image
+    size; ``paths`` are the split's rows, in order."""
 
     def __init__(self, data_dir, csv_name: str, img_size: int, paths):
-        self.path = pack_path(data_dir, csv_name, img_size)
-        self.command = f"python -m common.tools.pack {csv_name} --data_dir {data_dir} --img_size {img_size}"
-        if not self.path.is_file():
-            raise RunError(f"--data_format hdf5 needs {self.path}; write it with `{self.command}`.")
-        csv = Path(data_dir) / f"{csv_name}.csv"
-        with open_hdf5(self.path, self.command) as handle:
-            if handle.attrs.get("csv_sha256") != sha256_of(csv) or int(handle.attrs.get("img_size", -1)) != img_size:
-                raise RunError(f"{self.path} was packed from another {csv.name} or image size; re-pack it with "
-                               f"`{self.command}`.")
-            names = read_hdf5(self.path, self.command, lambda: handle["paths"][()])
-            index = {p.decode() if isinstance(p, bytes) else p: i for i, p in enumerate(names)}
-        self.rows = [index[p] for p in paths]
-        self.handle = None
+        self.paths = paths
+        super().__init__(pack_path(data_dir, csv_name, img_size),
+                         f"python -m common.tools.pack {csv_name} --data_dir {data_dir} --img_size {img_size}",
+                         Path(data_dir) / f"{csv_name}.csv", attributes={"img_size": img_size}, what=" or image size")
+
+    def opened(self, handle) -> None:
+        names = read_hdf5(self.path, self.command, lambda: handle["paths"][()])
+        index = {p.decode() if isinstance(p, bytes) else p: i for i, p in enumerate(names)}
+        self.rows = [index[p] for p in self.paths]
 
     def __getitem__(self, i: int) -> np.ndarray:
-        if self.handle is None:
-            self.handle = open_hdf5(self.path, self.command)
-        return read_hdf5(self.path, self.command, lambda: self.handle["images"][self.rows[i]])
-
-    def __getstate__(self):
-        return {**self.__dict__, "handle": None}
+        return self.read(lambda pack: pack["images"][self.rows[i]])
 
 
 def how_to_get(path) -> str:

@@ -161,6 +161,55 @@ def read_hdf5(path, command: str, read):
                        f"re-create it with `{command}`.") from error
 
 
+class HDF5Pack:
+    """A pack file read by a data set: ``path`` must exist (else one sentence with the ``command`` that writes it),
+    its attributes at ``group`` (the file's root by default) must record ``csv_sha256`` of the split file ``csv``
+    and every value in ``attributes`` (else one sentence to re-pack it), and every read goes through
+    :func:`read_hdf5`. The file is opened lazily in each process (an HDF5 handle must not cross a fork into
+    DataLoader workers). Subclasses give :meth:`__getitem__` with :meth:`read`."""
+
+    def __init__(self, path, command: str, csv, *, group: str | None = None, attributes: dict | None = None,
+                 what: str = ""):
+        attributes = dict(attributes or {})
+        self.path, self.command, self.group = Path(path), command, group
+        if not self.path.is_file():
+            raise RunError(f"--data_format hdf5 needs {self.path}; write it with `{command}`.")
+        expected = {"csv_sha256": sha256_of(csv), **attributes}
+        with open_hdf5(self.path, command) as handle:
+            def attributes_of():
+                if group is None:
+                    return dict(handle.attrs)
+                return dict(handle[group].attrs) if group in handle else {}
+
+            found = read_hdf5(self.path, command, attributes_of)
+            # Stored numbers come back as NumPy scalars: compare as the values they are.
+            if any(_plain(found.get(key)) != value for key, value in expected.items()):
+                raise RunError(f"{self.path} was packed from another {Path(csv).name}{what}; re-pack it with "
+                               f"`{command}`.")
+            self.opened(handle)
+        self.handle = None
+
+    def opened(self, handle) -> None:
+        """Read what the pack's index needs while it is open at construction (default: nothing)."""
+
+    def read(self, read):
+        """``read(node)`` of this pack's group (or root), the file opened on first use in this process."""
+        if self.handle is None:
+            self.handle = open_hdf5(self.path, self.command)
+        return read_hdf5(self.path, self.command,
+                         lambda: read(self.handle[self.group] if self.group else self.handle))
+
+    def __getstate__(self):
+        return {**self.__dict__, "handle": None}
+
+
+def _plain(value):
+    """An HDF5 attribute as a plain Python value (bytes decoded, NumPy scalars unwrapped)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return value.item() if hasattr(value, "item") else value
+
+
 def make_run_dir(run_dir: Path) -> None:
     """Create a run folder (and its parents), or say in one sentence why it cannot be (read-only, a file in the
     way), before anything trains."""

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from common.bins import DEPTH_BINS
 from common.errors import RunError
 from common.images import to_rgb
-from common.runtime import open_hdf5, read_hdf5
+from common.runtime import HDF5Pack
 from common.textfiles import not_utf8, other_separator
 
 # Training pixels per 0.1-m bin of the real NYUD2-DIR training set (50,688 un-augmented 304×228 crops), the
@@ -446,35 +446,14 @@ def write_pack(data_dir, scale_to: int = 240, log=print) -> Path:
     return out
 
 
-class PairPack:
-    """Scaled image/depth pairs of one CSV from the pack, checked against the CSV and ``--scale``; the HDF5 file is
-    opened lazily in each loader process."""
+class PairPack(HDF5Pack):
+    """Scaled image/depth pairs of one CSV from the pack (:class:`common.runtime.HDF5Pack`: a group per CSV),
+    checked against the CSV; the pack is of one ``--scale``."""
 
     def __init__(self, data_dir, name: str, scale_to: int):
-        from common.runtime import sha256_of
-        self.path, self.name = pack_path(data_dir, scale_to), name
-        self.command = f"python data/pack_nyud2.py --data_dir {data_dir} --scale {scale_to}"
-        if not self.path.is_file():
-            raise RunError(f"--data_format hdf5 needs {self.path}; write it with `{self.command}`.")
-        # A truncated or corrupt pack is one sentence naming it and the command that re-writes it.
-        csv = Path(data_dir) / f"{name}.csv"
-        with open_hdf5(self.path, self.command) as handle:
-            packed_from = read_hdf5(self.path, self.command,
-                                    lambda: handle[name].attrs.get("csv_sha256") if name in handle else None)
-            if packed_from != sha256_of(csv):
-                raise RunError(f"{self.path} was packed from another {csv.name}; re-pack it with `{self.command}`.")
-        self.handle = None
+        super().__init__(pack_path(data_dir, scale_to), f"python data/pack_nyud2.py --data_dir {data_dir} --scale "
+                         f"{scale_to}", Path(data_dir) / f"{name}.csv", group=name)
 
     def __getitem__(self, index: int):
-        if self.handle is None:
-            self.handle = open_hdf5(self.path, self.command)
-
-        def read():          # a truncated file can fail at the group as well as at a chunk
-            group = self.handle[self.name]
-            return group["images"][index], group["depths"][index]
-
-        image, depth = read_hdf5(self.path, self.command, read)
+        image, depth = self.read(lambda group: (group["images"][index], group["depths"][index]))
         return Image.fromarray(image), Image.fromarray(depth)
-
-    def __getstate__(self):
-        return {**self.__dict__, "handle": None}
