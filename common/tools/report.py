@@ -234,15 +234,22 @@ def depth_plot(runs: list[dict], path) -> None:
     _save(depth_figure(runs), path)
 
 
+def plottable(runs: list[dict]) -> list[dict]:
+    """The runs a figure can draw: of one benchmark and shot thresholds (:func:`check_same_kind`), each with its
+    test predictions; none is one sentence."""
+    check_same_kind(runs)
+    runs = [r for r in runs if "predictions" in r]
+    if not runs:
+        raise SystemExit("error: no run folder has test_predictions.npz; nothing to plot.")
+    return runs
+
+
 def depth_figure(runs: list[dict]):
     """RMSE per 0.1-m ground-truth bin of each depth run, over the training pixel histogram, shots shaded."""
     plt = _pyplot()
     from common.bins import DEPTH_BINS
 
-    check_same_kind(runs)
-    runs = [r for r in runs if "predictions" in r]
-    if not runs:
-        raise SystemExit("error: no run folder has test_predictions.npz; nothing to plot.")
+    runs = plottable(runs)
     first = runs[0]["predictions"]
     fig, ax = plt.subplots(figsize=(9, 4.5))
     hist_ax = ax.twinx()
@@ -470,10 +477,7 @@ def per_label_figure(runs: list[dict], metric: str = "l1"):
     """Each run's (or seed group's) test error per label over the training histogram, the shots shaded; titled
     with the benchmark and split, the x axis named for the label (age, score)."""
     plt = _pyplot()
-    check_same_kind(runs)
-    runs = [r for r in runs if "predictions" in r]
-    if not runs:
-        raise SystemExit("error: no run folder has test_predictions.npz; nothing to plot.")
+    runs = plottable(runs)
     first = runs[0]["predictions"]
     train_labels = first["train_labels"]
     many, low = float(first["many_shot_thr"]), float(first["low_shot_thr"])
