@@ -701,7 +701,8 @@ class Trainer:
         self.log_file(f"checkpoints written by this run: {self.bytes_written / 2 ** 20:.1f} MiB")
         cost = self._cost()
         result = {"val": best["trainer"]["best_val"], "test": test, "epoch": state.best_epoch,
-                  "step": state.best_step, "cost": cost}
+                  "step": state.best_step, "cost": cost, **({"benchmark": self.task.benchmark}
+                                                            if self.task.benchmark else {})}
         self.scalars.close()
         stale = self.run_dir / "eval.json"
         if runtime.is_main_process() and stale.is_file():

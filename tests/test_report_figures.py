@@ -144,7 +144,7 @@ def test_a_shot_of_two_samples_has_no_correlation():
     assert math.isnan(metrics["few"]["spearman"])
     assert metrics["many"]["count"] == 5 and metrics["many"]["pearson"] == pytest.approx(
         np.corrcoef(preds[:5], labels[:5])[0, 1])
-    three = correlation_shot_metrics(np.r_[preds, 3.1], np.r_[labels, 3.05], train, 2, 3, STSB_BINS)
+    three = correlation_shot_metrics(np.r_[preds, 3.1], np.r_[labels, 3.05], train, 3, 3, STSB_BINS)
     assert three["few"]["count"] == 3 and math.isfinite(three["few"]["pearson"])
     rows = {line.split()[0]: line.split() for line in correlation_table("test", metrics).splitlines()[1:5]}
     assert rows["few"][4:7] == ["n/a", "n/a", "2"]                         # not ±100

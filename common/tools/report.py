@@ -99,16 +99,21 @@ LABEL_AXES = {"agedb-dir": "age", "imdb-wiki-dir": "age", "nyud2-dir": "depth (m
 
 def benchmark_of(run: dict) -> str | None:
     """The run's benchmark folder (``agedb-dir``, …): ``results.json``'s ``benchmark`` where it has one, else from
-    its metrics (depth: RMSE; STS-B: Pearson) or its ``--dataset`` flag (agedb…, imdb_wiki…); None for another
-    task (``examples/custom_regression.py``)."""
+    its flags (NYUD2's ``--encoder``, STS-B's ``--d_hid``), its metrics (depth: RMSE; STS-B: Pearson) or its
+    ``--dataset`` flag (agedb…, imdb_wiki…); None for another task (``examples/custom_regression.py``)."""
     saved = run.get("benchmark")
     if saved in BENCHMARK_NAMES:
         return saved
+    args = run.get("args") if isinstance(run.get("args"), dict) else {}
+    if "encoder" in args:                 # flags only one benchmark has: NYUD2's --encoder, STS-B's --d_hid
+        return "nyud2-dir"
+    if "d_hid" in args:
+        return "sts-b-dir"
     if is_depth(run):
         return "nyud2-dir"
     if "pearson" in run["test"]["all"]:
         return "sts-b-dir"
-    dataset = str((run.get("args") or {}).get("dataset", ""))
+    dataset = str(args.get("dataset", ""))
     return "agedb-dir" if dataset.startswith("agedb") else "imdb-wiki-dir" if dataset.startswith("imdb_wiki") else None
 
 
@@ -308,20 +313,8 @@ def check_same_kind(runs: list[dict]) -> None:
                              f"--{flags[1]}.")
 
 
-_BENCHMARK_OF_DATASET = {"agedb": "agedb-dir", "imdb_wiki": "imdb-wiki-dir"}
 #: the flags of the shot thresholds: counts of training samples (ages, STS-B), fractions of pixels (NYUD2).
 SHOT_FLAGS = (("many_shot_thr", "low_shot_thr"), ("many_shot_fraction", "low_shot_fraction"))
-
-
-def benchmark_of(run: dict) -> str | None:
-    """The benchmark folder that trained a run, told by its flags (``results.json``'s ``args``: NYUD2's
-    ``--encoder``, STS-B's ``--d_hid``, the age benchmarks' ``dataset``); None when they do not say."""
-    args = run.get("args") if isinstance(run.get("args"), dict) else {}
-    if "encoder" in args:
-        return "nyud2-dir"
-    if "d_hid" in args:
-        return "sts-b-dir"
-    return _BENCHMARK_OF_DATASET.get(args.get("dataset"))
 
 
 def shot_thresholds(run: dict):
