@@ -10,7 +10,7 @@
 # HDF5 loading) on the GPU, a bf16 vs float32 training-step comparison, and a short synthetic AgeDB-DIR run with
 # ConR + LDS + FDS + RankSim + SRL, and writes one report (GPU model, torch version, every figure). Without a CUDA
 # GPU it says so and exits 0. --dry_run runs every section on the CPU at toy sizes, to check the script itself
-# (tests/test_cuda.py does, so that it still works on the day a GPU is there).
+# (tests/common/test_cuda.py does, so that it still works on the day a GPU is there).
 set -uo pipefail
 REPO=$(realpath -m "$(dirname "$0")/..")
 PY=${PYTHON:-python3}

@@ -56,7 +56,7 @@ class AgeAugment:
 
     It equals torchvision's ``Compose([Resize, RandomCrop(S, padding), RandomHorizontalFlip(), ToTensor(),
     Normalize(0.5, 0.5)])`` bit for bit, drawing the same random numbers from torch's generator in the same order
-    (``tests/test_age_augment.py``), and is about twice as fast: it crops the array once instead of padding a PIL
+    (``tests/common/test_age.py``), and is about twice as fast: it crops the array once instead of padding a PIL
     image and converting it back.
     The padding is the reference's 16 px at 224 px and scales with ``img_size`` (2 px at 32 px): a fixed 16 px
     would shift a small image by half its size.

@@ -60,7 +60,7 @@ def main(argv=None):
     p.add_argument("--hidden", type=int, default=64)
     cli.add_shot_args(p, many=100, few=20)       # --evaluate keeps the run's own thresholds unless given
     cli.add_run_args(p, workers=0)
-    cli.add_optim_args(p, epoch=20, batch_size=64)
+    cli.add_optim_args(p, epoch=20, batch_size=64, schedule=None)   # Adam at --lr, no schedule (Task default)
     methods.add_arguments(p, methods=("reweight", "fds", "ranksim", "conr"))
     return run(cli.parse(p, argv, check=check_flags), CSVTask)
 

@@ -83,3 +83,29 @@ def test_fit_reads_in_one_screen():
     trainer = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Trainer")
     fit = next(node for node in trainer.body if isinstance(node, ast.FunctionDef) and node.name == "fit")
     assert fit.end_lineno - fit.lineno + 1 <= 60
+
+
+# Modules with nothing of their own to test: package markers, the entry point, the two exception classes.
+UNTESTED = {"common/__init__.py", "common/losses/__init__.py", "common/models/__init__.py", "common/tools/__init__.py",
+            "common/synthetic/__main__.py", "common/errors.py"}
+
+
+def test_the_tests_mirror_the_code():
+    """The test of ``common/a/b.py`` is ``tests/common/a/test_b*.py`` or ``test_a_b*.py`` (a package's own ``__init__`` as
+    ``test_<package>*.py``); every benchmark folder has its tests in ``tests/<folder>/``,
+    and the helpers the tests share are in ``tests/helpers/``, not among the tests."""
+    tests = ROOT / "tests"
+    missing = []
+    for path in sorted((ROOT / "common").rglob("*.py")):
+        relative = path.relative_to(ROOT)
+        if str(relative) in UNTESTED:
+            continue
+        folder = tests / relative.parent
+        stem = relative.parent.name if path.name == "__init__.py" else path.stem
+        # Test modules share one namespace, so a name another folder uses takes its package's prefix.
+        if not list(folder.glob(f"test_{stem}*.py")) + list(folder.glob(f"test_{relative.parent.name}_{stem}*.py")):
+            missing.append(str(relative))
+    assert not missing, f"modules without a test of their name: {missing}"
+    for folder in BENCHMARKS:
+        assert list((tests / folder).glob("test_*.py")) or folder == "imdb-wiki-dir", folder
+    assert not [p.name for p in tests.glob("*.py") if not p.name.startswith(("test_", "conftest"))]

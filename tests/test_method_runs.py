@@ -31,7 +31,7 @@ same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=Tru
 
 
 def _text_data(folder: Path):
-    """Sentence pairs in STS-B-DIR's TSV format and a 6-d word-vector file (tests/test_stsb_training.py's)."""
+    """Sentence pairs in STS-B-DIR's TSV format and a 6-d word-vector file (tests/sts-b-dir/test_stsb_training.py's)."""
     from test_stsb_training import HEADER, WORDS, synthetic_split
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)

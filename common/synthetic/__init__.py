@@ -73,7 +73,7 @@ pixel noise. No pixel reads out the age; a CNN learns it, imperfectly. Measured 
 AgeDB set (4-layer CNN, 32×32, L1, 15 epochs, no re-weighting): test MAE 6.0 (median predictor
 18.8), many-shot 4.6, medium-shot 8.2, few-shot 13.2; the real AgeDB-DIR vanilla ResNet-50
 row reads 7.77 / 6.62 / 9.55 / 13.67. A ridge fit on raw pixels explains at most ~35% of the
-held-out age variance (tests/test_synthetic.py).
+held-out age variance (tests/common/synthetic/test_synthetic.py).
 
 Everything is deterministic given ``seed`` (numpy ``Generator``); JPEGs are written by Pillow
 at quality 90. The default AgeDB set (16,488 images at 32×32) takes about 10 s on 2 cores.

@@ -1,0 +1,34 @@
+"""docs/reproduce.md: the published protocols' command lines parse with their benchmark's flags."""
+
+
+from common import cli
+
+
+# -- the published protocols' command lines -------------------------------------------------------------------------
+def test_the_reproduce_commands_of_rnc_uvote_and_vir_parse(capsys):
+    """Every command of docs/reproduce.md's RnC/UVOTE/VIR section parses with its benchmark's flags and sets the
+    method it names."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from folders import folder_module
+
+    reproduce = Path(__file__).resolve().parents[1] / "docs" / "reproduce.md"
+    section = reproduce.read_text().split("## RnC (Zha et al.", 1)[1]
+    parsers = {"AgeDB-DIR": lambda: cli.build_age_parser("t"),
+               "IMDB-WIKI-DIR": lambda: cli.build_age_parser("t", num_branch=3),
+               "STS-B-DIR": lambda: folder_module("sts-b-dir", "train").build_parser()}
+    rows = re.findall(r"^\| (AgeDB-DIR|IMDB-WIKI-DIR|STS-B-DIR) \| ([^|]+) \| `python train.py ([^`]*)`", section,
+                      re.MULTILINE)
+    assert len(rows) == 7
+    for benchmark, run, flags in rows:
+        argv = shlex.split(flags.replace("<stage 1>", "stage1"))
+        args = cli.parse(parsers[benchmark](), argv)
+        method = re.match(r"\w+", run).group().lower()
+        if method == "rnc":             # the paper's two stages (the second trains a head: RnC itself is off)
+            assert args.rnc_stage == ("encoder" if "stage 1" in run else "linear") and args.rnc == ("stage 1" in run)
+        else:
+            assert getattr(args, method) is True, (benchmark, run)
+        if "--num_branch" in argv:
+            assert args.num_branch == int(argv[argv.index("--num_branch") + 1])
