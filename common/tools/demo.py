@@ -4,7 +4,8 @@
    scaled down to ``--n`` images of 32×32 px) into ``demo/agedb-dir/data``.
 2. Trains a vanilla model and a ConR model on it with ``agedb-dir/train.py`` (a narrow ResNet-18 with the
    small-image stem, 10 epochs).
-3. Prints the side-by-side All/Many/Medium/Few table and writes the per-label error plot ``demo/report.png``.
+3. Prints the README's table (MAE per shot, MSE and G-Mean overall, training seconds) and writes the per-label
+   error plot ``demo/report.png``; ``python -m common.tools.report`` of the two runs shows every metric.
 
 The shot thresholds (100 / 20 training images on the real data) are scaled with the data size, so that the
 Many/Medium/Few groups cover the same ages as on the real benchmark.
@@ -47,11 +48,26 @@ def main(argv=None):
         subprocess.run([sys.executable, str(ROOT / "agedb-dir" / "train.py"), *common_flags,
                         "--store_name", name, "--overwrite", name, *flags], check=True, cwd=ROOT / "agedb-dir")
     results = [report.load_run(out / "runs" / name) for name in runs]
-    print("\nTest MAE / MSE / G-Mean on the synthetic AgeDB-DIR (shot thresholds scaled to "
+    print("\nTest metrics on the synthetic AgeDB-DIR (shot thresholds scaled to "
           f"{round(100 * scale)} / {round(20 * scale)} training images):\n")
-    print(report.markdown_table(results))
+    print(summary_table(results))
     report.plot(results, out / "report.png")
-    print(f"\nplot: {out / 'report.png'}")
+    folders = " ".join(str(out / "runs" / name) for name in runs)
+    print(f"\nplot: {out / 'report.png'}\nevery metric (balanced, SERA, per shot): python -m common.tools.report "
+          f"{folders}")
+
+
+def summary_table(runs: list[dict]) -> str:
+    """The README's table: MAE per shot, MSE and G-Mean over all test images, and what each run cost."""
+    header = ["run", "MAE all", "MAE many", "MAE medium", "MAE few", "MSE all", "G-Mean all", "train s"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for run in runs:
+        test, cost = run["test"], run.get("cost") or {}
+        cells = [run["name"]] + [f"{test[shot]['l1']:.3f}" for shot in ("all", "many", "medium", "few")]
+        cells += [f"{test['all']['mse']:.3f}", f"{test['all']['gmean']:.3f}",
+                  f"{cost['wall_seconds']:.0f}" if cost.get("wall_seconds") else "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
