@@ -49,7 +49,7 @@ def train(data_dir, store_root, name, *flags):
 def check_results(run_dir: Path, result: dict):
     """results.json has the promised schema and its test metrics are those of the saved predictions."""
     saved = json.loads((run_dir / "results.json").read_text())
-    assert set(saved) == {"val", "test", "epoch", "step", "cost", "provenance", "args"}
+    assert set(saved) == {"val", "test", "epoch", "step", "cost", "benchmark", "provenance", "args"}
     assert set(saved["test"]) == {"all", "many", "medium", "few"}
     predictions = np.load(run_dir / "test_predictions.npz")
     recomputed = shot_metrics(predictions["preds"], predictions["labels"], predictions["train_labels"])

@@ -69,7 +69,7 @@ def train(data, store_root, name, *flags):
 def check_results(run_dir: Path, result: dict) -> dict:
     """results.json has the common schema and its test metrics are those of the saved predictions."""
     saved = json.loads((run_dir / "results.json").read_text())
-    assert set(saved) == {"val", "test", "epoch", "step", "cost", "provenance", "args"}
+    assert set(saved) == {"val", "test", "epoch", "step", "cost", "benchmark", "provenance", "args"}
     predictions = np.load(run_dir / "test_predictions.npz")
     recomputed = correlation_shot_metrics(predictions["preds"], predictions["labels"], predictions["train_labels"],
                                           5, 2, STSB_BINS, balanced=True)
