@@ -221,7 +221,7 @@ def test_glove_wheel_layout_is_read_through_pyarrow(tmp_path, monkeypatch):
     assert again.from_cache
 
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "sts-b-dir"
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "sts-b-dir"    # ../shared beside the repo
 
 
 @pytest.mark.skipif(not (REAL / "train_new.tsv").is_file(), reason=f"no STS-B-DIR split at {REAL}")
