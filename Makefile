@@ -16,7 +16,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# The main job on built-in data: synthetic AgeDB-DIR, vanilla vs ConR, table + plot (3–6 min on 2 cores; README).
+# The main job on built-in data: synthetic AgeDB-DIR, vanilla vs ConR, table + plot (about 7 min on 2 cores; README).
 demo: $(STAMP)
 	$(PY) -m common.tools.demo
 
