@@ -37,7 +37,8 @@ VARIANTS = {
     "srl": ("SRL", {"srl": True, "objective": {"srl": True, "w1": 10.0, "w2": 100.0, "w3": 0.01, "n_points": 2000}}),
     "bmc": ("Balanced MSE (BMC)", {"objective": {"bmse": True, "imp": "bmc"}}),
     "conr": ("ConR, 3 passes (reference)", {"views": True, "objective": {"conr": True, "conr_beta": 4.0}}),
-    "conr_views2": ("ConR, `--conr_views 2`", {"views": True, "reuse": True, "objective": {"conr": True, "conr_beta": 4.0}}),
+    "conr_views2": ("ConR, `--conr_views 2`", {"views": True, "reuse": True,
+                                               "objective": {"conr": True, "conr_beta": 4.0}}),
     # The floor of any method that forwards two views: vanilla on twice the batch (ConR's loss itself excluded).
     "vanilla_2x": ("vanilla, 2 × batch", {"batch_factor": 2}),
     "all": ("all (LDS+FDS+RankSim+SRL+ConR)", {"weights": True, "fds": True, "srl": True, "views": True,

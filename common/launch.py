@@ -58,8 +58,8 @@ def run(args, task_class: type[Task]) -> dict:
     ``--store_root`` unless ``--store_name`` is given, its ``model_flags`` and ``eval_defaults``, with the
     methods', say what an evaluated or resumed checkpoint keeps (:func:`common.cli.restore_flags`). ``--resume``
     continues in the checkpoint's folder, or, with a ``--store_name`` naming another folder, starts a new run
-    there from the checkpoint. A checkpoint of another benchmark is refused. A :class:`RunError` ends the process with its one
-    sentence (exit status 1), which is also the last line of the run's ``training.log``.
+    there from the checkpoint. A checkpoint of another benchmark is refused. A :class:`RunError` ends the process
+    with its one sentence (exit status 1), which is also the last line of the run's ``training.log``.
     """
     given, names = getattr(args, "given_flags", None), getattr(args, "option_names", None)
     for attribute in ("given_flags", "option_names"):      # properties of this command line, not of the run

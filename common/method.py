@@ -9,12 +9,16 @@ A method may give any of:
 
 * an argument group (:meth:`Method.add_args`, the authors' flag names; a benchmark's ``train.py`` passes its own
   defaults as keywords), parse-time checks (:meth:`Method.check`) and numeric ranges (:attr:`Method.positive`,
-  :attr:`Method.non_negative`);
+  :attr:`Method.non_negative`, :attr:`Method.unit_interval`);
 * a run-name part (:meth:`Method.tag`);
 * the main loss (:meth:`Method.main_loss`: Balanced MSE, UVOTE, VIR; else the regression loss) or a term added
   to it (:meth:`Method.term`: RankSim, ConR, RnC, SRL); both are :class:`Term` modules, called the same way;
 * the regression head's kind (:meth:`Method.head`) and the flags that define the model (:attr:`model_flags`);
+* a change to the built model (:meth:`Method.prepare_model`: RRT's trunk and frozen layers, RnC's probe);
 * optimiser groups of its own (:meth:`Method.param_groups`).
+
+docs/adding-a-method.md walks through it; ``tests/helpers/toy_regularizer.py`` and ``toy_head.py`` are two
+complete examples of one file each.
 """
 from __future__ import annotations
 

@@ -59,7 +59,8 @@ def build_parser():
                        weight_decay_help="Adam weight decay")
     methods.add_arguments(p, reweight=dict(lds_ks=5, lds_sigma=2.0),
                           fds=dict(fds_ks=5, fds_sigma=2.0, bucket_num=100, bucket_start=7, stats_from_training=False),
-                          bmse=dict(imps=("gai", "bni"), balanced_metric=False, reweighted_prior=True), ranksim=dict(ties="stable"),
+                          bmse=dict(imps=("gai", "bni"), balanced_metric=False, reweighted_prior=True),
+                          ranksim=dict(ties="stable"),
                           conr=dict(window=0.2, beta=0.2, temperature=0.2, eta=0.2, views=False),
                           srl=dict(num_labels=None), uvote=dict(num_branch=2))
     return p

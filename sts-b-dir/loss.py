@@ -3,9 +3,9 @@ and SRL, built from the flags by ``common.objective.objective_from_args``.
 
 The model returns scores (0–5). The reference computes its loss between the linear output and score/5
 (docs/datasets.md §2.3), so the regression loss and Balanced MSE here see ``pred / 5`` and ``target / 5``
-(:class:`ScoreView`), and UVOTE's and VIR's heads work on score/5 too (``target_scale``); RankSim, ConR, RnC
-and SRL see the raw scores, so rank ties, ConR's window ``-w`` and the 0.1-wide SRL slots are in score units. The focal losses use β = 20 and Huber ``--huber_beta``, the STS-B
-reference's values.
+(:class:`ScoreView`), and UVOTE's and VIR's heads work on score/5 too (its ``label_scale``); RankSim, ConR,
+RnC and SRL see the raw scores, so rank ties, ConR's window ``-w`` and the 0.1-wide SRL slots are in score
+units. The focal losses use β = 20 and Huber ``--huber_beta``, the STS-B reference's values.
 """
 from __future__ import annotations
 

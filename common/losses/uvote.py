@@ -360,8 +360,8 @@ class UVOTEMethod(Method):
         if on("uvote") and on("bmse"):
             parser.error("--uvote trains its own likelihood in place of the regression loss: drop --bmse.")
         if on("uvote") and flag(args, "reweight", "none") != "none":
-            parser.error("--uvote re-weights each head itself (head i by n^(−i/(M−1))): drop --reweight (--lds then "
-                         "smooths the heads' counts).")
+            parser.error("--uvote re-weights each head itself (head i by n^(−i/(M−1))): drop --reweight (--lds "
+                         "then smooths the heads' counts).")
         if on("dynamic_loss") and not on("uvote"):
             parser.error("--dynamic_loss schedules UVOTE's heads: add --uvote.")
         if flag(args, "num_branch", 1) < 1:
