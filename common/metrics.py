@@ -189,6 +189,16 @@ def add_balanced(metrics: dict, errors: np.ndarray, groups: np.ndarray, phi: np.
     return metrics
 
 
+def _shot_inputs(where: str, preds, labels, train_labels, many_shot_thr, low_shot_thr):
+    """The checked inputs of a per-shot metric: thresholds in order, ``preds`` and ``labels`` as flat arrays of one
+    size, a non-empty training-label array (one ValueError naming ``where`` and the argument otherwise)."""
+    check_shot_thresholds(where, many_shot_thr, low_shot_thr)
+    preds, labels = _flat("preds", preds, where), _flat("labels", labels, where)
+    if preds.shape != labels.shape:
+        raise ValueError(f"{where}: `preds` has {preds.size} values but `labels` has {labels.size}.")
+    return preds, labels, _training_labels(where, train_labels)
+
+
 def shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=20, bins=None,
                  zero_error: float = 0.0, balanced: bool = False) -> dict:
     """MSE, L1, G-mean and sample count, their balanced forms and SERA, overall and per shot.
@@ -209,11 +219,7 @@ def shot_metrics(preds, labels, train_labels, many_shot_thr=100, low_shot_thr=20
         an empty shot has NaN values and counts 0.
     """
     where = "shot_metrics"
-    check_shot_thresholds(where, many_shot_thr, low_shot_thr)
-    preds, labels = _flat("preds", preds, where), _flat("labels", labels, where)
-    if preds.shape != labels.shape:
-        raise ValueError(f"{where}: `preds` has {preds.size} values but `labels` has {labels.size}.")
-    train_labels = _training_labels(where, train_labels)
+    preds, labels, train_labels = _shot_inputs(where, preds, labels, train_labels, many_shot_thr, low_shot_thr)
     counts = shot_counts(labels, train_labels, bins)
     errors = preds - labels
     masks = shot_masks(counts, many_shot_thr, low_shot_thr)
@@ -310,11 +316,7 @@ def correlation_shot_metrics(preds, labels, train_labels, many_shot_thr=100, low
     balanced metrics and SERA too, per bin of ``bins`` (:func:`shot_metrics`).
     """
     where = "correlation_shot_metrics"
-    check_shot_thresholds(where, many_shot_thr, low_shot_thr)
-    preds, labels = _flat("preds", preds, where), _flat("labels", labels, where)
-    if preds.shape != labels.shape:
-        raise ValueError(f"{where}: `preds` has {preds.size} values but `labels` has {labels.size}.")
-    train_labels = _training_labels(where, train_labels)
+    preds, labels, train_labels = _shot_inputs(where, preds, labels, train_labels, many_shot_thr, low_shot_thr)
     if shot_bins is not None and bins is None:
         raise ValueError(f"{where}: `shot_bins` lists bins of a label grid; pass that grid as `bins` too (STS-B: "
                          "common.bins.STSB_BINS).")
