@@ -462,9 +462,7 @@ class Trainer:
         print(self.task.report("test", preds, labels, metrics) if self.config.full_tables
               else self.task.summary("test", metrics))
         if "uncertainty" in metrics:
-            u = metrics["uncertainty"]
-            print(f"uncertainty: NLL {u['nll']:.3f}  ENCE {u['ence']:.3f}  AUSE {u['ause']:.3f}  "
-                  f"mean σ {u['mean_sigma']:.3f}")
+            print(uncertainty_line(metrics["uncertainty"]))
         path = Path(checkpoint_path).parent / "eval.json"
         if runtime.is_main_process():
             try:
@@ -740,9 +738,7 @@ class Trainer:
         command that compares it with other runs."""
         lines = []
         if "uncertainty" in test:
-            u = test["uncertainty"]
-            lines.append(f"uncertainty: NLL {u['nll']:.3f}  ENCE {u['ence']:.3f}  AUSE {u['ause']:.3f}  "
-                         f"mean σ {u['mean_sigma']:.3f}")
+            lines.append(uncertainty_line(test["uncertainty"]))
         speed = cost["train_samples_per_second"]
         lines.append(f"cost: {cost['wall_seconds']:.0f} s training, "
                      + (f"{speed:.1f} samples/s, " if speed else "")
@@ -876,6 +872,12 @@ class Trainer:
 
     def warn(self, message: str) -> None:  # replaced by the run's logger in fit
         print(message, file=sys.stderr)
+
+
+def uncertainty_line(u: dict) -> str:
+    """One line of :func:`common.metrics.uncertainty_metrics` results, as a run and ``--evaluate`` print them."""
+    return (f"uncertainty: NLL {u['nll']:.3f}  ENCE {u['ence']:.3f}  AUSE {u['ause']:.3f}  "
+            f"mean σ {u['mean_sigma']:.3f}")
 
 
 def _changed_files(saved: dict, current: dict) -> list[str]:
