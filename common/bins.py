@@ -14,6 +14,7 @@ differ only for labels within a rounding error of an edge, which is why each ben
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,9 +65,12 @@ class LabelBins:
         return self.edges()[:-1]
 
     def index(self, labels):
-        """Bin of each label, clipped to [0, B−1]: int64 numpy array or long tensor of the labels' shape."""
+        """Bin of each label, clipped to [0, B−1]: int64 numpy array or long tensor of the labels' shape.
+
+        A tensor is binned on its own device by the same rule in the same dtype (bit-equal to the NumPy path; the
+        training step's UVOTE weights, FDS slots and SRL slots read nothing back to the host)."""
         if isinstance(labels, torch.Tensor):
-            return torch.from_numpy(self.index(labels.detach().cpu().numpy())).to(labels.device)
+            return self._index_tensor(labels.detach())
         values = np.asarray(labels)
         if not np.issubdtype(values.dtype, np.floating):
             values = values.astype(np.float64)
@@ -78,6 +82,20 @@ class LabelBins:
             shifted = values - values.dtype.type(self.start) if self.start else values
             bins = np.floor(shifted * scale)
         return np.clip(bins, 0, self.num_bins - 1).astype(np.int64)
+
+    def _index_tensor(self, labels: torch.Tensor) -> torch.Tensor:
+        if not labels.is_floating_point():
+            labels = labels.to(torch.float64)
+        if self.rule == "histogram":
+            edges = _float32_edges(self.start, self.stop, self.num_bins, labels.device)
+            bins = torch.searchsorted(edges, labels.to(torch.float32).contiguous(), right=True) - 1
+            return bins.clamp_(0, self.num_bins - 1)
+        # The constants rounded to the labels' dtype on the host first, as NumPy's dtype.type(…) does: a Python
+        # scalar would enter a half-precision product at float32.
+        dtype = _NUMPY_DTYPES[labels.dtype]
+        scale = float(dtype(1.0 / self.width))
+        shifted = labels - float(dtype(self.start)) if self.start else labels
+        return torch.floor(shifted * scale).clamp_(0, self.num_bins - 1).to(torch.int64)
 
     def histogram(self, labels) -> np.ndarray:
         """(B,) int64 number of labels per bin."""
@@ -92,6 +110,16 @@ class LabelBins:
             first = int(np.flatnonzero(bad)[0])
             raise error(f"{where}: label {values[first]} (position {first}) is outside the range "
                              f"[{self.start:g}, {self.stop:g}] of this benchmark's label bins.")
+
+
+_NUMPY_DTYPES = {torch.float16: np.float16, torch.bfloat16: np.float32, torch.float32: np.float32,
+                 torch.float64: np.float64}
+
+
+@functools.lru_cache(maxsize=None)
+def _float32_edges(start: float, stop: float, num_bins: int, device: torch.device) -> torch.Tensor:
+    """``np.histogram``'s float32 edges, copied to ``device`` once (a per-step copy would be one more transfer)."""
+    return torch.from_numpy(np.linspace(start, stop, num_bins + 1).astype(np.float32)).to(device)
 
 
 AGE_BINS = LabelBins(0, 1, 121)

@@ -4,12 +4,38 @@
 Each check costs one reduction at most; finiteness checks synchronise with the GPU, which is the price of
 failing with a readable message instead of a NaN several steps later. :func:`check_non_negative` checks
 finiteness and sign with that same one host read.
+
+Inside the training loop's step those value checks are off (:func:`values_unchecked`): the loop keeps the loss's
+health on the device and names the step whose loss went non-finite (:mod:`common.meters`), so a step never waits
+for the GPU; a loss called on its own (the API, a test, evaluation) checks its values as before. Shape, dtype and
+argument checks read nothing from the device and always run.
 """
 from __future__ import annotations
 
 import math
+import threading
+from contextlib import contextmanager
 
 import torch
+
+_unchecked = threading.local()
+
+
+@contextmanager
+def values_unchecked():
+    """Skip the checks that read a tensor's values (:func:`check_finite`, :func:`check_non_negative`) inside
+    the block (this thread only): the training step, whose loop checks the loss itself without a host read."""
+    previous = getattr(_unchecked, "on", False)
+    _unchecked.on = True
+    try:
+        yield
+    finally:
+        _unchecked.on = previous
+
+
+def values_checked() -> bool:
+    """False inside :func:`values_unchecked`."""
+    return not getattr(_unchecked, "on", False)
 
 from common.errors import NonFiniteError
 
@@ -32,7 +58,7 @@ def check_floating(where: str, name: str, tensor: torch.Tensor) -> None:
 def check_finite(where: str, name: str, tensor: torch.Tensor) -> None:
     # The sum is non-finite whenever an element is, and one reduction is much cheaper than isfinite over
     # every element; the exact test runs only to rule out an overflowing sum of finite values.
-    if tensor.numel() == 0 or not tensor.is_floating_point():
+    if tensor.numel() == 0 or not tensor.is_floating_point() or not values_checked():
         return
     if not bool(torch.isfinite(tensor.sum())) and not bool(torch.isfinite(tensor).all()):
         raise NonFiniteError(f"{where}: {_describe(name, tensor)} contains NaN or infinite values.")
@@ -41,7 +67,7 @@ def check_finite(where: str, name: str, tensor: torch.Tensor) -> None:
 def check_non_negative(where: str, name: str, tensor: torch.Tensor, what: str = "a weight") -> None:
     """NaN or ±inf (:class:`NonFiniteError`) or a negative value in ``tensor`` (``ValueError``): one host read for
     both, the sum and the minimum fetched together, so a weight check costs what :func:`check_finite` costs."""
-    if tensor.numel() == 0 or tensor.dtype == torch.bool:
+    if tensor.numel() == 0 or tensor.dtype == torch.bool or not values_checked():
         return
     if not tensor.is_floating_point():           # integer weights: finite, only the sign to check
         total, low = 0, tensor.amin().item()

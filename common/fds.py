@@ -130,7 +130,7 @@ class FDS(nn.Module):
         labels = checks.labels_1d(where, "labels", labels, features.shape[0], "features")
         checks.check_finite(f"FDS.{where}", "features", features)
         checks.check_finite(f"FDS.{where}", "labels", labels)
-        if labels.numel() and bool((labels < self.bins.start).any()):
+        if labels.numel() and checks.values_checked() and bool((labels < self.bins.start).any()):
             raise ValueError(f"FDS.{where}: `labels` must be ≥ {self.bins.start:g} (the label grid's start), got "
                              f"minimum {labels.min().item()}.")
         return features, labels

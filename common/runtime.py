@@ -115,32 +115,22 @@ class ScalarLogger:
             writer.close()
 
 
-class AverageMeter:
-    def __init__(self):
-        self.sum, self.count = 0.0, 0
-
-    def update(self, value: float, n: int = 1) -> None:
-        self.sum += value * n
-        self.count += n
-
-    @property
-    def avg(self) -> float:
-        return self.sum / self.count if self.count else math.nan
-
-
 class Progress:
-    """A progress line with the running loss and the time left in the epoch."""
+    """A progress line with the running loss and the time left in the epoch, every ``every`` steps and at the
+    epoch's last."""
 
     def __init__(self, logger, total_steps: int, prefix: str, every: int):
         self.logger, self.total, self.prefix, self.every = logger, total_steps, prefix, max(1, every)
         self.start = time.time()
 
-    def step(self, i: int, meters: dict) -> None:
-        if (i + 1) % self.every and i + 1 != self.total:
-            return
+    def due(self, i: int) -> bool:
+        """Whether step ``i`` (0-based) prints."""
+        return (i + 1) % self.every == 0 or i + 1 == self.total
+
+    def log(self, i: int, averages: dict[str, float]) -> None:
         elapsed = time.time() - self.start
         eta = elapsed / (i + 1) * (self.total - i - 1)
-        values = "  ".join(f"{k} {m.avg:.4f}" for k, m in meters.items())
+        values = "  ".join(f"{k} {v:.4f}" for k, v in averages.items())
         self.logger.info(f"{self.prefix} [{i + 1}/{self.total}]  {values}  ETA {int(eta // 60):d}:{int(eta % 60):02d}")
 
 

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from common import checkpointing, distributed, runtime
+from common import checks, checkpointing, distributed, runtime
 from common.errors import NonFiniteError, RunError
+from common.meters import DeviceMeters, StepHealth
 from common.metrics import uncertainty, uncertainty_metrics
 from common.samplers import EpochSampler, WholeEpochBatches
 
@@ -307,7 +308,7 @@ class Trainer:
         continues = self.resume is not None and not config.branch
         self.run_dir = self.resume.resolve().parent if continues else Path(config.run_dir)
         self.lock = runtime.RunLock(self.run_dir)
-        self.first_loss, self._val_labels = None, None
+        self.health, self._val_labels = StepHealth(self.config.divergence_factor), None
         self.device = distributed.setup(config.device)
         self.amp_dtype = config.amp_dtype
         self.rank, self.world = distributed.rank(), distributed.world_size()
@@ -584,27 +585,29 @@ class Trainer:
             if callable(getattr(module, "set_epoch", None)):
                 module.set_epoch(epoch)
         model.train()
-        meters = {}
+        meters = DeviceMeters()
         progress = runtime.Progress(self.logger, steps_per_epoch, f"epoch {epoch}", config.print_freq)
         started = time.monotonic()
         for step, batch in enumerate(self._batches(self.train_loader), start=skip):
             self.position = (epoch, step)
-            components = self._step(batch, epoch, step)
+            self.train_step(batch, epoch, step, meters)
             state.global_step += 1
             state.train_samples += batch_size_of(batch)
-            for name, value in components.items():
-                meters.setdefault(name, runtime.AverageMeter()).update(value, batch_size_of(batch))
-            progress.step(step, meters)
+            if progress.due(step):
+                # The one host read of a printing step: the losses' health, then the running means.
+                self._check_health()
+                progress.log(step, meters.averages())
             if config.val_interval and state.global_step % config.val_interval == 0:
                 if self.validate(epoch, next_epoch=epoch, next_step=step + 1):
                     return True
                 model.train()
+        self._check_health()
         self.task.statistics_pass(model, self.objective, self._batches(self.stats_loader), epoch)
         state.train_seconds += time.monotonic() - started
         if self.scheduler is not None:
             self.scheduler.step()
-        for name, meter in meters.items():
-            self.scalars.log(f"train/{name}", meter.avg, epoch)
+        for name, average in meters.averages().items():
+            self.scalars.log(f"train/{name}", average, epoch)
         self.scalars.log("train/lr", self.optimizer.param_groups[0]["lr"], epoch)
         if not config.val_interval:
             return self.validate(epoch, next_epoch=epoch + 1, next_step=0)
@@ -661,7 +664,8 @@ class Trainer:
 
     def save(self, next_epoch: int, next_step: int, is_best: bool = False) -> None:
         """The resumable checkpoint (and, when ``is_best``, the best one), to continue at ``next_epoch``,
-        ``next_step``."""
+        ``next_step``; never of a model whose loss went non-finite or diverged since the last check."""
+        self._check_health()
         self.state.epoch, self.state.next_step = next_epoch, next_step
         # The best checkpoint holds what evaluation, RRT and the final test read; the resumable one also the
         # optimiser, schedule, scaler and random streams (on STS-B the optimiser is two thirds of its size).
@@ -750,35 +754,27 @@ class Trainer:
         lines.append(f"compare runs: python -m common.tools.report {self.run_dir} [other run folders]")
         return "\n".join(lines)
 
-    def _step(self, batch, epoch: int, step: int) -> dict:
-        """One optimisation step; the loss components as floats. A non-finite loss (or one more than
-        ``divergence_factor`` times the first) ends the run with one sentence."""
+    def train_step(self, batch, epoch: int, step: int, meters: DeviceMeters) -> None:
+        """One optimisation step on ``batch``, its losses added to ``meters`` and its health recorded, all on the
+        device: nothing here waits for the GPU (a non-finite or diverging loss is caught by the next
+        :meth:`_check_health`, which names this step)."""
         model, objective, optimizer, scaler = self.model, self.objective, self.optimizer, self.scaler
-        factor = self.config.divergence_factor
-        kept = self._last_good_checkpoint       # read only when the run stops: it loads the checkpoint
         try:
-            with autocast(self.device, self.amp_dtype):
+            # The losses' value checks would each wait for the device; the health record replaces them here.
+            with autocast(self.device, self.amp_dtype), checks.values_unchecked():
                 components = objective(model, batch, epoch)
         except NonFiniteError as error:
             raise RunError(f"training stopped at epoch {epoch}, step {step}: {error} The model diverged or the data "
-                           f"hold non-finite values; {kept()} (lower --lr or check the data).") from error
+                           f"hold non-finite values; {self._last_good_checkpoint()} (lower --lr or check the "
+                           "data).") from error
         except Exception as error:
             if not self.config.compile_model or "dynamo" not in type(error).__module__ + str(type(error)):
                 raise
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise RunError(f"--compile could not compile this model here ({first}); drop --compile.") from error
         total = sum(components.values())
-        if not bool(torch.isfinite(total)):
-            bad = [name for name, value in components.items() if not bool(torch.isfinite(value))]
-            raise RunError(f"the {' and '.join(bad) or 'total'} loss became non-finite at epoch {epoch}, step "
-                           f"{step}; training stopped and {kept()} (lower --lr or check the data).")
-        size = abs(total.item())
-        if self.first_loss is None:
-            self.first_loss = max(size, 1e-6)
-        elif size > factor * self.first_loss:
-            raise RunError(f"the training loss grew from {self.first_loss:.4g} to {size:.4g} by epoch {epoch}, step "
-                           f"{step} (more than {factor:g} times): the run diverged; training stopped and {kept()} "
-                           "(lower --lr).")
+        self.health.update(components, total, epoch, step)
+        meters.update({**components, "total": total}, batch_size_of(batch))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         distributed.average_gradients(list(model.parameters()) + list(objective.parameters()))
@@ -788,7 +784,21 @@ class Trainer:
         scaler.step(optimizer)
         scaler.update()
         distributed.broadcast_state(model, buffers_only=True)    # rank 0's BatchNorm statistics, as DDP keeps
-        return {**{name: value.item() for name, value in components.items()}, "total": total.item()}
+
+    def _check_health(self) -> None:
+        """End the run with one sentence if a step since the start had a non-finite loss, or one more than
+        ``divergence_factor`` times the first (one host read; the printing steps, each epoch's end and every
+        checkpoint call it)."""
+        problem = self.health.problem()
+        if problem is None:
+            return
+        where, kept = f"epoch {problem['epoch']}, step {problem['step']}", self._last_good_checkpoint()
+        if problem["kind"] == "non-finite":
+            raise RunError(f"the {' and '.join(problem['names']) or 'total'} loss became non-finite at {where}; "
+                           f"training stopped and {kept} (lower --lr or check the data).")
+        raise RunError(f"the training loss grew from {problem['first']:.4g} to {problem['size']:.4g} by {where} "
+                       f"(more than {self.health.factor:g} times): the run diverged; training stopped and {kept} "
+                       "(lower --lr).")
 
     def _interrupted(self, stop: KeyboardInterrupt) -> str:
         """The sentence for a run stopped by a signal: where, and the command that continues it."""

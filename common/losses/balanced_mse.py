@@ -34,7 +34,7 @@ def _prepare(where, pred, target, noise_var):
     if noise_var.numel() != 1:
         raise ValueError(f"{where}: `noise_var` must be a scalar (σ²), got shape {tuple(noise_var.shape)}.")
     noise_var = noise_var.reshape(())
-    if not bool(noise_var > 0) or not bool(torch.isfinite(noise_var)):
+    if checks.values_checked() and (not bool(noise_var > 0) or not bool(torch.isfinite(noise_var))):
         raise ValueError(f"{where}: `noise_var` (σ²) must be a finite positive number, got {noise_var.item()}.")
     return pred.reshape(pred.shape[0], -1), target.reshape(pred.shape[0], -1), noise_var
 
@@ -116,7 +116,8 @@ def bni_loss(pred, target, noise_var, bucket_centers, bucket_weights) -> torch.T
     if centers.shape != probs.shape:
         raise ValueError(f"{where}: `bucket_centers` {tuple(centers.shape)} and `bucket_weights` "
                          f"{tuple(probs.shape)} must have the same length.")
-    if bool((probs < 0).any()) or not bool(probs.sum() > 0) or not bool(torch.isfinite(probs).all()):
+    if checks.values_checked() and (bool((probs < 0).any()) or not bool(probs.sum() > 0)
+                                    or not bool(torch.isfinite(probs).all())):
         raise ValueError(f"{where}: `bucket_weights` must be finite, non-negative and sum to more than 0.")
     probs = probs / probs.sum()
     mse_term = (pred - target).pow(2).squeeze(1) / (2 * noise_var)

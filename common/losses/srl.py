@@ -66,7 +66,7 @@ def srl_losses(features, labels, surrogate, points, *, temperature=0.3, homogene
     checks.check_finite(where, "labels", labels)
     checks.check_finite(where, "surrogate", surrogate)
     slots = labels.long() if labels.is_floating_point() else labels
-    if bool((slots < 0).any()) or bool((slots >= num_slots).any()):
+    if checks.values_checked() and (bool((slots < 0).any()) or bool((slots >= num_slots).any())):
         raise ValueError(f"{where}: `labels` must lie in [0, {num_slots - 1}] (one slot per surrogate row), "
                          f"got values in [{labels.min().item()}, {labels.max().item()}].")
     slots = slots.to(features.device)

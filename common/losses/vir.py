@@ -58,7 +58,7 @@ def _nig(where, gamma, nu, alpha, beta=None, target=None):
         if value is None:
             continue
         value = _vector(where, name, value, like)
-        if name in ("nu", "alpha", "beta") and bool((value <= 0).any()):
+        if name in ("nu", "alpha", "beta") and checks.values_checked() and bool((value <= 0).any()):
             raise ValueError(f"{where}: `{name}` must be > 0 (an NIG parameter), got minimum {value.min().item()}.")
         parts.append(value)
     return parts

@@ -42,3 +42,31 @@ def test_histogram_edges_centres_and_range_check():
         LabelBins(0, 0, 3)
     with pytest.raises(ValueError, match="rule"):
         LabelBins(rule="round")
+
+
+@pytest.mark.parametrize("bins", [AGE_BINS, DEPTH_BINS, STSB_BINS, LabelBins(-1.5, 0.3, 17), LabelBins(2, 0.25, 9,
+                                                                                                       rule="histogram")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.int64])
+def test_tensor_binning_is_bit_equal_to_the_numpy_rule(bins, dtype):
+    """Issue 30: a tensor is binned on its device with no host read, to the same bin as its NumPy values, for
+    random labels, every edge and its neighbouring floats, and labels beyond both ends (±inf included)."""
+    from host_reads import HostReads
+    rng = np.random.default_rng(0)
+    edges = bins.edges()
+    span = bins.stop - bins.start
+    values = np.concatenate([rng.uniform(bins.start - span / 4, bins.stop + span / 4, 5000), edges,
+                             np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf), [-np.inf, np.inf, -1e30, 1e30],
+                             np.round(rng.uniform(bins.start, bins.stop, 2000), 1)])
+    np_dtype = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16,
+                torch.int64: np.int64}[dtype]
+    if dtype == torch.int64:
+        values = np.round(values[np.isfinite(values)])
+    labels = values.astype(np_dtype)
+    tensor = torch.from_numpy(labels.copy())
+    with HostReads() as reads:
+        binned = bins.index(tensor)
+    assert reads.count == 0
+    assert binned.dtype == torch.int64 and binned.shape == tensor.shape
+    np.testing.assert_array_equal(binned.numpy(), bins.index(labels))
+    # Shapes are kept: (N, 1) labels give (N, 1) bins.
+    np.testing.assert_array_equal(bins.index(tensor.reshape(-1, 1)).numpy()[:, 0], bins.index(labels))

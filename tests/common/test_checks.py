@@ -117,3 +117,23 @@ def test_what_was_accepted_stays_accepted():
     np.testing.assert_allclose(fine, [1.0, 1.0, 1.0])
     metrics = uncertainty_metrics(TEST_PREDS, TEST_LABELS, SIGMA)
     assert metrics["mean_sigma"] == pytest.approx(7 / 6) and math.isfinite(metrics["nll"])
+
+
+def test_value_checks_are_off_only_inside_values_unchecked():
+    """The training step turns the checks that read values off (the loop records the loss's health instead); shape
+    checks stay on, and the switch is restored after an exception."""
+    from common.checks import check_finite, check_non_negative, check_ndim, values_unchecked
+    from common.errors import NonFiniteError
+    nan, negative = torch.tensor([1.0, float("nan")]), torch.tensor([1.0, -1.0])
+    with values_unchecked():
+        check_finite("f", "x", nan)
+        check_non_negative("f", "w", negative)
+        with pytest.raises(ValueError, match="must be 2-D"):
+            check_ndim("f", "x", nan, (2,))
+    with pytest.raises(RuntimeError):
+        with values_unchecked():
+            raise RuntimeError
+    with pytest.raises(NonFiniteError):
+        check_finite("f", "x", nan)
+    with pytest.raises(ValueError, match="must be ≥ 0"):
+        check_non_negative("f", "w", negative)

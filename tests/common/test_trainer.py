@@ -175,6 +175,29 @@ def test_only_non_finite_errors_are_called_divergence(tmp_path):
         trainer(task, tmp_path, "diverged", overwrite=True).fit()
 
 
+def test_a_non_finite_step_between_printing_steps_is_named_and_never_checkpointed(tmp_path):
+    """The loop reads the loss only on printing steps and before checkpoints; a NaN at epoch 1, step 0 (of 4, printing
+    every 3) is still named, and no checkpoint after epoch 0's holds the model it poisoned."""
+    class NaNAt(MSEObjective):
+        calls = 0
+
+        def forward(self, model, batch, epoch):
+            loss = super().forward(model, batch, epoch)
+            NaNAt.calls += 1
+            return {"mse": loss["mse"], "spike": torch.tensor(math.nan if NaNAt.calls == 4 + 1 else 0.0)}
+
+    task = VectorTask()
+    task.build_objective = NaNAt
+    run = trainer(task, tmp_path, epochs=3, print_freq=3)
+    with pytest.raises(RunError) as raised:
+        run.fit()
+    message = str(raised.value)
+    assert message.startswith("the spike loss became non-finite at epoch 1, step 0; training stopped and the last "
+                              f"good checkpoint is {tmp_path / 'run' / 'ckpt.pth.tar'}")
+    saved = checkpointing.load_checkpoint(tmp_path / "run" / "ckpt.pth.tar")
+    assert saved["epoch"] == 1 and not checkpointing.non_finite_tensors(saved)
+
+
 def test_divergence_is_recognised_by_its_exception_type_not_its_wording(tmp_path):
     """A loss's NonFiniteError ends the run with one sentence; a plain ValueError that happens to say "NaN or
     infinite" (a bug elsewhere) keeps its traceback."""
@@ -183,7 +206,14 @@ def test_divergence_is_recognised_by_its_exception_type_not_its_wording(tmp_path
 
     class Reporting(MSEObjective):
         def forward(self, model, batch, epoch):
-            check_finite("loss", "features", torch.full((2, 2), float("nan")))
+            # The value checks are off inside the step (the loop's health record replaces them); a NonFiniteError
+            # raised by a loss all the same ends the run with its sentence.
+            try:
+                check_finite("loss", "features", torch.full((2, 2), float("nan")))
+            except NonFiniteError:
+                raise
+            raise NonFiniteError("loss: `features` (shape (2, 2), dtype torch.float32) contains NaN or infinite "
+                                 "values.")
 
     class Worded(MSEObjective):
         def forward(self, model, batch, epoch):

@@ -1,0 +1,62 @@
+"""No training step waits for the device: every method, on every benchmark's synthetic data, trains with zero
+operations that read a tensor to the host (issue 30). On a GPU each such read stalls the step until the device
+has caught up; counted here on CPU by :class:`host_reads.HostReads`.
+
+The run is stopped after two steps of its second epoch, so FDS (and VIR's probabilistic FDS) steps are counted
+with their smoothing on, after an epoch's statistics.
+"""
+import pytest
+
+from common import methods
+from common.trainer import Trainer
+from folders import folder_main
+from host_reads import HostReads
+from test_method_runs import BENCHMARKS, data, train  # noqa: F401 (data: the synthetic data fixture)
+
+pytestmark = pytest.mark.slow
+
+#: each method of the list at flags that exercise it (and a stack), the run's smoothing starting at epoch 1.
+FDS_EARLY = ["--start_update", "0", "--start_smooth", "1"]
+CONFIGS = {
+    "vanilla": [],
+    "reweight": ["--reweight", "sqrt_inv", "--lds"],
+    "fds": ["--fds", *FDS_EARLY],
+    "bmse": ["--bmse", "--imp", "bni"],
+    "ranksim": ["--regularization_weight", "100", "--interpolation_lambda", "2"],
+    "conr": ["--conr"],
+    "srl": ["--srl"],
+    "rnc": ["--rnc"],
+    "uvote": ["--uvote", "--dynamic_loss", "--lds"],
+    "vir": ["--vir", "--fds", "--reweight", "sqrt_inv", "--lds", *FDS_EARLY],
+    "rrt": ["--retrain_fc", "--reweight", "sqrt_inv"],
+    "stack": ["--reweight", "inverse", "--lds", "--fds", *FDS_EARLY, "--conr", "--regularization_weight", "2",
+              "--srl"],
+}
+
+
+class Enough(Exception):
+    """Stops the run once the counted steps are done."""
+
+
+def test_every_method_of_the_list_is_counted():
+    assert {method.name for method in methods.METHODS} <= set(CONFIGS)
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("folder", list(BENCHMARKS))
+def test_a_training_step_reads_nothing_to_the_host(folder, config, data, tmp_path, monkeypatch):
+    step_of = Trainer.train_step
+    reads, steps = HostReads(), []
+
+    def counted(self, batch, epoch, step, meters):
+        with reads:
+            step_of(self, batch, epoch, step, meters)
+        steps.append((epoch, step))
+        if epoch == 1 and step == 1:
+            raise Enough
+
+    monkeypatch.setattr(Trainer, "train_step", counted)
+    with pytest.raises(Enough):
+        train(folder, data, tmp_path, "run", *CONFIGS[config], "--print_freq", "1000")
+    assert steps[-2:] == [(1, 0), (1, 1)]
+    assert reads.count == 0, f"{folder} {config}: {dict(reads.counts)} at {reads.where}"
