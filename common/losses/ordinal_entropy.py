@@ -110,15 +110,21 @@ def _check_hyper(where, tightness, empty_tightness, label_distance):
     checks.check_choice(where, "label_distance", label_distance, LABEL_DISTANCES)
 
 
-def bin_keys(bins: LabelBins, labels: torch.Tensor) -> torch.Tensor:
+def bin_edges(bins: LabelBins) -> torch.Tensor:
+    """The (B + 1,) float32 edges of a ``histogram`` grid, exactly as :meth:`~common.bins.LabelBins.index`'s."""
+    return torch.from_numpy(np.linspace(bins.start, bins.stop, bins.num_bins + 1).astype(np.float32))
+
+
+def bin_keys(bins: LabelBins, labels: torch.Tensor, edges: torch.Tensor | None = None) -> torch.Tensor:
     """``bins.index(labels)`` on the labels' device without a host read, as float labels (the bin index).
 
     The same rules as :meth:`~common.bins.LabelBins.index`: ``histogram``, float32 edges and a right-sided search;
-    ``scale``, ``floor((y − start) / width)``; clipped to the grid.
+    ``scale``, ``floor((y − start) / width)``; clipped to the grid. ``edges``: :func:`bin_edges` already on the
+    labels' device (a module keeps them as a buffer: copying them in every step would wait for the GPU).
     """
     if bins.rule == "histogram":
-        edges = torch.from_numpy(np.linspace(bins.start, bins.stop, bins.num_bins + 1).astype(np.float32))
-        index = torch.searchsorted(edges.to(labels.device), labels.float().contiguous(), right=True) - 1
+        edges = (bin_edges(bins) if edges is None else edges).to(labels.device)
+        index = torch.searchsorted(edges, labels.float().contiguous(), right=True) - 1
     else:
         shifted = labels - bins.start if bins.start else labels
         index = torch.floor(shifted * (1.0 / bins.width))
@@ -161,13 +167,14 @@ def ordinal_entropy_loss(features, labels, **options) -> torch.Tensor:
 
 
 def ordinal_entropy_dense_loss(features, depth, bins: LabelBins | None = None, *, tightness="sqrt",
-                               empty_tightness="zero", label_distance="direct") -> torch.Tensor:
+                               empty_tightness="zero", label_distance="direct", edges=None) -> torch.Tensor:
     """Ordinal Entropy, depth variant: ``(1/B) Σ_images (L_t − L_d)`` over each image's pixels.
 
     Args:
         features: (B, C, h, w) per-pixel features (NYUD2: the maps feeding ``R.conv2``).
         depth: (B, 1, h, w) depth in metres at the same resolution.
-        bins: group the pixels by these depth bins instead of by exact depth (None: exact depth, the authors').
+        bins: group the pixels by these depth bins instead of by exact depth (None: exact depth, the authors');
+            ``edges``: their :func:`bin_edges` on the device, for a ``histogram`` grid.
         tightness, empty_tightness, label_distance: as :func:`ordinal_entropy_parts`.
 
     Both are nearest-downsampled to ``(h // 4, w // 4)``; pixels with depth ≤ 0.001 take no part. An image
@@ -190,7 +197,7 @@ def ordinal_entropy_dense_loss(features, depth, bins: LabelBins | None = None, *
         z = F.interpolate(features.to(dtype), size=size, mode="nearest").flatten(2).transpose(1, 2)   # (B, M, C)
         d = F.interpolate(depth.detach().to(device=z.device, dtype=dtype), size=size, mode="nearest").flatten(1)
         valid = d > MIN_DEPTH
-        keys = d if bins is None else bin_keys(bins, d).to(dtype)
+        keys = d if bins is None else bin_keys(bins, d, edges).to(dtype)
         diversity, tight = _oe_parts(z, keys, valid, tightness=tightness, empty_tightness=empty_tightness,
                                      label_distance=label_distance)
     return (tight - diversity).mean()
@@ -205,6 +212,8 @@ class OrdinalEntropy(nn.Module):
         _check_hyper("OrdinalEntropy", tightness, empty_tightness, label_distance)
         self.tightness, self.empty_tightness, self.label_distance = tightness, empty_tightness, label_distance
         self.bins = bins
+        histogram = bins is not None and bins.rule == "histogram"
+        self.register_buffer("edges", bin_edges(bins) if histogram else None, persistent=False)
 
     def options(self) -> dict:
         return dict(tightness=self.tightness, empty_tightness=self.empty_tightness,
@@ -212,7 +221,7 @@ class OrdinalEntropy(nn.Module):
 
     def forward(self, features, labels):
         if self.bins is not None:
-            labels = bin_keys(self.bins, labels)
+            labels = bin_keys(self.bins, labels, self.edges)
         return ordinal_entropy_loss(features, labels, **self.options())
 
     def extra_repr(self):
@@ -225,7 +234,7 @@ class OrdinalEntropyDense(OrdinalEntropy):
     """:func:`ordinal_entropy_dense_loss` with its options (NYUD2)."""
 
     def forward(self, features, depth):
-        return ordinal_entropy_dense_loss(features, depth, self.bins, **self.options())
+        return ordinal_entropy_dense_loss(features, depth, self.bins, edges=self.edges, **self.options())
 
 
 # -- wiring ---------------------------------------------------------------------------------------------------

@@ -201,6 +201,21 @@ def test_a_step_reads_no_data_dependent_shape():
         assert bin_keys(bins, y).shape == (2, 9)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_step_synchronises_nothing():
+    z, y = case(32, c=16, seed=19, label_range=8)
+    features = torch.randn(2, 8, 16, 16, device="cuda", requires_grad=True)
+    depth = (torch.rand(2, 1, 16, 16, device="cuda") * 4).round() / 2
+    z, y = z.float().to("cuda").requires_grad_(True), y.float().to("cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        (OrdinalEntropy(empty_tightness="nan", bins=STSB_BINS).to("cuda")(z, y) + ordinal_entropy_loss(z, y)
+         + ordinal_entropy_dense_loss(features, depth, DEPTH_BINS)).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 # -- groups: STS-B's 0.1 bins and depth ------------------------------------------------------------------------------
 @pytest.mark.parametrize("bins", [AGE_BINS, DEPTH_BINS, STSB_BINS])
 def test_bin_keys_are_the_grid_index(bins):
