@@ -20,7 +20,9 @@ METHODS = {
     "rnc": ["--rnc", "--rnc_weight", "0.5"],
     "uvote": ["--uvote", "--dynamic_loss", "--lds", "--uvote_rule", "avgvar"],   # evaluation keeps the rule
     "vir": ["--vir", "--fds", "--reweight", "sqrt_inv", "--lds"],
+    "ordinal_entropy": ["--ordinal_entropy", "--oe_weight", "0.5", "--reweight", "sqrt_inv", "--lds"],
 }
+POINT_HEADS = ("rnc", "ordinal_entropy")     # no predicted σ
 AGE = ["--model", "resnet18", "--width", "4", "--img_size", "16", "--batch_size", "64", "--workers", "0",
        "--print_freq", "100", "--lr", "1e-2", "--epoch", "2", "--many_shot_thr", "4", "--low_shot_thr", "2"]
 DEPTH = ["--scale", "36", "--crop", "44", "32", "--encoder", "resnet18", "--pretrained_encoder", "none",
@@ -78,7 +80,7 @@ def test_each_method_trains_and_evaluates_to_its_own_test(folder, method, data, 
     result = train(folder, data, tmp_path, "run", *METHODS[method])
     run = tmp_path / "run"
     predictions = np.load(run / "test_predictions.npz")
-    if method == "rnc":
+    if method in POINT_HEADS:
         assert "sigma" not in predictions.files and "uncertainty" not in result["test"]
     else:
         sigma = predictions["sigma"]
@@ -87,6 +89,8 @@ def test_each_method_trains_and_evaluates_to_its_own_test(folder, method, data, 
         for key, value in recomputed.items():
             assert math.isclose(result["test"]["uncertainty"][key], value, rel_tol=1e-5, abs_tol=1e-7), key
     assert json.loads((run / "results.json").read_text())["args"][method] is True
+    if method == "ordinal_entropy":                     # the term reaches the loss (logged by its name)
+        assert " oe " in (run / "training.log").read_text()
     metrics = folder_main(folder)(["--evaluate", "--resume", str(run / "ckpt.best.pth.tar"),
                                    "--data_dir", str(data[folder][0]), "--workers", "0"])
     assert same(metrics, result["test"])

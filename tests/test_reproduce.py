@@ -15,7 +15,7 @@ def test_the_reproduce_commands_of_rnc_uvote_and_vir_parse(capsys):
     from folders import folder_module
 
     reproduce = Path(__file__).resolve().parents[1] / "docs" / "reproduce.md"
-    section = reproduce.read_text().split("## RnC (Zha et al.", 1)[1]
+    section = reproduce.read_text().split("## RnC (Zha et al.", 1)[1].split("\n## ", 1)[0]
     parsers = {"AgeDB-DIR": lambda: cli.build_age_parser("t"),
                "IMDB-WIKI-DIR": lambda: cli.build_age_parser("t", num_branch=3),
                "STS-B-DIR": lambda: folder_module("sts-b-dir", "train").build_parser()}
@@ -32,3 +32,26 @@ def test_the_reproduce_commands_of_rnc_uvote_and_vir_parse(capsys):
             assert getattr(args, method) is True, (benchmark, run)
         if "--num_branch" in argv:
             assert args.num_branch == int(argv[argv.index("--num_branch") + 1])
+
+
+def test_the_reproduce_commands_of_ordinal_entropy_parse():
+    """Every command of docs/reproduce.md's Ordinal Entropy section parses with its benchmark's flags, turns the
+    method on at the weight it names, and groups STS-B's scores on the 0.1 bins."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from folders import folder_module
+
+    reproduce = Path(__file__).resolve().parents[1] / "docs" / "reproduce.md"
+    section = reproduce.read_text().split("## Ordinal Entropy (Zhang et al.", 1)[1].split("\n## ", 1)[0]
+    parsers = {"AgeDB-DIR": lambda: cli.build_age_parser("t"), "IMDB-WIKI-DIR": lambda: cli.build_age_parser("t"),
+               "NYUD2-DIR": lambda: folder_module("nyud2-dir", "train").build_parser(),
+               "STS-B-DIR": lambda: folder_module("sts-b-dir", "train").build_parser()}
+    rows = re.findall(r"^\| (AgeDB-DIR|IMDB-WIKI-DIR|NYUD2-DIR|STS-B-DIR) \| [^|]+ \| `python train.py ([^`]*)`",
+                      section, re.MULTILINE)
+    assert len(rows) == 5
+    for benchmark, flags in rows:
+        args = cli.parse(parsers[benchmark](), shlex.split(flags))
+        assert args.ordinal_entropy is True and args.oe_weight == 1.0
+        assert args.oe_groups == ("bins" if benchmark == "STS-B-DIR" else "labels")
