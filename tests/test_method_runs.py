@@ -1,4 +1,4 @@
-"""RnC, UVOTE and VIR end to end on every benchmark's synthetic data: a tiny run, its test predictions (with the
+"""RnC, UVOTE, VIR and Group-DIR end to end on every benchmark's synthetic data: a tiny run, its test predictions (with the
 predicted σ of UVOTE and VIR), and ``--evaluate --resume`` giving the run's own test metrics; exact resume with
 VIR's sampled latent; RnC's two stages."""
 import json
@@ -20,6 +20,8 @@ METHODS = {
     "rnc": ["--rnc", "--rnc_weight", "0.5"],
     "uvote": ["--uvote", "--dynamic_loss", "--lds", "--uvote_rule", "avgvar"],   # evaluation keeps the rule
     "vir": ["--vir", "--fds", "--reweight", "sqrt_inv", "--lds"],
+    # four groups, the logit-adjusted CE, LDS weights on the regression term and FDS before the 2G head
+    "group_dir": ["--group_dir", "--groups", "4", "--ce", "--reweight", "sqrt_inv", "--lds", "--fds"],
 }
 AGE = ["--model", "resnet18", "--width", "4", "--img_size", "16", "--batch_size", "64", "--workers", "0",
        "--print_freq", "100", "--lr", "1e-2", "--epoch", "2", "--many_shot_thr", "4", "--low_shot_thr", "2"]
@@ -78,7 +80,7 @@ def test_each_method_trains_and_evaluates_to_its_own_test(folder, method, data, 
     result = train(folder, data, tmp_path, "run", *METHODS[method])
     run = tmp_path / "run"
     predictions = np.load(run / "test_predictions.npz")
-    if method == "rnc":
+    if method in ("rnc", "group_dir"):         # point predictions: no σ
         assert "sigma" not in predictions.files and "uncertainty" not in result["test"]
     else:
         sigma = predictions["sigma"]
