@@ -1,5 +1,5 @@
 """Tests of Group-DIR (common/losses/group_dir.py): every part against a float64 loop written from the spec's
-formulas (docs/methods.md §12.3), values and gradients; the spec's invariants; the head; the method's flags."""
+formulas (docs/methods.md, section 12), values and gradients; the spec's invariants; the head; the method's flags."""
 import math
 
 import numpy as np
@@ -221,7 +221,7 @@ def test_dense_term_is_per_pixel_with_one_pooled_feature_per_image():
     B, G, C, H, W = 3, 4, 5, 2, 3
     logits, values = torch.randn(B, G, H, W), torch.randn(B, G, H, W)
     depth, weights, encoding = 10 * torch.rand(B, 1, H, W), torch.rand(B, 1, H, W), torch.randn(B, C, H, W)
-    objective = objective_from_flags(ObjectiveData(view=_Dense()), group_dir=True, groups=G, group_label_range=10.0,
+    objective = objective_from_flags(ObjectiveData(view=_Dense()), group_dir=True, groups=G, group_range=10.0,
                                      reg_loss="mse", group_sigma=0.5, group_temp=0.3)
     step_out = {"group_logits": logits, "group_values": values, "encoding": encoding, "pred": values[:, :1]}
     got = objective.main(Step(step_out, depth, weights, 0, _Dense()))
@@ -292,3 +292,25 @@ def test_group_frequencies_count_each_bin_in_its_group():
     pi = group_frequencies(counts, AGE_BINS, 10.0, 10)
     want = np.array([2, 2, 1, 1, 1, 1, 1, 1, 1, 16], float)      # empty groups count 1
     assert np.allclose(pi, want / want.sum())
+
+
+def test_the_term_reads_nothing_back_to_the_host(monkeypatch):
+    """Forward and backward of the term with every host read made to fail (on CUDA each would synchronise)."""
+    objective = objective_from_flags(ObjectiveData(label_bins=AGE_BINS, label_counts=np.ones(121)), group_dir=True,
+                                     ce=True)
+    logits, values, z = (torch.randn(6, 10, requires_grad=True), (40 * torch.randn(6, 10)).requires_grad_(),
+                         torch.randn(6, 8, requires_grad=True))
+    step = Step({"group_logits": logits, "group_values": values, "encoding": z}, 90 * torch.rand(6, 1),
+                torch.rand(6, 1), 0, LabelView())
+
+    def host_read(*_, **__):
+        raise AssertionError("a host read inside the term")
+
+    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "nonzero"):
+        monkeypatch.setattr(torch.Tensor, name, host_read)
+    monkeypatch.setattr(torch, "nonzero", host_read)
+    parts = objective.main(step)
+    sum(parts.values()).backward()
+    monkeypatch.undo()
+    assert set(parts) == {"group_reg", "group_soft", "group_ce", "group_grc"}
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in (logits, values, z))
