@@ -294,6 +294,11 @@ class AgeTask(Task):
                 pack = PackReader(a.data_dir, a.dataset, a.img_size, frame.loc[frame["split"] == name, "path"].tolist())
             return AgeDataset(frame, a.data_dir, name, a.img_size, w, views, pack, view_transform)
 
+        if getattr(a, "swap_val_test", False):
+            # Group-DIR's AgeDB code unpacks (train, val, test) as (train, test, val): selection on the test split.
+            self.log("warning: --swap_val_test: the best checkpoint is selected on the test split and the "
+                     "validation split is reported as 'test' (Group-DIR's AgeDB code); these are not test numbers.")
+            return {"train": split("train", weights, a.conr or a.rnc), "val": split("test"), "test": split("val")}
         return {"train": split("train", weights, a.conr or a.rnc), "val": split("val"), "test": split("test")}
 
     # ---- model, objective, optimiser ----

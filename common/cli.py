@@ -347,6 +347,7 @@ AGE_DEFAULTS = dict(
     lds_ks=5, lds_sigma=1.0, fds_ks=5, fds_sigma=1.0, bucket_num=100, bucket_start=0,
     conr_window=1.0, conr_beta=4.0, conr_temperature=0.07, conr_eta=0.01,
     srl_num_labels=121, srl_homogeneity_alpha=-1.0, num_branch=2,
+    group_sigma=1.0, reg_loss="l1",   # Group-DIR's IMDB-WIKI values (imdb_wiki/train.py)
 )
 
 
@@ -360,6 +361,9 @@ def build_age_parser(description: str, **overrides) -> argparse.ArgumentParser:
     run = add_run_args(p, data_dir=d["data_dir"], store_root=d["store_root"], workers=d["workers"],
                        print_freq=d["print_freq"])
     run.add_argument("--dataset", default=d["dataset"], help="name of the split CSV: <data_dir>/<dataset>.csv")
+    run.add_argument("--swap_val_test", action="store_true",
+                     help="select the best checkpoint on the test split and report the validation split as "
+                          "'test' (Group-DIR's AgeDB code unpacks its splits this way; off: the usual roles)")
     add_shot_args(p)
     add_image_args(p, model=d["model"], img_size=d["img_size"])
     add_optim_args(p, optimizer=d["optimizer"], loss=d["loss"], lr=d["lr"], epoch=d["epoch"],
@@ -372,7 +376,9 @@ def build_age_parser(description: str, **overrides) -> argparse.ArgumentParser:
         ranksim=dict(ties="reference"),
         conr=dict(window=d["conr_window"], beta=d["conr_beta"], temperature=d["conr_temperature"], eta=d["conr_eta"]),
         srl=dict(num_labels=d["srl_num_labels"], homogeneity_alpha=d["srl_homogeneity_alpha"]),
-        uvote=dict(num_branch=d["num_branch"]))
+        uvote=dict(num_branch=d["num_branch"]),
+        group_dir=dict(groups=10, sigma=d["group_sigma"], temperature=0.07, label_range=100.0,
+                       reg_loss=d["reg_loss"]))
     return p
 
 

@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                           conr=dict(window=0.2, beta=0.01, temperature=0.07, eta=0.01, views=False),
                           srl=dict(num_labels=50, homogeneity_alpha=1.0, temp_alias=True),
                           uvote=dict(num_branch=3),   # UVOTE's STS-B-DIR heads
-                          ordinal_entropy=dict(groups="bins"))   # averaged ratings share a centre per 0.1 bin
+                          ordinal_entropy=dict(groups="bins"),   # averaged ratings share a centre per 0.1 bin
+                          # Group-DIR's STS-B values: 5 groups of the 0–5 scores, τ 2, MSE on score/5, no clamp.
+                          group_dir=dict(groups=5, sigma=1.0, temperature=2.0, label_range=5.0, reg_loss="mse",
+                                         clamp=False))
     p.add_argument("--projector_dim", dest="embedding_dim", type=int, default=argparse.SUPPRESS,
                    help="alias of --embedding_dim (SRL's projector)")
     # SRL's STS-B values (docs/methods.md §7.4): w1 1e-4, w2 1e-2, w3 1e-4, τ 0.1, 1,000 random points.

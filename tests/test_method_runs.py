@@ -1,4 +1,4 @@
-"""RnC, UVOTE and VIR end to end on every benchmark's synthetic data: a tiny run, its test predictions (with the
+"""RnC, UVOTE, VIR and Group-DIR end to end on every benchmark's synthetic data: a tiny run, its test predictions (with the
 predicted σ of UVOTE and VIR), and ``--evaluate --resume`` giving the run's own test metrics; exact resume with
 VIR's sampled latent; RnC's two stages."""
 import json
@@ -21,8 +21,10 @@ METHODS = {
     "uvote": ["--uvote", "--dynamic_loss", "--lds", "--uvote_rule", "avgvar"],   # evaluation keeps the rule
     "vir": ["--vir", "--fds", "--reweight", "sqrt_inv", "--lds"],
     "ordinal_entropy": ["--ordinal_entropy", "--oe_weight", "0.5", "--reweight", "sqrt_inv", "--lds"],
+    # four groups, the logit-adjusted CE, LDS weights on the regression term and FDS before the 2G head
+    "group_dir": ["--group_dir", "--groups", "4", "--ce", "--reweight", "sqrt_inv", "--lds", "--fds"],
 }
-POINT_HEADS = ("rnc", "ordinal_entropy")     # no predicted σ
+POINT_HEADS = ("rnc", "ordinal_entropy", "group_dir")     # no predicted σ
 AGE = ["--model", "resnet18", "--width", "4", "--img_size", "16", "--batch_size", "64", "--workers", "0",
        "--print_freq", "100", "--lr", "1e-2", "--epoch", "2", "--many_shot_thr", "4", "--low_shot_thr", "2"]
 DEPTH = ["--scale", "36", "--crop", "44", "32", "--encoder", "resnet18", "--pretrained_encoder", "none",

@@ -55,3 +55,32 @@ def test_the_reproduce_commands_of_ordinal_entropy_parse():
         args = cli.parse(parsers[benchmark](), shlex.split(flags))
         assert args.ordinal_entropy is True and args.oe_weight == 1.0
         assert args.oe_groups == ("bins" if benchmark == "STS-B-DIR" else "labels")
+
+
+def test_the_reproduce_commands_of_group_dir_parse_with_its_defaults(capsys):
+    """docs/reproduce.md's Group-DIR rows parse with their benchmark's flags, turn it on and keep the authors'
+    per-benchmark defaults (σ 0.5 and MSE on AgeDB, σ 1 and L1 on IMDB-WIKI, 5 groups and τ 2 on STS-B)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from folders import folder_module
+
+    reproduce = Path(__file__).resolve().parents[1] / "docs" / "reproduce.md"
+    section = reproduce.read_text().split("## Group-DIR (Pu et al.", 1)[1].split("\n## ", 1)[0]
+    agedb = folder_module("agedb-dir", "train").AGEDB_DEFAULTS
+    parsers = {"AgeDB-DIR": lambda: cli.build_age_parser("t", **agedb),
+               "IMDB-WIKI-DIR": lambda: cli.build_age_parser("t"),
+               "STS-B-DIR": lambda: folder_module("sts-b-dir", "train").build_parser()}
+    rows = re.findall(r"^\| (AgeDB-DIR|IMDB-WIKI-DIR|STS-B-DIR) \| ([^|]+) \| `python train.py ([^`]*)`", section,
+                      re.MULTILINE)
+    assert len(rows) == 4
+    want = {"AgeDB-DIR": (10, 0.5, "mse", 0.07), "IMDB-WIKI-DIR": (10, 1.0, "l1", 0.07), "STS-B-DIR": (5, 1.0, "mse", 2.0)}
+    for benchmark, run, flags in rows:
+        argv = shlex.split(flags)
+        args = cli.parse(parsers[benchmark](), argv)
+        assert args.group_dir is True
+        groups, sigma, reg_loss, temp = want[benchmark]
+        assert (args.groups, args.reg_loss) == (groups, reg_loss)
+        if "--group_sigma" not in argv:
+            assert (args.group_sigma, args.group_temp) == (sigma, temp)

@@ -27,3 +27,10 @@ __all__ += [
     "uvote_predict", "uvote_weight_table",
     "VIRLoss", "nig_nll", "nig_regularizer", "vir_loss", "vir_nig_params", "vir_nig_update", "vir_predict",
 ]
+from common.losses.group_dir import (GroupDIRLoss, group_contrastive_loss, group_index, group_predict,
+                                     group_regression_loss, soft_label_loss, soft_labels)
+
+__all__ += [
+    "GroupDIRLoss", "group_contrastive_loss", "group_index", "group_predict", "group_regression_loss",
+    "soft_label_loss", "soft_labels",
+]

@@ -77,3 +77,24 @@ def test_values_span_minus_one_to_one():
 def test_wrong_size_is_one_sentence():
     with pytest.raises(ValueError, match=r"expected a \(32, 32, 3\) array, got \(30, 32, 3\)"):
         AgeAugment(32, True)(np.zeros((30, 32, 3), np.uint8))
+
+
+def test_swap_val_test_selects_on_the_test_split_and_says_so(tmp_path):
+    """``--swap_val_test`` (Group-DIR's AgeDB split order): the 'val' split is the CSV's test rows and 'test' its
+    val rows, with a warning line; off, the roles are the CSV's."""
+    from common import cli
+    from common.synthetic import write_synthetic
+    from folders import folder_module
+    write_synthetic("agedb", tmp_path, n=60, img_size=8, seed=1)
+    task_module = folder_module("agedb-dir", "task")
+    frame = __import__("pandas").read_csv(tmp_path / "agedb.csv")
+    for swap in (False, True):
+        args = cli.parse(cli.build_age_parser("t", dataset="agedb"),
+                         ["--data_dir", str(tmp_path), "--img_size", "8"] + (["--swap_val_test"] if swap else []))
+        lines = []
+        task = task_module.AgeDBTask(args)
+        task.log = lines.append
+        splits = task.datasets()
+        for role, source in (("val", "test" if swap else "val"), ("test", "val" if swap else "test")):
+            assert splits[role].paths == frame.loc[frame["split"] == source, "path"].tolist()
+        assert any("--swap_val_test" in line and "not test numbers" in line for line in lines) == swap
