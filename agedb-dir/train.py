@@ -18,6 +18,7 @@ except ImportError:
 AGEDB_DEFAULTS = dict(
     dataset="agedb", lds_ks=9, fds_ks=9, bucket_start=3,
     srl_num_labels=102,  # SRL label slots: ages 0..101 (the reference's --bucket_num 102)
+    accon_augment="rnc",  # ACCon's AgeDB views: RnC's augmentation (the authors' AgeDB code)
 )
 
 

@@ -62,7 +62,9 @@ def build_parser():
                           bmse=dict(imps=("gai", "bni"), balanced_metric=False, reweighted_prior=True),
                           ranksim=dict(ties="stable"),
                           conr=dict(window=0.2, beta=0.2, temperature=0.2, eta=0.2, views=False),
-                          srl=dict(num_labels=None), uvote=dict(num_branch=2))
+                          srl=dict(num_labels=None), uvote=dict(num_branch=2),
+                          # ACCon on each image's features (one view): untuned, docs/methods.md §15.
+                          accon=dict(weight=1.0, temperature=1.0, label_range=10.0, variant="stsb", head=False))
     return p
 
 

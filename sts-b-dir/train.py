@@ -76,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                           bmse=dict(balanced_metric=False), ranksim=dict(ties="stable"),
                           conr=dict(window=0.2, beta=0.01, temperature=0.07, eta=0.01, views=False),
                           srl=dict(num_labels=50, homogeneity_alpha=1.0, temp_alias=True),
-                          uvote=dict(num_branch=3))   # UVOTE's STS-B-DIR heads
+                          uvote=dict(num_branch=3),   # UVOTE's STS-B-DIR heads
+                          # ACCon's STS-B model and loss: 12,000 → 2,000, n̂, Linear(2,000, 1); λ 10, T = T_b = 1,
+                          # M 5.
+                          accon=dict(weight=10.0, temperature=1.0, label_range=5.0, variant="stsb", proj_dims=2000,
+                                     relu=0, normalize=1))
     p.add_argument("--projector_dim", dest="embedding_dim", type=int, default=argparse.SUPPRESS,
                    help="alias of --embedding_dim (SRL's projector)")
     # SRL's STS-B values (docs/methods.md §7.4): w1 1e-4, w2 1e-2, w3 1e-4, τ 0.1, 1,000 random points.
