@@ -1,6 +1,6 @@
-"""RnC, UVOTE and VIR end to end on every benchmark's synthetic data: a tiny run, its test predictions (with the
-predicted σ of UVOTE and VIR), and ``--evaluate --resume`` giving the run's own test metrics; exact resume with
-VIR's sampled latent; RnC's two stages."""
+"""RnC, UVOTE, VIR and ACCon end to end on every benchmark's synthetic data: a tiny run, its test predictions (with
+the predicted σ of UVOTE and VIR), and ``--evaluate --resume`` giving the run's own test metrics; exact resume with
+VIR's sampled latent and ACCon's augmented views; RnC's two stages."""
 import json
 import math
 from pathlib import Path
@@ -20,6 +20,7 @@ METHODS = {
     "rnc": ["--rnc", "--rnc_weight", "0.5"],
     "uvote": ["--uvote", "--dynamic_loss", "--lds", "--uvote_rule", "avgvar"],   # evaluation keeps the rule
     "vir": ["--vir", "--fds", "--reweight", "sqrt_inv", "--lds"],
+    "accon": ["--accon"],             # its own head on the ages and STS-B; NYUD2's per-image features
 }
 AGE = ["--model", "resnet18", "--width", "4", "--img_size", "16", "--batch_size", "64", "--workers", "0",
        "--print_freq", "100", "--lr", "1e-2", "--epoch", "2", "--many_shot_thr", "4", "--low_shot_thr", "2"]
@@ -78,8 +79,9 @@ def test_each_method_trains_and_evaluates_to_its_own_test(folder, method, data, 
     result = train(folder, data, tmp_path, "run", *METHODS[method])
     run = tmp_path / "run"
     predictions = np.load(run / "test_predictions.npz")
-    if method == "rnc":
+    if method in ("rnc", "accon"):
         assert "sigma" not in predictions.files and "uncertainty" not in result["test"]
+        assert f"  {method} " in (run / "training.log").read_text()          # its term was trained
     else:
         sigma = predictions["sigma"]
         assert sigma.shape == predictions["preds"].shape and (sigma > 0).all() and np.isfinite(sigma).all()
@@ -93,7 +95,7 @@ def test_each_method_trains_and_evaluates_to_its_own_test(folder, method, data, 
     assert same(json.loads((run / "eval.json").read_text())["test"], result["test"])
 
 
-@pytest.mark.parametrize("flags", [METHODS["vir"] + ["--rnc"], METHODS["uvote"]])
+@pytest.mark.parametrize("flags", [METHODS["vir"] + ["--rnc"], METHODS["uvote"], METHODS["accon"]])
 def test_resume_is_exact_with_sampled_latents_and_voting_heads(flags, data, tmp_path):
     full = train("agedb-dir", data, tmp_path, "full", *flags)
     train("agedb-dir", data, tmp_path, "part", *flags, "--epoch", "1")
