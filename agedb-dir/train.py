@@ -19,6 +19,7 @@ AGEDB_DEFAULTS = dict(
     dataset="agedb", lds_ks=9, fds_ks=9, bucket_start=3,
     srl_num_labels=102,  # SRL label slots: ages 0..101 (the reference's --bucket_num 102)
     group_sigma=0.5, reg_loss="mse",   # Group-DIR's AgeDB values (agedb/train.py: σ 0.5, MSE)
+    accon_augment="rnc",  # ACCon's AgeDB views: RnC's augmentation (the authors' AgeDB code)
 )
 
 

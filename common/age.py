@@ -165,8 +165,8 @@ def read_split_csv(path, max_age: float) -> pd.DataFrame:
 class AgeDataset(Dataset):
     """One split of an age benchmark; each sample is a dict.
 
-    ``input``: (3, S, S) float32 image in [-1, 1]; ``views``: two more augmentations for ConR and RnC (an empty
-    tuple otherwise; ``view_transform``, default the main augmentation); ``target``: (1,) float32 age in years;
+    ``input``: (3, S, S) float32 image in [-1, 1]; ``views``: two more augmentations for ConR, RnC and ACCon (an
+    empty tuple otherwise; ``view_transform``, default the main augmentation); ``target``: (1,) float32 age in years;
     ``weight``: (1,) float32 (re-weighting/LDS on the training split, else 1).
     """
 
@@ -284,9 +284,14 @@ class AgeTask(Task):
         # --lds without --reweight smooths what UVOTE's heads or BNI's prior count, not sample weights.
         weights = prepare_weights(train_labels, a.reweight, a.lds and a.reweight != "none", a.lds_kernel,
                                   a.lds_ks, a.lds_sigma, bins=AGE_BINS, truncate_smoothed_counts=a.lds_truncate)
-        view_transform = RnCAugment(a.img_size) if a.rnc else None
+        rnc_views = a.rnc or (a.accon and a.accon_augment == "rnc")
+        view_transform = RnCAugment(a.img_size) if rnc_views else None
         if a.rnc and a.conr:
             self.log("--rnc with --conr: both regularisers read the same two views, drawn with RnC's augmentation")
+        elif a.accon and (a.conr or a.rnc):
+            augment = "RnC's" if rnc_views else "the main"
+            self.log(f"--accon with {'--conr' if a.conr else '--rnc'}: both regularisers read the same two views, "
+                     f"drawn with {augment} augmentation")
 
         def split(name, w=None, views=False):
             pack = None
@@ -294,12 +299,13 @@ class AgeTask(Task):
                 pack = PackReader(a.data_dir, a.dataset, a.img_size, frame.loc[frame["split"] == name, "path"].tolist())
             return AgeDataset(frame, a.data_dir, name, a.img_size, w, views, pack, view_transform)
 
+        views = a.conr or a.rnc or a.accon
         if getattr(a, "swap_val_test", False):
             # Group-DIR's AgeDB code unpacks (train, val, test) as (train, test, val): selection on the test split.
             self.log("warning: --swap_val_test: the best checkpoint is selected on the test split and the "
                      "validation split is reported as 'test' (Group-DIR's AgeDB code); these are not test numbers.")
-            return {"train": split("train", weights, a.conr or a.rnc), "val": split("test"), "test": split("val")}
-        return {"train": split("train", weights, a.conr or a.rnc), "val": split("val"), "test": split("test")}
+            return {"train": split("train", weights, views), "val": split("test"), "test": split("val")}
+        return {"train": split("train", weights, views), "val": split("val"), "test": split("test")}
 
     # ---- model, objective, optimiser ----
     def build_model(self):

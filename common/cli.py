@@ -346,7 +346,7 @@ AGE_DEFAULTS = dict(
     batch_size=256, print_freq=10, img_size=224, workers=32,
     lds_ks=5, lds_sigma=1.0, fds_ks=5, fds_sigma=1.0, bucket_num=100, bucket_start=0,
     conr_window=1.0, conr_beta=4.0, conr_temperature=0.07, conr_eta=0.01,
-    srl_num_labels=121, srl_homogeneity_alpha=-1.0, num_branch=2,
+    srl_num_labels=121, srl_homogeneity_alpha=-1.0, num_branch=2, accon_augment="main",
     group_sigma=1.0, reg_loss="l1",   # Group-DIR's IMDB-WIKI values (imdb_wiki/train.py)
 )
 
@@ -378,7 +378,8 @@ def build_age_parser(description: str, **overrides) -> argparse.ArgumentParser:
         srl=dict(num_labels=d["srl_num_labels"], homogeneity_alpha=d["srl_homogeneity_alpha"]),
         uvote=dict(num_branch=d["num_branch"]),
         group_dir=dict(groups=10, sigma=d["group_sigma"], temperature=0.07, label_range=100.0,
-                       reg_loss=d["reg_loss"]))
+                       reg_loss=d["reg_loss"]),
+        accon=dict(augment=d["accon_augment"]))
     return p
 
 

@@ -72,6 +72,11 @@ class Method:
         """A :class:`Term` added to the main loss, or None."""
         return None
 
+    def reuses_views(self, args) -> bool:
+        """Whether, when the batch has extra views, they are the main pass of an enabled method (the regression
+        loss on every view, one pass serving every loss) instead of a main pass plus a pass of the views."""
+        return False
+
     def head(self, args) -> dict | None:
         """Keywords of the model's regression head (``head``, …) when this method brings its own, else None."""
         return None

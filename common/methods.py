@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 
 from common import fds, lds, rrt
-from common.losses import (balanced_mse, conr, group_dir, ordinal_entropy, ranksim, regression, rnc, srl, uvote,
-                           vir)
+from common.losses import (accon, balanced_mse, conr, group_dir, ordinal_entropy, ranksim, regression, rnc, srl,
+                           uvote, vir)
 from common.method import Method
 
 METHODS: tuple[Method, ...] = (
@@ -25,6 +25,7 @@ METHODS: tuple[Method, ...] = (
     vir.METHOD,            # VIR: a head and a main loss
     group_dir.METHOD,      # Group-DIR: a head and a main loss
     ordinal_entropy.METHOD,  # Ordinal Entropy: a term
+    accon.METHOD,          # ACCon: a head and a term
     rrt.METHOD,            # RRT: the two-stage protocol
 )
 #: the main loss of a run whose methods bring none (``--loss``).

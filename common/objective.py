@@ -60,7 +60,7 @@ class Objective(nn.Module):
         gather: under torchrun, the terms see the features of every process's share of the batch
             (:func:`common.distributed.gather_features`); off, each process regularises its own share.
         reuse_views: with ``views`` in the batch, one pass over the views serves every loss (``--conr_views 2``,
-            RnC's encoder stage) instead of a main pass and a pass of the views.
+            RnC's encoder stage, ACCon) instead of a main pass and a pass of the views.
         record: keep each training pass's features for the epoch-end statistics (``--stats_from_training``).
         main_name: the method whose main loss ``main`` is.
         start_update: the first epoch whose statistics are collected (``--start_update``).
@@ -193,8 +193,9 @@ def _legacy_keys(state_dict, prefix, *_):
 def objective_from_args(args, data: ObjectiveData | None = None) -> Objective:
     """The run's :class:`Objective` from parsed flags: the main loss of the first method that gives one (else
     the regression loss of ``--loss``) and every enabled method's term, in the list's order. ``data`` holds what
-    the flags do not (:class:`ObjectiveData`). ``--conr_views 2`` and RnC's encoder stage reuse the views for
-    every loss; ``--stats_from_training`` records the training passes' features."""
+    the flags do not (:class:`ObjectiveData`). ``--conr_views 2``, RnC's encoder stage and a method whose
+    :meth:`~common.method.Method.reuses_views` says so (ACCon) reuse the views for every loss;
+    ``--stats_from_training`` records the training passes' features."""
     data = data or ObjectiveData()
     main_name, main = None, None
     for method in methods.enabled(args):
@@ -209,7 +210,8 @@ def objective_from_args(args, data: ObjectiveData | None = None) -> Objective:
         term = method.term(args, data)
         if term is not None:
             terms[method.name] = term
-    reuse = getattr(args, "conr_views", 3) == 2 or getattr(args, "rnc_stage", "none") == "encoder"
+    reuse = (getattr(args, "conr_views", 3) == 2 or getattr(args, "rnc_stage", "none") == "encoder"
+             or any(method.reuses_views(args) for method in methods.enabled(args)))
     return Objective(main, terms, data.view, gather=bool(getattr(args, "gather_features", False)), reuse_views=reuse,
                      record=bool(getattr(args, "stats_from_training", False)), main_name=main_name,
                      start_update=getattr(args, "start_update", 0))

@@ -1,6 +1,7 @@
-"""RnC, UVOTE, VIR and Group-DIR end to end on every benchmark's synthetic data: a tiny run, its test predictions (with the
-predicted σ of UVOTE and VIR), and ``--evaluate --resume`` giving the run's own test metrics; exact resume with
-VIR's sampled latent; RnC's two stages."""
+"""The methods beyond the references (RnC, UVOTE, VIR, Ordinal Entropy, Group-DIR, ACCon, …) end to end on every
+benchmark's synthetic data: a tiny run, its test predictions (with the predicted σ of UVOTE and VIR), and
+``--evaluate --resume`` giving the run's own test metrics; exact resume with VIR's sampled latent and ACCon's
+augmented views; RnC's two stages."""
 import json
 import math
 from pathlib import Path
@@ -23,8 +24,9 @@ METHODS = {
     "ordinal_entropy": ["--ordinal_entropy", "--oe_weight", "0.5", "--reweight", "sqrt_inv", "--lds"],
     # four groups, the logit-adjusted CE, LDS weights on the regression term and FDS before the 2G head
     "group_dir": ["--group_dir", "--groups", "4", "--ce", "--reweight", "sqrt_inv", "--lds", "--fds"],
+    "accon": ["--accon"],             # its own head on the ages and STS-B; NYUD2's per-image features
 }
-POINT_HEADS = ("rnc", "ordinal_entropy", "group_dir")     # no predicted σ
+POINT_HEADS = ("rnc", "ordinal_entropy", "group_dir", "accon")     # no predicted σ
 AGE = ["--model", "resnet18", "--width", "4", "--img_size", "16", "--batch_size", "64", "--workers", "0",
        "--print_freq", "100", "--lr", "1e-2", "--epoch", "2", "--many_shot_thr", "4", "--low_shot_thr", "2"]
 DEPTH = ["--scale", "36", "--crop", "44", "32", "--encoder", "resnet18", "--pretrained_encoder", "none",
@@ -84,6 +86,7 @@ def test_each_method_trains_and_evaluates_to_its_own_test(folder, method, data, 
     predictions = np.load(run / "test_predictions.npz")
     if method in POINT_HEADS:
         assert "sigma" not in predictions.files and "uncertainty" not in result["test"]
+        assert f"  {method} " in (run / "training.log").read_text()          # its term was trained
     else:
         sigma = predictions["sigma"]
         assert sigma.shape == predictions["preds"].shape and (sigma > 0).all() and np.isfinite(sigma).all()
@@ -99,7 +102,7 @@ def test_each_method_trains_and_evaluates_to_its_own_test(folder, method, data, 
     assert same(json.loads((run / "eval.json").read_text())["test"], result["test"])
 
 
-@pytest.mark.parametrize("flags", [METHODS["vir"] + ["--rnc"], METHODS["uvote"]])
+@pytest.mark.parametrize("flags", [METHODS["vir"] + ["--rnc"], METHODS["uvote"], METHODS["accon"]])
 def test_resume_is_exact_with_sampled_latents_and_voting_heads(flags, data, tmp_path):
     full = train("agedb-dir", data, tmp_path, "full", *flags)
     train("agedb-dir", data, tmp_path, "part", *flags, "--epoch", "1")

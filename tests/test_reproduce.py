@@ -84,3 +84,36 @@ def test_the_reproduce_commands_of_group_dir_parse_with_its_defaults(capsys):
         assert (args.groups, args.reg_loss) == (groups, reg_loss)
         if "--group_sigma" not in argv:
             assert (args.group_sigma, args.group_temp) == (sigma, temp)
+
+
+def test_the_reproduce_commands_of_accon_parse_with_the_authors_protocol(capsys):
+    """docs/reproduce.md's ACCon rows: the README's protocol (batch 64, lr 2.5e-4, 90 epochs, 512-d projection on
+    the ages; λ 10, T = T_b = 1, M 5, 2,000-d projection, patience 30 on STS-B)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from folders import folder_module
+
+    reproduce = Path(__file__).resolve().parents[1] / "docs" / "reproduce.md"
+    section = reproduce.read_text().split("## ACCon (AAAI 2025)", 1)[1].split("\n## ", 1)[0]
+    parsers = {"AgeDB-DIR": lambda: cli.build_age_parser("t", **folder_module("agedb-dir", "train").AGEDB_DEFAULTS),
+               "IMDB-WIKI-DIR": lambda: cli.build_age_parser(
+                   "t", **folder_module("imdb-wiki-dir", "train").IMDB_WIKI_DEFAULTS),
+               "STS-B-DIR": lambda: folder_module("sts-b-dir", "train").build_parser()}
+    rows = re.findall(r"^\| (AgeDB-DIR|IMDB-WIKI-DIR|STS-B-DIR) \| [^|]+ \| `python train.py ([^`]*)`", section,
+                      re.MULTILINE)
+    assert [benchmark for benchmark, _ in rows] == ["AgeDB-DIR", "IMDB-WIKI-DIR", "STS-B-DIR"]
+    for benchmark, flags in rows:
+        args = cli.parse(parsers[benchmark](), shlex.split(flags))
+        assert args.accon and args.accon_base_temperature is None
+        if benchmark == "STS-B-DIR":
+            assert (args.accon_weight, args.accon_temperature, args.accon_label_range, args.accon_variant,
+                    args.proj_dims, args.accon_relu, args.accon_normalize, args.lr, args.batch_size,
+                    args.patience) == (10.0, 1.0, 5.0, "stsb", 2000, 0, 1, 1e-4, 128, 30)
+        else:
+            assert (args.accon_weight, args.accon_temperature, args.accon_label_range, args.accon_variant,
+                    args.proj_dims, args.accon_relu, args.batch_size, args.lr, args.epoch, tuple(args.schedule),
+                    args.optimizer, args.loss) == (1.0, 0.05, 100.0, "age", 512, 1, 64, 2.5e-4, 90, (60, 80),
+                                                   "adam", "l1")
+            assert args.accon_augment == ("rnc" if benchmark == "AgeDB-DIR" else "main")
