@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from common import fds, lds, rrt
-from common.losses import balanced_mse, conr, ranksim, regression, rnc, srl, uvote, vir
+from common.losses import balanced_mse, conr, dist_loss, ranksim, regression, rnc, srl, uvote, vir
 from common.method import Method
 
 METHODS: tuple[Method, ...] = (
@@ -22,6 +22,7 @@ METHODS: tuple[Method, ...] = (
     rnc.METHOD,            # RnC: a term
     uvote.METHOD,          # UVOTE: a head and a main loss
     vir.METHOD,            # VIR: a head and a main loss
+    dist_loss.METHOD,      # Dist Loss: a term
     rrt.METHOD,            # RRT: the two-stage protocol
 )
 #: the main loss of a run whose methods bring none (``--loss``).

@@ -62,7 +62,8 @@ def build_parser():
                           bmse=dict(imps=("gai", "bni"), balanced_metric=False, reweighted_prior=True),
                           ranksim=dict(ties="stable"),
                           conr=dict(window=0.2, beta=0.2, temperature=0.2, eta=0.2, views=False),
-                          srl=dict(num_labels=None), uvote=dict(num_branch=2))
+                          srl=dict(num_labels=None), uvote=dict(num_branch=2),
+                          dist=dict(min_label=0.0, max_label=10.0, step=0.1, pixels=1024))
     return p
 
 

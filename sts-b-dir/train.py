@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                           bmse=dict(balanced_metric=False), ranksim=dict(ties="stable"),
                           conr=dict(window=0.2, beta=0.01, temperature=0.07, eta=0.01, views=False),
                           srl=dict(num_labels=50, homogeneity_alpha=1.0, temp_alias=True),
-                          uvote=dict(num_branch=3))   # UVOTE's STS-B-DIR heads
+                          uvote=dict(num_branch=3),   # UVOTE's STS-B-DIR heads
+                          dist=dict(min_label=0.0, max_label=5.0, step=0.1))
     p.add_argument("--projector_dim", dest="embedding_dim", type=int, default=argparse.SUPPRESS,
                    help="alias of --embedding_dim (SRL's projector)")
     # SRL's STS-B values (docs/methods.md §7.4): w1 1e-4, w2 1e-2, w3 1e-4, τ 0.1, 1,000 random points.
