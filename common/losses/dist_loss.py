@@ -293,7 +293,8 @@ class DistTerm(Term):
 
 
 class DistMethod(Method):
-    """Dist Loss (Nie, Tang, Hong, ICLR 2025), with ``--dist_loss`` at weight λ (``--distribution_loss_term_weight``)."""
+    """Dist Loss (Nie, Tang, Hong, ICLR 2025), with ``--dist_loss`` at weight λ
+    (``--distribution_loss_term_weight``)."""
 
     name = "dist"
     switch = "--dist_loss"
