@@ -17,4 +17,4 @@ class AgeDBTask(AgeTask):
         return resnet.build_model(self.args, fds)
 
     def build_loss(self, gmm_file, bni_prior, label_counts):
-        return loss.build_objective(self.args, gmm_file, bni_prior, label_counts)
+        return loss.build_objective(self.args, gmm_file, bni_prior, label_counts, self.train_labels)

@@ -259,7 +259,8 @@ class AgeTask(Task):
 
     def build_loss(self, gmm_file, bni_prior, label_counts):
         """The objective from the flags, with Balanced MSE's prior: ``gmm_file`` (GAI) or ``bni_prior`` (BNI), and
-        the training histogram ``label_counts`` on ``AGE_BINS`` (UVOTE's head weights)."""
+        the training histogram ``label_counts`` on ``AGE_BINS`` (UVOTE's head weights); the training ages are
+        ``self.train_labels`` (Dist Loss's KDE)."""
         raise NotImplementedError
 
     # ---- data ----

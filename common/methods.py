@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 
 from common import fds, lds, rrt
-from common.losses import (accon, balanced_mse, conr, group_dir, ordinal_entropy, ranksim, regression, rnc, srl,
-                           uvote, vir)
+from common.losses import (accon, balanced_mse, conr, dist_loss, group_dir, ordinal_entropy, ranksim, regression,
+                           rnc, srl, uvote, vir)
 from common.method import Method
 
 METHODS: tuple[Method, ...] = (
@@ -23,6 +23,7 @@ METHODS: tuple[Method, ...] = (
     rnc.METHOD,            # RnC: a term
     uvote.METHOD,          # UVOTE: a head and a main loss
     vir.METHOD,            # VIR: a head and a main loss
+    dist_loss.METHOD,      # Dist Loss: a term
     group_dir.METHOD,      # Group-DIR: a head and a main loss
     ordinal_entropy.METHOD,  # Ordinal Entropy: a term
     accon.METHOD,          # ACCon: a head and a term

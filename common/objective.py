@@ -39,6 +39,8 @@ class ObjectiveData:
             units the loss sees).
         loss_options: keywords of :class:`~common.losses.RegressionLoss` (STS-B's focal β).
         dense_conr: ConR's dense per-image variant (NYUD2).
+        train_labels: the training labels themselves (ages, STS-B scores; None where only a histogram is kept,
+            NYUD2's pixels): Dist Loss's KDE.
     """
 
     view: LabelView = field(default_factory=LabelView)
@@ -48,6 +50,7 @@ class ObjectiveData:
     gmm_file: object = None
     bni_prior: tuple | None = None
     loss_options: dict = field(default_factory=dict)
+    train_labels: object = None
 
 
 class Objective(nn.Module):

@@ -8,8 +8,10 @@ from common.bins import AGE_BINS
 from common.objective import ObjectiveData, objective_from_args
 
 
-def build_objective(args, gmm_file=None, bni_prior=None, label_counts=None):
+def build_objective(args, gmm_file=None, bni_prior=None, label_counts=None, train_labels=None):
     """``label_counts``: the training histogram on the age grid (UVOTE's head weights; the counts of its
-    exponents ≥ 1 bounded to 5–1000, the age rule); SRL's slots are the integer ages, the last one shared."""
+    exponents ≥ 1 bounded to 5–1000, the age rule); SRL's slots are the integer ages, the last one shared;
+    ``train_labels``: the training ages (Dist Loss's KDE)."""
     return objective_from_args(args, ObjectiveData(label_bins=AGE_BINS, label_counts=label_counts,
-                                                   count_clip=(5, 1000), gmm_file=gmm_file, bni_prior=bni_prior))
+                                                   count_clip=(5, 1000), gmm_file=gmm_file, bni_prior=bni_prior,
+                                                   train_labels=train_labels))

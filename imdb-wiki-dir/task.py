@@ -12,4 +12,4 @@ class IMDBWikiTask(AgeTask):
     load_frame = lambda self: dataset.load_frame(self.args.data_dir, self.args.dataset)   # noqa: E731
     build_network = lambda self, fds: resnet.build_model(self.args, fds)                  # noqa: E731
     build_loss = lambda self, gmm_file, bni_prior, label_counts: loss.build_objective(  # noqa: E731
-        self.args, gmm_file, bni_prior, label_counts)
+        self.args, gmm_file, bni_prior, label_counts, self.train_labels)

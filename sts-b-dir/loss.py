@@ -34,13 +34,15 @@ def loss_options(args) -> dict:
     return {"beta": args.huber_beta} if args.loss == "huber" else {}
 
 
-def build_objective(args, *, gmm_file=None, bni_prior=None, label_counts=None, label_bins=STSB_BINS):
+def build_objective(args, *, gmm_file=None, bni_prior=None, label_counts=None, label_bins=STSB_BINS,
+                    train_labels=None):
     """The objective of the parsed flags, with the regression loss, Balanced MSE, UVOTE or VIR on score/5.
     ``gmm_file``: GAI's mixture, fitted on score/5; ``bni_prior = (centres (K,), weights (K,))``: BNI's bins with
     centres in score units, divided by 5 here; ``label_counts``: the training histogram on ``label_bins`` (the
-    score bins; UVOTE's head weights, unbounded)."""
+    score bins; UVOTE's head weights, unbounded); ``train_labels``: the training scores (Dist Loss's KDE, in score
+    units; its pseudo-labels are divided by 5 with the predictions)."""
     if bni_prior is not None:
         bni_prior = (bni_prior[0] / SCORE_SCALE, bni_prior[1])
     return objective_from_args(args, ObjectiveData(
         view=ScoreView(), label_bins=label_bins, label_counts=label_counts, count_clip=None, gmm_file=gmm_file,
-        bni_prior=bni_prior, loss_options=loss_options(args)))
+        bni_prior=bni_prior, loss_options=loss_options(args), train_labels=train_labels))

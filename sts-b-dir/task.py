@@ -145,7 +145,8 @@ class STSTask(Task):
             prior = bucket_prior(self.train_labels, a.lds, a.lds_kernel, a.lds_ks, a.lds_sigma, bins=self.bins,
                                  truncate=a.lds_truncate)
         return loss.build_objective(a, gmm_file=gmm_file, bni_prior=prior, label_bins=self.bins,
-                                    label_counts=self.bins.histogram(self.train_labels))
+                                    label_counts=self.bins.histogram(self.train_labels),
+                                    train_labels=self.train_labels)
 
     def _gmm_file(self) -> Path:
         """GAI's prior: ``--gmm``, else a mixture fitted here on the training scores / 5 (the loss's scale)."""

@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                           # ACCon's STS-B model and loss: 12,000 → 2,000, n̂, Linear(2,000, 1); λ 10, T = T_b = 1,
                           # M 5.
                           accon=dict(weight=10.0, temperature=1.0, label_range=5.0, variant="stsb", proj_dims=2000,
-                                     relu=0, normalize=1))
+                                     relu=0, normalize=1),
+                          dist=dict(min_label=0.0, max_label=5.0, step=0.1))
     p.add_argument("--projector_dim", dest="embedding_dim", type=int, default=argparse.SUPPRESS,
                    help="alias of --embedding_dim (SRL's projector)")
     # SRL's STS-B values (docs/methods.md §7.4): w1 1e-4, w2 1e-2, w3 1e-4, τ 0.1, 1,000 random points.

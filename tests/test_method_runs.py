@@ -1,7 +1,7 @@
-"""The methods beyond the references (RnC, UVOTE, VIR, Ordinal Entropy, Group-DIR, ACCon, …) end to end on every
+"""The methods beyond the references (RnC, UVOTE, VIR, Dist Loss, Group-DIR, Ordinal Entropy, ACCon) end to end on every
 benchmark's synthetic data: a tiny run, its test predictions (with the predicted σ of UVOTE and VIR), and
 ``--evaluate --resume`` giving the run's own test metrics; exact resume with VIR's sampled latent and ACCon's
-augmented views; RnC's two stages."""
+augmented views and Dist Loss's sampled pixels; RnC's and Dist Loss's two stages."""
 import json
 import math
 from pathlib import Path
@@ -21,12 +21,13 @@ METHODS = {
     "rnc": ["--rnc", "--rnc_weight", "0.5"],
     "uvote": ["--uvote", "--dynamic_loss", "--lds", "--uvote_rule", "avgvar"],   # evaluation keeps the rule
     "vir": ["--vir", "--fds", "--reweight", "sqrt_inv", "--lds"],
+    "dist_loss": ["--dist_loss", "--reweight", "inverse", "--regularization_strength", "0.5"],
     "ordinal_entropy": ["--ordinal_entropy", "--oe_weight", "0.5", "--reweight", "sqrt_inv", "--lds"],
     # four groups, the logit-adjusted CE, LDS weights on the regression term and FDS before the 2G head
     "group_dir": ["--group_dir", "--groups", "4", "--ce", "--reweight", "sqrt_inv", "--lds", "--fds"],
     "accon": ["--accon"],             # its own head on the ages and STS-B; NYUD2's per-image features
 }
-POINT_HEADS = ("rnc", "ordinal_entropy", "group_dir", "accon")     # no predicted σ
+POINT_HEADS = ("rnc", "dist_loss", "ordinal_entropy", "group_dir", "accon")     # no predicted σ
 AGE = ["--model", "resnet18", "--width", "4", "--img_size", "16", "--batch_size", "64", "--workers", "0",
        "--print_freq", "100", "--lr", "1e-2", "--epoch", "2", "--many_shot_thr", "4", "--low_shot_thr", "2"]
 DEPTH = ["--scale", "36", "--crop", "44", "32", "--encoder", "resnet18", "--pretrained_encoder", "none",
@@ -109,6 +110,34 @@ def test_resume_is_exact_with_sampled_latents_and_voting_heads(flags, data, tmp_
     resumed = folder_main("agedb-dir")(["--resume", str(tmp_path / "part" / "ckpt.pth.tar"), "--epoch", "2",
                                         "--data_dir", str(data["agedb-dir"][0]), "--workers", "0"])
     assert same(resumed["test"], full["test"])
+
+
+def test_resume_is_exact_with_dist_loss_sampled_pixels(data, tmp_path):
+    flags = METHODS["dist_loss"] + ["--dist_pixels", "200"]
+    full = train("nyud2-dir", data, tmp_path, "full", *flags)
+    train("nyud2-dir", data, tmp_path, "part", *flags, "--epochs", "1")
+    resumed = folder_main("nyud2-dir")(["--resume", str(tmp_path / "part" / "ckpt.pth.tar"), "--epochs", "2",
+                                        "--data_dir", str(data["nyud2-dir"][0]), "--workers", "0"])
+    assert same(resumed["test"], full["test"])
+    other = train("nyud2-dir", data, tmp_path, "other", *METHODS["dist_loss"], "--dist_pixels", "100")
+    assert not same(other["test"], full["test"])                    # the sampled term acts
+
+
+def test_dist_loss_two_stages_base_then_rrt_with_the_term(data, tmp_path):
+    """The reference's protocol: a base model (λ = 0: the plain loss, no term), then RRT with Dist Loss, which
+    trains the re-initialised head only."""
+    train("agedb-dir", data, tmp_path, "base", "--dist_loss", "--distribution_loss_term_weight", "0", "--reweight",
+          "inverse", "--epoch", "1")
+    base = torch.load(tmp_path / "base" / "ckpt.pth.tar", weights_only=True)
+    result = train("agedb-dir", data, tmp_path, "rrt", *METHODS["dist_loss"], "--retrain_fc", "--pretrained",
+                   str(tmp_path / "base" / "ckpt.pth.tar"), "--epoch", "1", "--select_on", "bmae")
+    rrt = torch.load(tmp_path / "rrt" / "ckpt.pth.tar", weights_only=True)
+    assert [len(group["params"]) for group in rrt["optimizer"]["param_groups"]] == [2]
+    assert " dist " in (tmp_path / "rrt" / "training.log").read_text()            # the term is logged: it acts
+    assert " dist " not in (tmp_path / "base" / "training.log").read_text()       # λ = 0 builds no term
+    for key, value in rrt["state_dict"].items():     # every trunk parameter the base's (BN statistics move, as RRT's)
+        if not key.startswith("linear.") and not key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert torch.equal(value, base["state_dict"][key]), key
 
 
 def test_rnc_two_stages_train_the_encoder_then_only_the_head(data, tmp_path, capsys):

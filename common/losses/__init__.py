@@ -1,5 +1,5 @@
 """The DIR losses and regularizers. Plain functions hold the maths; ``nn.Module`` twins hold hyper-parameters."""
-from common.losses.regression import (REGRESSION_LOSSES, RegressionLoss, weighted_focal_l1_loss,
+from common.losses.regression import (REGRESSION_LOSSES, RegressionLoss, elementwise_loss, weighted_focal_l1_loss,
                                       weighted_focal_mse_loss, weighted_huber_loss, weighted_l1_loss,
                                       weighted_mse_loss)
 from common.losses.conr import ConR, ConRDense, conr_dense_loss, conr_loss
@@ -9,7 +9,7 @@ from common.losses.srl import SRL, SRLSurrogate, srl_losses, srl_random_points
 
 __all__ = [
     "REGRESSION_LOSSES", "RegressionLoss", "weighted_mse_loss", "weighted_l1_loss", "weighted_focal_mse_loss",
-    "weighted_focal_l1_loss", "weighted_huber_loss",
+    "weighted_focal_l1_loss", "weighted_huber_loss", "elementwise_loss",
     "ConR", "ConRDense", "conr_loss", "conr_dense_loss",
     "RankSim", "ranksim_loss",
     "BMCLoss", "GAILoss", "BNILoss", "bmc_loss", "gai_loss", "bni_loss",
@@ -34,3 +34,7 @@ __all__ += [
     "GroupDIRLoss", "group_contrastive_loss", "group_index", "group_predict", "group_regression_loss",
     "soft_label_loss", "soft_labels",
 ]
+# The function dist_loss stays in its module: the name common.losses.dist_loss is the module (the method list's).
+from common.losses.dist_loss import DistLoss, dist_term, pseudo_label_counts, pseudo_labels
+
+__all__ += ["DistLoss", "dist_term", "pseudo_label_counts", "pseudo_labels"]

@@ -64,16 +64,39 @@ def _focal_factor(where: str, abs_error: torch.Tensor, activate: str, beta: floa
     return (2 * torch.sigmoid(beta * abs_error) - 1) ** gamma
 
 
+def elementwise_loss(name: str, pred: torch.Tensor, target: torch.Tensor, **keywords) -> torch.Tensor:
+    """``ℓ(ŷ − y)`` per element, unreduced: the term every weighted loss below averages. ``name`` is one of
+    :data:`REGRESSION_LOSSES`, ``keywords`` its hyper-parameters (focal ``activate``, ``beta``, ``gamma``; Huber
+    ``beta``). Shapes broadcast; the tensors' values are not checked here (no host read): a loss term that calls
+    it inside a training step (Dist Loss's sorted term) relies on the main loss's checks of the same batch."""
+    where = "elementwise_loss"
+    checks.check_choice(where, "name", name, REGRESSION_LOSSES)
+    error = pred - target
+    if name == "mse":
+        return error ** 2
+    if name == "l1":
+        return error.abs()
+    if name == "huber":
+        beta = keywords.get("beta", 1.0)
+        checks.check_positive(where, "beta", beta)
+        a = error.abs()
+        return torch.where(a < beta, 0.5 * a ** 2 / beta, a - 0.5 * beta)
+    options = {"activate": "sigmoid", "beta": 0.2, "gamma": 1, **keywords}
+    # The focal factor is differentiated through, as in the reference.
+    factor = _focal_factor(where, error.abs(), options["activate"], options["beta"], options["gamma"])
+    return (error ** 2 if name == "focal_mse" else error.abs()) * factor
+
+
 def weighted_mse_loss(pred, target, weights=None) -> torch.Tensor:
     """``mean(w ⊙ (ŷ − y)²)``. pred, target: (N, ...); weights: None, (N,) or broadcastable to pred."""
     pred, target, weights = _prepare("weighted_mse_loss", pred, target, weights)
-    return _reduce((pred - target) ** 2, weights)
+    return _reduce(elementwise_loss("mse", pred, target), weights)
 
 
 def weighted_l1_loss(pred, target, weights=None) -> torch.Tensor:
     """``mean(w ⊙ |ŷ − y|)``. Shapes as :func:`weighted_mse_loss`."""
     pred, target, weights = _prepare("weighted_l1_loss", pred, target, weights)
-    return _reduce((pred - target).abs(), weights)
+    return _reduce(elementwise_loss("l1", pred, target), weights)
 
 
 def weighted_focal_mse_loss(pred, target, weights=None, activate="sigmoid", beta=0.2, gamma=1) -> torch.Tensor:
@@ -81,18 +104,14 @@ def weighted_focal_mse_loss(pred, target, weights=None, activate="sigmoid", beta
 
     The focal factor is differentiated through, as in the reference.
     """
-    where = "weighted_focal_mse_loss"
-    pred, target, weights = _prepare(where, pred, target, weights)
-    error = pred - target
-    return _reduce(error ** 2 * _focal_factor(where, error.abs(), activate, beta, gamma), weights)
+    pred, target, weights = _prepare("weighted_focal_mse_loss", pred, target, weights)
+    return _reduce(elementwise_loss("focal_mse", pred, target, activate=activate, beta=beta, gamma=gamma), weights)
 
 
 def weighted_focal_l1_loss(pred, target, weights=None, activate="sigmoid", beta=0.2, gamma=1) -> torch.Tensor:
     """``mean(w ⊙ |e| ⊙ g(|e|))``; see :func:`weighted_focal_mse_loss`."""
-    where = "weighted_focal_l1_loss"
-    pred, target, weights = _prepare(where, pred, target, weights)
-    abs_error = (pred - target).abs()
-    return _reduce(abs_error * _focal_factor(where, abs_error, activate, beta, gamma), weights)
+    pred, target, weights = _prepare("weighted_focal_l1_loss", pred, target, weights)
+    return _reduce(elementwise_loss("focal_l1", pred, target, activate=activate, beta=beta, gamma=gamma), weights)
 
 
 def weighted_huber_loss(pred, target, weights=None, beta=1.0) -> torch.Tensor:
@@ -103,9 +122,7 @@ def weighted_huber_loss(pred, target, weights=None, beta=1.0) -> torch.Tensor:
     where = "weighted_huber_loss"
     checks.check_positive(where, "beta", beta)
     pred, target, weights = _prepare(where, pred, target, weights)
-    a = (pred - target).abs()
-    loss = torch.where(a < beta, 0.5 * a ** 2 / beta, a - 0.5 * beta)
-    return _reduce(loss, weights)
+    return _reduce(elementwise_loss("huber", pred, target, beta=beta), weights)
 
 
 _FUNCTIONS = {
