@@ -303,8 +303,11 @@ class AgeTask(Task):
         # With --vir, VIR's probabilistic smoothing of the latent mean and variance.
         fds = fds_from_args(a, ResNetRegressor.encoding_dim_of(a.model, a.width),
                             alias_last_epoch=a.fds_alias_last_epoch)
+        labels = self.train_labels
         spec = ModelSpec(head=("linear.", "fc."), retrained=("linear.",), part="trunk", fits=f"--model {a.model}",
-                         flags="--model, --width and --stem")
+                         flags="--model, --width and --stem",
+                         label_mean=None if labels is None else float(labels.mean()),
+                         label_std=None if labels is None else float(labels.std()))
         return methods.prepare_model(a, self.build_network(fds), spec, self.log)
 
     def build_objective(self):

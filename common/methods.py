@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import fds, lds, rrt
+from common import fds, head_start, lds, rrt
 from common.losses import balanced_mse, conr, ranksim, regression, rnc, srl, uvote, vir
 from common.method import Method
 
@@ -22,6 +22,7 @@ METHODS: tuple[Method, ...] = (
     rnc.METHOD,            # RnC: a term
     uvote.METHOD,          # UVOTE: a head and a main loss
     vir.METHOD,            # VIR: a head and a main loss
+    head_start.METHOD,     # --head_start labels: after UVOTE's own start, before RRT loads --pretrained
     rrt.METHOD,            # RRT: the two-stage protocol
 )
 #: the main loss of a run whose methods bring none (``--loss``).
