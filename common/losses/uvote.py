@@ -403,9 +403,9 @@ class UVOTEMethod(Method):
         layers (drawn after the model is built, so that the earlier start draws exactly what it drew)."""
         if not self.enabled(args):
             return
-        from common.models.heads import UVOTEHead
+        # The heads are found by what they have (common.models.heads.UVOTEHead imports this file).
         for module in model.modules():
-            if isinstance(module, UVOTEHead):
+            if hasattr(module, "vote") and callable(getattr(module, "init_as_authors", None)):
                 module.vote = flag(args, "uvote_vote") or "raw"
                 if flag(args, "uvote_init", "authors") == "authors":
                     module.init_as_authors()

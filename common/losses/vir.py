@@ -284,9 +284,9 @@ class VIRMethod(Method):
         """The heads' saved uncertainty (``--vir_sigma``)."""
         if not self.enabled(args):
             return
-        from common.models.heads import VIRHead
+        # The heads are found by what they have (common.models.heads.VIRHead imports this file).
         for module in model.modules():
-            if isinstance(module, VIRHead):
+            if hasattr(module, "uncertainty") and callable(getattr(module, "latent_variance", None)):
                 module.uncertainty = flag(args, "vir_sigma") or "epistemic"
 
     def main_loss(self, args, data):

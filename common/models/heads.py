@@ -194,10 +194,12 @@ class VIRHead(nn.Module):
         raw = self.nig(latent)
         mean, evidence, omega = raw[:, 0:1], raw[:, 1:2], raw[:, 2:3]
         gamma, nu, alpha, beta = vir_nig_params(mean, evidence, omega)
-        # The authors report the epistemic variance Var[μ] = β/(ν(α − 1)); the Student-t's adds E[σ²] = ν·Var[μ].
-        variance_out = beta / (nu * (alpha - 1))
+        # The authors report the epistemic variance Var[μ] = β/(ν(α − 1)); the Student-t's is (1 + ν)·Var[μ]
+        # (computed in its earlier order, to the last bit).
         if self.uncertainty == "predictive":
-            variance_out = variance_out * (1 + nu)
+            variance_out = beta * (1 + nu) / (nu * (alpha - 1))
+        else:
+            variance_out = beta / (nu * (alpha - 1))
         return {"pred": gamma, "sigma": variance_out.sqrt(), "vir": (mean, evidence, omega), "latent_var": seen[1],
                 "latent": seen[0]}
 
