@@ -422,8 +422,10 @@ class ProbabilisticFDS(FDS):
 
     the mean as FDS calibrates a feature and the variance as the authors' code does (the bucket-mean variance is
     added before the scaling and its smoothed value after). An unseen bucket starts at ``m = 0``, ``v = w = 1``,
-    as theirs. A bucket whose spreads sum to < 1e-10 (a singleton bucket: v = 0) is left alone; in another, the
-    dimensions of v = 0 are (FDS's age rule).
+    as theirs; until the first roll-over the calibration uses these starting statistics (f = 1, so ``z̄`` is
+    unchanged and ``s ← s + 2``), as theirs does in its first smoothed epoch. A bucket whose spreads sum to
+    < 1e-10 (a singleton bucket: v = 0) is left alone; in another, the dimensions of v = 0 are (FDS's age
+    rule).
 
     ``smoothing='mixture'`` is this repo's earlier reading: ``u_b`` the unbiased variance of the latent means and
     ``s̄_b`` their mean latent variance, the mixture variance ``v_b = u_b + s̄_b``; both ``u`` and ``s̄`` smoothed
@@ -456,6 +458,10 @@ class ProbabilisticFDS(FDS):
         self.register_buffer("_variance_shift_from", torch.zeros(k + 1, feature_dim), persistent=False)
         self.register_buffer("_variance_scale", torch.ones(k + 1, feature_dim), persistent=False)
         self.register_buffer("_variance_shift_to", torch.zeros(k + 1, feature_dim), persistent=False)
+        # The tables of the starting statistics (a loaded state rebuilds them the same way): until the first
+        # roll-over the authors calibrate with them, means unchanged and s ← (s + 1)·1 + 1 (the 'mixture'
+        # start is the identity).
+        self.refresh_calibration()
 
     @property
     def reads_calibrated(self) -> bool:

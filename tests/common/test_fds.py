@@ -806,3 +806,16 @@ def test_probabilistic_fds_authors_factor_sits_near_one_where_the_mixture_shrink
     sum_k2 = float((kernel_window("gaussian", 5, 2, normalise="sum", dtype="float64") ** 2).sum())
     assert abs(factors["authors"] - 1) < 0.1
     assert abs(factors["mixture"] - sum_k2) < 0.05
+
+
+def test_probabilistic_fds_before_the_first_roll_over_calibrates_with_the_starting_statistics():
+    """Until the first roll-over the authors calibrate with the starting statistics (m 0, v 1, w 1): f = 1, the
+    means unchanged and s ← (s + 1) + 1; the earlier 'mixture' start is the identity. A loaded state agrees."""
+    z, s, y = torch.randn(6, 3, dtype=F64), torch.rand(6, 3, dtype=F64), torch.arange(6.0, dtype=F64) + 2
+    for smoothing, shift in (("authors", 2.0), ("mixture", 0.0)):
+        fds = ProbabilisticFDS(3, 10, 0, smoothing=smoothing).double()
+        means, variances = fds.smooth(z, y, 1, latent_var=s)
+        assert torch.equal(means, z) and torch.allclose(variances, s + shift, rtol=1e-15)
+        copy = ProbabilisticFDS(3, 10, 0, smoothing=smoothing).double()
+        copy.load_state_dict(fds.state_dict())
+        assert torch.equal(copy.smooth(z, y, 1, latent_var=s)[1], variances)
