@@ -678,8 +678,9 @@ def _authors_update(state, means, variances, labels, start, last, first, momentu
 
 
 def _authors_calibrate(state, window, means, variances, labels, start, last, clip):
-    """``window``: (k, k²). The calibration of each sample, from the statements: f = clamp(k∗v / v), z̄ ← (z̄ − m)√f + k∗m,
-    s ← (s + w)√f + k²∗w, where the bucket's spreads sum to ≥ 1e-10 and the dimension's v ≠ 0."""
+    """``window``: (k, k²). The calibration of each sample, from the statements: f = clamp(k∗v / v),
+    z̄ ← (z̄ − m)√f + k∗m, s ← (s + w)√f + k²∗w, where the bucket's spreads sum to ≥ 1e-10 and the dimension's
+    v ≠ 0."""
     m, v, w = state
     window, squared = window
     m2, v2, w2 = _smooth(m, window), _smooth(v, window), _smooth(w, squared)
@@ -785,7 +786,8 @@ def test_probabilistic_fds_authors_invariants():
     wide.update_last_epoch_stats(1)
     _, s = wide.smooth(torch.from_numpy(means), torch.from_numpy(spread_labels), 1,
                        latent_var=torch.from_numpy(variances))
-    assert (s > 0).all() and (wide.running_var_last_epoch >= 0).all() and (wide.latent.running_mean_last_epoch > 0).all()
+    assert (s > 0).all() and (wide.running_var_last_epoch >= 0).all()
+    assert (wide.latent.running_mean_last_epoch > 0).all()
 
 
 def test_probabilistic_fds_authors_factor_sits_near_one_where_the_mixture_shrinks():
