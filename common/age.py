@@ -38,15 +38,17 @@ MODEL_FLAGS = ("model", "width", "stem", "img_size")    # with the methods' (com
 
 
 # -- data ------------------------------------------------------------------------------------------------------
-def decode_resized(image: Image.Image, img_size: int) -> np.ndarray:
+def decode_resized(image: Image.Image, img_size: int, keep_original: bool = False):
     """``image`` in RGB, resized to (img_size, img_size) as torchvision's ``Resize`` does on a PIL image
     (bilinear); (img_size, img_size, 3) uint8. The HDF5 pack stores exactly these arrays. Every mode PIL opens
     becomes RGB as :func:`common.images.to_rgb` says (16-bit grayscale scaled, not clipped to white), or a
-    RunError naming the file."""
-    image = to_rgb(image)
+    RunError naming the file. ``keep_original``: the pair ``(array, the RGB image at its own size)``, one
+    decoding for both (RnC's crops of the original)."""
+    original = to_rgb(image)
+    image = original
     if image.size != (img_size, img_size):
         image = image.resize((img_size, img_size), Image.BILINEAR)
-    return np.asarray(image)
+    return (np.asarray(image), original) if keep_original else np.asarray(image)
 
 
 class AgeAugment:
@@ -86,20 +88,31 @@ class AgeAugment:
 
 
 class RnCAugment:
-    """RnC's augmentation of a view (Zha et al., NeurIPS 2023) on a resized (S, S, 3) uint8 array: a random
-    resized crop of 20–100 % of the area back to S, a horizontal flip (p 0.5), colour jitter (brightness,
-    contrast, saturation 0.4, hue 0.1; p 0.8), grayscale (p 0.2), then normalisation to [-1, 1]; (3, S, S)
-    float32. torchvision's transforms, drawing from torch's generator."""
+    """RnC's augmentation (Zha et al., NeurIPS 2023): a random resized crop of 20–100 % of the area to S × S, a
+    horizontal flip (p 0.5), colour jitter (brightness, contrast, saturation 0.4, hue 0.1; p 0.8), grayscale
+    (p 0.2), then normalisation to [-1, 1]; (3, S, S) float32. torchvision's transforms, drawing from torch's
+    generator, in that order.
 
-    def __init__(self, img_size: int):
+    The input is the image at its own size (an RGB PIL image: the crop is taken from the original, as the authors'
+    code crops, and resized to S by PIL in one step) or, where no original is at hand (an HDF5 pack) or with
+    ``from_original=False`` (this repo's earlier views), the resized (S, S, 3) uint8 array. ``from_original``
+    tells the data set which of the two to pass.
+    """
+
+    def __init__(self, img_size: int, from_original: bool = True):
         from torchvision.transforms import v2
-        self.transform = v2.Compose([
-            v2.RandomResizedCrop(img_size, scale=(0.2, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), v2.RandomGrayscale(p=0.2)])
+        self.from_original = from_original
+        self.crop = v2.RandomResizedCrop(img_size, scale=(0.2, 1.0), antialias=True)
+        self.rest = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+                                v2.RandomGrayscale(p=0.2)])
 
-    def __call__(self, pixels: np.ndarray) -> torch.Tensor:
-        channels_first = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
-        return self.transform(channels_first).float().div(255).sub_(0.5).div_(0.5)
+    def __call__(self, image) -> torch.Tensor:
+        if isinstance(image, Image.Image):
+            pixels = np.asarray(self.crop(image))
+            channels_first = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+        else:
+            channels_first = self.crop(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))))
+        return self.rest(channels_first).float().div(255).sub_(0.5).div_(0.5)
 
 
 def pack_path(data_dir, csv_name: str, img_size: int) -> Path:
@@ -167,11 +180,14 @@ class AgeDataset(Dataset):
 
     ``input``: (3, S, S) float32 image in [-1, 1]; ``views``: two more augmentations for ConR, RnC and ACCon (an
     empty tuple otherwise; ``view_transform``, default the main augmentation); ``target``: (1,) float32 age in years;
-    ``weight``: (1,) float32 (re-weighting/LDS on the training split, else 1).
+    ``weight``: (1,) float32 (re-weighting/LDS on the training split, else 1). ``train_transform``: the training
+    split's augmentation in place of the references' (RnC's linear stage: :class:`RnCAugment`). A transform with
+    ``from_original`` set reads the image at its own size (decoded once with the resized one; from a pack, which
+    holds only the resized image, it gets that).
     """
 
     def __init__(self, frame: pd.DataFrame, data_dir, split: str, img_size: int, weights=None,
-                 conr_views: bool = False, pack=None, view_transform=None):
+                 conr_views: bool = False, pack=None, view_transform=None, train_transform=None):
         frame = frame[frame["split"] == split]
         if len(frame) == 0:
             raise RunError(f"the split CSV in {data_dir} has no '{split}' rows; re-create it with data/.")
@@ -180,7 +196,8 @@ class AgeDataset(Dataset):
         self.labels = frame["age"].to_numpy(dtype=np.float32)
         self.weights = np.ones(len(frame), np.float32) if weights is None else np.asarray(weights, np.float32)
         self.img_size = img_size
-        self.transform = AgeAugment(img_size, train=split == "train")
+        self.transform = train_transform if train_transform is not None and split == "train" else \
+            AgeAugment(img_size, train=split == "train")
         self.conr_views = conr_views and split == "train"
         # The views' augmentation: the main one (ConR, as its reference) or RnC's (RnCAugment).
         self.view_transform = view_transform or self.transform
@@ -194,23 +211,32 @@ class AgeDataset(Dataset):
     def __len__(self):
         return len(self.paths)
 
-    def load(self, index: int) -> np.ndarray:
-        """The image resized to (S, S, 3) uint8, from the pack or decoded from its file."""
+    def load(self, index: int, keep_original: bool = False):
+        """The image resized to (S, S, 3) uint8, from the pack or decoded from its file; ``keep_original``: the
+        pair ``(array, RGB image at its own size)`` (from a pack: the array twice)."""
         if self.pack is not None:
-            return self.pack[index]
+            pixels = self.pack[index]
+            return (pixels, pixels) if keep_original else pixels
         path = self.data_dir / self.paths[index]
         try:
             with Image.open(path) as image:
-                return decode_resized(image, self.img_size)
+                return decode_resized(image, self.img_size, keep_original)
         except FileNotFoundError:
             raise RunError(f"image {path} listed in the split CSV does not exist; restore it or re-create the CSV.")
         except OSError as error:
             raise RunError(f"image {path} could not be read ({error}); re-download it or drop it from the CSV.")
 
     def __getitem__(self, index):
-        image = self.load(index)
-        views = tuple(self.view_transform(image) for _ in range(2)) if self.conr_views else ()
-        return {"input": self.transform(image), "views": views, "target": torch.tensor([self.labels[index]]),
+        wants = lambda transform: getattr(transform, "from_original", False)    # noqa: E731
+        views_original = self.conr_views and wants(self.view_transform)
+        if views_original or wants(self.transform):
+            image, original = self.load(index, keep_original=True)
+        else:
+            image = original = self.load(index)
+        view_input = original if views_original else image
+        views = tuple(self.view_transform(view_input) for _ in range(2)) if self.conr_views else ()
+        main = self.transform(original if wants(self.transform) else image)
+        return {"input": main, "views": views, "target": torch.tensor([self.labels[index]]),
                 "weight": torch.tensor([self.weights[index]])}
 
 
@@ -285,20 +311,29 @@ class AgeTask(Task):
         # --lds without --reweight smooths what UVOTE's heads or BNI's prior count, not sample weights.
         weights = prepare_weights(train_labels, a.reweight, a.lds and a.reweight != "none", a.lds_kernel,
                                   a.lds_ks, a.lds_sigma, bins=AGE_BINS, truncate_smoothed_counts=a.lds_truncate)
+        # RnC's augmentation crops the original image (the authors'), or the resized one (--rnc_crop resized);
+        # its linear stage trains the head on the same augmentation (--rnc_linear_aug rnc, the authors'). ACCon's
+        # AgeDB views are RnC's augmentation too (--accon_augment rnc).
+        from_original = getattr(a, "rnc_crop", "original") == "original"
         rnc_views = a.rnc or (a.accon and a.accon_augment == "rnc")
-        view_transform = RnCAugment(a.img_size) if rnc_views else None
+        view_transform = RnCAugment(a.img_size, from_original) if rnc_views else None
+        linear = getattr(a, "rnc_stage", "none") == "linear" and getattr(a, "rnc_linear_aug", "rnc") == "rnc"
+        train_transform = RnCAugment(a.img_size, from_original) if linear else None
         if a.rnc and a.conr:
             self.log("--rnc with --conr: both regularisers read the same two views, drawn with RnC's augmentation")
         elif a.accon and (a.conr or a.rnc):
             augment = "RnC's" if rnc_views else "the main"
             self.log(f"--accon with {'--conr' if a.conr else '--rnc'}: both regularisers read the same two views, "
                      f"drawn with {augment} augmentation")
+        if (rnc_views or linear) and from_original and a.data_format == "hdf5":
+            self.log(f"RnC's crops: from the packed {a.img_size}-px images (a pack holds no original image; the "
+                     "image files give the authors' crops of the original)")
 
         def split(name, w=None, views=False):
             pack = None
             if a.data_format == "hdf5":
                 pack = PackReader(a.data_dir, a.dataset, a.img_size, frame.loc[frame["split"] == name, "path"].tolist())
-            return AgeDataset(frame, a.data_dir, name, a.img_size, w, views, pack, view_transform)
+            return AgeDataset(frame, a.data_dir, name, a.img_size, w, views, pack, view_transform, train_transform)
 
         views = a.conr or a.rnc or a.accon
         if getattr(a, "swap_val_test", False):
@@ -315,8 +350,11 @@ class AgeTask(Task):
         # With --vir, VIR's probabilistic smoothing of the latent mean and variance.
         fds = fds_from_args(a, ResNetRegressor.encoding_dim_of(a.model, a.width),
                             alias_last_epoch=a.fds_alias_last_epoch)
+        labels = self.train_labels
         spec = ModelSpec(head=("linear.", "fc."), retrained=("linear.",), part="trunk", fits=f"--model {a.model}",
-                         flags="--model, --width and --stem")
+                         flags="--model, --width and --stem",
+                         label_mean=None if labels is None else float(labels.mean()),
+                         label_std=None if labels is None else float(labels.std()))
         return methods.prepare_model(a, self.build_network(fds), spec, self.log)
 
     def build_objective(self):

@@ -400,33 +400,77 @@ class FDSStatistics:
         fds._fold(self.count.to(dtype), self.mean.to(dtype), var.to(dtype), epoch)
 
 
+#: How VIR's probabilistic smoothing summarises, smooths and calibrates a bucket (docs/methods.md §11.3).
+VIR_SMOOTHINGS = ("authors", "mixture")
+
+
 class ProbabilisticFDS(FDS):
     """VIR's probabilistic feature smoothing ("PRM"; Wang & Wang, NeurIPS 2023) over a latent (mean, variance).
 
     Each sample's latent is a distribution: mean ``z̄`` and per-dimension variance ``s`` (N, D), or per pixel
-    (B, C, H, W). Per bucket b this keeps, with FDS's momentum and schedule, the mean ``m_b`` and the variance
-    ``u_b`` of the latent means (the :class:`FDS` statistics of ``z̄``) and the mean latent variance ``s̄_b``
-    (:attr:`latent`, an :class:`FDS` of ``s``). The latent distribution of bucket b, a mixture of the
-    samples', has mean ``m_b`` and variance ``v_b = u_b + s̄_b``. After each epoch the means are smoothed
-    across buckets with the kernel k and both variances with its square ``k²`` (a weighted sum of independent
-    variables has variance ``Σ k² v``), and in training a latent is calibrated to its bucket's smoothed mixture:
+    (B, C, H, W); a sampled latent is ``z = z̄ + √s ε``. Per bucket b of n samples, with FDS's momentum and
+    schedule, the statistics are kept as the authors' code computes them (``smoothing='authors'``, the default):
 
-        z̄ ← (z̄ − m_b) √f_b + m̃_b,      s ← s · f_b,      f_b = clamp(ṽ_b / v_b, clip_min, clip_max),
+        m_b = mean z̄,   v_b = Σ(z̄ − m_b)²/n + (1 − 1/n) mean s,   w_b = Σ s / n²
 
-    the affine map that takes the bucket's latent distribution to the smoothed one, applied to each sample's
-    (mean, variance). Arguments as :class:`FDS` (``alias_last_epoch`` and ``fill_empty`` are not offered).
+    ``v_b`` is the expected biased variance of the bucket's sampled latents, ``w_b`` the variance of their mean.
+    After each epoch ``m`` and the spread ``v`` are smoothed across buckets with the kernel k (as FDS), and only
+    ``w`` with its square ``k²`` (the variance of a weighted sum of independent means is ``Σ k² w``). In training
+    a latent is calibrated with ``f_b = clamp(ṽ_b / v_b, clip_min, clip_max)``:
+
+        z̄ ← (z̄ − m_b) √f_b + m̃_b,      s ← (s + w_b) √f_b + w̃_b,
+
+    the mean as FDS calibrates a feature and the variance as the authors' code does (the bucket-mean variance is
+    added before the scaling and its smoothed value after). An unseen bucket starts at ``m = 0``, ``v = w = 1``,
+    as theirs; until the first roll-over the calibration uses these starting statistics (f = 1, so ``z̄`` is
+    unchanged and ``s ← s + 2``), as theirs does in its first smoothed epoch. A bucket whose spreads sum to
+    < 1e-10 (a singleton bucket: v = 0) is left alone; in another, the dimensions of v = 0 are (FDS's age
+    rule).
+
+    ``smoothing='mixture'`` is this repo's earlier reading: ``u_b`` the unbiased variance of the latent means and
+    ``s̄_b`` their mean latent variance, the mixture variance ``v_b = u_b + s̄_b``; both ``u`` and ``s̄`` smoothed
+    with ``k²``; ``z̄`` calibrated as above and ``s ← s·f_b``; and the statistics pass reads the uncalibrated
+    latent (:attr:`reads_calibrated`). Arguments as :class:`FDS` (``alias_last_epoch`` and ``fill_empty`` are
+    not offered).
+
+    Buffers: the :class:`FDS` ones hold ``m`` and ``v`` (``'mixture'``: ``u``); :attr:`latent`, an :class:`FDS`
+    whose running mean holds ``w`` (``'mixture'``: ``s̄``), smooths with ``k²``.
     """
 
     def __init__(self, feature_dim, bucket_num=100, bucket_start=3, start_update=0, start_smooth=1,
                  kernel="gaussian", ks=5, sigma=2, momentum=0.9, clip_min=0.1, clip_max=10.0,
-                 bins: LabelBins | None = None, edge_rule: str = "present"):
+                 bins: LabelBins | None = None, edge_rule: str = "present", smoothing: str = "authors"):
+        checks.check_choice("ProbabilisticFDS", "smoothing", smoothing, VIR_SMOOTHINGS)
         super().__init__(feature_dim, bucket_num, bucket_start, start_update, start_smooth, kernel, ks, sigma,
                          momentum, clip_min, clip_max, bins, edge_rule)
+        self.smoothing = smoothing
         self.latent = FDS(feature_dim, bucket_num, bucket_start, start_update, start_smooth, kernel, ks, sigma,
                           momentum, clip_min, clip_max, bins, edge_rule)
-        # The variances are smoothed with the squared window (not renormalised).
+        # The latent's statistic (w, or s̄) is smoothed with the squared window (not renormalised).
         self.latent.kernel_window.copy_(self.kernel_window.square())
-        self.register_buffer("_variance_scale", torch.ones(self.num_buckets + 1, feature_dim), persistent=False)
+        if smoothing == "authors":
+            # The authors start every bucket's w at 1 (an unseen bucket keeps it, and it enters its neighbours'
+            # smoothed w̃).
+            for name in ("running_mean", "running_mean_last_epoch", "smoothed_mean_last_epoch"):
+                getattr(self.latent, name).fill_(1.0)
+        # The variance's calibration s ← (s − a) c + b, per bucket (row K: the identity).
+        k = self.num_buckets
+        self.register_buffer("_variance_shift_from", torch.zeros(k + 1, feature_dim), persistent=False)
+        self.register_buffer("_variance_scale", torch.ones(k + 1, feature_dim), persistent=False)
+        self.register_buffer("_variance_shift_to", torch.zeros(k + 1, feature_dim), persistent=False)
+        # The tables of the starting statistics (a loaded state rebuilds them the same way): until the first
+        # roll-over the authors calibrate with them, means unchanged and s ← (s + 1)·1 + 1 (the 'mixture'
+        # start is the identity).
+        self.refresh_calibration()
+
+    @property
+    def reads_calibrated(self) -> bool:
+        """Whether the statistics pass reads the calibrated latent (the authors', as FDS's in-place write), or
+        the uncalibrated one (``'mixture'``)."""
+        return self.smoothing == "authors"
+
+    def extra_repr(self):
+        return super().extra_repr() + f", smoothing={self.smoothing!r}"
 
     @torch.no_grad()
     def update_last_epoch_stats(self, epoch: int) -> None:
@@ -435,31 +479,63 @@ class ProbabilisticFDS(FDS):
         super().update_last_epoch_stats(epoch)
 
     def _smooth_variances(self, stats: torch.Tensor) -> torch.Tensor:
-        return self.latent._smooth_across_buckets(stats)     # the squared window
+        # The authors' spread v with the kernel itself; the earlier u with the squared window.
+        if self.smoothing == "authors":
+            return super()._smooth_variances(stats)
+        return self.latent._smooth_across_buckets(stats)
 
     @torch.no_grad()
     def update_running_stats(self, features, labels, epoch: int, latent_var=None) -> None:
-        """As :meth:`FDS.update_running_stats` for the latent means ``features``, and for the latent variances
-        ``latent_var`` (same shape; required)."""
+        """As :meth:`FDS.update_running_stats` for the latent means ``features`` and the latent variances
+        ``latent_var`` (same shape; required), folded into the statistics of ``smoothing``."""
         if latent_var is None:
             raise ValueError("ProbabilisticFDS.update_running_stats: pass `latent_var`, the latent variances of "
                              "`features` (VIR's encoder outputs both).")
-        super().update_running_stats(features, labels, epoch)
-        self.latent.update_running_stats(latent_var, labels, epoch)
+        if self.smoothing == "mixture":
+            super().update_running_stats(features, labels, epoch)
+            self.latent.update_running_stats(latent_var, labels, epoch)
+            return
+        if epoch < int(self.epoch):
+            return
+        counts, mean, squares = self._moments("update_running_stats", features, labels)
+        _, latent_mean, _ = self.latent._moments("update_running_stats", latent_var, labels)
+        self._fold_authors(counts, mean, squares, latent_mean, epoch)
+
+    @torch.no_grad()
+    def _fold_authors(self, counts, mean, squares, latent_mean, epoch: int) -> None:
+        """Fold one pass's per-bucket counts (K,), means, squared deviations and mean latent variances (K, D) as
+        the authors' statistics ``(m, v, w)``."""
+        n = counts.clamp(min=1)[:, None]
+        spread = squares / n + (1 - 1 / n) * latent_mean
+        self._fold(counts, mean, spread, epoch)
+        self.latent._fold(counts, latent_mean / n, torch.zeros_like(latent_mean), epoch)
 
     def _calibration_variances(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The mixtures' variances ``v = u + s̄`` before and after smoothing (every entry > 0: s ≥ 10⁻⁶)."""
+        """The spreads before and after smoothing: ``(v, ṽ)``; ``'mixture'``: ``(u + s̄, ũ + s̃)`` (every entry
+        > 0 there: s ≥ 10⁻⁶)."""
+        if self.smoothing == "authors":
+            return super()._calibration_variances()
         latent = self.latent
         return (self.running_var_last_epoch + latent.running_mean_last_epoch,
                 self.smoothed_var_last_epoch + latent.smoothed_mean_last_epoch)
 
     def _set_tables(self, calibrate: torch.Tensor, factor: torch.Tensor) -> None:
         super()._set_tables(calibrate, factor)
-        self._variance_scale.copy_(torch.cat([factor, factor.new_ones(1, self.feature_dim)]))
+        identity = factor.new_zeros(1, self.feature_dim)
+        if self.smoothing == "authors":
+            zeros = torch.zeros_like(factor)
+            before, after = self.latent.running_mean_last_epoch, self.latent.smoothed_mean_last_epoch
+            self._variance_shift_from.copy_(torch.cat([torch.where(calibrate, -before, zeros), identity]))
+            self._variance_scale.copy_(torch.cat([factor.sqrt(), identity + 1]))
+            self._variance_shift_to.copy_(torch.cat([torch.where(calibrate, after, zeros), identity]))
+        else:
+            self._variance_shift_from.zero_()
+            self._variance_scale.copy_(torch.cat([factor, identity + 1]))
+            self._variance_shift_to.zero_()
 
     def smooth(self, features, labels, epoch: int | None = None, latent_var=None):
         """The calibrated latent means (as :meth:`FDS.smooth`); with ``latent_var`` the pair ``(means,
-        variances)``, the variances scaled by their bucket's factor. Identity before ``start_smooth``."""
+        variances)``, the variances calibrated as ``smoothing`` says. Identity before ``start_smooth``."""
         epoch = self.current_epoch if epoch is None else epoch
         means = super().smooth(features, labels, epoch)
         if latent_var is None:
@@ -468,8 +544,9 @@ class ProbabilisticFDS(FDS):
             return means, latent_var
         flat, flat_labels = self._check("smooth", latent_var, labels)
         rows = self.bucketize(flat_labels.to(flat.device))
-        return means, self._as_input(flat * self._variance_scale.to(flat.dtype).index_select(0, rows),
-                                     latent_var.shape)
+        tables = [t.to(flat.dtype).index_select(0, rows)
+                  for t in (self._variance_shift_from, self._variance_scale, self._variance_shift_to)]
+        return means, self._as_input((flat - tables[0]) * tables[1] + tables[2], latent_var.shape)
 
     def statistics(self) -> "ProbabilisticFDSStatistics":
         return ProbabilisticFDSStatistics(self)
@@ -477,9 +554,10 @@ class ProbabilisticFDS(FDS):
 
 class ProbabilisticFDSStatistics:
     """:class:`FDSStatistics` of the latent means and of the latent variances of one pass (``add(features,
-    labels, latent_var)``)."""
+    labels, latent_var)``), folded as the FDS's ``smoothing`` says."""
 
     def __init__(self, fds: ProbabilisticFDS):
+        self.fds = fds
         self.means, self.variances = FDSStatistics(fds), FDSStatistics(fds.latent)
 
     def add(self, features, labels, latent_var=None) -> None:
@@ -492,9 +570,20 @@ class ProbabilisticFDSStatistics:
         self.means.all_reduce()
         self.variances.all_reduce()
 
+    @torch.no_grad()
     def commit(self, epoch: int) -> None:
-        self.means.commit(epoch)          # ProbabilisticFDS.update_last_epoch_stats rolls both over
-        self.variances.commit(epoch)
+        fds = self.fds
+        if fds.smoothing == "mixture":
+            self.means.commit(epoch)          # ProbabilisticFDS.update_last_epoch_stats rolls both over
+            self.variances.commit(epoch)
+            return
+        fds.update_last_epoch_stats(epoch)
+        if epoch < int(fds.epoch):
+            return
+        dtype = fds.running_mean.dtype
+        means = self.means
+        fds._fold_authors(means.count.to(dtype), means.mean.to(dtype), means.squares.to(dtype),
+                          self.variances.mean.to(dtype), epoch)
 
 
 #: the :class:`ProbabilisticFDS` keywords among a benchmark's FDS options (the reference switches are FDS's only).
@@ -505,13 +594,15 @@ def fds_from_args(args, feature_dim: int, **options) -> FDS | None:
     """The FDS of parsed flags, None without ``--fds``: ``--bucket_num --bucket_start --start_update
     --start_smooth --fds_kernel --fds_ks --fds_sigma --fds_mmt`` and the benchmark's own ``options`` (clip bounds,
     label grid, edge rule and the reference switches it honours: ``alias_last_epoch``, ``skip_invalid_buckets``,
-    ``fill_empty``). With ``--vir`` it is VIR's :class:`ProbabilisticFDS`, which has none of those switches."""
+    ``fill_empty``). With ``--vir`` it is VIR's :class:`ProbabilisticFDS` (``--vir_smoothing``), which has none
+    of those switches."""
     if not args.fds:
         return None
     grid = (feature_dim, args.bucket_num, args.bucket_start, args.start_update, args.start_smooth, args.fds_kernel,
             args.fds_ks, args.fds_sigma, args.fds_mmt)
     if getattr(args, "vir", False):
-        return ProbabilisticFDS(*grid, **{k: v for k, v in options.items() if k in _PROBABILISTIC_OPTIONS})
+        return ProbabilisticFDS(*grid, **{k: v for k, v in options.items() if k in _PROBABILISTIC_OPTIONS},
+                                smoothing=getattr(args, "vir_smoothing", None) or "authors")
     return FDS(*grid, **options)
 
 

@@ -99,6 +99,9 @@ class ModelSpec:
         head: the head's parameter-name prefixes: what ``--pretrained`` does not load (RRT's fresh head).
         retrained: what ``--retrain_fc`` trains (default: ``head``).
         part, fits, flags: the loaded part, the model it must fit and the flags that make it fit, for messages.
+        label_mean, label_std: the training labels' mean and standard deviation in the head's units (STS-B's
+            score / 5; NYUD2's training pixels), for ``--head_start labels`` (:mod:`common.head_start`); None
+            where not computed (an evaluation).
     """
 
     head: tuple = ("linear.",)
@@ -106,6 +109,8 @@ class ModelSpec:
     part: str = "trunk"
     fits: str = "this model"
     flags: str = "the flags"
+    label_mean: float | None = None
+    label_std: float | None = None
 
 
 def flat_rows(x: torch.Tensor) -> torch.Tensor:

@@ -126,6 +126,10 @@ class Refinement(nn.Module):
         features = F.relu(self.bn1(self.conv1(F.relu(self.bn0(self.conv0(x))))))
         head_out, _ = run_head(self.conv2, features, fds=self.fds, targets=depth,
                                smooth=self.training and smooth, detach=detach)
+        if "latent_var" in head_out:
+            # The statistics read the features before FDS here (the references' depth FDS): VIR's latent
+            # variance likewise, whatever its smoothing.
+            head_out["latent_var"] = self.conv2.latent_variance(features)
         return head_out, features
 
 

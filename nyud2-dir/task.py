@@ -158,6 +158,12 @@ class NYUD2Task(Task):
             # then trains the last layer of the encoder-decoder only.
             spec = ModelSpec(head=(), retrained=("R.conv2.",), part="model", fits=f"--encoder {a.encoder}",
                              flags="--encoder")
+        if self.pixel_counts is not None:
+            # The head start's statistics: the training pixels' depths, from their histogram's bin centres.
+            counts = np.asarray(self.pixel_counts, dtype=np.float64)
+            centres = DEPTH_BINS.lower_edges() + DEPTH_BINS.width / 2
+            spec.label_mean = float((counts * centres).sum() / counts.sum())
+            spec.label_std = float(np.sqrt((counts * (centres - spec.label_mean) ** 2).sum() / counts.sum()))
         methods.prepare_model(a, model, spec, self.log)
         if a.retrain_fc and a.rrt_head == "R":
             trained = [name for name, p in model.named_parameters() if p.requires_grad]

@@ -62,6 +62,7 @@ def build_parser():
                           bmse=dict(imps=("gai", "bni"), balanced_metric=False, reweighted_prior=True),
                           ranksim=dict(ties="stable"),
                           conr=dict(window=0.2, beta=0.2, temperature=0.2, eta=0.2, views=False),
+                          rnc=dict(views=False),
                           srl=dict(num_labels=None), uvote=dict(num_branch=2),
                           # Group-DIR has no depth run: 10 groups of 1 m over 0–10 m, the per-pixel MSE (untuned).
                           group_dir=dict(groups=10, sigma=1.0, temperature=0.07, label_range=10.0, reg_loss="mse"),

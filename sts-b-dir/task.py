@@ -129,8 +129,12 @@ class STSTask(Task):
             len(self.vocabulary), a.d_word, a.d_hid, a.n_layers_enc, a.dropout, a.n_layers_highway,
             embeddings=self.embeddings, train_words=bool(a.train_words) or not a.glove, fds=fds,
             projection_dim=a.embedding_dim if a.srl else None, **methods.head_options(a))
+        # The heads see score / 5 (the head start's units).
+        scores = getattr(self, "train_labels", None)
         spec = ModelSpec(head=("linear.",), part="pair encoder", fits="this model",
-                         flags="--d_hid, --d_word, --n_layers_enc, --max_word_v_size and data")
+                         flags="--d_hid, --d_word, --n_layers_enc, --max_word_v_size and data",
+                         label_mean=None if scores is None else float(scores.mean()) / loss.SCORE_SCALE,
+                         label_std=None if scores is None else float(scores.std()) / loss.SCORE_SCALE)
         return methods.prepare_model(a, model, spec, self.log)
 
     def build_objective(self):

@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                           fds=dict(fds_ks=5, fds_sigma=2.0, bucket_num=50, bucket_start=0),
                           bmse=dict(balanced_metric=False), ranksim=dict(ties="stable"),
                           conr=dict(window=0.2, beta=0.01, temperature=0.07, eta=0.01, views=False),
+                          rnc=dict(views=False),
                           srl=dict(num_labels=50, homogeneity_alpha=1.0, temp_alias=True),
                           uvote=dict(num_branch=3),   # UVOTE's STS-B-DIR heads
                           ordinal_entropy=dict(groups="bins"),   # averaged ratings share a centre per 0.1 bin

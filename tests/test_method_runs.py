@@ -158,3 +158,47 @@ def test_rnc_two_stages_train_the_encoder_then_only_the_head(data, tmp_path, cap
         train("agedb-dir", data, tmp_path, "both", "--rnc_stage", "linear", "--rnc", "--pretrained",
               str(tmp_path / "encoder" / "ckpt.pth.tar"))
     assert "which RnC cannot change: drop --rnc." in capsys.readouterr().err
+
+
+# The earlier choices' numbers: these runs on the tree before the authors' defaults (main at c123684, CPU,
+# float32), test metrics of the best checkpoint. The flags giving the earlier choices back reproduce them.
+EARLIER = {
+    "uvote": (["--uvote", "--dynamic_loss", "--lds", "--uvote_rule", "avgvar", "--uvote_init", "pytorch",
+               "--uvote_vote", "clamped"],
+              {"l1": 48.78036081936696, "nll": 774.7607121725781, "mean_sigma": 1.5113030879393867}),
+    "vir": (["--vir", "--fds", "--reweight", "sqrt_inv", "--lds", "--lr", "3e-3", "--epoch", "4",
+             "--vir_smoothing", "mixture", "--vir_sigma", "predictive"],
+            {"l1": 48.27327591569527, "nll": 584.5853137697615, "mean_sigma": 1.6248099104217861}),
+}
+
+
+@pytest.mark.parametrize("method", list(EARLIER))
+def test_flags_back_to_the_earlier_choices_reproduce_the_earlier_numbers(method, data, tmp_path):
+    flags, want = EARLIER[method]
+    test = train("agedb-dir", data, tmp_path, "earlier", *flags)["test"]
+    got = {"l1": test["all"]["l1"], "nll": test["uncertainty"]["nll"], "mean_sigma": test["uncertainty"]["mean_sigma"]}
+    for key, value in want.items():
+        assert math.isclose(got[key], value, rel_tol=1e-6), (key, got[key], value)
+    default = train("agedb-dir", data, tmp_path, "default", *flags[:flags.index("--uvote_init" if method == "uvote"
+                                                                                 else "--vir_smoothing")])["test"]
+    assert not math.isclose(default["uncertainty"]["nll"], want["nll"], rel_tol=1e-3)     # the defaults differ
+
+
+@pytest.mark.parametrize("folder", list(BENCHMARKS))
+def test_head_start_puts_the_first_predictions_at_the_training_label_mean(folder, data, tmp_path):
+    """With a learning rate too small to move it, the started point head predicts about the training labels'
+    mean in the benchmark's units (STS-B's heads see score / 5, NYUD2's metres per pixel)."""
+    tiny = ["--lr", "1e-9"] + (["--epoch", "1"] if folder in ("agedb-dir", "imdb-wiki-dir") else
+                               ["--epochs", "1"] if folder == "nyud2-dir" else ["--max_vals", "1"])
+    train(folder, data, tmp_path, "start", "--head_start", "labels", *tiny)
+    saved = np.load(tmp_path / "start" / "test_predictions.npz")
+    if folder == "nyud2-dir":
+        counts = saved["train_pixel_counts"].astype(float)
+        centres = np.arange(100) * 0.1 + 0.05
+        mean = (counts * centres).sum() / counts.sum()
+        std = np.sqrt((counts * (centres - mean) ** 2).sum() / counts.sum())
+    else:
+        mean, std = saved["train_labels"].mean(), saved["train_labels"].std()
+    assert abs(saved["preds"].mean() - mean) < 0.1 * std, (saved["preds"].mean(), mean)
+    head = "R.conv2" if folder == "nyud2-dir" else "linear"
+    assert f"head start: {head} at the training labels' mean" in (tmp_path / "start" / "training.log").read_text()

@@ -199,11 +199,14 @@ class RnCMethod(Method):
 
     name = "rnc"
     switch = "--rnc"
-    independent = ("rnc_stage",)            # the linear stage trains a head without RnC
+    # The linear stage trains a head without RnC, on RnC's augmentation (the crop's source and its own flag).
+    independent = ("rnc_stage", "rnc_crop", "rnc_linear_aug")
     positive = ("rnc_temp",)
     non_negative = ("rnc_weight",)
 
-    def add_args(self, parser) -> None:
+    def add_args(self, parser, *, views: bool = True) -> None:
+        """``views=False`` leaves out the augmentation flags (a benchmark without RnC's image augmentation: NYUD2,
+        STS-B)."""
         g = parser.add_argument_group("RnC (Zha et al., NeurIPS 2023)")
         g.add_argument("--rnc", action="store_true", help="Rank-N-Contrast on the encoding, weighted by --rnc_weight")
         g.add_argument("--rnc_weight", type=float, default=1.0, help="weight of RnC beside the regression loss")
@@ -214,6 +217,13 @@ class RnCMethod(Method):
                        help="the paper's two stages: 'encoder' trains the trunk with RnC alone (the head is a linear "
                             "probe on detached features), 'linear' trains the head on the frozen trunk of "
                             "--pretrained")
+        if views:
+            g.add_argument("--rnc_crop", default="original", choices=["original", "resized"],
+                           help="where RnC's random resized crops come from: the original image (the authors') or "
+                                "the image already resized to --img_size (this repo's earlier views)")
+            g.add_argument("--rnc_linear_aug", default="rnc", choices=["rnc", "light"],
+                           help="the augmentation of --rnc_stage linear: RnC's strong one, as the encoder stage (the "
+                                "authors'), or the age benchmarks' light crop and flip (this repo's earlier)")
 
     def enabled(self, args) -> bool:
         return bool(flag(args, "rnc"))
@@ -242,7 +252,8 @@ class RnCMethod(Method):
 
     def tag(self, args):
         stage = flag(args, "rnc_stage", "none")
-        return f"rnc_{args.rnc_weight:g}_t{args.rnc_temp:g}" + ("" if stage == "none" else f"_{stage}")
+        return (f"rnc_{args.rnc_weight:g}_t{args.rnc_temp:g}" + ("" if stage == "none" else f"_{stage}")
+                + ("_resized" if flag(args, "rnc_crop") == "resized" else ""))
 
     def prepare_model(self, args, model, spec, log) -> None:
         # The encoder stage: the head is a linear probe on detached features (it tracks the encoder, so

@@ -10,10 +10,11 @@ training-label frequency raised to the power ``r_i``, the exponents spread linea
     L    = Σ_i L_i,   or with the dynamic schedule   L = L_0 + (1 − α) Σ_{i>0} L_i,   α = 1 − (e / E)²
 
 (epoch e of E: the re-weighted heads join gradually, the plain head trains from the start). At inference every
-sample takes the prediction of the head that is least uncertain about it (``'minvar'``, the paper's vote).
+sample takes the prediction of the head that is least uncertain about it (``'minvar'``, the paper's vote), on
+the heads' raw log scales as the authors' code votes (:func:`uvote_predict`).
 
-The clamp bounds ``σ`` to [e⁻⁵, e⁵]; outside it the log scale gets no gradient (``torch.clamp``), which is
-what keeps ``|y − μ|/σ`` from exploding early in training.
+The clamp bounds ``σ`` to [e⁻⁵, e⁵] in training; outside it the log scale gets no gradient (``torch.clamp``),
+which is what keeps ``|y − μ|/σ`` from exploding early in training.
 """
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ from common.lds import KERNELS, check_clip, smoothed_bin_counts
 
 LOG_SIGMA_MIN, LOG_SIGMA_MAX = -5.0, 5.0
 RULES = ("minvar", "avg", "avgvar")
+#: how the heads' scales enter the vote: the authors' raw log σ, or this repo's earlier clamped σ.
+VOTES = ("raw", "clamped")
+#: how UVOTE's head layers start: the authors' N(0, 0.01²) weights and zero biases, or PyTorch's default.
+INITS = ("authors", "pytorch")
 _LOG_2 = float(np.log(2.0))
 
 
@@ -241,37 +246,49 @@ def uvote_loss(mus, log_sigmas, target, head_weights=None, epoch=None, epochs=No
     return heads[0] + (1.0 - alpha) * heads[1:].sum()
 
 
-def uvote_predict(mus, log_sigmas, rule: str = "minvar"):
-    """Combine the heads into one prediction and scale per sample.
+def uvote_predict(mus, log_sigmas, rule: str = "minvar", vote: str = "raw"):
+    """Combine the heads into one prediction and Laplace scale per sample.
 
-    With ``σ_ni = exp(clamp(log σ_ni))`` and combination weights ``c_ni`` (Σ_i c_ni = 1), the prediction is
-    ``Σ_i c_ni μ_ni`` and its scale ``Σ_i c_ni σ_ni`` (in Laplace-scale units, between the heads' smallest and
-    largest: the heads share a backbone, so their errors are not treated as independent):
+    ``vote='raw'`` (the authors' code): on the heads' raw log scales ``s_ni`` (not clamped), with combination
+    weights ``c_ni`` (Σ_i c_ni = 1) the prediction is ``Σ_i c_ni μ_ni`` and the scale ``exp(Σ_i c_ni s_ni)``
+    (the log scale combined as the locations):
 
-    * ``'minvar'`` (the paper): ``c`` one-hot at the head of least σ (the first such head on ties);
-    * ``'avg'``: ``c = 1/M``, the plain ensemble mean;
-    * ``'avgvar'``: ``c ∝ σ⁻²``, inverse-variance weighting (the Laplace variance is 2σ²).
+    * ``'minvar'`` (the paper): ``c`` one-hot at the head of least raw log σ (the first such head on ties);
+    * ``'avg'``: ``c = 1/M``: the mean location, the geometric mean of the scales;
+    * ``'avgvar'``: ``c ∝ 1/σ`` (the authors' weights, ``exp(−s)``).
+
+    ``vote='clamped'`` (this repo's earlier vote): ``σ_ni = exp(clamp(s_ni, −5, 5))``, the scale ``Σ_i c_ni σ_ni``,
+    ``'minvar'`` on the clamped σ, ``'avgvar'`` with ``c ∝ σ⁻²``.
 
     Args:
         mus, log_sigmas: (N, M).
         rule: ``'minvar'``, ``'avg'`` or ``'avgvar'``.
+        vote: ``'raw'`` or ``'clamped'``.
 
     Returns:
-        ``(pred, sigma)``, two (N,) tensors in float32 (half precision) or the inputs' dtype.
+        ``(pred, sigma)``, two (N,) tensors in float32 (half precision) or the inputs' dtype; ``sigma`` is the
+        Laplace scale (its standard deviation is ``√2·sigma``).
     """
     where = "uvote_predict"
     checks.check_choice(where, "rule", rule, RULES)
+    checks.check_choice(where, "vote", vote, VOTES)
     mus, log_sigmas, _, _ = _heads(where, mus, log_sigmas, None, None)
     dtype = checks.compute_dtype(mus)
     with torch.autocast(mus.device.type, enabled=False):
-        mus, s = mus.to(dtype), _clamped(log_sigmas.to(dtype))
+        mus, s = mus.to(dtype), log_sigmas.to(dtype)
+        if vote == "clamped":
+            s = _clamped(s)
         if rule == "minvar":
             best = s.argmin(1, keepdim=True)
             return mus.gather(1, best)[:, 0], s.gather(1, best)[:, 0].exp()
         if rule == "avg":
-            return mus.mean(1), s.exp().mean(1)
-        coef = torch.softmax(-2 * s, dim=1)   # σ⁻² / Σ σ⁻², without overflow
-        return (coef * mus).sum(1), (coef * s.exp()).sum(1)
+            coef = torch.full_like(s, 1.0 / s.shape[1])
+        else:
+            # σ⁻² / Σ σ⁻² (clamped) or σ⁻¹ / Σ σ⁻¹ (raw), as a softmax: no overflow.
+            coef = torch.softmax((-2 if vote == "clamped" else -1) * s, dim=1)
+        if vote == "clamped":
+            return (coef * mus).sum(1), (coef * s.exp()).sum(1)
+        return (coef * mus).sum(1), (coef * s).sum(1).exp()
 
 
 class UVOTELoss(nn.Module):
@@ -299,9 +316,9 @@ class UVOTELoss(nn.Module):
         self._check_heads(mus)
         return uvote_loss(mus, log_sigmas, target, head_weights, epoch, self.epochs, self.dynamic)
 
-    def predict(self, mus, log_sigmas, rule: str = "minvar"):
+    def predict(self, mus, log_sigmas, rule: str = "minvar", vote: str = "raw"):
         self._check_heads(mus)
-        return uvote_predict(mus, log_sigmas, rule)
+        return uvote_predict(mus, log_sigmas, rule, vote)
 
     def extra_repr(self):
         return f"num_heads={self.num_heads}, dynamic={self.dynamic}, epochs={self.epochs}"
@@ -335,7 +352,7 @@ class UVOTEMethod(Method):
     switch = "--uvote"
     positive = ("uvote_var_lr",)
     model_flags = ("uvote", "num_branch")
-    eval_defaults = {"uvote_rule": "minvar"}
+    eval_defaults = {"uvote_rule": "minvar", "uvote_vote": "raw"}
 
     def add_args(self, parser, *, num_branch: int = 2) -> None:
         g = parser.add_argument_group("UVOTE (Jiang et al., GCPR 2024)")
@@ -347,6 +364,13 @@ class UVOTEMethod(Method):
         g.add_argument("--uvote_rule", default=None, choices=list(UVOTE_RULES),
                        help="how the heads vote at inference: the head of least σ (minvar, UVOTE), the mean, or "
                             "σ⁻²-weighted (default: an evaluated checkpoint's, else minvar)")
+        g.add_argument("--uvote_vote", default=None, choices=list(VOTES),
+                       help="the scales the vote reads: raw (the authors': raw log σ; avg: geometric mean of σ; "
+                            "avgvar: weights 1/σ) or clamped (this repo's earlier vote: clamped σ, arithmetic mean, "
+                            "weights σ⁻²) (default: an evaluated checkpoint's, else raw)")
+        g.add_argument("--uvote_init", default="authors", choices=list(INITS),
+                       help="how the head layers start: authors (weights N(0, 0.01²), biases 0) or pytorch (the "
+                            "layers' default, this repo's earlier start)")
         g.add_argument("--uvote_var_lr", type=float, default=0.1,
                        help="learning-rate factor of the log-scale heads (UVOTE's 0.1)")
 
@@ -368,10 +392,23 @@ class UVOTEMethod(Method):
             parser.error(f"--num_branch must be ≥ 1, got {args.num_branch}.")
 
     def tag(self, args):
-        return f"uvote_{args.num_branch}" + ("_dyn" if flag(args, "dynamic_loss") else "")
+        return (f"uvote_{args.num_branch}" + ("_dyn" if flag(args, "dynamic_loss") else "")
+                + ("_ptinit" if flag(args, "uvote_init") == "pytorch" else ""))
 
     def head(self, args) -> dict:
         return {"head": "uvote", "num_heads": args.num_branch, "rule": flag(args, "uvote_rule") or "minvar"}
+
+    def prepare_model(self, args, model, spec, log) -> None:
+        """The heads' vote (``--uvote_vote``) and, unless ``--uvote_init pytorch``, the authors' start of their
+        layers (drawn after the model is built, so that the earlier start draws exactly what it drew)."""
+        if not self.enabled(args):
+            return
+        # The heads are found by what they have (common.models.heads.UVOTEHead imports this file).
+        for module in model.modules():
+            if hasattr(module, "vote") and callable(getattr(module, "init_as_authors", None)):
+                module.vote = flag(args, "uvote_vote") or "raw"
+                if flag(args, "uvote_init", "authors") == "authors":
+                    module.init_as_authors()
 
     def main_loss(self, args, data):
         """With ``--lds`` the heads' counts are smoothed (``--lds_kernel --lds_ks --lds_sigma``); counts of

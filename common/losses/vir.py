@@ -38,6 +38,9 @@ _LOG_PI = math.log(math.pi)
 VIR_ALPHA0, VIR_MIN_EVIDENCE = 0.3, 2.0
 #: β of the softplus that makes the head's pseudo-count and β positive (VIR's ``Softplus(beta=0.1)``).
 VIR_SOFTPLUS_BETA = 0.1
+#: the test-time uncertainty saved as ``sigma``: √ of the epistemic variance β/(ν(α − 1)) (the authors') or the
+#: Student-t predictive standard deviation √(β(1 + ν)/(ν(α − 1))) (this repo's earlier choice).
+VIR_UNCERTAINTIES = ("epistemic", "predictive")
 
 
 def _vector(where, name, value, like):
@@ -239,13 +242,24 @@ class VIRMethod(Method):
     name = "vir"
     switch = "--vir"
     non_negative = ("vir_reg_weight",)
-    model_flags = ("vir",)
+    # The smoothing decides what the FDS buffers of a checkpoint hold.
+    model_flags = ("vir", "vir_smoothing")
+    eval_defaults = {"vir_sigma": "epistemic"}
 
     def add_args(self, parser) -> None:
         g = parser.add_argument_group("VIR (Wang & Wang, NeurIPS 2023)")
         g.add_argument("--vir", action="store_true",
                        help="NIG head with LDS-scaled pseudo-counts; with --fds, VIR's probabilistic smoothing")
         g.add_argument("--vir_reg_weight", type=float, default=0.01, help="λ of the NIG evidence regulariser")
+        g.add_argument("--vir_smoothing", default="authors", choices=["authors", "mixture"],
+                       help="VIR's smoothing with --fds: authors (spread smoothed with the kernel k, the bucket "
+                            "mean's variance with k², the variance calibrated as their code does, statistics from "
+                            "the calibrated latent) or mixture (this repo's earlier reading: both variances with k², "
+                            "s·f, statistics from the uncalibrated latent)")
+        g.add_argument("--vir_sigma", default=None, choices=list(VIR_UNCERTAINTIES),
+                       help="the saved test-time σ: epistemic (√(β/(ν(α − 1))), the authors') or predictive (the "
+                            "Student-t standard deviation, this repo's earlier σ) (default: an evaluated checkpoint's, "
+                            "else epistemic)")
 
     def enabled(self, args) -> bool:
         return bool(flag(args, "vir"))
@@ -261,10 +275,19 @@ class VIRMethod(Method):
                              f"probabilistic smoothing, which has none: drop --{name}.")
 
     def tag(self, args):
-        return f"vir_{args.vir_reg_weight:g}"
+        return f"vir_{args.vir_reg_weight:g}" + ("_mixture" if flag(args, "vir_smoothing") == "mixture" else "")
 
     def head(self, args) -> dict:
         return {"head": "vir"}
+
+    def prepare_model(self, args, model, spec, log) -> None:
+        """The heads' saved uncertainty (``--vir_sigma``)."""
+        if not self.enabled(args):
+            return
+        # The heads are found by what they have (common.models.heads.VIRHead imports this file).
+        for module in model.modules():
+            if hasattr(module, "uncertainty") and callable(getattr(module, "latent_variance", None)):
+                module.uncertainty = flag(args, "vir_sigma") or "epistemic"
 
     def main_loss(self, args, data):
         return VIRTerm(VIRLoss(args.vir_reg_weight))

@@ -5,16 +5,20 @@ A model computes its features (an encoding (B, E), or a per-pixel map (B, C, H, 
 ``--retrain_fc``, ``--pretrained`` trunk loading and the released checkpoints' ``linear.*`` keys treat all
 kinds alike):
 
-* ``'point'`` (every reference): ``nn.Linear(E, 1)`` or ``nn.Conv2d(C, 1, k)``; returns ``pred``.
+* ``'point'`` (every reference): ``nn.Linear(E, 1)`` or ``nn.Conv2d(C, 1, k)`` (:class:`PointLinear`,
+  :class:`PointConv2d`: the same layers and keys, with a head start); returns ``pred``.
 * ``'uvote'`` (:class:`UVOTEHead`, Jiang et al., GCPR 2024): M (``--num_branch``) location and log-scale
   outputs, ``mus`` and ``log_sigmas`` (B, M[, H, W]); ``pred`` is their vote (``'minvar'``: the head of least
   σ, per sample or pixel) and ``sigma`` the predictive standard deviation ``√2 σ`` of that Laplace.
 * ``'vir'`` (:class:`VIRHead`, Wang & Wang, NeurIPS 2023): a latent variance per feature, VIR's probabilistic
   smoothing of (mean, variance) in training (:class:`~common.fds.ProbabilisticFDS`), a sampled latent, and the
-  NIG head's ``(mean, evidence, omega)`` (``vir``); ``pred`` is the NIG mean and ``sigma`` the Student-t
-  predictive standard deviation.
+  NIG head's ``(mean, evidence, omega)`` (``vir``); ``pred`` is the NIG mean and ``sigma`` the square root of
+  the epistemic variance ``β/(ν(α − 1))``, as the authors report it (``uncertainty='predictive'``: the Student-t
+  predictive standard deviation).
 
-``pred`` and ``sigma`` are (B, 1[, H, W]) in the head's units (STS-B's model multiplies both by 5).
+``pred`` and ``sigma`` are (B, 1[, H, W]) in the head's units (STS-B's model multiplies both by 5). Every head
+has ``start_at_labels(mean, std)`` (:mod:`common.head_start`): its initial prediction is the training labels'
+mean, its spread their standard deviation, given in the head's units.
 """
 from __future__ import annotations
 
@@ -25,8 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.method import flat_rows
-from common.losses.uvote import LOG_SIGMA_MAX, LOG_SIGMA_MIN, RULES, uvote_exponents, uvote_predict
-from common.losses.vir import VIR_ALPHA0, vir_nig_params
+from common.losses.uvote import LOG_SIGMA_MAX, LOG_SIGMA_MIN, RULES, VOTES, uvote_exponents, uvote_predict
+from common.losses.vir import (VIR_ALPHA0, VIR_MIN_EVIDENCE, VIR_SOFTPLUS_BETA, VIR_UNCERTAINTIES,
+                               vir_nig_params)
 
 HEADS = ("point", "uvote", "vir")
 
@@ -36,6 +41,38 @@ def _layer(in_dim: int, out_dim: int, kernel_size: int | None, bias: bool = True
     if kernel_size is None:
         return nn.Linear(in_dim, out_dim, bias=bias)
     return nn.Conv2d(in_dim, out_dim, kernel_size, padding=kernel_size // 2, bias=bias)
+
+
+def _positive_std(where: str, std: float) -> float:
+    std = float(std)
+    if not math.isfinite(std) or std <= 0:
+        raise ValueError(f"{where}.start_at_labels: `std` must be a finite positive label spread, got {std}.")
+    return std
+
+
+class PointLinear(nn.Linear):
+    """The references' point head ``nn.Linear(E, 1)`` (same initialisation, same ``weight``/``bias`` keys) with
+    a head start."""
+
+    @torch.no_grad()
+    def start_at_labels(self, mean: float, std: float) -> None:
+        """bias = the label mean: the prediction of a zero feature is the mean (``std`` is not used)."""
+        self.bias.fill_(float(mean))
+
+
+class PointConv2d(nn.Conv2d):
+    """The per-pixel point head ``nn.Conv2d(C, 1, k)`` (NYUD2's last convolution) with a head start."""
+
+    @torch.no_grad()
+    def start_at_labels(self, mean: float, std: float) -> None:
+        """bias = the label mean (per pixel, as :class:`PointLinear`)."""
+        self.bias.fill_(float(mean))
+
+
+def _point(in_dim: int, kernel_size: int | None) -> nn.Module:
+    if kernel_size is None:
+        return PointLinear(in_dim, 1)
+    return PointConv2d(in_dim, 1, kernel_size, padding=kernel_size // 2)
 
 
 def _unrows(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -60,23 +97,45 @@ class UVOTEHead(nn.Module):
     parameters are found by the name ``log_sigma``.
     """
 
-    def __init__(self, in_dim: int, num_heads: int = 2, rule: str = "minvar", kernel_size: int | None = None):
+    def __init__(self, in_dim: int, num_heads: int = 2, rule: str = "minvar", kernel_size: int | None = None,
+                 vote: str = "raw"):
         super().__init__()
         uvote_exponents(num_heads)
         if rule not in RULES:
             raise ValueError(f"UVOTEHead: `rule` must be one of {', '.join(RULES)}, got {rule!r}.")
-        self.num_heads, self.rule = int(num_heads), rule
+        if vote not in VOTES:
+            raise ValueError(f"UVOTEHead: `vote` must be one of {', '.join(VOTES)}, got {vote!r}.")
+        self.num_heads, self.rule, self.vote = int(num_heads), rule, vote
         self.mu = _layer(in_dim, self.num_heads, kernel_size)
         self.log_sigma = _layer(in_dim, self.num_heads, kernel_size)
 
+    @torch.no_grad()
+    def init_as_authors(self) -> None:
+        """The authors' start of every head layer: weights drawn from N(0, 0.01²), biases 0 (``--uvote_init
+        authors``; built, the layers have PyTorch's default)."""
+        for layer in (self.mu, self.log_sigma):
+            layer.weight.normal_(0.0, 0.01)
+            layer.bias.zero_()
+
+    @torch.no_grad()
+    def start_at_labels(self, mean: float, std: float) -> None:
+        """Every head's location bias = the label mean, its log-scale bias = ``log(std/√2)``: the Laplace
+        scale whose standard deviation ``√2 σ`` is the labels' (the saved ``sigma`` then starts at ``std``);
+        clamped to UVOTE's log-scale range."""
+        std = _positive_std("UVOTEHead", std)
+        self.mu.bias.fill_(float(mean))
+        log_scale = min(max(math.log(std / math.sqrt(2.0)), LOG_SIGMA_MIN), LOG_SIGMA_MAX)
+        self.log_sigma.bias.fill_(log_scale)
+
     def forward(self, features: torch.Tensor) -> dict:
         mus, log_sigmas = self.mu(features), self.log_sigma(features)
-        pred, scale = uvote_predict(flat_rows(mus), flat_rows(log_sigmas), self.rule)
+        pred, scale = uvote_predict(flat_rows(mus), flat_rows(log_sigmas), self.rule, self.vote)
         return {"pred": _unrows(pred, mus), "sigma": _unrows(math.sqrt(2.0) * scale, mus), "mus": mus,
                 "log_sigmas": log_sigmas}
 
     def extra_repr(self):
-        return f"num_heads={self.num_heads}, rule={self.rule!r}, log_sigma clamp=[{LOG_SIGMA_MIN}, {LOG_SIGMA_MAX}]"
+        return (f"num_heads={self.num_heads}, rule={self.rule!r}, vote={self.vote!r}, "
+                f"log_sigma clamp=[{LOG_SIGMA_MIN}, {LOG_SIGMA_MAX}]")
 
 
 class VIRHead(nn.Module):
@@ -91,8 +150,12 @@ class VIRHead(nn.Module):
     turns them into (γ, ν, α, β) with the pseudo-count scaled by the sample's LDS weight.
     """
 
-    def __init__(self, in_dim: int, kernel_size: int | None = None):
+    def __init__(self, in_dim: int, kernel_size: int | None = None, uncertainty: str = "epistemic"):
         super().__init__()
+        if uncertainty not in VIR_UNCERTAINTIES:
+            raise ValueError(f"VIRHead: `uncertainty` must be one of {', '.join(VIR_UNCERTAINTIES)}, got "
+                             f"{uncertainty!r}.")
+        self.uncertainty = uncertainty
         shape = (1, in_dim) if kernel_size is None else (1, in_dim, 1, 1)
         self.latent_scale = nn.Parameter(torch.zeros(shape))
         self.latent_offset = nn.Parameter(torch.full(shape, -5.0))
@@ -101,22 +164,47 @@ class VIRHead(nn.Module):
     def latent_variance(self, features: torch.Tensor) -> torch.Tensor:
         return F.softplus(self.latent_scale * features + self.latent_offset) + 1e-6
 
+    @torch.no_grad()
+    def start_at_labels(self, mean: float, std: float) -> None:
+        """The NIG biases so that a zero latent predicts γ = the label mean with the Student-t predictive
+        standard deviation ``√(β(1 + ν)/(ν(α − 1)))`` = the labels' ``std`` (evaluation's ν = n, α = 0.3 + n/2;
+        the evidence bias 0 gives n = 2 + 10 log 2). The saved ``sigma`` (epistemic) then starts at
+        ``std/√(1 + ν)``."""
+        std = _positive_std("VIRHead", std)
+        evidence = F.softplus(torch.zeros((), dtype=torch.float64), beta=VIR_SOFTPLUS_BETA) + VIR_MIN_EVIDENCE
+        nu, alpha = evidence, VIR_ALPHA0 + evidence / 2
+        beta = std ** 2 * nu * (alpha - 1) / (1 + nu)
+        # softplus₀.₁⁻¹(β) = β + 10 log(1 − e^(−β/10)), without overflow for a large β.
+        omega = beta + torch.log(-torch.expm1(-beta * VIR_SOFTPLUS_BETA)) / VIR_SOFTPLUS_BETA
+        self.nig.bias.copy_(torch.tensor([float(mean), 0.0, float(omega)]))
+
     def forward(self, features, targets=None, fds=None, smooth: bool = False) -> dict:
+        """The head's dict: ``pred``, ``sigma``, ``vir``, ``latent_var`` and ``latent`` (the latent mean and
+        variance the statistics pass reads: calibrated when the FDS says so, :attr:`~common.fds.ProbabilisticFDS
+        .reads_calibrated`, as FDS's in-place write; :func:`run_head` takes ``latent`` out)."""
         variance = self.latent_variance(features)
-        latent = features
+        latent, seen = features, (features, variance)
         if self.training:
             mean, spread = features, variance
             if smooth and fds is not None and targets is not None:
                 mean, spread = fds.smooth(features, targets, latent_var=variance)
+                if getattr(fds, "reads_calibrated", False):
+                    seen = (mean, spread)
             latent = mean + spread.sqrt() * torch.randn_like(mean)
         raw = self.nig(latent)
         mean, evidence, omega = raw[:, 0:1], raw[:, 1:2], raw[:, 2:3]
         gamma, nu, alpha, beta = vir_nig_params(mean, evidence, omega)
-        predictive = beta * (1 + nu) / (nu * (alpha - 1))
-        return {"pred": gamma, "sigma": predictive.sqrt(), "vir": (mean, evidence, omega), "latent_var": variance}
+        # The authors report the epistemic variance Var[μ] = β/(ν(α − 1)); the Student-t's is (1 + ν)·Var[μ]
+        # (computed in its earlier order, to the last bit).
+        if self.uncertainty == "predictive":
+            variance_out = beta * (1 + nu) / (nu * (alpha - 1))
+        else:
+            variance_out = beta / (nu * (alpha - 1))
+        return {"pred": gamma, "sigma": variance_out.sqrt(), "vir": (mean, evidence, omega), "latent_var": seen[1],
+                "latent": seen[0]}
 
     def extra_repr(self):
-        return f"alpha0={VIR_ALPHA0}"
+        return f"alpha0={VIR_ALPHA0}, uncertainty={self.uncertainty!r}"
 
 
 def regression_head(kind: str, in_dim: int, *, num_heads: int = 2, rule: str = "minvar",
@@ -124,7 +212,7 @@ def regression_head(kind: str, in_dim: int, *, num_heads: int = 2, rule: str = "
     """The head of ``kind`` (``'point'``, ``'uvote'``, ``'vir'``, or a method's factory ``kind(in_dim,
     kernel_size=...)``) on ``in_dim`` features; ``kernel_size`` for per-pixel maps (None: vectors)."""
     if kind == "point":
-        return _layer(in_dim, 1, kernel_size)
+        return _point(in_dim, kernel_size)
     if kind == "uvote":
         return UVOTEHead(in_dim, num_heads, rule, kernel_size)
     if kind == "vir":
@@ -152,11 +240,14 @@ def run_head(head: nn.Module, features: torch.Tensor, *, fds=None, targets=None,
     Returns:
         ``(outputs, calibrated)``: the head's dict (``pred``; ``sigma`` and the method's raw outputs for UVOTE
         and VIR) and the features the head read before any sampling (FDS-calibrated for point and UVOTE heads;
-        the latent mean for VIR).
+        for VIR the latent mean, calibrated when its FDS's statistics read the calibrated latent, the authors'
+        ``--vir_smoothing``, with the head's ``latent_var`` likewise).
     """
     if isinstance(head, VIRHead):
         source = features.detach() if detach else features
-        return head(source, targets, fds, smooth), features
+        out = head(source, targets, fds, smooth)
+        latent = out.pop("latent")
+        return out, (features if latent is source else latent)
     calibrated = features
     if smooth and fds is not None and targets is not None:
         calibrated = fds.smooth(features, targets)

@@ -98,3 +98,75 @@ def test_swap_val_test_selects_on_the_test_split_and_says_so(tmp_path):
         for role, source in (("val", "test" if swap else "val"), ("test", "val" if swap else "test")):
             assert splits[role].paths == frame.loc[frame["split"] == source, "path"].tolist()
         assert any("--swap_val_test" in line and "not test numbers" in line for line in lines) == swap
+# -- RnC's augmentation (docs/methods.md §11.1) ---------------------------------------------------------------
+def _rnc_rest(channels_first):
+    """Flip, colour jitter (p 0.8) and grayscale (p 0.2) of RnC's augmentation, then [-1, 1]."""
+    from torchvision.transforms import v2
+    rest = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+                       v2.RandomGrayscale(p=0.2)])
+    return rest(channels_first).float().div(255).sub_(0.5).div_(0.5)
+
+
+def test_rnc_augment_of_the_resized_image_is_the_earlier_chain():
+    """``from_original=False`` (and a pack's arrays): the earlier views, draw for draw."""
+    from torchvision.transforms import v2
+    from common.age import RnCAugment
+    chain = v2.Compose([v2.RandomResizedCrop(16, scale=(0.2, 1.0), antialias=True), v2.RandomHorizontalFlip(),
+                        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), v2.RandomGrayscale(p=0.2)])
+    pixels = decode_resized(photo(5, 40, 30), 16)
+    for seed in range(12):
+        torch.manual_seed(seed)
+        expected = chain(torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))))
+        expected = expected.float().div(255).sub_(0.5).div_(0.5)
+        torch.manual_seed(seed)
+        assert torch.equal(RnCAugment(16, from_original=False)(pixels), expected)
+
+
+def test_rnc_augment_crops_the_original_image():
+    """A PIL image at its own size: the crop box drawn on the original (20–100 % of its area, aspect 3/4–4/3)
+    and resized to S by PIL, then the rest of the chain; not the crop of the resized image."""
+    from torchvision.transforms import RandomResizedCrop
+    from common.age import RnCAugment
+    original = photo(6, 120, 90)
+    differs = 0
+    for seed in range(8):
+        torch.manual_seed(seed)
+        top, left, height, width = RandomResizedCrop.get_params(original, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3))
+        crop = original.crop((left, top, left + width, top + height)).resize((16, 16), Image.BILINEAR)
+        expected = _rnc_rest(torch.from_numpy(np.ascontiguousarray(np.asarray(crop).transpose(2, 0, 1))))
+        torch.manual_seed(seed)
+        got = RnCAugment(16)(original)
+        assert got.shape == (3, 16, 16) and torch.equal(got, expected)
+        torch.manual_seed(seed)
+        differs += not torch.allclose(got, RnCAugment(16)(decode_resized(original, 16)), atol=2 / 255 + 1e-6)
+    assert differs >= 6
+
+
+def test_age_dataset_gives_the_original_to_a_transform_that_crops_it(tmp_path):
+    from common.age import AgeDataset, read_split_csv
+    from common.synthetic import write_synthetic
+    write_synthetic("agedb", tmp_path, n=24, img_size=20, seed=0)
+    frame = read_split_csv(tmp_path / "agedb.csv", 200)
+    seen = []
+
+    class Record:
+        def __init__(self, from_original):
+            self.from_original = from_original
+
+        def __call__(self, image):
+            seen.append((self.from_original, image.size if isinstance(image, Image.Image) else image.shape))
+            return torch.zeros(3, 8, 8)
+
+    for views, train in ((Record(True), None), (Record(False), Record(True))):
+        seen.clear()
+        data = AgeDataset(frame, tmp_path, "train", 8, conr_views=True, view_transform=views, train_transform=train)
+        data[0]
+        original = Image.open(tmp_path / data.paths[0]).size
+        want_views = original if views.from_original else (8, 8, 3)
+        assert [size for _, size in seen[:2]] == [want_views] * 2
+        if train is not None:
+            assert seen[2] == (True, original)              # RnC's linear stage: the main input too
+        else:
+            assert isinstance(data.transform, AgeAugment)
+    val = AgeDataset(frame, tmp_path, "val", 8, train_transform=Record(True))
+    assert isinstance(val.transform, AgeAugment)          # evaluation keeps the references' transform

@@ -586,14 +586,15 @@ def _smooth(stats, window):
     return out
 
 
-def test_probabilistic_fds_statistics_and_calibration_against_loops():
+def test_probabilistic_fds_mixture_statistics_and_calibration_against_loops():
+    """``smoothing='mixture'``, this repo's earlier reading, computes what it did."""
     rng = np.random.default_rng(0)
     k, d, start = 12, 3, 2
     labels = rng.integers(start, start + k, 400).astype(np.float64)
     means = rng.normal(size=(400, d)) + labels[:, None] * 0.1
     variances = rng.uniform(0.1, 2.0, size=(400, d))
     fds = ProbabilisticFDS(d, start + k, start, start_update=0, start_smooth=1, ks=5, sigma=2, clip_min=0.1,
-                           clip_max=10).double()
+                           clip_max=10, smoothing="mixture").double()
     tensor = lambda x: torch.from_numpy(x)  # noqa: E731
     fds.update_last_epoch_stats(0)
     fds.update_running_stats(tensor(means), tensor(labels), 0, latent_var=tensor(variances))
@@ -618,11 +619,13 @@ def test_probabilistic_fds_statistics_and_calibration_against_loops():
     assert torch.equal(same, tensor(z)) and torch.equal(unchanged, tensor(s))
 
 
-def test_probabilistic_fds_streaming_statistics_equal_one_update_and_survive_a_state_dict():
+@pytest.mark.parametrize("smoothing", ["authors", "mixture"])
+def test_probabilistic_fds_streaming_statistics_equal_one_update_and_survive_a_state_dict(smoothing):
     torch.manual_seed(0)
     maps, depth = torch.randn(4, 3, 5, 6, dtype=torch.float64), torch.rand(4, 1, 5, 6, dtype=torch.float64) * 2
     variance = torch.rand(4, 3, 5, 6, dtype=torch.float64)
-    make = lambda: ProbabilisticFDS(3, 20, 2, bins=LabelBins(0, 0.1, 20), edge_rule="clamp").double()  # noqa
+    make = lambda: ProbabilisticFDS(3, 20, 2, bins=LabelBins(0, 0.1, 20), edge_rule="clamp",  # noqa: E731
+                                    smoothing=smoothing).double()
     whole, streamed = make(), make()
     whole.update_last_epoch_stats(0)
     whole.update_running_stats(maps, depth, 0, latent_var=variance)
@@ -639,3 +642,182 @@ def test_probabilistic_fds_streaming_statistics_equal_one_update_and_survive_a_s
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     with pytest.raises(ValueError, match="latent_var"):
         whole.update_running_stats(maps, depth, 1)
+
+
+# -- VIR's probabilistic FDS as the authors' code computes it (docs/methods.md §11.3) -----------------------------
+def _authors_buckets(labels, start, last):
+    """Rows of each bucket as the authors gather them: a bucket's own label, the first bucket also every label
+    below it and the last every label above it, each only when that exact end value is in the call."""
+    rows = {}
+    for value in np.unique(labels):
+        if value > last or value < start:
+            continue
+        if value == start:
+            rows[int(value) - start] = np.flatnonzero(labels <= value)
+        elif value == last:
+            rows[int(value) - start] = np.flatnonzero(labels >= value)
+        else:
+            rows[int(value) - start] = np.flatnonzero(labels == value)
+    return rows
+
+
+def _authors_update(state, means, variances, labels, start, last, first, momentum=0.9):
+    """One statistics update of (m, v, w) per bucket, from the statements: m = mean z̄, v = Σ(z̄ − m)²/n +
+    (1 − 1/n)·mean s, w = Σ s/n², folded with the momentum (replaced at the first update)."""
+    m, v, w = (x.copy() for x in state)
+    for b, idx in _authors_buckets(labels, start, last).items():
+        n = len(idx)
+        mean = means[idx].mean(0)
+        spread = ((means[idx] - mean) ** 2).sum(0) / n + (1 - 1 / n) * variances[idx].mean(0)
+        var_of_mean = variances[idx].sum(0) / n ** 2
+        factor = 0.0 if first else momentum
+        m[b] = (1 - factor) * mean + factor * m[b]
+        v[b] = (1 - factor) * spread + factor * v[b]
+        w[b] = (1 - factor) * var_of_mean + factor * w[b]
+    return m, v, w
+
+
+def _authors_calibrate(state, window, means, variances, labels, start, last, clip):
+    """``window``: (k, k²). The calibration of each sample, from the statements: f = clamp(k∗v / v),
+    z̄ ← (z̄ − m)√f + k∗m, s ← (s + w)√f + k²∗w, where the bucket's spreads sum to ≥ 1e-10 and the dimension's
+    v ≠ 0."""
+    m, v, w = state
+    window, squared = window
+    m2, v2, w2 = _smooth(m, window), _smooth(v, window), _smooth(w, squared)
+    z, s = means.copy(), variances.copy()
+    for b, idx in _authors_buckets(labels, start, last).items():
+        if v[b].sum() < 1e-10:
+            continue
+        for i in idx:
+            for j in range(means.shape[1]):
+                if v[b, j] == 0:
+                    continue
+                f = min(max(v2[b, j] / v[b, j], clip[0]), clip[1])
+                z[i, j] = (means[i, j] - m[b, j]) * np.sqrt(f) + m2[b, j]
+                s[i, j] = (variances[i, j] + w[b, j]) * np.sqrt(f) + w2[b, j]
+    return z, s
+
+
+def _authors_data(rng, start, last, n, d, ends=True):
+    labels = rng.integers(start, last + 1, n).astype(np.float64)
+    labels[:3] = [start + 3, start + 3, start + 5]          # bucket start + 5 …
+    labels[labels == start + 5] = start + 6                  # … is a singleton (its spread is 0)
+    labels[2] = start + 5
+    beyond = np.array([start - 2, start - 1, last + 1, last + 4], dtype=np.float64)   # below and above the buckets
+    if not ends:
+        labels[(labels == start) | (labels == last)] = start + 1
+    labels = np.concatenate([labels, beyond])
+    means = rng.normal(size=(len(labels), d)) * rng.uniform(0.2, 3, size=d) + labels[:, None] * 0.3
+    variances = rng.uniform(0.01, 1.5, size=(len(labels), d))
+    return means, variances, labels
+
+
+@pytest.mark.parametrize("ends", [True, False], ids=["ends-present", "ends-absent"])
+def test_probabilistic_fds_authors_statistics_and_calibration_against_loops(ends):
+    """Two updates (the second with the momentum), the roll-over and the calibration, in float64, against the
+    loops above: singleton bucket, empty buckets (m 0, v w 1), labels beyond both ends, clipped factors."""
+    rng = np.random.default_rng(1)
+    k, d, start = 12, 4, 2
+    last = start + k - 1
+    clip = (0.7, 1.3)
+    fds = ProbabilisticFDS(d, start + k, start, start_update=0, start_smooth=1, ks=5, sigma=2, clip_min=clip[0],
+                           clip_max=clip[1]).double()
+    state = (np.zeros((k, d)), np.ones((k, d)), np.ones((k, d)))
+    tensor = torch.from_numpy
+    for epoch in (0, 1):
+        means, variances, labels = _authors_data(rng, start, last, 150 if epoch == 0 else 60, d, ends)
+        if epoch == 1:
+            labels[labels == start + 9] = start + 8              # bucket start + 9: updated once only
+        fds.update_last_epoch_stats(epoch)
+        fds.update_running_stats(tensor(means), tensor(labels), epoch, latent_var=tensor(variances))
+        state = _authors_update(state, means, variances, labels, start, last, first=epoch == 0)
+    fds.update_last_epoch_stats(2)
+    m, v, w = state
+    assert np.allclose(fds.running_mean_last_epoch.numpy(), m, rtol=1e-12)
+    assert np.allclose(fds.running_var_last_epoch.numpy(), v, rtol=1e-12)
+    assert np.allclose(fds.latent.running_mean_last_epoch.numpy(), w, rtol=1e-12)
+    window = kernel_window("gaussian", 5, 2, normalise="sum", dtype="float64")
+    assert np.allclose(fds.kernel_window.numpy(), window, rtol=1e-6)
+    # The module's windows (k, and k² squared in float32) from here on: the rest exactly.
+    window, squared = fds.kernel_window.numpy(), fds.latent.kernel_window.numpy()
+    assert np.allclose(squared, window ** 2, rtol=1e-6)
+    assert np.allclose(fds.smoothed_var_last_epoch.numpy(), _smooth(v, window), rtol=1e-12)      # v with k
+    assert np.allclose(fds.latent.smoothed_mean_last_epoch.numpy(), _smooth(w, squared), rtol=1e-12)  # w with k²
+    means, variances, labels = _authors_data(rng, start, last, 80, d, ends)
+    z, s = fds.smooth(tensor(means), tensor(labels), 2, latent_var=tensor(variances))
+    want_z, want_s = _authors_calibrate(state, (window, squared), means, variances, labels, start, last, clip)
+    assert np.allclose(z.numpy(), want_z, rtol=1e-12, atol=1e-12)
+    assert np.allclose(s.numpy(), want_s, rtol=1e-12, atol=1e-12)
+    ratio = _smooth(v, window)[v > 0] / v[v > 0]
+    assert (ratio < clip[0]).any() and (ratio > clip[1]).any() and ((ratio > clip[0]) & (ratio < clip[1])).any()
+    single = labels == start + 5
+    assert np.array_equal(z.numpy()[single], means[single])         # the singleton bucket: v = 0, left alone
+    beyond = (labels < start) | (labels > last)
+    assert np.array_equal(z.numpy()[beyond], means[beyond]) != ends     # beyond the ends: with an end value only
+
+
+def test_probabilistic_fds_authors_invariants():
+    """The authors' statistics: v is the expected biased variance of the bucket's sampled latents z̄ + √s ε and w
+    the variance of their mean (Monte Carlo); v ≥ 0, w > 0 and a calibrated variance > 0 everywhere; with the
+    identity kernel f = 1, means are unchanged and s ← s + 2w."""
+    rng = np.random.default_rng(2)
+    n, d = 5, 3
+    means, variances = rng.normal(size=(n, d)), rng.uniform(0.1, 2, size=(n, d))
+    labels = np.full(n, 4.0)
+    fds = ProbabilisticFDS(d, 10, 0, ks=1, sigma=1).double()
+    fds.update_last_epoch_stats(0)
+    fds.update_running_stats(torch.from_numpy(means), torch.from_numpy(labels), 0,
+                             latent_var=torch.from_numpy(variances))
+    fds.update_last_epoch_stats(1)
+    draws = means + np.sqrt(variances) * rng.normal(size=(200_000, n, d))
+    spread = draws.var(axis=1).mean(0)                 # biased variance within the bucket, averaged over draws
+    var_of_mean = draws.mean(axis=1).var(0)
+    assert np.allclose(fds.running_var_last_epoch[4].numpy(), spread, rtol=0.02)
+    assert np.allclose(fds.latent.running_mean_last_epoch[4].numpy(), var_of_mean, rtol=0.02)
+    assert (fds.running_var_last_epoch >= 0).all() and (fds.latent.running_mean_last_epoch > 0).all()
+    z, s = fds.smooth(torch.from_numpy(means), torch.from_numpy(labels), 1, latent_var=torch.from_numpy(variances))
+    w = fds.latent.running_mean_last_epoch[4].numpy()
+    assert np.allclose(z.numpy(), means, rtol=1e-12) and np.allclose(s.numpy(), variances + 2 * w, rtol=1e-12)
+    wide = ProbabilisticFDS(d, 10, 0, ks=5, sigma=2, clip_min=0.1, clip_max=10).double()
+    spread_labels = np.array([2.0, 2.0, 3.0, 3.0, 3.0])          # two buckets of 2 and 3
+    wide.update_last_epoch_stats(0)
+    wide.update_running_stats(torch.from_numpy(means), torch.from_numpy(spread_labels), 0,
+                              latent_var=torch.from_numpy(variances))
+    wide.update_last_epoch_stats(1)
+    _, s = wide.smooth(torch.from_numpy(means), torch.from_numpy(spread_labels), 1,
+                       latent_var=torch.from_numpy(variances))
+    assert (s > 0).all() and (wide.running_var_last_epoch >= 0).all()
+    assert (wide.latent.running_mean_last_epoch > 0).all()
+
+
+def test_probabilistic_fds_authors_factor_sits_near_one_where_the_mixture_shrinks():
+    """The issue's measurement: on a smooth label trend the authors' f is near 1, the earlier (k² on both
+    variances) near Σk² ≈ 0.2."""
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(20.0), 30)
+    means = rng.normal(size=(600, 2)) + labels[:, None] * 0.05
+    variances = rng.uniform(0.5, 1.0, size=(600, 2))
+    factors = {}
+    for smoothing in ("authors", "mixture"):
+        fds = ProbabilisticFDS(2, 20, 0, ks=5, sigma=2, clip_min=0.01, clip_max=100, smoothing=smoothing).double()
+        fds.update_last_epoch_stats(0)
+        fds.update_running_stats(torch.from_numpy(means), torch.from_numpy(labels), 0,
+                                 latent_var=torch.from_numpy(variances))
+        fds.update_last_epoch_stats(1)
+        factors[smoothing] = float(fds._scale[2:18].square().mean())
+    sum_k2 = float((kernel_window("gaussian", 5, 2, normalise="sum", dtype="float64") ** 2).sum())
+    assert abs(factors["authors"] - 1) < 0.1
+    assert abs(factors["mixture"] - sum_k2) < 0.05
+
+
+def test_probabilistic_fds_before_the_first_roll_over_calibrates_with_the_starting_statistics():
+    """Until the first roll-over the authors calibrate with the starting statistics (m 0, v 1, w 1): f = 1, the
+    means unchanged and s ← (s + 1) + 1; the earlier 'mixture' start is the identity. A loaded state agrees."""
+    z, s, y = torch.randn(6, 3, dtype=F64), torch.rand(6, 3, dtype=F64), torch.arange(6.0, dtype=F64) + 2
+    for smoothing, shift in (("authors", 2.0), ("mixture", 0.0)):
+        fds = ProbabilisticFDS(3, 10, 0, smoothing=smoothing).double()
+        means, variances = fds.smooth(z, y, 1, latent_var=s)
+        assert torch.equal(means, z) and torch.allclose(variances, s + shift, rtol=1e-15)
+        copy = ProbabilisticFDS(3, 10, 0, smoothing=smoothing).double()
+        copy.load_state_dict(fds.state_dict())
+        assert torch.equal(copy.smooth(z, y, 1, latent_var=s)[1], variances)

@@ -24,7 +24,7 @@ def toys(monkeypatch):
 def test_the_list_names_each_method_once_in_the_documented_order():
     names = [method.name for method in methods.METHODS]
     assert names == ["reweight", "fds", "bmse", "ranksim", "conr", "srl", "rnc", "uvote", "vir", "dist", "group_dir",
-                     "ordinal_entropy", "accon", "rrt"]
+                     "ordinal_entropy", "accon", "head_start", "rrt"]
     assert methods.REGRESSION.name == "regression" and methods.REGRESSION not in methods.METHODS
 
 

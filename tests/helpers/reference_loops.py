@@ -622,27 +622,39 @@ def uvote_loop(mus, log_sigmas, target, head_weights=None, epoch=None, epochs=No
     return heads[0] + factor * sum(heads[1:], heads[0] * 0.0)
 
 
-def uvote_predict_loop(mus, log_sigmas, rule="minvar"):
-    """Per sample: the head of least σ (first on ties), the mean, or the σ⁻²-weighted mean; the scale is
-    combined with the same weights."""
+def uvote_predict_loop(mus, log_sigmas, rule="minvar", vote="raw"):
+    """Per sample, from the statements of docs/methods.md §11.2.
+
+    ``vote='raw'`` (the authors' code): on the raw log σ (no clamp): ``minvar`` the head of least log σ (first on
+    ties), its σ; ``avg`` the mean location and σ = exp(mean log σ); ``avgvar`` weights 1/σ normalised, the
+    weighted mean location and σ = exp(weighted mean log σ).
+    ``vote='clamped'`` (the earlier vote): σ = exp(clamp(log σ, −5, 5)); the head of least σ, the mean, or the
+    σ⁻²-weighted mean; the scale combined with the same weights.
+    """
     n, m = mus.shape
     preds, scales = [], []
     for k in range(n):
-        sig = [_dir3_math.exp(min(max(float(log_sigmas[k, i]), -5.0), 5.0)) for i in range(m)]
+        logs = [float(log_sigmas[k, i]) for i in range(m)]
+        if vote == "clamped":
+            logs = [min(max(v, -5.0), 5.0) for v in logs]
+        sig = [_dir3_math.exp(v) for v in logs]
         mu = [float(mus[k, i]) for i in range(m)]
         if rule == "minvar":
             best = 0
             for i in range(1, m):
-                if sig[i] < sig[best]:
+                if logs[i] < logs[best]:
                     best = i
             coef = [1.0 if i == best else 0.0 for i in range(m)]
         elif rule == "avg":
             coef = [1.0 / m] * m
         else:
-            inv = [1.0 / (s * s) for s in sig]
+            inv = [1.0 / (s * s) if vote == "clamped" else 1.0 / s for s in sig]
             coef = [v / sum(inv) for v in inv]
         preds.append(sum(c * u for c, u in zip(coef, mu)))
-        scales.append(sum(c * s for c, s in zip(coef, sig)))
+        if vote == "clamped":
+            scales.append(sum(c * s for c, s in zip(coef, sig)))
+        else:
+            scales.append(_dir3_math.exp(sum(c * v for c, v in zip(coef, logs))))
     return preds, scales
 
 

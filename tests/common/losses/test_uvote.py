@@ -193,6 +193,9 @@ def test_module_twin():
     want = uvote_predict(mus, log_sigmas, "avgvar")
     assert torch.equal(pred, want[0]) and torch.equal(sigma, want[1])
     assert "num_heads=3" in repr(module)
+    pred, sigma = module.predict(mus, log_sigmas, "avgvar", "clamped")
+    want = uvote_predict(mus, log_sigmas, "avgvar", "clamped")
+    assert torch.equal(pred, want[0]) and torch.equal(sigma, want[1])
     with pytest.raises(ValueError, match="mus"):
         module(mus[:, :2], log_sigmas[:, :2], y, epoch=1)
     with pytest.raises(ValueError, match="epochs"):
@@ -200,25 +203,66 @@ def test_module_twin():
 
 
 # ---------------------------------------------------------------------------------------------------- predict
+def _spread_and_clamped_heads(n, m, seed):
+    """Heads whose log σ spread over [−8, 8]: about a third beyond the training clamp [−5, 5]."""
+    mus, _, _, _ = heads_case(n, m, seed=seed)
+    log_sigmas = torch.from_numpy(np.random.default_rng(seed).uniform(-8, 8, size=(n, m)))
+    return mus, log_sigmas
+
+
+@pytest.mark.parametrize("vote", ["raw", "clamped"])
 @pytest.mark.parametrize("rule", ["minvar", "avg", "avgvar"])
-def test_predict_matches_loop(rule):
-    mus, log_sigmas, _, _ = heads_case(9, 4, seed=30)
-    pred, sigma = uvote_predict(mus, log_sigmas, rule)
-    want_pred, want_sigma = uvote_predict_loop(mus, log_sigmas, rule)
-    assert pred.shape == sigma.shape == (9,)
-    np.testing.assert_allclose(pred.numpy(), want_pred, rtol=1e-12)
-    np.testing.assert_allclose(sigma.numpy(), want_sigma, rtol=1e-12)
-    scale = log_sigmas.clamp(-5, 5).exp()
-    assert torch.all(sigma >= scale.min(1).values * (1 - 1e-12)) and torch.all(sigma <= scale.max(1).values * (1 + 1e-12))
+def test_predict_matches_loop(rule, vote):
+    for mus, log_sigmas in (heads_case(9, 4, seed=30)[:2], _spread_and_clamped_heads(40, 3, seed=32)):
+        pred, sigma = uvote_predict(mus, log_sigmas, rule, vote)
+        want_pred, want_sigma = uvote_predict_loop(mus, log_sigmas, rule, vote)
+        assert pred.shape == sigma.shape == (mus.shape[0],)
+        np.testing.assert_allclose(pred.numpy(), want_pred, rtol=1e-12)
+        np.testing.assert_allclose(sigma.numpy(), want_sigma, rtol=1e-12)
+        scale = (log_sigmas if vote == "raw" else log_sigmas.clamp(-5, 5)).exp()
+        assert torch.all(sigma >= scale.min(1).values * (1 - 1e-12))
+        assert torch.all(sigma <= scale.max(1).values * (1 + 1e-12))
+        assert torch.all(pred >= mus.min(1).values - 1e-12) and torch.all(pred <= mus.max(1).values + 1e-12)
 
 
-def test_minvar_picks_the_most_certain_head_and_the_first_on_ties():
+def test_default_vote_is_the_authors_and_differs_from_the_clamped_one():
+    """On heads beyond the clamp the two votes differ (the issue: up to years on random heads); the default is
+    the raw one."""
+    mus, log_sigmas = _spread_and_clamped_heads(200, 3, seed=33)
+    mus = mus * 30
+    for rule in ("minvar", "avg", "avgvar"):
+        assert torch.equal(uvote_predict(mus, log_sigmas, rule)[1], uvote_predict(mus, log_sigmas, rule, "raw")[1])
+        raw, clamped = uvote_predict(mus, log_sigmas, rule, "raw"), uvote_predict(mus, log_sigmas, rule, "clamped")
+        assert not torch.allclose(raw[1], clamped[1])
+        if rule != "avg":
+            assert (raw[0] - clamped[0]).abs().max() > 1
+
+
+@pytest.mark.parametrize("vote", ["raw", "clamped"])
+def test_minvar_picks_the_most_certain_head_and_the_first_on_ties(vote):
     mus = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]], dtype=D64)
     log_sigmas = torch.tensor([[0.0, -1.0, 0.5], [0.2, 0.2, 0.3], [-6.0, -8.0, 1.0]], dtype=D64)
-    pred, sigma = uvote_predict(mus, log_sigmas)
-    # row 3: both −6 and −8 clamp to −5, a tie: the first head
-    assert pred.tolist() == [2.0, 4.0, 7.0]
-    assert sigma.tolist() == pytest.approx([math.exp(-1), math.exp(0.2), math.exp(-5)], rel=1e-15)
+    pred, sigma = uvote_predict(mus, log_sigmas, vote=vote)
+    if vote == "raw":
+        # row 3: −8 is the least raw log σ
+        assert pred.tolist() == [2.0, 4.0, 8.0]
+        assert sigma.tolist() == pytest.approx([math.exp(-1), math.exp(0.2), math.exp(-8)], rel=1e-15)
+    else:
+        # row 3: both −6 and −8 clamp to −5, a tie: the first head
+        assert pred.tolist() == [2.0, 4.0, 7.0]
+        assert sigma.tolist() == pytest.approx([math.exp(-1), math.exp(0.2), math.exp(-5)], rel=1e-15)
+
+
+def test_avg_scale_is_the_geometric_mean_and_avgvar_weights_by_inverse_sigma():
+    mus = torch.tensor([[0.0, 10.0]], dtype=D64)
+    log_sigmas = torch.tensor([[math.log(1.0), math.log(4.0)]], dtype=D64)
+    pred, sigma = uvote_predict(mus, log_sigmas, "avg")
+    assert pred.item() == 5.0 and sigma.item() == pytest.approx(2.0, rel=1e-15)      # √(1·4), not (1 + 4)/2
+    pred, sigma = uvote_predict(mus, log_sigmas, "avgvar")
+    assert pred.item() == pytest.approx(10 * 0.25 / 1.25, rel=1e-15)                   # weights 1 and 1/4
+    assert sigma.item() == pytest.approx(math.exp(0.25 / 1.25 * math.log(4.0)), rel=1e-15)
+    pred, _ = uvote_predict(mus, log_sigmas, "avgvar", "clamped")
+    assert pred.item() == pytest.approx(10 * (1 / 16) / (1 + 1 / 16), rel=1e-15)       # weights σ⁻²
 
 
 def test_avgvar_with_equal_scales_is_the_average():
@@ -303,6 +347,8 @@ def test_predict_and_nll_bad_input():
     kw = _ok()
     with pytest.raises(ValueError, match="rule"):
         uvote_predict(kw["mus"], kw["log_sigmas"], "median")
+    with pytest.raises(ValueError, match="vote"):
+        uvote_predict(kw["mus"], kw["log_sigmas"], "avg", "sigma")
     with pytest.raises(ValueError, match="log_sigmas"):
         uvote_predict(kw["mus"], kw["log_sigmas"][:, :1])
     with pytest.raises(ValueError, match="target"):
