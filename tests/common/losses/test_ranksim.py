@@ -479,3 +479,229 @@ def test_loss_with_reference_ties_uses_the_reference_ranks():
     torch.testing.assert_close(got.double(), expected.double(), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="ties"):
         ranksim_loss(features, ages, 2.0, ties="random")
+
+
+# -- no host read: the kept subset as a mask ------------------------------------------------------------------------
+def subset_ranks(scores, ties="stable"):
+    """The ranks before the mask, restated: a sort flipped, positions scattered back, over n."""
+    n = scores.shape[-1]
+    order = torch.argsort(scores, dim=-1, stable=ties == "stable").flip(-1)
+    positions = torch.arange(1, n + 1, dtype=F32).expand(order.shape)
+    return torch.empty(order.shape, dtype=F32).scatter_(-1, order, positions) / n
+
+
+class SubsetRanker(torch.autograd.Function):
+    """The blackbox ranker on a subset, as before the mask."""
+
+    @staticmethod
+    def forward(ctx, scores, lam, ties):
+        ranks = subset_ranks(scores, ties)
+        ctx.save_for_backward(scores, ranks)
+        ctx.lam, ctx.ties = lam, ties
+        return ranks
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        scores, ranks = ctx.saved_tensors
+        perturbed = subset_ranks(scores + ctx.lam * grad_output.to(scores.dtype), ctx.ties)
+        return (-(ranks - perturbed) / (ctx.lam + 1e-8)).to(scores.dtype), None, None
+
+
+def subset_ranksim(features, targets, lam=2.0, generator=None, ties="stable", direct_distance=False):
+    """The algorithm before the mask (slow reference): ``unique`` on the host; with a duplicated label, keys
+    ``torch.rand(B)`` (float64, from ``generator``), a stable sort by (label group, key), the first of each group
+    kept, rows and columns subset in ascending label order; then RankSim on the subset. Returns (loss, kept rows)."""
+    n = features.shape[0]
+    t2 = targets.reshape(n, -1)
+    unique, inverse = torch.unique(t2, dim=0, return_inverse=True)
+    keep = torch.arange(n)
+    if unique.shape[0] < n:
+        keys = torch.rand(n, generator=generator, dtype=D64)
+        order = torch.argsort(inverse.double() + keys, stable=True)
+        counts = torch.bincount(inverse, minlength=unique.shape[0])
+        keep = order[torch.cumsum(counts, 0) - counts]
+    x, t = features[keep], t2[keep]
+    z = torch.nn.functional.normalize(x.to(torch.float32 if x.dtype == torch.bfloat16 else x.dtype), dim=1)
+    t = t.to(z.dtype)
+    if t.shape[1] == 1:
+        distance = (t - t.T).abs()
+    else:
+        distance = torch.cdist(t, t, compute_mode="donot_use_mm_for_euclid_dist" if direct_distance else
+                               "use_mm_for_euclid_dist_if_necessary")
+    label_ranks = subset_ranks(-distance, ties)
+    feature_ranks = SubsetRanker.apply(z @ z.T, lam, ties)
+    return ((feature_ranks - label_ranks) ** 2).mean(dim=1).sum(), keep.tolist()
+
+
+def both(features, targets, lam=2.0, seed=None, ties="stable", direct_distance=False):
+    """(new loss, new gradient, subset loss, subset gradient, kept rows), each from a generator seeded ``seed``."""
+    gen = (lambda: torch.Generator().manual_seed(seed)) if seed is not None else (lambda: None)
+    x = features.clone().requires_grad_(True)
+    loss = ranksim_loss(x, targets, lam, generator=gen(), ties=ties)
+    (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+    xr = features.clone().requires_grad_(True)
+    ref, keep = subset_ranksim(xr, targets, lam, gen(), ties, direct_distance)
+    (ref_grad,) = torch.autograd.grad(ref, xr, allow_unused=True)
+    zero = torch.zeros_like(features)
+    return loss.detach(), (zero if grad is None else grad), ref.detach(), (zero if ref_grad is None else ref_grad), keep
+
+
+def assert_same(loss, grad, ref, ref_grad, dtype):
+    """The loss is float32 (the ranks are) and sums over B rather than U entries: float32 rounding; the
+    gradient, through the same ranks, matches to the features' rounding."""
+    assert loss.dtype == ref.dtype == F32
+    assert abs(loss.item() - ref.item()) <= 1e-6 * max(abs(ref.item()), 1e-6)
+    rel = 1e-5 if dtype != D64 else 1e-12
+    torch.testing.assert_close(grad, ref_grad, rtol=rel, atol=rel)
+
+
+def duplicate_case(b, k, values, seed, dtype=F32, d=6):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, values, (b, k), generator=g).to(D64) * 1.5 - 2.0
+    x = torch.randn(b, d, generator=g, dtype=D64)
+    return x.to(dtype), (y.reshape(b) if k == 1 else y).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [F32, D64])
+@pytest.mark.parametrize("b,k,values", [(12, 1, 3), (16, 1, 6), (40, 1, 10), (64, 1, 80), (9, 2, 2), (20, 3, 2),
+                                        (24, 2, 4), (1, 1, 1), (2, 1, 1)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mask_equals_subset_with_duplicates(dtype, b, k, values, seed):
+    x, y = duplicate_case(b, k, values, seed, dtype)
+    loss, grad, ref, ref_grad, keep = both(x, y, 2.0, seed=seed + 10)
+    assert_same(loss, grad, ref, ref_grad, dtype)
+    dropped = sorted(set(range(b)) - set(keep))
+    assert torch.equal(grad[dropped], torch.zeros_like(grad[dropped]))  # the duplicates left out get no gradient
+    if b >= 12:
+        assert ref.item() > 0 and ref_grad.abs().max() > 0  # not a trivial case
+
+
+@pytest.mark.parametrize("dtype", [F32, D64])
+@pytest.mark.parametrize("case", ["sorted", "shuffled", "symmetric", "rows"])
+def test_mask_equals_subset_with_distinct_labels(dtype, case):
+    g = torch.Generator().manual_seed(5)
+    if case == "rows":
+        y = torch.stack([torch.arange(10, dtype=D64) % 3, torch.arange(10, dtype=D64) // 3], 1)  # distinct rows
+    else:
+        y = torch.arange(10, dtype=D64) * 2.0  # equally spaced: symmetric distance ties, broken by position
+        if case != "sorted":
+            y = y[torch.randperm(10, generator=g)]
+        if case == "symmetric":
+            y = y - 9.0
+    x = torch.randn(10, 5, generator=g, dtype=D64).to(dtype)
+    loss, grad, ref, ref_grad, keep = both(x, y.to(dtype), 2.0, seed=3)
+    assert keep == list(range(10)) and ref.item() > 0
+    assert_same(loss, grad, ref, ref_grad, dtype)
+
+
+def test_mask_equals_subset_with_default_generator():
+    x, y = duplicate_case(30, 1, 7, 4)
+    torch.manual_seed(11)
+    loss = ranksim_loss(x, y, 2.0)
+    torch.manual_seed(11)
+    ref, _ = subset_ranksim(x, y, 2.0)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_mask_equals_subset_beyond_25_rows_of_vector_labels():
+    """(B, K) labels on integer grids: many exact distance ties. ``cdist``'s matrix-product form (above 25 rows)
+    rounds them apart; the mask form takes the direct distance on every batch size."""
+    x, y = duplicate_case(60, 2, 6, 8, D64)
+    loss, grad, ref, ref_grad, keep = both(x, y, 2.0, seed=1, direct_distance=True)
+    assert len(keep) > 25
+    assert_same(loss, grad, ref, ref_grad, D64)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_same_generator_state_same_choice(seed):
+    x, y = duplicate_case(14, 1, 4, seed)
+    _, grad, _, _, keep = both(x, y, 2.0, seed=seed)
+    kept_rows = [i for i in range(14) if grad[i].abs().max() > 0]
+    assert kept_rows == sorted(keep) and len(keep) == len(set(y.tolist())) >= 3
+    g = torch.Generator().manual_seed(seed)
+    ranksim_loss(x, y, 2.0, generator=g)
+    # B float64 keys drawn, on every call (also with all labels distinct, unlike the subset form)
+    g2 = torch.Generator().manual_seed(seed)
+    torch.rand(14, generator=g2, dtype=D64)
+    assert torch.equal(g.get_state(), g2.get_state())
+    g3 = torch.Generator().manual_seed(seed)
+    ranksim_loss(x, torch.arange(14.0), 2.0, generator=g3)
+    assert torch.equal(g3.get_state(), g2.get_state())
+
+
+def test_choice_changes_with_the_generator():
+    x, y = duplicate_case(14, 1, 4, 0)
+    chosen = {tuple(sorted(both(x, y, 2.0, seed=s)[4])) for s in range(10)}
+    assert len(chosen) >= 5
+
+
+@pytest.mark.parametrize("ties", ["stable", "reference"])
+def test_masked_true_ranker_is_the_subset_ranker_exactly(ties):
+    """Ranks and blackbox gradient over the valid columns are bit-for-bit those of the ranker on the subset;
+    the masked entries are 0 with zero gradient."""
+    g = torch.Generator().manual_seed(9)
+    n, keep = 11, torch.tensor([1, 0, 1, 1, 0, 0, 1, 1, 1, 0, 1], dtype=torch.bool)
+    s = (torch.randint(0, 5, (n, n), generator=g).float() * 0.25).requires_grad_(True)  # many ties
+    up = torch.randn(n, n, generator=g)
+    out = ranksim_module.true_ranker(s, 2.0, ties, keep.unsqueeze(0))
+    (grad,) = torch.autograd.grad(out, s, grad_outputs=up * keep)
+    cols = keep.nonzero().flatten()
+    sub = s.detach()[:, cols].requires_grad_(True)
+    want = SubsetRanker.apply(sub, 2.0, ties)
+    (want_grad,) = torch.autograd.grad(want, sub, grad_outputs=up[:, cols])
+    if ties == "reference":  # PyTorch's unstable sort places ties as it may; on CPU it keeps them in order
+        assert torch.equal(out.detach()[:, cols].sort(1).values, want.detach().sort(1).values)
+        return  # the reference tie rule is the device's
+    assert torch.equal(out.detach()[:, cols], want.detach())
+    assert torch.equal(grad[:, cols], want_grad)
+    assert want_grad.abs().max() > 0
+    assert torch.equal(out.detach()[:, ~keep], torch.zeros(n, int((~keep).sum())))
+    assert torch.equal(grad[:, ~keep].abs(), torch.zeros(n, int((~keep).sum())))
+
+
+def test_reference_ties_equal_the_subset_without_ties_or_duplicates():
+    """ties='reference' sorts B entries with the duplicates at −∞ where the subset form sorted U: where no tie is
+    left to the unstable sort (no duplicates, or no tied value), both forms agree."""
+    x, y = duplicate_case(30, 1, 1, 6)
+    y = torch.randperm(60, generator=torch.Generator().manual_seed(6))[:30].float()  # distinct: equal rows
+    loss, grad, ref, ref_grad, _ = both(x, y, 2.0, seed=2, ties="reference")
+    assert_same(loss, grad, ref, ref_grad, F32)
+    y = (2.0 ** torch.randint(0, 12, (30,), generator=torch.Generator().manual_seed(7))).float()  # no distance tie
+    loss, grad, ref, ref_grad, keep = both(x, y, 2.0, seed=2, ties="reference")
+    assert len(keep) < 30
+    assert_same(loss, grad, ref, ref_grad, F32)
+
+
+def test_no_host_read(monkeypatch):
+    from host_reads import HostReads
+
+    from common import checks
+    unchecked = getattr(checks, "values_unchecked", None)
+    if unchecked is None:  # the finiteness checks read values; the training step switches them off
+        monkeypatch.setattr(checks, "check_finite", lambda *args, **kwargs: None)
+        import contextlib
+        unchecked = contextlib.nullcontext
+    x, y = duplicate_case(24, 1, 5, 0)
+    xr = x.clone().requires_grad_(True)
+    with unchecked(), HostReads() as reads:
+        ranksim_loss(xr, y, 2.0, generator=torch.Generator().manual_seed(0)).backward()
+        RankSim(2.0, "reference")(xr, torch.stack([y, y * 2], 1)).backward()
+        ranksim_loss(xr, torch.arange(24.0), 2.0).backward()
+    assert reads.count == 0, reads.where
+    # the counter sees the subset form's reads (unique, a size compared on the host)
+    with HostReads() as reads:
+        subset_ranksim(xr, y, 2.0, torch.Generator().manual_seed(0))
+    assert reads.count > 0
+
+
+@pytest.mark.cuda
+@cuda_only
+def test_cuda_same_choice_as_cpu():
+    x, y = duplicate_case(40, 1, 8, 3)
+    cpu, gcpu = loss_and_grad(x, y, 2.0, generator=torch.Generator().manual_seed(4))
+    xg = x.to("cuda").requires_grad_(True)
+    gpu = ranksim_loss(xg, y.to("cuda"), 2.0, generator=torch.Generator().manual_seed(4))
+    (ggpu,) = torch.autograd.grad(gpu, xg)
+    assert gpu.item() == pytest.approx(cpu.item(), rel=1e-5)
+    assert torch.equal(ggpu.cpu().abs().sum(1) > 0, gcpu.abs().sum(1) > 0)
+    torch.testing.assert_close(ggpu.cpu(), gcpu, rtol=1e-4, atol=1e-5)
