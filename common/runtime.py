@@ -9,7 +9,6 @@ import errno
 import hashlib
 import json
 import logging
-import math
 import os
 import platform
 import random

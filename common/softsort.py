@@ -3,7 +3,7 @@ Differentiable Sorting and Ranking"), on the tensor's own device, batched, witho
 
 For ``θ ∈ R^n`` and strength ``ε > 0`` the ascending soft sort is ``s = v − w`` with ``a = sort(θ)`` ascending,
 ``w_k = (n + 1 − k)/ε`` (k = 1..n) and ``v`` the **decreasing** isotonic regression (L2, unweighted) of ``w + a``
-(docs/methods.md §12.1). Neighbours of the sorted order are pooled where their gap exceeds ``1/ε``; a pooled
+(docs/methods.md §12.1.1). Neighbours of the sorted order are pooled where their gap exceeds ``1/ε``; a pooled
 block becomes its mean plus a ramp of spacing ``1/ε`` (``(0, 100)`` at ε = 0.1 → ``(45, 55)``); ε → 0 is the hard
 sort and ``Σ s = Σ θ`` for every ε.
 

@@ -66,7 +66,7 @@ def build_parser():
                           srl=dict(num_labels=None), uvote=dict(num_branch=2),
                           # Group-DIR has no depth run: 10 groups of 1 m over 0–10 m, the per-pixel MSE (untuned).
                           group_dir=dict(groups=10, sigma=1.0, temperature=0.07, label_range=10.0, reg_loss="mse"),
-                          # ACCon on each image's features (one view): untuned, docs/methods.md §15.
+                          # ACCon on each image's features (one view): untuned, docs/methods.md §12.4.
                           accon=dict(weight=1.0, temperature=1.0, label_range=10.0, variant="stsb", head=False),
                           dist=dict(min_label=0.0, max_label=10.0, step=0.1, pixels=1024))
     return p

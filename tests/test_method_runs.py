@@ -129,8 +129,8 @@ def test_dist_loss_two_stages_base_then_rrt_with_the_term(data, tmp_path):
     train("agedb-dir", data, tmp_path, "base", "--dist_loss", "--distribution_loss_term_weight", "0", "--reweight",
           "inverse", "--epoch", "1")
     base = torch.load(tmp_path / "base" / "ckpt.pth.tar", weights_only=True)
-    result = train("agedb-dir", data, tmp_path, "rrt", *METHODS["dist_loss"], "--retrain_fc", "--pretrained",
-                   str(tmp_path / "base" / "ckpt.pth.tar"), "--epoch", "1", "--select_on", "bmae")
+    train("agedb-dir", data, tmp_path, "rrt", *METHODS["dist_loss"], "--retrain_fc", "--pretrained",
+          str(tmp_path / "base" / "ckpt.pth.tar"), "--epoch", "1", "--select_on", "bmae")
     rrt = torch.load(tmp_path / "rrt" / "ckpt.pth.tar", weights_only=True)
     assert [len(group["params"]) for group in rrt["optimizer"]["param_groups"]] == [2]
     assert " dist " in (tmp_path / "rrt" / "training.log").read_text()            # the term is logged: it acts

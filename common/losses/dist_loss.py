@@ -6,7 +6,7 @@ follow the training label distribution.
   ``[lo, hi]`` (kernel σ = ``bw`` × the labels' standard deviation, scipy's ``gaussian_kde`` with a scalar
   ``bw_method``) on the grid ``x_k = lo + k·step`` gives ``d_k`` (sum 1); a batch of ``B`` gets integer counts
   ``n_k`` (first and last bins take the rounded cumulative tails, NumPy's half-to-even rounding, the residual
-  spread around the mode) and the labels ``x_k`` repeated ``n_k`` times, ascending (docs/methods.md §12.2).
+  spread around the mode) and the labels ``x_k`` repeated ``n_k`` times, ascending (docs/methods.md §12.1.2).
 * **Loss** ``L = mean_i [λ·ℓ(s_i, q_i)·w_i + ℓ(ŷ_i, y_i)·w_i]`` with ``s`` the ascending L2 soft sort of ``ŷ``
   (:mod:`common.softsort`, strength ε), ``q`` the pseudo-labels and ``ℓ`` the run's ``--loss``. In a run the
   second term is the regression loss; :class:`DistTerm` adds the first. By default ``w`` follows its sample
@@ -88,7 +88,7 @@ def kde_density(values, counts, grid, bw: float, lo: float, hi: float) -> np.nda
 
 
 def pseudo_label_counts(density, batch_size: int, residual: str = "fixed") -> np.ndarray:
-    """(K,) int64 number of pseudo-labels per grid point for a batch of ``batch_size`` (docs/methods.md §12.2).
+    """(K,) int64 number of pseudo-labels per grid point for a batch of ``batch_size`` (docs/methods.md §12.1.2).
 
     1. ``c = B·d``; ``f`` the first bin whose cumulative sum reaches 1, ``b`` the last whose tail sum does;
     2. ``n_f = round(cumsum_f)``, ``n_b = round(tail_b)``, ``n_k = round(c_k)`` between them (half to even);

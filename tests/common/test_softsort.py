@@ -1,4 +1,4 @@
-"""The soft sort of common/softsort.py (docs/methods.md §12.1) against a slow pool-adjacent-violators loop of the
+"""The soft sort of common/softsort.py (docs/methods.md §12.1.1) against a slow pool-adjacent-violators loop of the
 same algorithm (Blondel et al. 2020, L2 regulariser), its Jacobian, gradcheck and the invariants."""
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Dist Loss (docs/methods.md §12): the KDE against scipy, the pseudo-label counts against a loop of the spec's four
+"""Dist Loss (docs/methods.md §12.1): the KDE against scipy, the pseudo-label counts against a loop of the spec's four
 steps (both residual rules), the loss against a loop of its formula (values and gradients, float64), the
 invariants, the term on per-sample and per-pixel views without host reads, and the flags' checks."""
 import math
