@@ -8,7 +8,10 @@ Each method alone and the full stack run the same model on the same random batch
 alternating blocks (every variant once per block, so slow drifts of a shared machine hit all alike); the table
 gives the median images per second (of the batch of ``--batch_size``: ConR's views and the doubled batch of the
 "vanilla, 2 × batch" row, the floor of any two-view method, are not counted) and each variant's step time against
-vanilla. ``--loading`` also times the data pipeline per loader process on synthetic AgeDB-DIR: decoding JPEG files
+vanilla. Every variant runs the training loop's own step (``Trainer.train_step``: the objective, the loss's health
+record and meters on the device, backward, Adam); the "bare loop" row is the same model, batch and optimiser in a
+plain PyTorch loop (forward, L1, backward, step), so "vanilla / bare" is the loop's overhead (issue 30's target:
+≤ 1.05×). ``--loading`` also times the data pipeline per loader process on synthetic AgeDB-DIR: decoding JPEG files
 against reading the HDF5 pack (``python -m common.tools.pack``), both followed by the same augmentation.
 """
 from __future__ import annotations
@@ -21,12 +24,17 @@ import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
+import torch.nn.functional as F
+
 from common.fds import FDS
+from common.meters import DeviceMeters, StepHealth
 from common.models.resnet import ResNetRegressor
 from common.objective import objective_from_flags
+from common.trainer import Trainer
 
 # key (for --variants): (row label, what differs from vanilla)
 VARIANTS = {
@@ -83,6 +91,25 @@ def step(model, objective, optimizer, batch, autocast_dtype=None) -> torch.Tenso
     return total
 
 
+def loop_step(model, objective, optimizer, batch, meters=None) -> None:
+    """The training loop's step (``Trainer.train_step``) on this model, objective and optimiser, float32."""
+    if not hasattr(objective, "_loop"):
+        device = batch["input"].device
+        objective._loop = SimpleNamespace(
+            model=model, objective=objective, optimizer=optimizer, device=device, amp_dtype=None,
+            scaler=torch.amp.GradScaler(device.type, enabled=False), health=StepHealth(1e4),
+            config=SimpleNamespace(grad_clip=None, compile_model=None), _last_good_checkpoint=lambda: "")
+    Trainer.train_step(objective._loop, batch, 2, 0, meters if meters is not None else DeviceMeters())
+
+
+def bare_step(model, objective, optimizer, batch) -> None:
+    """The same step in a plain PyTorch loop: forward, L1 loss, backward, Adam."""
+    loss = F.l1_loss(model(batch["input"])["pred"], batch["target"])
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -90,15 +117,17 @@ def sync(device):
 
 def training_steps(args, device) -> dict[str, list[float]]:
     built = {key: build(VARIANTS[key][1], args, device) for key in args.variants}
-    for parts in built.values():                # warm-up
-        step(*parts)
+    built["bare"] = build(VARIANTS["vanilla"][1], args, device)
+    steps = {name: (bare_step if name == "bare" else loop_step) for name in built}
+    for name, parts in built.items():            # warm-up
+        steps[name](*parts)
     rates = {name: [] for name in built}
     for _ in range(args.blocks):
         for name, parts in built.items():
             sync(device)
             start = time.perf_counter()
             for _ in range(args.steps):
-                step(*parts)
+                steps[name](*parts)
             sync(device)
             rates[name].append(args.steps * args.batch_size / (time.perf_counter() - start))
     return rates
@@ -175,12 +204,13 @@ def main(argv=None):
               f"(finite: {finite})")
         return
     rates = training_steps(args, device)
-    base = statistics.median(rates["vanilla"])
-    print(f"\n| variant | batch images/s (B = {args.batch_size}) | step time vs vanilla |")
-    print("|---|---:|---:|")
+    base, bare = statistics.median(rates["vanilla"]), statistics.median(rates.pop("bare"))
+    print(f"\n| variant | batch images/s (B = {args.batch_size}) | step time vs vanilla | vs the bare loop |")
+    print("|---|---:|---:|---:|")
+    print(f"| bare loop (plain PyTorch, vanilla's model and batch) | {bare:.1f} | {base / bare:.2f}× | 1.00× |")
     for key, values in rates.items():
         rate = statistics.median(values)
-        print(f"| {VARIANTS[key][0]} | {rate:.1f} | {base / rate:.2f}× |")
+        print(f"| {VARIANTS[key][0]} | {rate:.1f} | {base / rate:.2f}× | {bare / rate:.2f}× |")
     if args.loading:
         speeds = loading(args)
         print("\n| loader (one process) | images/s |")

@@ -71,8 +71,12 @@ def test_gpu_check_dry_run_reports_every_figure(tmp_path):
     for operation in ("ConR (M=512", "FDS smooth", "FDS update_running_stats", "RankSim (B=256", "BMC (N=256)"):
         assert re.search(rf"^\| {re.escape(operation)}[^|]*\| \d+\.\d+ \|", losses, re.M), operation
     for label, _ in train_step.VARIANTS.values():
-        assert re.search(rf"^\| {re.escape(label)} \| \d+\.\d \| \d+\.\d\d× \|$", steps, re.M), label
-    assert re.search(r"^\| vanilla \| [\d.]+ \| 1\.00× \|$", steps, re.M)
+        assert re.search(rf"^\| {re.escape(label)} \| \d+\.\d \| \d+\.\d\d× \| \d+\.\d\d× \|$", steps, re.M), label
+    assert re.search(r"^\| vanilla \| [\d.]+ \| 1\.00× \| [\d.]+× \|$", steps, re.M)
+    # the loop's overhead: vanilla's training-loop step against the same step in a bare PyTorch loop
+    bare = re.search(r"^\| bare loop [^|]*\| ([\d.]+) \| ([\d.]+)× \| 1\.00× \|$", steps, re.M)
+    vanilla = re.search(r"^\| vanilla \| ([\d.]+) \| 1\.00× \| ([\d.]+)× \|$", steps, re.M)
+    assert bare and vanilla and float(vanilla[2]) == pytest.approx(float(bare[1]) / float(vanilla[1]), rel=0.05)
     assert re.search(r"^HDF5 / JPEG: \d+\.\d\d×$", steps, re.M)
     times = re.search(r"float32 ([\d.]+) ms/step, bf16 ([\d.]+) ms/step, speed-up ([\d.]+)x", bf16)
     assert times and float(times[3]) == pytest.approx(float(times[1]) / float(times[2]), abs=0.01)

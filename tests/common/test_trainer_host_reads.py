@@ -1,6 +1,6 @@
 """No training step waits for the device: every method of the list on AgeDB-DIR's synthetic data (and NYUD2-DIR's
-per-pixel step) trains with zero operations that read a tensor to the host (issue 30). On a GPU each such read stalls the step until the device
-has caught up; counted here on CPU by :class:`host_reads.HostReads`.
+per-pixel step) trains with zero operations that read a tensor to the host (issue 30). On a GPU each such read
+stalls the step until the device has caught up; counted here on CPU by :class:`host_reads.HostReads`.
 
 The run is stopped after two steps of its second epoch, so FDS (and VIR's probabilistic FDS) steps are counted
 with their smoothing on, after an epoch's statistics.
