@@ -68,8 +68,8 @@ section "loss benchmark (benchmarks/losses.py --device $DEVICE)"
 timeout 120 "$PY" benchmarks/losses.py --device "$DEVICE" --repeats "$REPEATS" 2>&1 | tail -20 | tee -a "$OUT"
 
 section "training step per method, and loading (benchmarks/train_step.py, $MODEL, $IMG px, batch $BATCH)"
-timeout 150 "$PY" benchmarks/train_step.py --device "$DEVICE" --model "$MODEL" --img_size "$IMG" --batch_size "$BATCH" \
-    $STEP_ARGS --loading 2>&1 | tail -25 | tee -a "$OUT"
+timeout 240 "$PY" benchmarks/train_step.py --device "$DEVICE" --model "$MODEL" --img_size "$IMG" --batch_size "$BATCH" \
+    $STEP_ARGS --loading 2>&1 | tail -40 | tee -a "$OUT"
 
 section "bf16 vs float32 training step ($MODEL, $IMG px, batch $BATCH, ConR + FDS)"
 timeout 120 "$PY" benchmarks/train_step.py --device "$DEVICE" --model "$MODEL" --img_size "$IMG" --batch_size "$BATCH" \

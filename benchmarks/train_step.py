@@ -23,6 +23,7 @@ import statistics
 import tempfile
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,7 +34,9 @@ import torch.nn.functional as F
 from common.fds import FDS
 from common.meters import DeviceMeters, StepHealth
 from common.models.resnet import ResNetRegressor
-from common.objective import objective_from_flags
+from common.losses.accon import ACConHead
+from common.losses.group_dir import GroupDIRHead
+from common.objective import ObjectiveData, objective_from_flags
 from common.trainer import Trainer
 
 # key (for --variants): (row label, what differs from vanilla)
@@ -47,6 +50,12 @@ VARIANTS = {
     "conr": ("ConR, 3 passes (reference)", {"views": True, "objective": {"conr": True, "conr_beta": 4.0}}),
     "conr_views2": ("ConR, `--conr_views 2`", {"views": True, "reuse": True,
                                                "objective": {"conr": True, "conr_beta": 4.0}}),
+    # The 2023–2025 methods (docs/methods.md §12), each at its AgeDB-DIR defaults.
+    "dist": ("Dist Loss", {"weights": True, "objective": {"dist_loss": True, "reweight": "inverse"}}),
+    "group_dir": ("Group-DIR (G = 10)", {"head": "group_dir", "objective": {"group_dir": True}}),
+    "ordinal_entropy": ("Ordinal Entropy", {"objective": {"ordinal_entropy": True}}),
+    "accon": ("ACCon (two views, the main pass)", {"head": "accon", "views": True, "reuse": True,
+                                                   "objective": {"accon": True}}),
     # The floor of any method that forwards two views: vanilla on twice the batch (ConR's loss itself excluded).
     "vanilla_2x": ("vanilla, 2 × batch", {"batch_factor": 2}),
     "all": ("all (LDS+FDS+RankSim+SRL+ConR)", {"weights": True, "fds": True, "srl": True, "views": True,
@@ -63,9 +72,15 @@ def build(variant: dict, args, device):
     torch.manual_seed(0)
     width = 64 if args.model == "resnet50" or args.img_size >= 128 else args.width
     fds = FDS(ResNetRegressor.encoding_dim_of(args.model, width), 100, 3) if variant.get("fds") else None
+    head = {"group_dir": partial(GroupDIRHead, groups=10), "accon": partial(ACConHead, proj_dims=512, relu=True,
+                                                                            normalized=False)}.get(variant.get("head"))
     model = ResNetRegressor(args.model, fds=fds, projection_dim=128 if variant.get("srl") else None, width=width,
-                            stem="imagenet" if args.img_size >= 128 else "cifar").to(device).train()
-    objective = objective_from_flags(srl_num_labels=121, **variant.get("objective", {})).to(device)
+                            stem="imagenet" if args.img_size >= 128 else "cifar",
+                            **({"head": head} if head else {})).to(device).train()
+    # Dist Loss's pseudo-labels come from the training labels: ages drawn as the batch's are.
+    ages = torch.randint(0, 100, (2000,), generator=torch.Generator().manual_seed(1)).float().numpy()
+    objective = objective_from_flags(ObjectiveData(train_labels=ages), srl_num_labels=121,
+                                     **variant.get("objective", {})).to(device)
     objective.reuse_views = bool(variant.get("reuse"))
     optimizer = torch.optim.Adam(list(model.parameters()) + list(objective.parameters()), lr=1e-4)
     n, size = args.batch_size * variant.get("batch_factor", 1), args.img_size
