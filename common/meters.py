@@ -44,8 +44,8 @@ class DeviceMeters:
 
 
 class StepHealth:
-    """The first training step whose total loss was non-finite, and the first whose magnitude exceeded
-    ``factor`` times the first step's (``max(|loss₀|, 1e-6)``), kept on the loss's device.
+    """The first training step whose total loss was non-finite or whose magnitude exceeded ``factor`` times the
+    first step's (``max(|loss₀|, 1e-6)``), whichever came first, kept on the loss's device.
 
     :meth:`update` costs a few element-wise operations per step and reads nothing; :meth:`problem` reads the record
     once and returns the sentence that ends the run (``None`` while the loss is healthy).
