@@ -123,6 +123,18 @@ def feature_batch(where: str, name: str, value, ndim: int) -> torch.Tensor:
     return tensor
 
 
+def depth_maps(where: str, features, depth) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel features (B, C, H, W) and the depth map (B, 1, H, W) at their resolution (NYUD2's dense
+    losses)."""
+    features = feature_batch(where, "features", features, 4)
+    b, _, h, w = features.shape
+    depth = as_tensor(where, "depth", depth)
+    if depth.shape != (b, 1, h, w):
+        raise ValueError(f"{where}: `depth` has shape {tuple(depth.shape)}; expected {(b, 1, h, w)} to match "
+                         f"`features` {tuple(features.shape)}.")
+    return features, depth
+
+
 def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     """float32 for half-precision inputs (autocast), else the input's dtype: logits up to 1/τ and cosine tables
     need float32's mantissa; float64 stays float64 (gradcheck)."""

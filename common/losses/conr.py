@@ -168,12 +168,8 @@ def conr_dense_loss(features, depth, output, weights=None, *, window=0.2, temper
     """
     where = "conr_dense_loss"
     _check_hyper(where, window, temperature, eta, denominator)
-    features = checks.feature_batch(where, "features", features, 4)
+    features, depth = checks.depth_maps(where, features, depth)
     b, _, h, w = features.shape
-    depth = checks.as_tensor(where, "depth", depth)
-    if depth.shape != (b, 1, h, w):
-        raise ValueError(f"{where}: `depth` has shape {tuple(depth.shape)}; expected {(b, 1, h, w)} to match "
-                         f"`features` {tuple(features.shape)}.")
     checks.check_same_shape(where, "output", checks.as_tensor(where, "output", output), "depth", depth)
     if weights is not None:
         checks.check_same_shape(where, "weights", checks.as_tensor(where, "weights", weights), "depth", depth)

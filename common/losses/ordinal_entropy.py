@@ -182,12 +182,8 @@ def ordinal_entropy_dense_loss(features, depth, bins: LabelBins | None = None, *
     """
     where = "ordinal_entropy_dense_loss"
     _check_hyper(where, tightness, empty_tightness, label_distance)
-    features = checks.feature_batch(where, "features", features, 4)
+    features, depth = checks.depth_maps(where, features, depth)
     b, _, h, w = features.shape
-    depth = checks.as_tensor(where, "depth", depth)
-    if depth.shape != (b, 1, h, w):
-        raise ValueError(f"{where}: `depth` has shape {tuple(depth.shape)}; expected {(b, 1, h, w)} to match "
-                         f"`features` {tuple(features.shape)}.")
     if h < DEPTH_STRIDE or w < DEPTH_STRIDE:
         raise ValueError(f"{where}: `features` {tuple(features.shape)} is smaller than {DEPTH_STRIDE} pixels on a "
                          f"side; the depth variant works at (h // {DEPTH_STRIDE}, w // {DEPTH_STRIDE}).")
