@@ -138,9 +138,10 @@ class PairDataset(Dataset):
                 "weight": torch.tensor([self.weights[i]])}
 
 
-def pad(sequences) -> tuple[torch.Tensor, torch.Tensor]:
-    """int64 arrays → ``(tokens (B, T) padded with 0, lengths (B,))``."""
-    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+def pad(sequences) -> tuple[torch.Tensor, np.ndarray]:
+    """int64 arrays → ``(tokens (B, T) padded with 0, lengths (B,))``. The lengths are a NumPy array, which the
+    loop does not move to the device: the packed LSTM reads them on the host."""
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
     tokens = torch.zeros(len(sequences), int(lengths.max()), dtype=torch.long)
     for row, sequence in enumerate(sequences):
         tokens[row, :len(sequence)] = torch.from_numpy(sequence)
@@ -148,8 +149,8 @@ def pad(sequences) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def collate(samples) -> dict:
-    """A batch: ``input = (tokens1 (B, T1), lengths1 (B,), tokens2 (B, T2), lengths2 (B,))``, ``target``
-    (B, 1) scores, ``weight`` (B, 1)."""
+    """A batch: ``input = (tokens1 (B, T1), lengths1 (B,), tokens2 (B, T2), lengths2 (B,))`` (lengths: NumPy,
+    on the host), ``target`` (B, 1) scores, ``weight`` (B, 1)."""
     tokens1, lengths1 = pad([s["input"][0] for s in samples])
     tokens2, lengths2 = pad([s["input"][1] for s in samples])
     return {"input": (tokens1, lengths1, tokens2, lengths2),

@@ -77,25 +77,28 @@ class BiLSTMPairRegressor(nn.Module):
             self.projector = nn.Sequential(nn.Linear(self.encoding_dim, projection_dim), nn.ReLU(),
                                            nn.Linear(projection_dim, projection_dim))
 
-    def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, T) token ids and (B,) lengths → (B, 2·d_hid) max-pooled BiLSTM states."""
+    def encode(self, tokens: torch.Tensor, lengths) -> torch.Tensor:
+        """(B, T) token ids, padded with 0 (``PAD``, which no word has), and their (B,) lengths on the host (a CPU
+        tensor or NumPy array: ``pack_padded_sequence`` reads them there, so lengths on the device would make the
+        step wait for it) → (B, 2·d_hid) max-pooled BiLSTM states."""
         x = self.dropout(self.highway(self.embedding(tokens)))
         # Packed, so that the backward direction starts at each sentence's last token, not in the padding.
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         states, _ = self.lstm(packed)
         states, _ = pad_packed_sequence(states, batch_first=True, total_length=tokens.shape[1])
         states = self.dropout(states)
-        valid = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
-        return states.masked_fill(~valid[:, :, None], float("-inf")).max(dim=1).values
+        # The padding mask from the tokens, on their device (from the lengths it would be a copy to it).
+        return states.masked_fill((tokens == 0)[:, :, None], float("-inf")).max(dim=1).values
 
     def pair_feature(self, inputs) -> torch.Tensor:
-        """``(tokens1, lengths1, tokens2, lengths2)`` → (B, 8·d_hid) ``[u; v; |u−v|; u∘v]``."""
+        """``(tokens1, lengths1, tokens2, lengths2)`` (lengths on the host, as :meth:`encode`) → (B, 8·d_hid)
+        ``[u; v; |u−v|; u∘v]``."""
         tokens1, lengths1, tokens2, lengths2 = inputs
         # Both sentences in one LSTM call: pad to the longer of the two batches and stack them.
         width = max(tokens1.shape[1], tokens2.shape[1])
         tokens = torch.cat([F.pad(tokens1, (0, width - tokens1.shape[1])),
                             F.pad(tokens2, (0, width - tokens2.shape[1]))])
-        u, v = self.encode(tokens, torch.cat([lengths1, lengths2])).chunk(2)
+        u, v = self.encode(tokens, torch.cat([torch.as_tensor(lengths1), torch.as_tensor(lengths2)])).chunk(2)
         return torch.cat([u, v, (u - v).abs(), u * v], dim=1)
 
     def forward(self, inputs, targets=None, smooth: bool = True) -> dict:

@@ -24,10 +24,17 @@ VALUE_SHAPED = {aten.nonzero.default, aten.masked_select.default, aten._unique2.
                 aten.unique_consecutive.default, aten.repeat_interleave.Tensor, aten.nonzero_static.default}
 
 
-def _in_optimizer_step() -> bool:
-    """Whether a ``torch.optim`` optimiser's step is reading: its step counters live on the CPU on every device
-    (``capturable=False``, PyTorch's default), so reading them never waits for a GPU."""
-    return any("/torch/optim/" in frame.filename for frame in traceback.extract_stack(limit=12))
+#: PyTorch code whose scalar reads are of tensors that live on the host on every device: ``torch.optim``'s step
+#: counters (``capturable=False``, PyTorch's default), and a packed sequence's ``batch_sizes`` and lengths, which
+#: ``pack_padded_sequence`` and the recurrent modules require on the CPU (STS-B-DIR's batches keep the lengths
+#: there). Only reads of CPU tensors are let through, and copies to the CPU are always counted.
+HOST_ONLY = ("/torch/optim/", "/torch/nn/utils/rnn.py", "/torch/nn/modules/rnn.py")
+
+
+def _host_only_read(tensor) -> bool:
+    """Whether reading ``tensor`` never waits for a GPU: a CPU tensor read by :data:`HOST_ONLY` code."""
+    return (isinstance(tensor, torch.Tensor) and tensor.device.type == "cpu"
+            and any(part in frame.filename for frame in traceback.extract_stack(limit=12) for part in HOST_ONLY))
 
 
 class HostReads(TorchDispatchMode):
@@ -54,7 +61,7 @@ class HostReads(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is aten._local_scalar_dense.default:
-            if not _in_optimizer_step():
+            if not _host_only_read(args[0]):
                 self._record(str(func))
         elif func in VALUE_SHAPED:
             self._record(str(func))
