@@ -6,8 +6,9 @@
 # Uses the PyTorch already installed there (torch >= 2.11) and installs nothing from the network: missing packages
 # come from --wheels DIR, a local folder of wheels (default: .whl/ when it exists; `make gpu-wheels` fills it with
 # tensorboard_logger and the protobuf < 4 it needs, which a PyTorch image usually lacks). It runs the CUDA-marked tests,
-# the loss benchmark and the training-step benchmark (every method at ResNet-50, 224 px, batch 64, and JPEG against
-# HDF5 loading) on the GPU, a bf16 vs float32 training-step comparison, and a short synthetic AgeDB-DIR run with
+# the loss benchmark and the training-step benchmark (every method at ResNet-50, 224 px, batch 64, against a bare
+# PyTorch loop, and JPEG against HDF5 loading) on the GPU, the statistics pass's share of the epoch (FDS, VIR, SRL,
+# with and without --stats_from_training), a bf16 vs float32 training-step comparison, and a short synthetic AgeDB-DIR run with
 # ConR + LDS + FDS + RankSim + SRL, and writes one report (GPU model, torch version, every figure). Without a CUDA
 # GPU it says so and exits 0. --dry_run runs every section on the CPU at toy sizes, to check the script itself
 # (tests/common/test_cuda.py does, so that it still works on the day a GPU is there).
@@ -37,6 +38,7 @@ if [ "$DRY" = 1 ]; then
     export DEVICE=cpu MODEL=resnet18 IMG=32 BATCH=8 STEP_ARGS="--blocks 1 --steps 1 --stored_size 48"
     export REPEATS=1 RUN_ARGS="--epoch 1 --img_size 32 --width 16 --batch_size 32 --workers 0"
     export SYNTH_ARGS="--n 200 --img_size 32"
+    export STATS_ARGS="--n 200 --img_size 16 --width 4 --epochs 1 --workers 0 --methods FDS"
     export TMPROOT="${TMPDIR:-/tmp}/gpu_check_dry_$$"
 else
     if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
@@ -45,6 +47,7 @@ else
     fi
     export DEVICE=cuda MODEL=resnet50 IMG=224 BATCH=64 STEP_ARGS="--blocks 5 --steps 3" REPEATS=20
     export RUN_ARGS="--epoch 3 --img_size 64 --batch_size 128 --workers 8" SYNTH_ARGS="--n 3000 --img_size 64"
+    export STATS_ARGS="--n 2000 --img_size 64 --width 64 --batch_size 128 --epochs 2 --workers 8"
     export TMPROOT=/tmp/gpu_check
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"     # the repo's `common`, without an install step
@@ -70,6 +73,9 @@ timeout 120 "$PY" benchmarks/losses.py --device "$DEVICE" --repeats "$REPEATS" 2
 section "training step per method, and loading (benchmarks/train_step.py, $MODEL, $IMG px, batch $BATCH)"
 timeout 240 "$PY" benchmarks/train_step.py --device "$DEVICE" --model "$MODEL" --img_size "$IMG" --batch_size "$BATCH" \
     $STEP_ARGS --loading 2>&1 | tail -40 | tee -a "$OUT"
+
+section "statistics pass of FDS, VIR and SRL, share of the epoch (benchmarks/statistics_pass.py, $STATS_ARGS)"
+timeout 240 "$PY" benchmarks/statistics_pass.py --device "$DEVICE" $STATS_ARGS 2>&1 | tail -12 | tee -a "$OUT"
 
 section "bf16 vs float32 training step ($MODEL, $IMG px, batch $BATCH, ConR + FDS)"
 timeout 120 "$PY" benchmarks/train_step.py --device "$DEVICE" --model "$MODEL" --img_size "$IMG" --batch_size "$BATCH" \

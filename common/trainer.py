@@ -157,7 +157,8 @@ class Task:
 
 
 def to_device(batch, device: torch.device):
-    """Every tensor of a (nested) batch on ``device``."""
+    """Every tensor of a (nested) batch on ``device``; anything else (NumPy arrays: values a model reads on the
+    host, as STS-B's sentence lengths) stays where it is."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, dict):
@@ -285,6 +286,7 @@ class LoopState:
     bad_vals: int = 0
     recent_scores: list = field(default_factory=list)   # the last patience + 1 scores ('window' rule)
     train_seconds: float = 0.0       # time in training epochs (steps, their data loading, statistics passes)
+    statistics_seconds: float = 0.0  # of which in the epoch-end statistics passes (FDS, VIR, SRL)
     train_samples: int = 0           # training samples stepped on (this process's share)
 
     def state_dict(self) -> dict:
@@ -601,8 +603,12 @@ class Trainer:
                 if self.validate(epoch, next_epoch=epoch, next_step=step + 1):
                     return True
                 model.train()
-        self._check_health()
+        self._check_health()        # a host read: the epoch's steps are done on the device here
+        statistics_started = time.monotonic()
         self.task.statistics_pass(model, self.objective, self._batches(self.stats_loader), epoch)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)      # once an epoch, so the pass's own time is measured
+        state.statistics_seconds += time.monotonic() - statistics_started
         state.train_seconds += time.monotonic() - started
         if self.scheduler is not None:
             self.scheduler.step()
@@ -723,14 +729,16 @@ class Trainer:
         return {**result, "run_dir": str(self.run_dir)}
 
     def _cost(self) -> dict:
-        """What the run cost (``results.json``'s ``cost``): wall time in training epochs (summed over resumes),
-        training samples per second (all processes), peak memory of this process (host; CUDA when used), the
-        device and the number of processes."""
+        """What the run cost (``results.json``'s ``cost``): wall time in training epochs (summed over resumes)
+        and the share of it in the epoch-end statistics passes, training samples per second (all processes),
+        peak memory of this process (host; CUDA when used), the device and the number of processes."""
         import resource
         state = self.state
         peak_host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024       # KiB on Linux
         peak_cuda = torch.cuda.max_memory_allocated(self.device) / 2 ** 20 if self.device.type == "cuda" else None
         return {"wall_seconds": round(state.train_seconds, 6),
+                "statistics_share": round(state.statistics_seconds / state.train_seconds, 6)
+                if state.train_seconds > 0 else None,
                 "train_samples_per_second": round(state.train_samples * self.world / state.train_seconds, 3)
                 if state.train_seconds > 0 else None,
                 "peak_host_memory_mib": round(peak_host, 1),
@@ -744,7 +752,9 @@ class Trainer:
         if "uncertainty" in test:
             lines.append(uncertainty_line(test["uncertainty"]))
         speed = cost["train_samples_per_second"]
-        lines.append(f"cost: {cost['wall_seconds']:.0f} s training, "
+        share = cost["statistics_share"]
+        lines.append(f"cost: {cost['wall_seconds']:.0f} s training"
+                     + (f" ({100 * share:.0f} % in statistics passes)" if share and share >= 0.005 else "") + ", "
                      + (f"{speed:.1f} samples/s, " if speed else "")
                      + f"peak memory {cost['peak_host_memory_mib']:.0f} MiB"
                      + (f" (CUDA {cost['peak_cuda_memory_mib']:.0f} MiB)" if cost["peak_cuda_memory_mib"] else "")

@@ -64,9 +64,9 @@ def test_gpu_check_dry_run_reports_every_figure(tmp_path):
     assert "(dry run on the CPU)" in header and f"torch {torch.__version__} " in header
     titles = [section.split("\n", 1)[0] for section in sections]
     assert [title.split(" ", 2)[:2] for title in titles] == [["CUDA", "tests"], ["loss", "benchmark"],
-                                                             ["training", "step"], ["bf16", "vs"],
-                                                             ["synthetic", "AgeDB-DIR:"]]
-    cuda_tests, losses, steps, bf16, run = (section.split("\n", 1)[1] for section in sections)
+                                                             ["training", "step"], ["statistics", "pass"],
+                                                             ["bf16", "vs"], ["synthetic", "AgeDB-DIR:"]]
+    cuda_tests, losses, steps, statistics, bf16, run = (section.split("\n", 1)[1] for section in sections)
     assert re.search(r"\b\d+ skipped, \d+ deselected", cuda_tests) and "error" not in cuda_tests.lower()
     for operation in ("ConR (M=512", "FDS smooth", "FDS update_running_stats", "RankSim (B=256", "BMC (N=256)"):
         assert re.search(rf"^\| {re.escape(operation)}[^|]*\| \d+\.\d+ \|", losses, re.M), operation
@@ -78,6 +78,13 @@ def test_gpu_check_dry_run_reports_every_figure(tmp_path):
     vanilla = re.search(r"^\| vanilla \| ([\d.]+) \| 1\.00× \| ([\d.]+)× \|$", steps, re.M)
     assert bare and vanilla and float(vanilla[2]) == pytest.approx(float(bare[1]) / float(vanilla[1]), rel=0.05)
     assert re.search(r"^HDF5 / JPEG: \d+\.\d\d×$", steps, re.M)
+    # the statistics pass's share of the epoch: FDS with the second pass, and from the training features
+    vanilla_epoch = re.search(r"^\| vanilla \| — \| — \| ([\d.]+) \| 1\.00× \|$", statistics, re.M)
+    assert vanilla_epoch, statistics
+    for collect in ("second pass", "--stats_from_training"):
+        row = re.search(rf"^\| FDS \| {collect} \| ([\d.]+) % \| ([\d.]+) \| ([\d.]+)× \|$", statistics, re.M)
+        assert row and 0 < float(row[1]) < 100, collect
+        assert float(row[3]) == pytest.approx(float(row[2]) / float(vanilla_epoch[1]), rel=0.05, abs=0.01)
     times = re.search(r"float32 ([\d.]+) ms/step, bf16 ([\d.]+) ms/step, speed-up ([\d.]+)x", bf16)
     assert times and float(times[3]) == pytest.approx(float(times[1]) / float(times[2]), abs=0.01)
     assert "(finite: True)" in bf16

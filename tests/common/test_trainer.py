@@ -4,6 +4,7 @@ Nothing here knows about ages or images: these tasks are what a new benchmark wo
 """
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -531,13 +532,27 @@ def test_the_console_ends_with_a_short_block_and_the_log_keeps_the_flags_and_tab
     assert tail[1].startswith(f"run folder {tmp_path / 'run'}: results.json")
     assert tail[2] == f"compare runs: python -m common.tools.report {tmp_path / 'run'} [other run folders]"
     cost = json.loads((tmp_path / "run" / "results.json").read_text())["cost"]
-    assert set(cost) == {"wall_seconds", "train_samples_per_second", "peak_host_memory_mib", "peak_cuda_memory_mib",
-                         "device", "processes"}
+    assert set(cost) == {"wall_seconds", "statistics_share", "train_samples_per_second", "peak_host_memory_mib",
+                         "peak_cuda_memory_mib", "device", "processes"}
+    assert 0 <= cost["statistics_share"] < 0.05 and "statistics passes" not in tail[0]    # this task has none
     # 3 epochs of 64 samples in the measured training time, memory of this process, the CPU, one process.
     assert cost["wall_seconds"] > 0
     assert cost["train_samples_per_second"] == pytest.approx(3 * 64 / cost["wall_seconds"], rel=1e-3)
     assert cost["peak_host_memory_mib"] > 10 and cost["peak_cuda_memory_mib"] is None
     assert (cost["device"], cost["processes"]) == ("cpu", 1)
+
+
+def test_the_statistics_passes_share_of_the_training_time_is_measured_and_kept_across_a_resume(tmp_path, capsys):
+    class SlowStatistics(VectorTask):
+        def statistics_pass(self, model, objective, batches, epoch):
+            time.sleep(0.3)
+
+    trainer(SlowStatistics(), tmp_path, epochs=2).fit()
+    trainer(SlowStatistics(), tmp_path, epochs=3, resume=tmp_path / "run" / "ckpt.pth.tar").fit()
+    cost = json.loads((tmp_path / "run" / "results.json").read_text())["cost"]
+    # Three passes of at least 0.3 s each, over both invocations, inside the training time.
+    assert 0.9 <= cost["statistics_share"] * cost["wall_seconds"] < cost["wall_seconds"]
+    assert f"({100 * cost['statistics_share']:.0f} % in statistics passes)" in capsys.readouterr().out
 
 
 def test_a_start_that_failed_before_its_first_checkpoint_does_not_block_the_same_command(tmp_path):
