@@ -69,9 +69,13 @@ def enabled(args) -> list[Method]:
 
 
 def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Every method's parse-time checks, in the list's order."""
+    """Every method's parse-time checks, in the list's order; then: at most one method changes the step."""
     for method in METHODS:
         method.check(parser, args)
+    stepping = [method for method in enabled(args) if method.step_rule(args) is not None]
+    if len(stepping) > 1:
+        parser.error(f"{stepping[0].switch} and {stepping[1].switch} each change the optimisation step: pass only "
+                     "one of them.")
 
 
 def tags(args) -> list[str]:
@@ -118,6 +122,15 @@ def prepare_model(args, model, spec, log=print):
 def param_groups(args, model, objective) -> list[dict]:
     """The optimiser groups the enabled methods bring (their parameters leave the model's group)."""
     return [group for method in enabled(args) for group in method.param_groups(args, model, objective)]
+
+
+def step_rule(args):
+    """The :class:`~common.method.StepRule` of the enabled method that changes the optimisation step (BSAM), or
+    None: the loop's plain step (:func:`check` refuses two at parse time)."""
+    rules = [rule for rule in (method.step_rule(args) for method in enabled(args)) if rule is not None]
+    if len(rules) > 1:
+        raise ValueError("step_rule: two enabled methods each change the optimisation step; pass only one of them.")
+    return rules[0] if rules else None
 
 
 def default_flags() -> dict:
