@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import fds, head_start, lds, rrt
+from common import bsam, fds, head_start, lds, rrt
 from common.losses import (accon, balanced_mse, conr, dist_loss, group_dir, ordinal_entropy, ranksim, regression,
                            rnc, srl, uvote, vir)
 from common.method import Method
@@ -27,6 +27,7 @@ METHODS: tuple[Method, ...] = (
     group_dir.METHOD,      # Group-DIR: a head and a main loss
     ordinal_entropy.METHOD,  # Ordinal Entropy: a term
     accon.METHOD,          # ACCon: a head and a term
+    bsam.METHOD,           # BSAM: a step rule (a second pass at perturbed parameters) and its weights
     head_start.METHOD,     # --head_start labels: after UVOTE's own start, before RRT loads --pretrained
     rrt.METHOD,            # RRT: the two-stage protocol
 )
