@@ -20,6 +20,7 @@ AGEDB_DEFAULTS = dict(
     srl_num_labels=102,  # SRL label slots: ages 0..101 (the reference's --bucket_num 102)
     group_sigma=0.5, reg_loss="mse",   # Group-DIR's AgeDB values (agedb/train.py: σ 0.5, MSE)
     accon_augment="rnc",  # ACCon's AgeDB views: RnC's augmentation (the authors' AgeDB code)
+    bsam_rho=0.2,         # BSAM's AgeDB ρ (the authors' README and code)
 )
 
 

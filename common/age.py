@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from common import methods
+from common import bsam, methods
 from common.method import ModelSpec
-from common.bins import AGE_BINS
+from common.bins import AGE_BINS, LabelBins
 from common.runtime import HDF5Pack, read_hdf5, sha256_of
 from common.tools.datasplit import describe_split
 from common.textfiles import read_csv
@@ -308,9 +308,15 @@ class AgeTask(Task):
                      f"the training ages above, up to {train_labels.max():g}, are calibrated only in a batch that "
                      f"holds age {a.bucket_num - 1} exactly, else not at all (the reference's rule); raise "
                      f"--bucket_num to {int(train_labels.max()) + 1} to track them.")
-        # --lds without --reweight smooths what UVOTE's heads or BNI's prior count, not sample weights.
-        weights = prepare_weights(train_labels, a.reweight, a.lds and a.reweight != "none", a.lds_kernel,
-                                  a.lds_ks, a.lds_sigma, bins=AGE_BINS, truncate_smoothed_counts=a.lds_truncate)
+        # --reweight/--lds, or BSAM's own 1/√n (bsam.weighting); --lds without --reweight smooths what UVOTE's heads
+        # or BNI's prior count, not sample weights. BSAM's weights count each integer age (the authors' table, which
+        # has IMDB-WIKI's ages above 120 too); DIR's re-weighting counts ages ≥ 120 in one bin.
+        rule = bsam.weighting(a)
+        bins = LabelBins(0, 1, int(train_labels.max()) + 1) if rule.own else AGE_BINS
+        weights = prepare_weights(train_labels, rule.reweight, rule.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
+                                  bins=bins, truncate_smoothed_counts=a.lds_truncate, rescale=rule.rescale)
+        if rule.own and not a.evaluate:
+            self.log(bsam.weights_note(a, weights))
         # RnC's augmentation crops the original image (the authors'), or the resized one (--rnc_crop resized);
         # its linear stage trains the head on the same augmentation (--rnc_linear_aug rnc, the authors'). ACCon's
         # AgeDB views are RnC's augmentation too (--accon_augment rnc).

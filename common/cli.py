@@ -348,6 +348,7 @@ AGE_DEFAULTS = dict(
     conr_window=1.0, conr_beta=4.0, conr_temperature=0.07, conr_eta=0.01,
     srl_num_labels=121, srl_homogeneity_alpha=-1.0, num_branch=2, accon_augment="main",
     group_sigma=1.0, reg_loss="l1",   # Group-DIR's IMDB-WIKI values (imdb_wiki/train.py)
+    bsam_rho=0.05,   # BSAM's IMDB-WIKI ρ (the authors' README; their code's default is AgeDB's 0.2)
 )
 
 
@@ -379,7 +380,8 @@ def build_age_parser(description: str, **overrides) -> argparse.ArgumentParser:
         uvote=dict(num_branch=d["num_branch"]),
         group_dir=dict(groups=10, sigma=d["group_sigma"], temperature=0.07, label_range=100.0,
                        reg_loss=d["reg_loss"]),
-        accon=dict(augment=d["accon_augment"]))
+        accon=dict(augment=d["accon_augment"]),
+        bsam=dict(rho=d["bsam_rho"], weights="raw"))
     return p
 
 

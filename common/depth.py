@@ -50,13 +50,15 @@ def effective_bin_counts(pixel_counts, sqrt: bool = False, lds: bool = False, ke
 
 
 def pixel_bucket_weights(pixel_counts, reweight: str, lds: bool = False, kernel: str = "gaussian", ks: int = 5,
-                         sigma: float = 2.0, bucket_start: int = 7, truncate: bool = False) -> np.ndarray | None:
+                         sigma: float = 2.0, bucket_start: int = 7, truncate: bool = False,
+                         rescale: bool = True) -> np.ndarray | None:
     """Per-bin pixel weights (B,) float32 from the training pixel histogram, as the NYUD2 references compute them.
 
     The effective counts ``n'_b`` are :func:`effective_bin_counts` (square roots for ``sqrt_inv``, LDS, the bins
     below ``bucket_start`` copying the first tracked one, ``truncate``); no clipping. Weights ``s / n'_b`` with
     ``s = Σ N_b / Σ (N_b / n'_b)``, so the pixel-count-weighted mean weight is 1 (a bin whose effective count is 0
-    holds no training pixel and gets weight 0). None for ``reweight='none'``.
+    holds no training pixel and gets weight 0). ``rescale=False`` leaves out ``s`` (the raw ``1/n'_b``, BSAM's
+    ``--bsam_weights raw``). None for ``reweight='none'``.
     """
     if reweight not in ("none", "inverse", "sqrt_inv"):
         raise ValueError(f"pixel_bucket_weights: `reweight` must be none, inverse or sqrt_inv, got {reweight!r}.")
@@ -72,6 +74,8 @@ def pixel_bucket_weights(pixel_counts, reweight: str, lds: bool = False, kernel:
     present = effective > 0
     inverse = np.zeros_like(effective)
     inverse[present] = 1.0 / effective[present]
+    if not rescale:
+        return inverse.astype(np.float32)
     scale = counts.sum() / (counts * inverse).sum()
     return (scale * inverse).astype(np.float32)
 

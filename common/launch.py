@@ -38,7 +38,7 @@ def config_from_args(args, run_dir, branch: bool = False) -> TrainerConfig:
                          persistent_workers=get("persistent_workers", False), prefetch=get("prefetch", 2),
                          branch=branch, lr=args.lr, patience_rule=get("patience_rule", "best"),
                          save_every_minutes=get("save_every_minutes", 30.0),
-                         full_tables=get("full_tables", False))
+                         full_tables=get("full_tables", False), step_rule=methods.step_rule(args))
 
 
 def amp_dtype_of(amp, device: torch.device):

@@ -104,7 +104,7 @@ def smoothed_bin_counts(counts, reweight: str, lds: bool = False, lds_kernel: st
 
 def prepare_weights(labels, reweight: str = "none", lds: bool = False, lds_kernel: str = "gaussian",
                     lds_ks: int = 5, lds_sigma: float = 2, max_target: int = 121, *, bins=None,
-                    clip=(5, 1000), truncate_smoothed_counts: bool = False):
+                    clip=(5, 1000), truncate_smoothed_counts: bool = False, rescale: bool = True):
     """Per-sample training weights (docs/methods.md §2.1 for ages, §2.2 for STS-B's 0.1-wide bins).
 
     Args:
@@ -119,9 +119,11 @@ def prepare_weights(labels, reweight: str = "none", lds: bool = False, lds_kerne
         clip: bounds of the ``inverse`` counts before smoothing (ages: (5, 1000); STS-B and NYUD2: None).
         truncate_smoothed_counts: reproduce the reference's integer truncation of ``inverse`` + LDS
             (off by default: a bug fix, see docs/reference-differences.md).
+        rescale: rescale the weights to mean 1 over the samples (DIR's); off, the raw ``1/n'`` (BSAM's
+            ``--bsam_weights raw``: ``1/√n`` with ``sqrt_inv``).
 
     Returns:
-        (N,) float32 weights with mean 1, or None when ``reweight='none'``.
+        (N,) float32 weights (mean 1 with ``rescale``), or None when ``reweight='none'``.
     """
     if reweight not in REWEIGHTS:
         raise ValueError(f"prepare_weights: `reweight` must be one of {', '.join(REWEIGHTS)}, got {reweight!r}.")
@@ -145,6 +147,8 @@ def prepare_weights(labels, reweight: str = "none", lds: bool = False, lds_kerne
     effective = smoothed_bin_counts(counts, reweight, lds, lds_kernel, lds_ks, lds_sigma, clip=clip,
                                     truncate_smoothed_counts=truncate_smoothed_counts)
     weights = (1.0 / effective[index]).astype(np.float32)
+    if not rescale:
+        return weights
     return (weights * (len(weights) / weights.sum())).astype(np.float32)
 
 

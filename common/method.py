@@ -15,7 +15,9 @@ A method may give any of:
   to it (:meth:`Method.term`: RankSim, ConR, RnC, SRL); both are :class:`Term` modules, called the same way;
 * the regression head's kind (:meth:`Method.head`) and the flags that define the model (:attr:`model_flags`);
 * a change to the built model (:meth:`Method.prepare_model`: RRT's trunk and frozen layers, RnC's probe);
-* optimiser groups of its own (:meth:`Method.param_groups`).
+* optimiser groups of its own (:meth:`Method.param_groups`);
+* a change to the optimisation step itself (:meth:`Method.step_rule`: BSAM's second pass at perturbed
+  parameters), at most one per run.
 
 docs/adding-a-method.md walks through it; ``tests/helpers/toy_regularizer.py`` and ``toy_head.py`` are two
 complete examples of one file each.
@@ -89,6 +91,30 @@ class Method:
         """Optimiser groups of the method's own parameters (``params``, ``name``, ``lr``; ``follows_lr``: scaled
         and scheduled with the model's learning rate, else fixed); they leave the model's group."""
         return []
+
+    def step_rule(self, args) -> "StepRule | None":
+        """A :class:`StepRule` that changes the loop's optimisation step (BSAM), or None; at most one enabled method
+        of a run gives one."""
+        return None
+
+
+class StepRule:
+    """A change to the training loop's step, between the first backward pass and the base optimiser's step.
+
+    The loop (:meth:`common.trainer.Trainer.train_step`) runs the step's forward and backward pass (the logged
+    losses and the health record are that pass's), averages the gradients over the processes, then calls
+    :meth:`between` with the base optimiser's parameters; after it, it clips (``--grad_clip``) and steps the
+    optimiser (through the gradient scaler) with the gradients then in place. Nothing here may read a tensor on the
+    host (the step reads nothing; ``tests/common/test_trainer_host_reads.py``).
+    """
+
+    def between(self, parameters: list, scale, again) -> None:
+        """Work on ``parameters`` (the optimiser's, in its groups' order; their ``.grad`` are the first pass's,
+        averaged over the processes and multiplied by the gradient scaler's scale). ``scale``: that scale as a
+        0-d tensor on the device, or None without a scaler (``--amp fp16`` only). ``again()`` clears the
+        gradients, runs the forward and backward pass once more on the same batch (at the parameters as they are
+        then) and averages the new gradients; the optimiser steps with whatever gradients ``between`` leaves."""
+        raise NotImplementedError
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import fds, head_start, lds, rrt
+from common import bsam, fds, head_start, lds, rrt
 from common.losses import (accon, balanced_mse, conr, dist_loss, group_dir, ordinal_entropy, ranksim, regression,
                            rnc, srl, uvote, vir)
 from common.method import Method
@@ -27,6 +27,7 @@ METHODS: tuple[Method, ...] = (
     group_dir.METHOD,      # Group-DIR: a head and a main loss
     ordinal_entropy.METHOD,  # Ordinal Entropy: a term
     accon.METHOD,          # ACCon: a head and a term
+    bsam.METHOD,           # BSAM: a step rule (a second pass at perturbed parameters) and its weights
     head_start.METHOD,     # --head_start labels: after UVOTE's own start, before RRT loads --pretrained
     rrt.METHOD,            # RRT: the two-stage protocol
 )
@@ -69,9 +70,13 @@ def enabled(args) -> list[Method]:
 
 
 def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Every method's parse-time checks, in the list's order."""
+    """Every method's parse-time checks, in the list's order; then: at most one method changes the step."""
     for method in METHODS:
         method.check(parser, args)
+    stepping = [method for method in enabled(args) if method.step_rule(args) is not None]
+    if len(stepping) > 1:
+        parser.error(f"{stepping[0].switch} and {stepping[1].switch} each change the optimisation step: pass only "
+                     "one of them.")
 
 
 def tags(args) -> list[str]:
@@ -118,6 +123,15 @@ def prepare_model(args, model, spec, log=print):
 def param_groups(args, model, objective) -> list[dict]:
     """The optimiser groups the enabled methods bring (their parameters leave the model's group)."""
     return [group for method in enabled(args) for group in method.param_groups(args, model, objective)]
+
+
+def step_rule(args):
+    """The :class:`~common.method.StepRule` of the enabled method that changes the optimisation step (BSAM), or
+    None: the loop's plain step (:func:`check` refuses two at parse time)."""
+    rules = [rule for rule in (method.step_rule(args) for method in enabled(args)) if rule is not None]
+    if len(rules) > 1:
+        raise ValueError("step_rule: two enabled methods each change the optimisation step; pass only one of them.")
+    return rules[0] if rules else None
 
 
 def default_flags() -> dict:

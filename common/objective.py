@@ -17,6 +17,7 @@ RnC regularise), with SRL ``projection``, and the raw outputs of a UVOTE or VIR 
 from __future__ import annotations
 
 import argparse
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -96,6 +97,17 @@ class Objective(nn.Module):
     def part(self, name: str):
         """The main loss or the term of method ``name``, or None."""
         return getattr(self, name) if name == self.main_name or name in self.term_names else None
+
+    @contextlib.contextmanager
+    def repeated_pass(self):
+        """A second forward of the step's batch (BSAM's pass at perturbed parameters, run by the trainer under this
+        context): with ``--stats_from_training`` the step's features are recorded once, from its first pass, so the
+        epoch's FDS/SRL statistics count every sample once."""
+        recorded, self.recorded = self.recorded, None
+        try:
+            yield
+        finally:
+            self.recorded = recorded
 
     def srl_slot(self, labels: torch.Tensor) -> torch.Tensor:
         """SRL's label slots of ``labels`` (the statistics pass folds projections in by them)."""

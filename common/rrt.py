@@ -27,8 +27,10 @@ class RRTMethod(Method):
     def check(self, parser, args) -> None:
         if flag(args, "retrain_fc") and not args.pretrained:
             parser.error("--retrain_fc retrains the last layer of a trained model: pass it with --pretrained CKPT.")
+        # BSAM's own weights (--bsam_weights raw or sqrt_inv) re-weight the loss as --reweight does.
+        bsam_weights = flag(args, "bsam") and flag(args, "bsam_weights", "reweight") != "reweight"
         if flag(args, "retrain_fc") and flag(args, "reweight", "none") == "none" and not flag(args, "bmse") \
-                and flag(args, "rnc_stage", "none") != "linear":
+                and flag(args, "rnc_stage", "none") != "linear" and not bsam_weights:
             # Allowed, as the NYUD2 and STS-B references allow it (the age ones assert a --reweight): said, not
             # refused.
             print("warning: --retrain_fc without --reweight or --bmse retrains on the unweighted loss, which does "

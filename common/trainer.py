@@ -14,6 +14,7 @@ batch, gradients are averaged, evaluation is gathered, and rank 0 writes the fil
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
@@ -76,7 +77,9 @@ class Task:
 
     def build_objective(self) -> torch.nn.Module:
         """A module whose ``forward(model, batch, epoch)`` returns ``{name: weighted 0-d loss}``; its state (e.g.
-        Balanced MSE's σ, SRL's surrogate) is checkpointed."""
+        Balanced MSE's σ, SRL's surrogate) is checkpointed. An objective that keeps something of each forward
+        (training features for the epoch's statistics) may give a ``repeated_pass()`` context manager, under which
+        a second forward of a step's batch (a step rule's, BSAM) keeps nothing."""
         raise NotImplementedError
 
     def build_optimizer(self, model, objective):
@@ -239,6 +242,9 @@ class TrainerConfig:
         save_every_minutes: with ``val_interval``, the resumable checkpoint is written at every validation and,
             between them, at the end of an epoch only once this many minutes have passed since the last write
             (and after the last epoch); 0 writes at every epoch end.
+        step_rule: a change to each optimisation step between its backward pass and the optimiser's step (an object
+            with ``between(parameters, scale, again)``, :class:`common.method.StepRule`: BSAM's second pass at
+            perturbed parameters); None: the plain step.
     """
 
     run_dir: Path | str
@@ -267,6 +273,7 @@ class TrainerConfig:
     patience_rule: str = "best"
     save_every_minutes: float = 30.0
     full_tables: bool = False
+    step_rule: object = None
 
 
 @dataclass
@@ -767,12 +774,31 @@ class Trainer:
     def train_step(self, batch, epoch: int, step: int, meters: DeviceMeters) -> None:
         """One optimisation step on ``batch``, its losses added to ``meters`` and its health recorded, all on the
         device: nothing here waits for the GPU (a non-finite or diverging loss is caught by the next
-        :meth:`_check_health`, which names this step)."""
+        :meth:`_check_health`, which names this step). With ``config.step_rule`` the rule works between the backward
+        pass and the optimiser's step (:meth:`_rule_between`: BSAM's second pass); without one, nothing else runs."""
         model, objective, optimizer, scaler = self.model, self.objective, self.optimizer, self.scaler
+        components = self._losses(batch, epoch, step)
+        total = sum(components.values())
+        self.health.update(components, total, epoch, step)
+        meters.update({**components, "total": total}, batch_size_of(batch))
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        distributed.average_gradients(list(model.parameters()) + list(objective.parameters()))
+        if self.config.step_rule is not None:
+            self._rule_between(batch, epoch, step)
+        if self.config.grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        distributed.broadcast_state(model, buffers_only=True)    # rank 0's BatchNorm statistics, as DDP keeps
+
+    def _losses(self, batch, epoch: int, step: int) -> dict:
+        """The objective's components on ``batch`` (autocast), without the losses' value checks."""
         try:
             # The losses' value checks would each wait for the device; the health record replaces them here.
             with autocast(self.device, self.amp_dtype), checks.values_unchecked():
-                components = objective(model, batch, epoch)
+                return self.objective(self.model, batch, epoch)
         except NonFiniteError as error:
             raise RunError(f"training stopped at epoch {epoch}, step {step}: {error} The model diverged or the data "
                            f"hold non-finite values; {self._last_good_checkpoint()} (lower --lr or check the "
@@ -782,18 +808,29 @@ class Trainer:
                 raise
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise RunError(f"--compile could not compile this model here ({first}); drop --compile.") from error
-        total = sum(components.values())
-        self.health.update(components, total, epoch, step)
-        meters.update({**components, "total": total}, batch_size_of(batch))
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
-        distributed.average_gradients(list(model.parameters()) + list(objective.parameters()))
-        if self.config.grad_clip:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        distributed.broadcast_state(model, buffers_only=True)    # rank 0's BatchNorm statistics, as DDP keeps
+
+    def _rule_between(self, batch, epoch: int, step: int) -> None:
+        """The step rule's work between the first backward pass and the optimiser's step (``config.step_rule``):
+        it may move the optimiser's parameters and run the same batch again (``again``), whose gradients the
+        optimiser then steps with. A second pass records no training features (the objective's
+        ``repeated_pass``, when it has one: ``--stats_from_training`` keeps the first pass's), and its losses are
+        neither logged nor health-checked (the first pass's are); a non-finite second gradient is the scaler's
+        to skip, or the next step's loss to report."""
+        model, objective, optimizer, scaler = self.model, self.objective, self.optimizer, self.scaler
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        # The first pass's gradients carry the scaler's scale; the rule gets it as a device tensor (get_scale()
+        # would read it on the host).
+        scale = scaler.scale(torch.ones((), device=self.device)) if scaler.is_enabled() else None
+        repeated = getattr(objective, "repeated_pass", contextlib.nullcontext)
+
+        def again():
+            optimizer.zero_grad(set_to_none=True)
+            with repeated():
+                components = self._losses(batch, epoch, step)
+            scaler.scale(sum(components.values())).backward()
+            distributed.average_gradients(list(model.parameters()) + list(objective.parameters()))
+
+        self.config.step_rule.between(parameters, scale, again)
 
     def _check_health(self) -> None:
         """End the run with one sentence if a step since the start had a non-finite loss, or one more than

@@ -22,7 +22,7 @@ from common.errors import RunError
 from common.fds import fds_from_args
 from common.gmm import check_fitted_on, gmm_path, labels_digest
 from common.metrics import selection_from_args, uncertainty
-from common import methods
+from common import bsam, methods
 from common.method import ModelSpec
 from common.optim import optimizer_from_args
 from common.trainer import Task
@@ -110,9 +110,13 @@ class NYUD2Task(Task):
         dataset.check_test_pixels(test, data_dir)
         if a.evaluate:
             return {"test": test}
-        # --lds without --reweight smooths what UVOTE's heads or BNI's prior count, not pixel weights.
-        weights = pixel_bucket_weights(counts, a.reweight, a.lds and a.reweight != "none", a.lds_kernel, a.lds_ks,
-                                       a.lds_sigma, a.bucket_start, truncate=a.lds_truncate)
+        # --reweight/--lds, or BSAM's own 1/√n of the pixel counts (bsam.weighting); --lds without --reweight smooths
+        # what UVOTE's heads or BNI's prior count, not pixel weights.
+        rule = bsam.weighting(a)
+        weights = pixel_bucket_weights(counts, rule.reweight, rule.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
+                                       a.bucket_start, truncate=a.lds_truncate, rescale=rule.rescale)
+        if rule.own:
+            self.log(bsam.weights_note(a, weights, counts))
         if a.select_on_test:
             train_pairs, val = pairs, test
             self.log("model selection: on the TEST set (--select_on_test), as the references")

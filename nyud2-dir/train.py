@@ -68,7 +68,10 @@ def build_parser():
                           group_dir=dict(groups=10, sigma=1.0, temperature=0.07, label_range=10.0, reg_loss="mse"),
                           # ACCon on each image's features (one view): untuned, docs/methods.md §12.4.
                           accon=dict(weight=1.0, temperature=1.0, label_range=10.0, variant="stsb", head=False),
-                          dist=dict(min_label=0.0, max_label=10.0, step=0.1, pixels=1024))
+                          dist=dict(min_label=0.0, max_label=10.0, step=0.1, pixels=1024),
+                          # BSAM has no depth run: ρ 0.05 (untuned) and 1/√n of the pixel counts rescaled to mean 1
+                          # (raw, they would scale the loss down ~10³-fold under Adam: docs/methods.md §12.2).
+                          bsam=dict(rho=0.05, weights="sqrt_inv"))
     return p
 
 

@@ -15,7 +15,7 @@ import dataset
 import loss
 import models
 import text
-from common import methods
+from common import bsam, methods
 from common.method import ModelSpec
 from common.bins import STSB_BINS, LabelBins
 from common.fds import fds_from_args
@@ -111,10 +111,14 @@ class STSTask(Task):
         a = self.args
         for message in self.messages:       # gathered in __init__, before the trainer set self.log
             self.log(message)
-        # --lds without --reweight smooths what UVOTE's heads or BNI's prior count, not sample weights.
-        weights = prepare_weights(self.train_labels, a.reweight, a.lds and a.reweight != "none", a.lds_kernel,
-                                  a.lds_ks, a.lds_sigma, bins=self.bins, clip=None,
-                                  truncate_smoothed_counts=a.lds_truncate)
+        # --reweight/--lds, or BSAM's own 1/√n on the same 0.1-wide bins (bsam.weighting); --lds without --reweight
+        # smooths what UVOTE's heads or BNI's prior count, not sample weights.
+        rule = bsam.weighting(a)
+        weights = prepare_weights(self.train_labels, rule.reweight, rule.lds, a.lds_kernel, a.lds_ks, a.lds_sigma,
+                                  bins=self.bins, clip=None, truncate_smoothed_counts=a.lds_truncate,
+                                  rescale=rule.rescale)
+        if rule.own and not a.evaluate:
+            self.log(bsam.weights_note(a, weights))
         make = lambda name, w=None: dataset.PairDataset(self.splits[name], self.vocabulary, w)   # noqa: E731
         return {"train": make("train", weights), "val": make("val"), "test": make("test")}
 

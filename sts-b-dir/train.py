@@ -86,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                           # M 5.
                           accon=dict(weight=10.0, temperature=1.0, label_range=5.0, variant="stsb", proj_dims=2000,
                                      relu=0, normalize=1),
-                          dist=dict(min_label=0.0, max_label=5.0, step=0.1))
+                          dist=dict(min_label=0.0, max_label=5.0, step=0.1),
+                          # BSAM has no STS-B run: ρ 0.05 (untuned), 1/√n of the 0.1-bin counts rescaled to mean 1,
+                          # the scale DIR's Adam and gradient clipping (max-norm 5) were set for.
+                          bsam=dict(rho=0.05, weights="sqrt_inv"))
     p.add_argument("--projector_dim", dest="embedding_dim", type=int, default=argparse.SUPPRESS,
                    help="alias of --embedding_dim (SRL's projector)")
     # SRL's STS-B values (docs/methods.md §7.4): w1 1e-4, w2 1e-2, w3 1e-4, τ 0.1, 1,000 random points.

@@ -1,7 +1,7 @@
-"""The methods beyond the references (RnC, UVOTE, VIR, Dist Loss, Group-DIR, Ordinal Entropy, ACCon) end to end on every
-benchmark's synthetic data: a tiny run, its test predictions (with the predicted σ of UVOTE and VIR), and
+"""The methods beyond the references (RnC, UVOTE, VIR, Dist Loss, Group-DIR, Ordinal Entropy, ACCon, BSAM) end to end
+on every benchmark's synthetic data: a tiny run, its test predictions (with the predicted σ of UVOTE and VIR), and
 ``--evaluate --resume`` giving the run's own test metrics; exact resume with VIR's sampled latent and ACCon's
-augmented views and Dist Loss's sampled pixels; RnC's and Dist Loss's two stages."""
+augmented views and Dist Loss's sampled pixels and BSAM's second pass; RnC's and Dist Loss's two stages."""
 import json
 import math
 from pathlib import Path
@@ -26,8 +26,9 @@ METHODS = {
     # four groups, the logit-adjusted CE, LDS weights on the regression term and FDS before the 2G head
     "group_dir": ["--group_dir", "--groups", "4", "--ce", "--reweight", "sqrt_inv", "--lds", "--fds"],
     "accon": ["--accon"],             # its own head on the ages and STS-B; NYUD2's per-image features
+    "bsam": ["--bsam", "--rho", "0.1"],   # a step rule with its own weights (raw on the ages, rescaled elsewhere)
 }
-POINT_HEADS = ("rnc", "dist_loss", "ordinal_entropy", "group_dir", "accon")     # no predicted σ
+POINT_HEADS = ("rnc", "dist_loss", "ordinal_entropy", "group_dir", "accon", "bsam")     # no predicted σ
 AGE = ["--model", "resnet18", "--width", "4", "--img_size", "16", "--batch_size", "64", "--workers", "0",
        "--print_freq", "100", "--lr", "1e-2", "--epoch", "2", "--many_shot_thr", "4", "--low_shot_thr", "2"]
 DEPTH = ["--scale", "36", "--crop", "44", "32", "--encoder", "resnet18", "--pretrained_encoder", "none",
@@ -87,8 +88,14 @@ def test_each_method_trains_and_evaluates_to_its_own_test(folder, method, data, 
     predictions = np.load(run / "test_predictions.npz")
     if method in POINT_HEADS:
         assert "sigma" not in predictions.files and "uncertainty" not in result["test"]
-        term = {"dist_loss": "dist", "ordinal_entropy": "oe", "group_dir": "group_reg"}.get(method, method)
-        assert f"  {term} " in (run / "training.log").read_text()            # its term was trained
+        log = (run / "training.log").read_text()
+        if method == "bsam":                 # no term: its weights are said, and the second pass changed the step
+            assert "BSAM's sample weights (--bsam_weights" in log
+            base = train(folder, data, tmp_path, "base", "--bsam", "--rho", "0")      # the base optimiser's steps
+            assert not same(base["test"], result["test"])
+        else:
+            term = {"dist_loss": "dist", "ordinal_entropy": "oe", "group_dir": "group_reg"}.get(method, method)
+            assert f"  {term} " in log                                       # its term was trained
     else:
         sigma = predictions["sigma"]
         assert sigma.shape == predictions["preds"].shape and (sigma > 0).all() and np.isfinite(sigma).all()
@@ -102,7 +109,8 @@ def test_each_method_trains_and_evaluates_to_its_own_test(folder, method, data, 
     assert same(json.loads((run / "eval.json").read_text())["test"], result["test"])
 
 
-@pytest.mark.parametrize("flags", [METHODS["vir"] + ["--rnc"], METHODS["uvote"], METHODS["accon"]])
+@pytest.mark.parametrize("flags", [METHODS["vir"] + ["--rnc"], METHODS["uvote"], METHODS["accon"],
+                                   METHODS["bsam"] + ["--conr"]])
 def test_resume_is_exact_with_sampled_latents_and_voting_heads(flags, data, tmp_path):
     full = train("agedb-dir", data, tmp_path, "full", *flags)
     train("agedb-dir", data, tmp_path, "part", *flags, "--epoch", "1")

@@ -147,3 +147,35 @@ def test_the_reproduce_commands_of_dist_loss_parse():
             assert args.retrain_fc == ("stage 2" in run)
         if args.dist_loss:
             assert (args.distribution_loss_term_weight, args.regularization_strength, args.bw_method) == (1, 0.1, 0.5)
+
+
+def test_the_reproduce_commands_of_bsam_parse():
+    """docs/reproduce.md's BSAM rows parse with their benchmark's flags and turn it on at the authors' ρ (0.2 AgeDB,
+    0.05 IMDB-WIKI) with their SGD protocol and raw weights on the ages, and at the proposal's ρ elsewhere."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from folders import folder_module
+
+    reproduce = Path(__file__).resolve().parents[1] / "docs" / "reproduce.md"
+    section = reproduce.read_text().split("## BSAM (Liu, Wang, Duan, Li", 1)[1].split("\n## ", 1)[0]
+    agedb = folder_module("agedb-dir", "train").AGEDB_DEFAULTS
+    parsers = {"AgeDB-DIR": lambda: cli.build_age_parser("t", **agedb),
+               "IMDB-WIKI-DIR": lambda: cli.build_age_parser("t"),
+               "NYUD2-DIR": lambda: folder_module("nyud2-dir", "train").build_parser(),
+               "STS-B-DIR": lambda: folder_module("sts-b-dir", "train").build_parser()}
+    rows = re.findall(r"^\| (AgeDB-DIR|IMDB-WIKI-DIR|NYUD2-DIR|STS-B-DIR) \| [^|]+ \| `python train.py ([^`]*)`",
+                      section, re.MULTILINE)
+    assert len(rows) == 4
+    for benchmark, flags in rows:
+        args = cli.parse(parsers[benchmark](), shlex.split(flags))
+        assert args.bsam is True
+        if benchmark in ("AgeDB-DIR", "IMDB-WIKI-DIR"):
+            assert args.rho == (0.2 if benchmark == "AgeDB-DIR" else 0.05)
+            assert (args.model, args.optimizer, args.lr, args.momentum, args.weight_decay) == \
+                ("resnet18", "sgd", 0.2, 0.9, 1e-4)
+            assert (args.batch_size, args.epoch, args.schedule, args.loss) == (256, 400, [248, 355, 388], "l1")
+            assert args.bsam_weights == "raw" and args.reweight == "none"
+        else:
+            assert args.rho == 0.05 and args.bsam_weights == "sqrt_inv"

@@ -1,4 +1,5 @@
-"""The dense-label pieces (common/depth.py): depth metrics against hand-computed values, the balanced test mask."""
+"""The dense-label pieces (common/depth.py): depth metrics against hand-computed values, the balanced test mask, the
+raw (unrescaled) pixel weights."""
 import math
 import warnings
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from common.bins import DEPTH_BINS
-from common.depth import balanced_mask, depth_metrics
+from common.depth import balanced_mask, depth_metrics, pixel_bucket_weights
 
 
 def test_depth_metrics_against_hand_computed_values():
@@ -48,3 +49,17 @@ def test_balanced_mask_takes_the_same_count_from_every_bin_from_0_7_m():
     assert (chosen[:7] == 0).all()
     assert all(chosen[b] == (per_bin if counts[b] else 0) for b in range(7, 100))
     assert np.array_equal(mask, balanced_mask(depths, seed=1))
+
+
+@pytest.mark.parametrize("reweight", ["inverse", "sqrt_inv"])
+def test_pixel_weights_without_rescaling_are_the_raw_inverse_counts(reweight):
+    """``rescale=False`` (BSAM's ``--bsam_weights raw``): ``1/n'_b``, the bins below ``bucket_start`` copying the
+    first tracked one, without the pixel-weighted mean-1 factor."""
+    counts = np.array([0, 3, 40, 900, 1600, 250, 9, 0, 4], dtype=np.float64)
+    effective = np.sqrt(counts) if reweight == "sqrt_inv" else counts.copy()
+    effective[:2] = effective[2]
+    expected = np.where(effective > 0, 1.0 / np.where(effective > 0, effective, 1), 0.0)
+    raw = pixel_bucket_weights(counts, reweight, bucket_start=2, rescale=False)
+    np.testing.assert_allclose(raw, expected, rtol=1e-6)
+    rescaled = pixel_bucket_weights(counts, reweight, bucket_start=2)
+    np.testing.assert_allclose(rescaled, raw * (counts.sum() / (counts * raw).sum()), rtol=1e-6)

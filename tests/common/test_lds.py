@@ -247,3 +247,17 @@ def test_prepare_weights_on_a_float_grid_without_clipping():
     np.testing.assert_allclose(weights, raw * len(raw) / raw.sum(), rtol=1e-6)
     clipped = prepare_weights(labels, "inverse", bins=STSB_BINS)          # the age clip makes every count 5
     np.testing.assert_allclose(clipped, np.ones(10), rtol=1e-6)
+
+
+@pytest.mark.parametrize("reweight", ["inverse", "sqrt_inv"])
+def test_prepare_weights_without_rescaling_are_the_raw_inverse_counts(reweight):
+    """``rescale=False`` (BSAM's ``--bsam_weights raw``): ``1/n'`` of each sample's bin, not rescaled to mean 1."""
+    labels = _random_labels(4, 300)
+    counts = np.bincount(np.minimum(labels.astype(np.int64), 120), minlength=121).astype(np.float64)
+    effective = np.sqrt(counts) if reweight == "sqrt_inv" else np.clip(counts, 5, 1000)
+    expected = [1.0 / effective[min(120, int(y))] for y in labels]
+    raw = prepare_weights(labels, reweight, bins=AGE_BINS, rescale=False)
+    np.testing.assert_allclose(raw, expected, rtol=1e-6)
+    rescaled = prepare_weights(labels, reweight, bins=AGE_BINS)
+    np.testing.assert_allclose(rescaled, raw * (len(raw) / raw.astype(np.float64).sum()), rtol=1e-6)
+    assert abs(raw.mean() - 1) > 0.1                         # the two differ: the raw mean is not 1

@@ -24,7 +24,7 @@ def toys(monkeypatch):
 def test_the_list_names_each_method_once_in_the_documented_order():
     names = [method.name for method in methods.METHODS]
     assert names == ["reweight", "fds", "bmse", "ranksim", "conr", "srl", "rnc", "uvote", "vir", "dist", "group_dir",
-                     "ordinal_entropy", "accon", "head_start", "rrt"]
+                     "ordinal_entropy", "accon", "bsam", "head_start", "rrt"]
     assert methods.REGRESSION.name == "regression" and methods.REGRESSION not in methods.METHODS
 
 
@@ -121,6 +121,32 @@ def test_a_new_regulariser_and_head_train_and_evaluate_on_every_benchmark(folder
 
 
 
+def test_at_most_one_method_changes_the_step(monkeypatch, capsys):
+    """A step rule (BSAM's) reaches the loop through :func:`methods.step_rule`; two methods that each bring one are
+    one sentence at parse time."""
+    from common.method import Method, StepRule
+
+    class Other(Method):
+        name, switch = "other_rule", "--other_rule"
+
+        def add_args(self, parser, **options):
+            parser.add_argument("--other_rule", action="store_true")
+
+        def enabled(self, args):
+            return bool(getattr(args, "other_rule", False))
+
+        def step_rule(self, args):
+            return StepRule()
+
+    monkeypatch.setattr(methods, "METHODS", methods.METHODS + (Other(),))
+    assert type(methods.step_rule(cli.parse(cli.build_age_parser("t"), ["--other_rule"]))) is StepRule
+    assert methods.step_rule(cli.parse(cli.build_age_parser("t"), [])) is None
+    with pytest.raises(SystemExit):
+        cli.parse(cli.build_age_parser("t"), ["--other_rule", "--bsam"])
+    assert "--bsam and --other_rule each change the optimisation step: pass only one of them." in \
+        capsys.readouterr().err
+
+
 def test_flags_of_a_method_left_off_are_said_to_change_nothing(capsys):
     cli.parse(cli.build_age_parser("t"), ["-w", "2", "--w1", "3", "--w2", "1", "--start_update", "2"])
     assert capsys.readouterr().err.splitlines() == [
@@ -145,6 +171,7 @@ def test_flags_of_a_method_left_off_are_said_to_change_nothing(capsys):
     (["--rnc", "--rnc_temp", "0"], "--rnc_temp must be > 0"),
     (["--vir", "--fds", "--fds_alias_last_epoch"], "drop --fds_alias_last_epoch"),
     (["--rnc_stage", "encoder", "--rnc_weight", "0"], "--rnc_weight must be > 0"),
+    (["--bsam", "--reweight", "sqrt_inv"], "or pass --bsam_weights reweight"),
 ])
 def test_combinations_that_cannot_work_are_one_sentence(flags, sentence, capsys):
     parser = cli.build_age_parser("t")

@@ -31,6 +31,7 @@ CONFIGS = {
     "group_dir": ["--group_dir", "--groups", "4", "--ce", "--reweight", "sqrt_inv", "--lds"],
     "ordinal_entropy": ["--ordinal_entropy"],
     "accon": ["--accon"],
+    "bsam": ["--bsam", "--fds", *FDS_EARLY, "--stats_from_training"],    # both passes, features recorded once
     "head_start": ["--head_start", "labels"],
     "rrt": ["--retrain_fc", "--reweight", "sqrt_inv"],        # on a first run's checkpoint (--pretrained)
     "stack": ["--reweight", "inverse", "--lds", "--fds", *FDS_EARLY, "--conr", "--regularization_weight", "2",
