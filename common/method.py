@@ -161,9 +161,10 @@ class LabelView:
     #: SRL's number of label slots when the benchmark fixes it (NYUD2's depth bins); None: ``--srl_num_labels``.
     srl_num_labels = None
 
-    def main_rows(self, pred: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (N, 1) predictions and labels that Balanced MSE compares (per sample: as they are)."""
-        return pred, targets
+    def main_rows(self, pred: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """The (N, 1) predictions and labels that Balanced MSE compares and the (N,) bool rows its mean runs over
+        (a fixed shape: a mask, not a selection; None: all). Per sample: as they are, every row."""
+        return pred, targets, None
 
     def per_sample(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(features (N, E), labels (N, 1))`` that a one-label-per-sample term (RankSim, RnC) sees."""

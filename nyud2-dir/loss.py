@@ -36,8 +36,8 @@ class DepthView(LabelView):
     srl_num_labels = DEPTH_BINS.num_bins     # fixed by the slots' bins: no --srl_num_labels on NYUD2
 
     def main_rows(self, pred, depth):
-        keep = depth >= BMSE_MIN_DEPTH
-        return pred[keep].reshape(-1, 1), depth[keep].reshape(-1, 1)
+        # Every pixel, the mean over those at or beyond 0.7 m (the reference selects them; a mask keeps the shapes).
+        return pred.reshape(-1, 1), depth.reshape(-1, 1), (depth >= BMSE_MIN_DEPTH).reshape(-1)
 
     def per_sample(self, features, depth):
         return features.flatten(1), depth.mean(dim=(1, 2, 3))[:, None]

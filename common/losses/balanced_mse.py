@@ -82,12 +82,13 @@ def _gmm_tensors(where, gmm, like):
     return means, weights, variances
 
 
-def gai_loss(pred, target, gmm, noise_var) -> torch.Tensor:
+def gai_loss(pred, target, gmm, noise_var, rows=None) -> torch.Tensor:
     """GMM-based analytic integration (1-D labels).
 
     ``ℓ_i = (ŷ_i − y_i)²/2σ² + ½ log σ² + log Σ_k π_k N(ŷ_i; μ_k, v_k + σ²)·√(2π)``.
 
     gmm: ``{'means': (K,1), 'weights': (K,), 'variances': (K,1,1)}`` (numpy or torch); cast to pred's dtype.
+    rows: (N,) bool, the rows the mean runs over (None: all; see :func:`_row_mean`).
     """
     where = "gai_loss"
     pred, target, noise_var = _prepare(where, pred, target, noise_var)
@@ -96,17 +97,17 @@ def gai_loss(pred, target, gmm, noise_var) -> torch.Tensor:
     mse_term = (pred - target).pow(2) / (2 * noise_var) + 0.5 * torch.log(noise_var)   # (N, 1)
     total_var = variances + noise_var                                                   # (K,)
     log_terms = torch.log(weights) - 0.5 * torch.log(total_var) - (pred - means).pow(2) / (2 * total_var)
-    loss = (mse_term.squeeze(1) + torch.logsumexp(log_terms, dim=1)).mean()
+    loss = _row_mean(mse_term.squeeze(1) + torch.logsumexp(log_terms, dim=1), rows)
     return loss * (2 * noise_var).detach()
 
 
-def bni_loss(pred, target, noise_var, bucket_centers, bucket_weights) -> torch.Tensor:
+def bni_loss(pred, target, noise_var, bucket_centers, bucket_weights, rows=None) -> torch.Tensor:
     """Bin-based numerical integration (1-D labels).
 
     ``ℓ_i = (ŷ_i − y_i)²/2σ² + log Σ_b p_b exp(−(ŷ_i − c_b)²/2σ²)``.
 
     bucket_centers, bucket_weights: (B,) bucket centres (label units) and probabilities (normalised here);
-    cast to pred's dtype and device.
+    cast to pred's dtype and device. rows: (N,) bool, the rows the mean runs over (None: all).
     """
     where = "bni_loss"
     pred, target, noise_var = _prepare(where, pred, target, noise_var)
@@ -122,8 +123,22 @@ def bni_loss(pred, target, noise_var, bucket_centers, bucket_weights) -> torch.T
     probs = probs / probs.sum()
     mse_term = (pred - target).pow(2).squeeze(1) / (2 * noise_var)
     log_terms = torch.log(probs) - (pred - centers).pow(2) / (2 * noise_var)
-    loss = (mse_term + torch.logsumexp(log_terms, dim=1)).mean()
+    loss = _row_mean(mse_term + torch.logsumexp(log_terms, dim=1), rows)
     return loss * (2 * noise_var).detach()
+
+
+def _row_mean(losses: torch.Tensor, rows) -> torch.Tensor:
+    """The mean of the (N,) per-row ``losses`` over the rows where ``rows`` (N,) is true (all when None): NYUD2's
+    pixels at or beyond 0.7 m, chosen by a mask, so the shapes stay fixed and nothing waits for the device. No row
+    chosen gives NaN, as the mean of none."""
+    if rows is None:
+        return losses.mean()
+    rows = rows.reshape(-1)
+    if rows.shape != losses.shape:
+        raise ValueError(f"balanced MSE: `rows` has {rows.numel()} entries for {losses.numel()} rows.")
+    chosen = rows.to(losses.dtype)
+    # where, not a product: a non-finite loss on a row left out must not reach the mean.
+    return torch.where(rows, losses, torch.zeros((), dtype=losses.dtype, device=losses.device)).sum() / chosen.sum()
 
 
 class _BalancedMSE(nn.Module):
@@ -143,7 +158,9 @@ class _BalancedMSE(nn.Module):
 class BMCLoss(_BalancedMSE):
     """:func:`bmc_loss` with a learnable ``noise_sigma`` (CLI ``--init_noise_sigma``, ``--sigma_lr``)."""
 
-    def forward(self, pred, target):
+    def forward(self, pred, target, rows=None):
+        if rows is not None:     # its batch-wide softmax would need the rows left out of its columns too
+            raise ValueError("BMCLoss: a subset of rows is not supported; select them before the loss.")
         return bmc_loss(pred, target, self.noise_var(pred))
 
 
@@ -157,9 +174,9 @@ class GAILoss(_BalancedMSE):
         self.register_buffer("gmm_weights", weights)
         self.register_buffer("gmm_variances", variances)
 
-    def forward(self, pred, target):
+    def forward(self, pred, target, rows=None):
         gmm = {"means": self.gmm_means, "weights": self.gmm_weights, "variances": self.gmm_variances}
-        return gai_loss(pred, target, gmm, self.noise_var(pred))
+        return gai_loss(pred, target, gmm, self.noise_var(pred), rows)
 
 
 class BNILoss(_BalancedMSE):
@@ -171,25 +188,25 @@ class BNILoss(_BalancedMSE):
         self.register_buffer("bucket_centers", _prior_tensor(bucket_centers, float64))
         self.register_buffer("bucket_weights", _prior_tensor(bucket_weights, float64))
 
-    def forward(self, pred, target):
-        return bni_loss(pred, target, self.noise_var(pred), self.bucket_centers, self.bucket_weights)
+    def forward(self, pred, target, rows=None):
+        return bni_loss(pred, target, self.noise_var(pred), self.bucket_centers, self.bucket_weights, rows)
 
 
 # -- wiring ---------------------------------------------------------------------------------------------------
 class BalancedMSETerm(Term):
-    """Balanced MSE as the main loss: the view's rows (NYUD2: the pixels at or beyond 0.7 m) on its label scale
-    (STS-B: score/5)."""
+    """Balanced MSE as the main loss: the view's rows (NYUD2: every pixel, the mean over those at or beyond 0.7 m)
+    on its label scale (STS-B: score/5)."""
 
     def __init__(self, loss: _BalancedMSE):
         super().__init__()
         self.loss = loss
 
     def forward(self, step: Step) -> dict:
-        pred, targets = step.view.main_rows(step.out["pred"].float(), step.targets)
+        pred, targets, rows = step.view.main_rows(step.out["pred"].float(), step.targets)
         scale = step.view.label_scale
         if scale != 1:
             pred, targets = pred / scale, targets / scale
-        return {"bmse": self.loss(pred, targets)}
+        return {"bmse": self.loss(pred, targets, rows)}
 
 
 class BalancedMSE(Method):

@@ -24,7 +24,8 @@ def test_the_default_view_is_per_sample_and_clamps_srl_slots_to_the_last():
     features, labels = torch.randn(4, 6), torch.tensor([[3.0], [120.0], [0.0], [101.0]])
     assert all(a is b for a, b in zip(view.per_sample(features, labels), (features, labels)))
     pred = features[:, :1]
-    assert all(a is b for a, b in zip(view.main_rows(pred, labels), (pred, labels)))
+    rows = view.main_rows(pred, labels)
+    assert len(rows) == 3 and rows[0] is pred and rows[1] is labels and rows[2] is None
     assert view.srl_slot(labels, 102).reshape(-1).tolist() == [3.0, 101.0, 0.0, 101.0]
     assert (view.label_scale, view.dense, view.srl_num_labels) == (1.0, False, None)
 

@@ -49,12 +49,15 @@ def test_every_method_of_the_list_is_counted():
 
 # Every benchmark: the ages' two folders share their step but not their data; NYUD2-DIR's is per pixel; STS-B-DIR's
 # packed BiLSTM keeps its sentence lengths on the host, where `pack_padded_sequence` reads them.
-CASES = [(folder, config) for folder in ("agedb-dir", "imdb-wiki-dir", "nyud2-dir", "sts-b-dir") for config in CONFIGS]
+CASES = [(folder, config) for folder in ("agedb-dir", "imdb-wiki-dir", "nyud2-dir", "sts-b-dir")
+         for config in CONFIGS]
 
 
 @pytest.mark.parametrize("folder, config", CASES)
 def test_a_training_step_reads_nothing_to_the_host(folder, config, data, tmp_path, monkeypatch):
     flags = list(CONFIGS[config])
+    if folder == "nyud2-dir":       # NYUD2 collects its statistics on a subset of its own: no such flag
+        flags = [flag for flag in flags if flag != "--stats_from_training"]
     if config == "rrt":
         train(folder, data, tmp_path, "first")
         flags += ["--pretrained", str(tmp_path / "first" / "ckpt.best.pth.tar")]

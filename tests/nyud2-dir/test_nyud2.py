@@ -790,3 +790,21 @@ def test_nyud2_flags_out_of_range_are_one_sentence(line, sentence, capsys):
         folder_main("nyud2-dir")(line.split())
     err = capsys.readouterr().err
     assert info.value.code == 2 and sentence in err and len(err.strip().splitlines()) == 2
+
+
+def test_balanced_mse_averages_over_the_pixels_at_or_beyond_07_m_by_a_mask():
+    """The reference selects the pixels ≥ 0.7 m; the view keeps every pixel and masks (fixed shapes, no host read):
+    the GAI loss of the masked map equals the loss of the selected pixels."""
+    from common.losses import gai_loss
+    view = folder_module("nyud2-dir", "loss").DepthView()
+    generator = torch.Generator().manual_seed(0)
+    depth = torch.rand(2, 1, 5, 4, generator=generator, dtype=torch.float64) * 2
+    pred = depth + 0.3 * torch.randn(2, 1, 5, 4, generator=generator, dtype=torch.float64)
+    rows_pred, rows_depth, rows = view.main_rows(pred, depth)
+    assert rows_pred.shape == rows_depth.shape == (40, 1) and torch.equal(rows, (depth >= 0.7).reshape(-1))
+    assert 0 < int(rows.sum()) < 40
+    gmm = {"means": np.array([[0.8], [1.6]]), "weights": np.array([0.4, 0.6]), "variances": np.array([[[0.1]], [[0.3]]])}
+    var = torch.tensor(0.5, dtype=torch.float64)
+    keep = depth >= 0.7
+    selected = gai_loss(pred[keep].reshape(-1, 1), depth[keep].reshape(-1, 1), gmm, var)
+    torch.testing.assert_close(gai_loss(rows_pred, rows_depth, gmm, var, rows), selected, rtol=1e-13, atol=0)

@@ -136,6 +136,40 @@ def test_bni_matches_loop(n, dup, b):
     assert out.item() == pytest.approx(expected.item(), rel=1e-10, abs=1e-12)
 
 
+@pytest.mark.parametrize("which", ["gai", "bni"])
+def test_a_row_mask_gives_the_loss_of_the_chosen_rows_and_its_gradient(which):
+    """NYUD2's pixels ≥ 0.7 m are chosen by a mask (fixed shapes): the loop's loss of the selected rows, the same
+    gradient on them and none on the others, even where a left-out row's loss is not finite."""
+    rng = np.random.default_rng(7)
+    pred, target = _batch(rng, 9)
+    rows = torch.tensor([True, False, True, True, False, True, False, True, True])
+    var = torch.tensor(0.9, dtype=F64)
+    gmm, (centers, probs) = _random_gmm(rng, 3), _random_buckets(rng, 5)
+    if which == "gai":
+        loss_of = lambda p, t, r=None: gai_loss(p, t, gmm, var, r)                            # noqa: E731
+        expected = 2 * var * bmse_gai_nll_loop(pred[rows], target[rows], *_gmm_lists(gmm), var)
+    else:
+        loss_of = lambda p, t, r=None: bni_loss(p, t, var, centers, probs, r)                 # noqa: E731
+        expected = 2 * var * bmse_bni_nll_loop(pred[rows], target[rows], centers.tolist(), probs.tolist(), var)
+    masked_pred = pred.clone().requires_grad_()
+    masked = loss_of(masked_pred, target, rows)
+    assert masked.item() == pytest.approx(expected.item(), rel=1e-10, abs=1e-12)
+    masked.backward()
+    chosen = pred[rows].clone().requires_grad_()
+    loss_of(chosen, target[rows]).backward()
+    torch.testing.assert_close(masked_pred.grad[rows], chosen.grad, rtol=1e-12, atol=1e-14)
+    assert (masked_pred.grad[~rows] == 0).all()
+    torch.testing.assert_close(loss_of(pred, target, torch.ones(9, dtype=torch.bool)), loss_of(pred, target),
+                               rtol=1e-14, atol=0)
+    far = pred.clone()
+    far[1] = 1e200                                    # its loss overflows to inf; left out, the mean is finite
+    assert loss_of(far, target, rows).item() == pytest.approx(expected.item(), rel=1e-10)
+    with pytest.raises(ValueError, match="rows"):
+        loss_of(pred, target, rows[:5])
+    with pytest.raises(ValueError, match="subset of rows"):
+        BMCLoss(1.0)(pred, target, rows)
+
+
 # ---- §5.6 invariants ----------------------------------------------------------------------------------------
 def test_bmc_equals_scaled_cross_entropy():  # §5.6.1
     rng = np.random.default_rng(1)
