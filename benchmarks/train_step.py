@@ -25,12 +25,13 @@ import time
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
+from types import MethodType, SimpleNamespace
 
 import torch
 
 import torch.nn.functional as F
 
+from common.bsam import BSAMStep
 from common.fds import FDS
 from common.meters import DeviceMeters, StepHealth
 from common.models.resnet import ResNetRegressor
@@ -57,6 +58,7 @@ VARIANTS = {
     "accon": ("ACCon (two views, the main pass)", {"head": "accon", "views": True, "reuse": True,
                                                    "objective": {"accon": True}}),
     # The floor of any method that forwards two views: vanilla on twice the batch (ConR's loss itself excluded).
+    "bsam": ("BSAM (ρ = 0.2, two passes)", {"weights": True, "rho": 0.2}),
     "vanilla_2x": ("vanilla, 2 × batch", {"batch_factor": 2}),
     "all": ("all (LDS+FDS+RankSim+SRL+ConR)", {"weights": True, "fds": True, "srl": True, "views": True,
                                                "objective": {"regularization_weight": 100.0, "srl": True,
@@ -91,6 +93,7 @@ def build(variant: dict, args, device):
         batch["views"] = (x.flip(3), x.flip(2))
     if fds is not None:      # statistics as after a first epoch, so that smoothing calibrates
         fds.update_last_epoch_stats(1)
+    objective._step_rule = BSAMStep(variant["rho"]) if "rho" in variant else None
     return model, objective, optimizer, batch
 
 
@@ -113,7 +116,10 @@ def loop_step(model, objective, optimizer, batch, meters=None) -> None:
         objective._loop = SimpleNamespace(
             model=model, objective=objective, optimizer=optimizer, device=device, amp_dtype=None,
             scaler=torch.amp.GradScaler(device.type, enabled=False), health=StepHealth(1e4),
-            config=SimpleNamespace(grad_clip=None, compile_model=None), _last_good_checkpoint=lambda: "")
+            config=SimpleNamespace(grad_clip=None, compile_model=None, step_rule=objective._step_rule),
+            _last_good_checkpoint=lambda: "")
+        for name in ("_losses", "_rule_between"):     # the step's own helpers, bound to this stand-in
+            setattr(objective._loop, name, MethodType(getattr(Trainer, name), objective._loop))
     Trainer.train_step(objective._loop, batch, 2, 0, meters if meters is not None else DeviceMeters())
 
 
