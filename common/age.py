@@ -28,7 +28,7 @@ from common.gmm import check_fitted_on, gmm_path, labels_digest
 from common.lds import bucket_prior, prepare_weights
 from common.metrics import (SHOT_SELECTABLE, balanced_shot_metrics, selection_from_args, shot_metrics, shot_table,
                             uncertainty)
-from common.optim import optimizer_from_args, step_decay
+from common.optim import cosine_decay, optimizer_from_args, step_decay
 from common.trainer import Task
 
 # Shot thresholds of the age benchmarks (docs/methods.md §10.1); --evaluate keeps a checkpoint's own unless given.
@@ -380,9 +380,11 @@ class AgeTask(Task):
 
     def build_optimizer(self, model, objective):
         """Adam (no weight decay, as the age references) or SGD with ``--weight_decay``; lr × 0.1 at each
-        ``--schedule`` epoch; Balanced MSE's σ in its own group at ``--sigma_lr``, unscheduled."""
-        return optimizer_from_args(self.args, model, objective, adam_weight_decay=False,
-                                   lr_factor=step_decay(self.args.schedule))
+        ``--schedule`` epoch, or RnC's and BSAM's cosine over ``--epoch`` (``--lr_schedule cosine``); Balanced
+        MSE's σ in its own group at ``--sigma_lr``, unscheduled."""
+        a = self.args
+        factor = cosine_decay(a.epoch) if getattr(a, "lr_schedule", "step") == "cosine" else step_decay(a.schedule)
+        return optimizer_from_args(a, model, objective, adam_weight_decay=False, lr_factor=factor)
 
     # ---- prediction, metrics ----
     def data_fingerprint(self) -> dict:

@@ -125,6 +125,9 @@ def add_optim_args(p: argparse.ArgumentParser, *, optimizer="adam", loss="l1", l
                    help=weight_decay_help)
     if schedule is not None:
         g.add_argument("--schedule", type=int, nargs="*", default=list(schedule), help="lr × 0.1 at these epochs")
+        g.add_argument("--lr_schedule", default="step", choices=["step", "cosine"],
+                       help="step: lr × 0.1 at each --schedule epoch (the DIR references); cosine: from lr down to "
+                            "lr·0.1³ over --epoch, as RnC's and BSAM's code (--schedule is then not used)")
     g.add_argument("--batch_size", type=int, default=batch_size)
     g.add_argument("--val_interval", type=int, default=val_interval,
                    help="validate every N training iterations (0: after every epoch)")
@@ -194,6 +197,8 @@ def check_schedule(args) -> None:
     order."""
     milestones, epochs = getattr(args, "schedule", None), getattr(args, "epoch", None)
     if not milestones or epochs is None or getattr(args, "resume", ""):   # a resumed run keeps its own schedule
+        return
+    if getattr(args, "lr_schedule", "step") == "cosine":                  # the milestones are not used
         return
     late = [m for m in milestones if m >= epochs]
     if late:

@@ -9,6 +9,8 @@ optimiser's weight decay, as in every reference.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -16,6 +18,15 @@ def step_decay(milestones):
     """lr × 0.1 at each milestone epoch (the age references' ``--schedule``)."""
     milestones = sorted(milestones)
     return lambda epoch: 0.1 ** sum(epoch >= m for m in milestones)
+
+
+def cosine_decay(epochs: int, floor: float = 1e-3):
+    """RnC's and BSAM's cosine schedule (``--lr_schedule cosine``): the factor ``r + (1 − r)(1 + cos(π e/E))/2`` of
+    the learning rate in the authors' epoch ``e = 1..E`` (this loop's 0-based epoch + 1; ``E`` = ``epochs``), from
+    just under 1 in the first epoch to ``r`` = ``floor`` in the last (their ``η_min = η·0.1³``)."""
+    if epochs < 1:
+        raise ValueError(f"cosine_decay: `epochs` must be ≥ 1, got {epochs}.")
+    return lambda epoch: floor + (1 - floor) * (1 + math.cos(math.pi * (epoch + 1) / epochs)) / 2
 
 
 def build_optimizer(model, *, name: str = "adam", lr: float, momentum: float = 0.9, weight_decay: float = 0.0,

@@ -28,6 +28,7 @@ def test_the_reproduce_commands_of_rnc_uvote_and_vir_parse(capsys):
         method = re.match(r"\w+", run).group().lower()
         if method == "rnc":             # the paper's two stages (the second trains a head: RnC itself is off)
             assert args.rnc_stage == ("encoder" if "stage 1" in run else "linear") and args.rnc == ("stage 1" in run)
+            assert args.lr_schedule == "cosine"     # to lr·0.1³, as the authors' main_*.py
         else:
             assert getattr(args, method) is True, (benchmark, run)
         if "--num_branch" in argv:
@@ -175,7 +176,7 @@ def test_the_reproduce_commands_of_bsam_parse():
             assert args.rho == (0.2 if benchmark == "AgeDB-DIR" else 0.05)
             assert (args.model, args.optimizer, args.lr, args.momentum, args.weight_decay) == \
                 ("resnet18", "sgd", 0.2, 0.9, 1e-4)
-            assert (args.batch_size, args.epoch, args.schedule, args.loss) == (256, 400, [248, 355, 388], "l1")
+            assert (args.batch_size, args.epoch, args.lr_schedule, args.loss) == (256, 400, "cosine", "l1")
             assert args.bsam_weights == "raw" and args.reweight == "none"
         else:
             assert args.rho == 0.05 and args.bsam_weights == "sqrt_inv"
