@@ -175,6 +175,12 @@ class ACConHead(nn.Module):
         pred = self.regressor(F.normalize(projection, dim=1) if self.normalized else projection)
         return {"pred": F.relu(pred) if self.relu else pred, "accon_projection": projection}
 
+    @torch.no_grad()
+    def start_at_labels(self, mean: float, std: float) -> None:
+        """``--head_start labels``: the regressor's bias = the label mean, so a zero projection predicts the mean
+        (``std`` is not used; a point head)."""
+        self.regressor.bias.fill_(float(mean))
+
     def extra_repr(self):
         return f"relu={self.relu}, normalized={self.normalized}"
 

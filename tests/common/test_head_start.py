@@ -129,3 +129,21 @@ def test_method_runs_after_uvote_s_start_and_before_rrt_loads_the_checkpoint():
     names = [method.name for method in methods.METHODS]
     assert names.index("uvote") < names.index("head_start") < names.index("rrt")
     assert METHOD.tag(_args(head_start="labels")) == "start_labels"
+
+
+@pytest.mark.parametrize("normalized", [False, True])
+def test_accon_head_predicts_the_label_mean_and_a_model_with_no_startable_head_is_refused(normalized):
+    from common.losses.accon import ACConHead
+    torch.manual_seed(0)
+    head = ACConHead(6, proj_dims=4, relu=True, normalized=normalized)
+    weight = head.fc_ctr.weight.clone()
+    assert start_heads_at_labels(head, MEAN, STD) == [""]
+    with torch.no_grad():
+        out = head(torch.zeros(3, 6) if not normalized else torch.randn(3, 6))
+    if not normalized:       # a zero feature projects to fc_ctr's bias; its regressor adds the mean to w·bias
+        expected = MEAN + head.regressor.weight @ head.fc_ctr.bias
+        torch.testing.assert_close(out["pred"].reshape(-1), expected.expand(3), rtol=1e-6, atol=1e-5)
+    assert torch.equal(head.regressor.bias, torch.tensor([MEAN])) and torch.equal(head.fc_ctr.weight, weight)
+    with pytest.raises(ValueError, match="no start_at_labels"):
+        METHOD.prepare_model(_args(head_start="labels"), nn.Sequential(nn.Linear(2, 1)),
+                             ModelSpec(label_mean=MEAN, label_std=STD), print)
