@@ -87,7 +87,7 @@ class HeadStartMethod(Method):
         started = start_heads_at_labels(model, spec.label_mean, spec.label_std)
         if not started:     # a head without the protocol would train as built while the run says it started
             raise ValueError("--head_start labels: this model's head has no start_at_labels; drop --head_start.")
-        log(f"head start: {', '.join(started) or 'no head'} at the training labels' mean {spec.label_mean:.4g} and "
+        log(f"head start: {', '.join(started)} at the training labels' mean {spec.label_mean:.4g} and "
             f"standard deviation {spec.label_std:.4g} (in the head's units)")
 
 
