@@ -359,6 +359,24 @@ def _conr_anchor_weights(weights, m):
     return w
 
 
+def _conr_anchor_sets(i, y, yh, window, dist):
+    """Anchor ``i``'s positives (other rows whose label is within ``window``) and negatives ``(j, label
+    distance)`` (label beyond ``window`` but prediction within it), one pair at a time."""
+    pos, neg = [], []
+    for j in range(len(y)):
+        lab = dist(y[i], y[j])
+        if j != i and lab <= window:
+            pos.append(j)
+        if lab > window and dist(yh[i], yh[j]) <= window:
+            neg.append((j, lab))
+    return pos, neg
+
+
+def _conr_similarities(z, i, pos, neg, temperature):
+    """{j: <z_i, z_j> / τ} over anchor ``i``'s positives and negatives, summed coordinate by coordinate."""
+    return {j: sum(a * b for a, b in zip(z[i], z[j])) / temperature for j in set(pos) | {j for j, _ in neg}}
+
+
 def conr_loop(features, targets, preds, weights=None, window=1.0, temperature=0.07,
               eta=0.01, denominator="reference"):
     """Age ConR (§4.1) with the repo's fix: anchors without positives are skipped.
@@ -377,19 +395,10 @@ def conr_loop(features, targets, preds, weights=None, window=1.0, temperature=0.
         z.append([f[i, k] / norm for k in range(d)])
     total = f.sum() * 0.0
     for i in range(m):
-        pos, neg = [], []
-        for j in range(m):
-            lab = _conr_dist(y[i], y[j])
-            prd = _conr_dist(yh[i], yh[j])
-            if j != i and lab <= window:
-                pos.append(j)
-            if lab > window and prd <= window:
-                neg.append((j, lab))
+        pos, neg = _conr_anchor_sets(i, y, yh, window, _conr_dist)
         if not pos or not neg:
             continue
-        sim = {}
-        for j in set(pos) | {j for j, _ in neg}:
-            sim[j] = sum(z[i][k] * z[j][k] for k in range(d)) / temperature
+        sim = _conr_similarities(z, i, pos, neg, temperature)
         den = sum(_regression_torch.exp(sim[j]) for j in pos)
         if denominator == "reference":
             den = den + (m - len(pos))
@@ -425,19 +434,10 @@ def conr_dense_loop(features, depth, output, weights=None, window=0.2, temperatu
     om = [1.0] * b if weights is None else pooled(weights)
     total = f.sum() * 0.0
     for i in range(b):
-        pos, neg = [], []
-        for j in range(b):
-            lab = abs(y[i] - y[j])
-            prd = abs(yh[i] - yh[j])
-            if j != i and lab <= window:
-                pos.append(j)
-            if lab > window and prd <= window:
-                neg.append((j, lab))
+        pos, neg = _conr_anchor_sets(i, y, yh, window, lambda u, v: abs(u - v))
         if not pos or not neg:
             continue
-        sim = {}
-        for j in set(pos) | {j for j, _ in neg}:
-            sim[j] = sum(z[i][k] * z[j][k] for k in range(dim)) / temperature
+        sim = _conr_similarities(z, i, pos, neg, temperature)
         den = sum(_regression_torch.exp(sim[j]) for j in pos)
         if denominator == "reference":
             den = den + (b - len(pos))
