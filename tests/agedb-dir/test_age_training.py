@@ -4,7 +4,6 @@ Each run is one or two epochs of a 4-channel ResNet-18 on 16×16 images, on CPU.
 """
 import json
 import math
-import re
 import os
 import shutil
 import sys
@@ -21,6 +20,7 @@ from common.metrics import shot_metrics
 from common.synthetic import write_synthetic
 from folders import folder_main
 from tb_events import scalars_of_run
+from training_log import logged_components
 
 pytestmark = pytest.mark.slow
 
@@ -115,17 +115,6 @@ COMPONENTS = {
     "bmse_gai": {"bmse"}, "bmse_bmc": {"bmse"}, "bmse_bni": {"bmse"}, "amp": {"l1", "conr"},
     "all_together": {"l1", "ranksim", "conr", "srl_contrastive", "srl_enveloping", "srl_homogeneity"},
 }
-
-
-def logged_components(log: str) -> set:
-    """Component names on the training progress lines (``epoch 0 [4/4]  l1 47.09  conr 29.15  total … ETA``)."""
-    names = set()
-    for line in log.splitlines():
-        match = re.search(r"epoch \d+ \[\d+/\d+\]\s+(.*)\s+ETA", line)
-        if match:
-            tokens = match.group(1).split()
-            names |= set(tokens[0::2])
-    return names - {"total"}
 
 
 @pytest.mark.parametrize("method", list(METHODS))

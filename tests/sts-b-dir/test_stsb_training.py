@@ -16,6 +16,7 @@ import torch
 from common.bins import STSB_BINS
 from common.metrics import correlation_shot_metrics
 from folders import folder_main, folder_module
+from training_log import logged_components
 
 pytestmark = pytest.mark.slow
 
@@ -114,15 +115,6 @@ COMPONENTS = {
     "bmse_gai": {"bmse"}, "bmse_bmc": {"bmse"}, "bmse_bni": {"bmse"},
     "all_together": {"mse", "ranksim", "conr", "srl_contrastive", "srl_enveloping", "srl_homogeneity"},
 }
-
-
-def logged_components(log: str) -> set:
-    names = set()
-    for line in log.splitlines():
-        match = re.search(r"epoch \d+ \[\d+/\d+\]\s+(.*)\s+ETA", line)
-        if match:
-            names |= set(match.group(1).split()[0::2])
-    return names - {"total"}
 
 
 @pytest.mark.parametrize("method", list(METHODS))
