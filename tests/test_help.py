@@ -20,6 +20,7 @@ TOOLS = {   # the module, the --help arguments, the prog its usage names
     "report": ("common.tools.report", [], "python -m common.tools.report"),
     "sweep": ("common.tools.sweep", [], "python -m common.tools.sweep"),
     "demo": ("common.tools.demo", [], "python -m common.tools.demo"),
+    "encodings": ("common.tools.encodings", [], "python -m common.tools.encodings"),
 }
 
 
