@@ -23,12 +23,20 @@ def data_dir(tmp_path_factory):
     return synthetic_agedb(tmp_path_factory.mktemp("agedb") / "data")
 
 
+def as_in_a_terminal():
+    """In the child before it starts: Ctrl-C's default action, as a shell in a terminal gives it. A test suite
+    started in the background (``cmd &`` without job control, ``nohup``) ignores SIGINT, and a child inherits that,
+    so Python would install no Ctrl-C handler and the run would go on to its end."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum, name", [(signal.SIGINT, "Ctrl-C (SIGINT)"), (signal.SIGTERM, "SIGTERM")])
 def test_a_signal_stops_the_run_with_one_line_and_the_resume_command(signum, name, data_dir, tmp_path):
     """Ctrl-C, or a scheduler's SIGTERM, after the first checkpoint: one line naming where the run stopped and the
     exact --resume command, no traceback; resuming it gives the uninterrupted run's numbers."""
     process = subprocess.Popen([sys.executable, "train.py", *run_args(data_dir, tmp_path, "stopped", "--epoch", "6")],
-                               cwd=ROOT / "agedb-dir", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               cwd=ROOT / "agedb-dir", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=as_in_a_terminal)
     checkpoint = tmp_path / "stopped" / "ckpt.pth.tar"
     deadline = time.time() + 120
     while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
