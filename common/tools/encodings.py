@@ -19,11 +19,10 @@ A regulariser that collapses the encodings shows ``cos min`` near 1, a small ``s
 """
 from __future__ import annotations
 
-import json
+import math
 from argparse import Namespace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from common.errors import RunError
@@ -53,15 +52,9 @@ def encoding_statistics(encodings: torch.Tensor, labels: torch.Tensor) -> dict:
             "max_abs_r": float(r.abs().max()) if r.numel() else 0.0}
 
 
-def run_flags(run_dir: Path) -> Namespace:
-    """The flags a run folder was trained with, from its ``results.json``."""
-    path = run_dir / "results.json"
-    if not path.is_file():
-        raise RunError(f"{run_dir} has no results.json; pass a run folder whose training finished.")
-    try:
-        flags = json.loads(path.read_text()).get("args")
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RunError(f"{path} is not valid JSON ({error}); re-run the evaluation of that run.") from None
+def run_flags(results: dict, path) -> Namespace:
+    """The flags an age benchmark's run was trained with, from its loaded ``results.json`` (at ``path``)."""
+    flags = results.get("args")
     if not isinstance(flags, dict) or flags.get("dataset") not in AGE_DATASETS:
         raise RunError(f"{path} is not an age benchmark's run (its flags name no dataset among "
                        f"{', '.join(AGE_DATASETS)}); this tool reads AgeDB-DIR and IMDB-WIKI-DIR runs.")
@@ -78,24 +71,24 @@ def load_trunk(run_dir: Path, flags: Namespace, checkpoint: str):
     state = load_checkpoint(path)["state_dict"]
     model = ResNetRegressor(flags.model, width=flags.width, stem=flags.stem)
     trunk = {k: v for k, v in state.items() if k.startswith(TRUNK_PREFIXES)}
-    missing, unexpected = model.load_state_dict(trunk, strict=False)
-    missing = [k for k in missing if k.startswith(TRUNK_PREFIXES)]
-    if missing or unexpected:
-        raise RunError(f"checkpoint {path} does not fit a {flags.model} of width {flags.width} "
-                       f"({(missing + unexpected)[0]}); was it written by another version of the repo?")
+    try:
+        missing, unexpected = model.load_state_dict(trunk, strict=False)
+        misfits = [k for k in missing if k.startswith(TRUNK_PREFIXES)] + unexpected
+    except RuntimeError as error:           # a tensor of another shape raises even without strict
+        misfits = [str(error).splitlines()[-1].strip()]
+    if misfits:
+        raise RunError(f"checkpoint {path} does not fit a {flags.model} of width {flags.width} ({misfits[0]}); "
+                       "check the run's results.json, or was the checkpoint written by another version of the repo?")
     return model.eval(), state
 
 
 def load_test_split(flags: Namespace, data_dir: Path):
     """(images (N, 3, S, S) float32, ages (N,) float64) of the test split, preprocessed as at evaluation."""
-    import pandas as pd
+    from common.age import AgeDataset, read_split_csv
 
-    from common.age import AgeDataset
-
-    csv = data_dir / f"{flags.dataset}.csv"
-    if not csv.is_file():
-        raise RunError(f"{csv} does not exist; pass --data_dir, the folder that holds the run's data.")
-    dataset = AgeDataset(pd.read_csv(csv), data_dir, "test", flags.img_size)
+    # No range check on the ages: the run's training already made it against its benchmark's range.
+    frame = read_split_csv(data_dir / f"{flags.dataset}.csv", max_age=math.inf)
+    dataset = AgeDataset(frame, data_dir, "test", flags.img_size)
     samples = [dataset[i] for i in range(len(dataset))]
     return torch.stack([s["input"] for s in samples]), torch.cat([s["target"] for s in samples]).double()
 
@@ -108,13 +101,16 @@ def encode(model, images: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 def run_statistics(run_dir, data_dir=None, checkpoint: str = "best", batch_size: int = 256) -> dict:
     """:func:`encoding_statistics` of one run on its test split, with ``pred_sd`` from its saved predictions."""
+    from common.tools.report import load_run
+
     run_dir = Path(run_dir)
-    flags = run_flags(run_dir)
+    results = load_run(run_dir)
+    flags = run_flags(results, run_dir / "results.json")
     model, _ = load_trunk(run_dir, flags, checkpoint)
     images, ages = load_test_split(flags, Path(data_dir or flags.data_dir))
     stats = encoding_statistics(encode(model, images, batch_size), ages)
-    predictions = run_dir / "test_predictions.npz"
-    stats["pred_sd"] = float(np.load(predictions)["preds"].std()) if predictions.is_file() else float("nan")
+    predictions = results.get("predictions")
+    stats["pred_sd"] = float(predictions["preds"].std()) if predictions else float("nan")
     return stats
 
 

@@ -60,7 +60,7 @@ def test_a_runs_encodings_through_its_head_give_its_saved_test_predictions(tmp_p
     data = synthetic_agedb(tmp_path / "data")
     agedb_main(run_args(data, tmp_path / "runs", "vanilla", "--epoch", "2"))
     run = tmp_path / "runs" / "vanilla"
-    flags = encodings.run_flags(run)
+    flags = encodings.run_flags(json.loads((run / "results.json").read_text()), run / "results.json")
     model, state = encodings.load_trunk(run, flags, "best")
     images, ages = encodings.load_test_split(flags, data)
     z = encodings.encode(model, images, batch_size=7)
@@ -75,11 +75,21 @@ def test_a_runs_encodings_through_its_head_give_its_saved_test_predictions(tmp_p
     assert [float(cell) for cell in row[2:-1]] == pytest.approx(
         [stats[key] for key, _ in encodings.COLUMNS[:-1]] + [float(saved["preds"].std())], rel=1e-3)
 
+    # Flags that do not fit the checkpoint (another width): one sentence, not PyTorch's size-mismatch traceback.
+    results = json.loads((run / "results.json").read_text())
+    results["args"]["width"] = 8
+    (run / "results.json").write_text(json.dumps(results))
+    with pytest.raises(SystemExit) as info:
+        encodings.main([str(run)])
+    message = str(info.value.code)
+    assert message.startswith(f"error: checkpoint {run / 'ckpt.best.pth.tar'} does not fit a resnet18 of width 8 "
+                              "(size mismatch for ") and "\n" not in message
+
 
 def test_a_folder_that_is_not_a_finished_age_run_is_one_sentence(tmp_path):
-    with pytest.raises(SystemExit, match="has no results.json; pass a run folder whose training finished"):
+    with pytest.raises(SystemExit, match="results.json does not exist; pass run folders of finished training runs"):
         encodings.main([str(tmp_path)])
-    (tmp_path / "results.json").write_text(json.dumps({"args": {"dataset": "nyud2"}}))
+    (tmp_path / "results.json").write_text(json.dumps({"test": {}, "args": {"dataset": "nyud2"}}))
     with pytest.raises(SystemExit, match="not an age benchmark's run"):
         encodings.main([str(tmp_path)])
     (tmp_path / "results.json").write_text("{")
