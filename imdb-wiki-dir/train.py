@@ -23,8 +23,13 @@ IMDB_WIKI_DEFAULTS = dict(
 )
 
 
+def build_parser():
+    """This benchmark's command line: the age flags with this folder's defaults."""
+    return cli.build_age_parser(__doc__.splitlines()[0], **IMDB_WIKI_DEFAULTS)
+
+
 def main(argv=None) -> dict:
-    args = cli.parse(cli.build_age_parser(__doc__.splitlines()[0], **IMDB_WIKI_DEFAULTS), argv)
+    args = cli.parse(build_parser(), argv)
     from task import IMDBWikiTask   # after parsing: --help and flag errors answer before torch loads
     from common.launch import run
     return run(args, IMDBWikiTask)

@@ -13,15 +13,6 @@ ROW = re.compile(r"^\| (AgeDB-DIR|IMDB-WIKI-DIR|NYUD2-DIR|STS-B-DIR) \| ([^|]+) 
                  re.MULTILINE)
 
 
-def benchmark_parser(benchmark: str):
-    """The parser of ``benchmark``'s own ``train.py``, with that folder's defaults."""
-    train = folder_module(FOLDERS[benchmark], "train")
-    if hasattr(train, "build_parser"):
-        return train.build_parser()
-    defaults = train.AGEDB_DEFAULTS if benchmark == "AgeDB-DIR" else train.IMDB_WIKI_DEFAULTS
-    return cli.build_age_parser("t", **defaults)
-
-
 def reproduce_rows(heading: str) -> list:
     """The command rows of the docs/reproduce.md section whose heading starts with ``heading``, each as
     ``(benchmark, run, argv, args)``: the row's benchmark and run columns, its flags, and those flags parsed by the
@@ -30,7 +21,8 @@ def reproduce_rows(heading: str) -> list:
     rows = []
     for benchmark, run, flags in ROW.findall(section):
         argv = shlex.split(flags.replace("<stage 1>", "stage1"))
-        rows.append((benchmark, run.strip(), argv, cli.parse(benchmark_parser(benchmark), argv)))
+        parser = folder_module(FOLDERS[benchmark], "train").build_parser()
+        rows.append((benchmark, run.strip(), argv, cli.parse(parser, argv)))
     return rows
 
 

@@ -302,11 +302,7 @@ def test_the_two_views_are_the_main_pass_of_the_regression_loss_and_of_accon():
 def _parse(folder, argv):
     from common import cli
     from folders import folder_module
-    module = folder_module(folder, "train")
-    if folder in ("agedb-dir", "imdb-wiki-dir"):
-        defaults = module.AGEDB_DEFAULTS if folder == "agedb-dir" else module.IMDB_WIKI_DEFAULTS
-        return cli.parse(cli.build_age_parser("t", **defaults), argv)
-    return cli.parse(module.build_parser(), argv)
+    return cli.parse(folder_module(folder, "train").build_parser(), argv)
 
 
 @pytest.mark.parametrize("folder, flags, sentence", [
