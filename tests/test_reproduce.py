@@ -4,13 +4,12 @@ import shlex
 from pathlib import Path
 
 from common import cli
+from common.tools.report import BENCHMARK_NAMES
 from folders import folder_module
 
 REPRODUCE = Path(__file__).resolve().parents[1] / "docs" / "reproduce.md"
-FOLDERS = {"AgeDB-DIR": "agedb-dir", "IMDB-WIKI-DIR": "imdb-wiki-dir", "NYUD2-DIR": "nyud2-dir",
-           "STS-B-DIR": "sts-b-dir"}
-ROW = re.compile(r"^\| (AgeDB-DIR|IMDB-WIKI-DIR|NYUD2-DIR|STS-B-DIR) \| ([^|]+) \| `python train.py ([^`]*)`",
-                 re.MULTILINE)
+FOLDERS = {name: folder for folder, name in BENCHMARK_NAMES.items()}
+ROW = re.compile(rf"^\| ({'|'.join(map(re.escape, FOLDERS))}) \| ([^|]+) \| `python train.py ([^`]*)`", re.MULTILINE)
 
 
 def reproduce_rows(heading: str) -> list:
